@@ -1,0 +1,250 @@
+package lb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrNoHealthyServers is returned by a pick when no endpoint may take
+// traffic. The returned error wraps it and names the service.
+var ErrNoHealthyServers = errors.New("no healthy servers")
+
+// ErrUnknownServer is returned when an operation names an endpoint id that
+// the LoadBalancer does not have.
+var ErrUnknownServer = errors.New("unknown server")
+
+// ErrDuplicateServer is returned by AddServer for an id already present.
+var ErrDuplicateServer = errors.New("duplicate server")
+
+// LoadBalancer spreads picks over a service's endpoints with a Strategy,
+// skipping unhealthy ones, and keeps sticky sessions, in-flight counts and
+// statistics. All methods are safe for concurrent use. Picks are lock-free;
+// changes (AddServer, RemoveServer, SetHealth) serialise on a mutex and
+// publish a new immutable snapshot.
+type LoadBalancer struct {
+	cfg      LoadBalancerConfig
+	strategy Strategy
+	log      *slog.Logger
+	now      func() int64
+	sessions *sessionTable // nil unless sticky sessions are on
+
+	mu        sync.Mutex // serialises writers; readers use snap
+	endpoints map[string]*Endpoint
+	snap      atomic.Pointer[snapshot]
+}
+
+// snapshot is an immutable view of the endpoints, swapped whole on change.
+type snapshot struct {
+	all      []*Endpoint // sorted by ID
+	eligible []*Endpoint // not unhealthy, sorted by ID
+	picker   Picker      // nil when eligible is empty
+}
+
+// Option adjusts a LoadBalancer at construction.
+type Option func(*options)
+
+type options struct {
+	now  func() time.Time
+	seed uint64
+}
+
+// WithClock replaces the wall clock used for session expiry; the simulator
+// passes its simulated clock.
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// WithSeed makes the strategy's random choices repeatable.
+func WithSeed(seed uint64) Option { return func(o *options) { o.seed = seed } }
+
+// NewLoadBalancer returns an empty LoadBalancer. A nil config means
+// DefaultLoadBalancerConfig(); a nil logger discards logs.
+func NewLoadBalancer(config *LoadBalancerConfig, logger *slog.Logger, opts ...Option) (*LoadBalancer, error) {
+	if config == nil {
+		config = DefaultLoadBalancerConfig()
+	}
+	if err := config.validate(); err != nil {
+		return nil, fmt.Errorf("load balancer config: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	strategy, err := NewStrategy(config.Strategy, StrategyOptions{Seed: o.seed, ChoiceCount: config.ChoiceCount})
+	if err != nil {
+		return nil, fmt.Errorf("load balancer config: %w", err)
+	}
+	lb := &LoadBalancer{
+		cfg:       *config,
+		strategy:  strategy,
+		log:       logger.With("service", config.Service),
+		endpoints: make(map[string]*Endpoint),
+	}
+	if o.now != nil {
+		lb.now = func() int64 { return o.now().UnixNano() }
+	} else {
+		start := time.Now()
+		lb.now = func() int64 { return int64(time.Since(start)) } // monotonic
+	}
+	if config.StickySession {
+		lb.sessions = newSessionTable(int64(config.SessionTimeout))
+	}
+	lb.snap.Store(&snapshot{})
+	return lb, nil
+}
+
+// Config returns a copy of the configuration the LoadBalancer runs with.
+func (lb *LoadBalancer) Config() LoadBalancerConfig { return lb.cfg }
+
+// AddServer adds an endpoint with health Unknown. It is the original
+// design's signature; AddEndpoint takes zone and metadata too.
+func (lb *LoadBalancer) AddServer(id, host string, port, weight int) error {
+	return lb.AddEndpoint(EndpointSpec{ID: id, Host: host, Port: port, Weight: weight})
+}
+
+// AddEndpoint adds an endpoint with health Unknown.
+func (lb *LoadBalancer) AddEndpoint(spec EndpointSpec) error {
+	if err := spec.validate(); err != nil {
+		return err
+	}
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	if _, ok := lb.endpoints[spec.ID]; ok {
+		return fmt.Errorf("%w %q in service %q", ErrDuplicateServer, spec.ID, lb.cfg.Service)
+	}
+	e := newEndpoint(spec)
+	lb.endpoints[spec.ID] = e
+	lb.publish()
+	lb.log.Debug("server added", "server", spec.ID, "address", e.Address, "weight", spec.Weight)
+	return nil
+}
+
+// RemoveServer removes an endpoint. Picks already made stay valid; sessions
+// bound to it move on their next pick.
+func (lb *LoadBalancer) RemoveServer(id string) error {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	e, ok := lb.endpoints[id]
+	if !ok {
+		return fmt.Errorf("%w %q in service %q", ErrUnknownServer, id, lb.cfg.Service)
+	}
+	e.removed.Store(true)
+	delete(lb.endpoints, id)
+	lb.publish()
+	if lb.sessions != nil {
+		lb.sessions.forget(e)
+	}
+	lb.log.Debug("server removed", "server", id)
+	return nil
+}
+
+// SetHealth records an endpoint's health. A change in whether it may take
+// traffic publishes a new snapshot at once.
+func (lb *LoadBalancer) SetHealth(id string, status HealthStatus) error {
+	if status < HealthUnknown || status > HealthUnhealthy {
+		return fmt.Errorf("set health of %q: invalid status %d", id, status)
+	}
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	e, ok := lb.endpoints[id]
+	if !ok {
+		return fmt.Errorf("%w %q in service %q", ErrUnknownServer, id, lb.cfg.Service)
+	}
+	old := HealthStatus(e.health.Swap(int32(status)))
+	if old == status {
+		return nil
+	}
+	if (old == HealthUnhealthy) != (status == HealthUnhealthy) {
+		lb.publish()
+	}
+	lb.log.Info("server health changed", "server", id, "from", old, "to", status)
+	return nil
+}
+
+// Endpoint returns the endpoint with the given id.
+func (lb *LoadBalancer) Endpoint(id string) (*Endpoint, bool) {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	e, ok := lb.endpoints[id]
+	return e, ok
+}
+
+// Endpoints returns every endpoint, sorted by id.
+func (lb *LoadBalancer) Endpoints() []*Endpoint {
+	return slices.Clone(lb.snap.Load().all)
+}
+
+// publish builds and stores a new snapshot; the caller holds lb.mu.
+func (lb *LoadBalancer) publish() {
+	s := &snapshot{all: make([]*Endpoint, 0, len(lb.endpoints))}
+	for _, e := range lb.endpoints {
+		s.all = append(s.all, e)
+	}
+	slices.SortFunc(s.all, func(a, b *Endpoint) int { return strings.Compare(a.ID, b.ID) })
+	for _, e := range s.all {
+		if e.Health() != HealthUnhealthy {
+			s.eligible = append(s.eligible, e)
+		}
+	}
+	if len(s.eligible) > 0 {
+		s.picker = lb.strategy.NewPicker(s.eligible)
+	}
+	lb.snap.Store(s)
+}
+
+// Pick chooses an endpoint for one call and counts it in flight; the caller
+// must Release it when the call ends. The session id from WithSession is
+// honoured when sticky sessions are on.
+func (lb *LoadBalancer) Pick(ctx context.Context) (*Endpoint, error) {
+	return lb.PickExcluding(ctx, nil)
+}
+
+// PickExcluding is Pick for a retry: it avoids the endpoints in tried while
+// any other endpoint may take traffic.
+func (lb *LoadBalancer) PickExcluding(ctx context.Context, tried []*Endpoint) (*Endpoint, error) {
+	s := lb.snap.Load()
+	if s.picker == nil {
+		return nil, lb.noHealthy(s)
+	}
+	var e *Endpoint
+	if lb.sessions != nil {
+		if id, ok := SessionFromContext(ctx); ok {
+			e = lb.pickSticky(s, id, tried)
+		}
+	}
+	if e == nil {
+		e = s.picker.Pick(tried)
+	}
+	e.acquire()
+	return e, nil
+}
+
+func (lb *LoadBalancer) pickSticky(s *snapshot, id string, triedList []*Endpoint) *Endpoint {
+	now := lb.now()
+	if e := lb.sessions.lookup(id, now); e != nil && e.usable() && !tried(triedList, e) {
+		return e
+	}
+	e := s.picker.Pick(triedList)
+	lb.sessions.bind(id, e, now)
+	return e
+}
+
+// Release ends a pick's in-flight count.
+func (lb *LoadBalancer) Release(e *Endpoint) {
+	if e != nil {
+		e.release()
+	}
+}
+
+func (lb *LoadBalancer) noHealthy(s *snapshot) error {
+	return fmt.Errorf("%w for service %q (%d endpoints, none healthy)", ErrNoHealthyServers, lb.cfg.Service, len(s.all))
+}

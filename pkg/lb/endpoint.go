@@ -1,0 +1,147 @@
+package lb
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"sync/atomic"
+)
+
+// HealthStatus is what the LoadBalancer believes of an endpoint's health.
+type HealthStatus int32
+
+const (
+	// HealthUnknown means no health check has concluded yet. Unknown
+	// endpoints still receive traffic: a fleet without health checks, or one
+	// just started, must not look empty.
+	HealthUnknown HealthStatus = iota
+	// HealthHealthy means the endpoint passed its health checks.
+	HealthHealthy
+	// HealthUnhealthy means the endpoint failed; pickers skip it.
+	HealthUnhealthy
+)
+
+var healthNames = [...]string{"unknown", "healthy", "unhealthy"}
+
+func (h HealthStatus) String() string {
+	if h < 0 || int(h) >= len(healthNames) {
+		return "HealthStatus(" + strconv.Itoa(int(h)) + ")"
+	}
+	return healthNames[h]
+}
+
+// MarshalText encodes the status as its name, so JSON shows "healthy".
+func (h HealthStatus) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
+
+// UnmarshalText decodes a status name.
+func (h *HealthStatus) UnmarshalText(b []byte) error {
+	for i, name := range healthNames {
+		if string(b) == name {
+			*h = HealthStatus(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown health status %q (want unknown, healthy or unhealthy)", b)
+}
+
+// EndpointSpec describes an endpoint to add to a LoadBalancer.
+type EndpointSpec struct {
+	ID       string
+	Host     string
+	Port     int
+	Weight   int
+	Zone     string
+	Metadata map[string]string
+}
+
+// MaxWeight is the largest weight an endpoint may have. It matches Consul's
+// service weights and keeps weighted schedules small.
+const MaxWeight = 65535
+
+func (s EndpointSpec) validate() error {
+	switch {
+	case s.ID == "":
+		return fmt.Errorf("endpoint id is empty")
+	case s.Host == "":
+		return fmt.Errorf("endpoint %q: host is empty", s.ID)
+	case s.Port < 1 || s.Port > 65535:
+		return fmt.Errorf("endpoint %q: port %d is outside 1-65535", s.ID, s.Port)
+	case s.Weight < 1 || s.Weight > MaxWeight:
+		return fmt.Errorf("endpoint %q: weight %d is outside 1-%d", s.ID, s.Weight, MaxWeight)
+	}
+	return nil
+}
+
+// Endpoint is one server of a service as the LoadBalancer tracks it. A
+// pointer to it stays valid, and identifies the endpoint, for as long as the
+// endpoint is in the LoadBalancer; pickers return these pointers so that a
+// pick allocates nothing. The exported fields must be treated as read-only.
+type Endpoint struct {
+	ID       string
+	Host     string
+	Port     int
+	Address  string // host:port, ready to dial
+	Weight   int
+	Zone     string
+	Metadata map[string]string
+
+	health  atomic.Int32
+	removed atomic.Bool
+
+	// counts packs the requests picked (high bits) and those still in flight
+	// (low inflightBits) into one word, so that a pick costs one atomic add,
+	// not two. The padding keeps this hot word off the cache lines of the
+	// read-mostly fields above and of neighbouring endpoints.
+	_      cacheLinePad
+	counts atomic.Uint64
+	_      cacheLinePad
+}
+
+const (
+	inflightBits = 24 // up to 16M calls in flight on one endpoint
+	inflightMask = 1<<inflightBits - 1
+	pickDelta    = 1<<inflightBits | 1 // one more request, one more in flight
+)
+
+// acquire counts a pick; release ends it.
+func (e *Endpoint) acquire() { e.counts.Add(pickDelta) }
+func (e *Endpoint) release() { e.counts.Add(^uint64(0)) }
+
+func newEndpoint(s EndpointSpec) *Endpoint {
+	return &Endpoint{
+		ID:       s.ID,
+		Host:     s.Host,
+		Port:     s.Port,
+		Address:  net.JoinHostPort(s.Host, strconv.Itoa(s.Port)),
+		Weight:   s.Weight,
+		Zone:     s.Zone,
+		Metadata: s.Metadata,
+	}
+}
+
+// Health returns the endpoint's current health status.
+func (e *Endpoint) Health() HealthStatus { return HealthStatus(e.health.Load()) }
+
+// InFlight returns how many picks of this endpoint have not been released.
+func (e *Endpoint) InFlight() int64 { return int64(e.counts.Load() & inflightMask) }
+
+// Requests returns how many times this endpoint has been picked.
+func (e *Endpoint) Requests() uint64 { return e.counts.Load() >> inflightBits }
+
+// usable reports whether the endpoint may take new traffic right now.
+func (e *Endpoint) usable() bool {
+	return !e.removed.Load() && HealthStatus(e.health.Load()) != HealthUnhealthy
+}
+
+func (e *Endpoint) String() string { return e.ID + "(" + e.Address + ")" }
+
+// tried reports whether e is in the list of endpoints already attempted.
+// Retries are few, so a linear scan beats any set.
+func tried(list []*Endpoint, e *Endpoint) bool {
+	for _, t := range list {
+		if t == e {
+			return true
+		}
+	}
+	return false
+}

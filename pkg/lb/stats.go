@@ -1,0 +1,66 @@
+package lb
+
+// ServerStats is a LoadBalancer's state at one moment. Its JSON keys are
+// those of the original design's GetServerStats.
+type ServerStats struct {
+	Service          string          `json:"service,omitempty"`
+	TotalServers     int             `json:"total_servers"`
+	HealthyServers   int             `json:"healthy_servers"`
+	UnhealthyServers int             `json:"unhealthy_servers"`
+	UnknownServers   int             `json:"unknown_servers"`
+	TotalConnections int64           `json:"total_connections"`
+	Strategy         string          `json:"strategy"`
+	StickySession    bool            `json:"sticky_session"`
+	ActiveSessions   int             `json:"active_sessions"`
+	Servers          []EndpointStats `json:"servers"`
+}
+
+// EndpointStats is one endpoint's part of ServerStats.
+type EndpointStats struct {
+	ID                string            `json:"id"`
+	Address           string            `json:"address"`
+	Weight            int               `json:"weight"`
+	Zone              string            `json:"zone,omitempty"`
+	Metadata          map[string]string `json:"metadata,omitempty"`
+	Health            HealthStatus      `json:"health"`
+	ActiveConnections int64             `json:"active_connections"`
+	TotalRequests     uint64            `json:"total_requests"`
+}
+
+// GetServerStats returns the current statistics, servers sorted by id.
+func (lb *LoadBalancer) GetServerStats() ServerStats {
+	s := lb.snap.Load()
+	st := ServerStats{
+		Service:       lb.cfg.Service,
+		TotalServers:  len(s.all),
+		Strategy:      lb.strategy.Name(),
+		StickySession: lb.sessions != nil,
+		Servers:       make([]EndpointStats, 0, len(s.all)),
+	}
+	for _, e := range s.all {
+		es := EndpointStats{
+			ID:                e.ID,
+			Address:           e.Address,
+			Weight:            e.Weight,
+			Zone:              e.Zone,
+			Metadata:          e.Metadata,
+			Health:            e.Health(),
+			ActiveConnections: e.InFlight(),
+			TotalRequests:     e.Requests(),
+		}
+		switch es.Health {
+		case HealthHealthy:
+			st.HealthyServers++
+		case HealthUnhealthy:
+			st.UnhealthyServers++
+		default:
+			st.UnknownServers++
+		}
+		st.TotalConnections += es.ActiveConnections
+		st.Servers = append(st.Servers, es)
+	}
+	if lb.sessions != nil {
+		st.ActiveSessions = lb.sessions.active(lb.now())
+	}
+	return st
+}
