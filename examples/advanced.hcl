@@ -1,0 +1,86 @@
+# PeerVault's advanced configuration from its original design: weighted
+# primary/secondary/backup, fast health checks, five retries, sticky
+# sessions and 8 MiB messages; plus a second service found in Consul and a
+# third source in etcd, for the discovery plugins.
+#
+#   CONSUL_HTTP_TOKEN=... pvlb validate -c examples/advanced.hcl
+
+strategy "weighted_primary" {
+  kind = "weighted"
+  sticky_session {
+    enabled = true
+    ttl     = "10m"
+  }
+}
+
+strategy "least_loaded" {
+  kind         = "least_connections"
+  choice_count = 2
+}
+
+health_policy "fast" {
+  interval            = "15s"
+  timeout             = "3s"
+  unhealthy_threshold = 3
+  healthy_threshold   = 2
+  service             = "peervault.PeerVaultService"
+}
+
+discovery "static" "tiers" {
+  endpoint "primary" {
+    address  = "primary.example.com:50051"
+    weight   = 5
+    zone     = "eu-west-1a"
+    metadata = { tier = "primary" }
+  }
+  endpoint "secondary" {
+    address  = "secondary.example.com:50051"
+    weight   = 2
+    zone     = "eu-west-1b"
+    metadata = { tier = "secondary" }
+  }
+  endpoint "backup" {
+    address  = "backup.example.com:50051"
+    weight   = 1
+    zone     = "eu-west-1c"
+    metadata = { tier = "backup" }
+  }
+}
+
+discovery "consul" "dc1" {
+  address = "127.0.0.1:8500"
+  service = "peervault"
+  token   = env("CONSUL_HTTP_TOKEN", "")
+}
+
+discovery "etcd" "main" {
+  endpoints = ["127.0.0.1:2379"]
+  prefix    = "/services/peervault/"
+}
+
+service "peervault" {
+  discovery = discovery.static.tiers
+  strategy  = strategy.weighted_primary
+  health    = health_policy.fast
+
+  retry {
+    max_retries      = 5
+    delay            = "2s"
+    failover_timeout = "15s"
+  }
+
+  client {
+    connection_timeout = "30s"
+    keepalive_interval = "30s"
+    keepalive_timeout  = "5s"
+    max_receive_size   = "8MiB"
+    max_send_size      = "8MiB"
+    user_agent         = "peervault-grpc-client/1.0"
+  }
+}
+
+service "peervault_replicas" {
+  discovery = discovery.consul.dc1
+  strategy  = strategy.least_loaded
+  health    = health_policy.fast
+}

@@ -1,0 +1,332 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/peervault/pvlb/pkg/lb"
+)
+
+const examples = "../../examples"
+
+func TestValidExamplesLoadCleanly(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join(examples, "*.hcl"))
+	if len(files) < 4 {
+		t.Fatalf("found only %d examples", len(files))
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			cfg, diags := Load(f)
+			if len(diags) > 0 {
+				t.Fatalf("diagnostics: %v", diags)
+			}
+			if len(cfg.Services) == 0 {
+				t.Fatal("no services")
+			}
+			for _, s := range cfg.Services {
+				if _, err := lb.NewLoadBalancer(s.LoadBalancerConfig(), nil); err != nil {
+					t.Fatalf("service %s: lb rejects the decoded config: %v", s.Name, err)
+				}
+			}
+		})
+	}
+}
+
+// wantRE reads an invalid example's expectation: "# want: LINE:COL summary: text".
+var wantRE = regexp.MustCompile(`(?m)^# want: (\d+):(\d+) ([^:]+): (.+)$`)
+
+func TestInvalidExamplesPointAtTheirMistake(t *testing.T) {
+	os.Unsetenv("PVLB_EXAMPLE_UNSET_TOKEN")
+	files, _ := filepath.Glob(filepath.Join(examples, "invalid", "*.hcl"))
+	if len(files) < 10 {
+		t.Fatalf("found only %d invalid examples", len(files))
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			src, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := wantRE.FindSubmatch(src)
+			if m == nil {
+				t.Fatal("example lacks a '# want: LINE:COL Summary: detail' line")
+			}
+			line, _ := strconv.Atoi(string(m[1]))
+			col, _ := strconv.Atoi(string(m[2]))
+			summary, detail := string(m[3]), string(m[4])
+			_, diags := Load(f)
+			if !diags.HasErrors() {
+				t.Fatal("loaded without errors")
+			}
+			errs := errorsOf(diags)
+			if len(errs) != 1 {
+				t.Errorf("want exactly one error, got %d: %v", len(errs), errs)
+			}
+			d := errs[0]
+			if d.Subject == nil {
+				t.Fatalf("diagnostic %q has no source range", d.Summary)
+			}
+			if d.Subject.Start.Line != line || d.Subject.Start.Column != col {
+				t.Errorf("diagnostic at %d:%d, want %d:%d (%s)", d.Subject.Start.Line, d.Subject.Start.Column, line, col, d.Summary)
+			}
+			if d.Summary != summary {
+				t.Errorf("summary %q, want %q", d.Summary, summary)
+			}
+			if !strings.Contains(d.Detail, detail) {
+				t.Errorf("detail %q lacks %q", d.Detail, detail)
+			}
+		})
+	}
+}
+
+func errorsOf(diags hcl.Diagnostics) hcl.Diagnostics {
+	var out hcl.Diagnostics
+	for _, d := range diags {
+		if d.Severity == hcl.DiagError {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func load(t *testing.T, src string) (*Config, hcl.Diagnostics) {
+	t.Helper()
+	return NewLoader().LoadSources(map[string][]byte{"test.hcl": []byte(src)})
+}
+
+func TestDefaultsMatchTheOriginalDesign(t *testing.T) {
+	cfg, diags := load(t, `
+discovery "static" "local" {
+  endpoint "a" { address = "127.0.0.1:1" }
+}
+service "svc" { discovery = discovery.static.local }
+`)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	s, _ := cfg.Service("svc")
+	got := s.LoadBalancerConfig()
+	want := lb.DefaultLoadBalancerConfig()
+	want.Service = "svc"
+	if *got != *want {
+		t.Errorf("lb config\n got %+v\nwant %+v", got, want)
+	}
+	if gc, wc := s.ClientConfig(), lb.DefaultLoadBalancedClientConfig(); *gc != *wc {
+		t.Errorf("client config\n got %+v\nwant %+v", gc, wc)
+	}
+	if s.Strategy.Sticky.Key != DefaultSessionKey {
+		t.Errorf("session key %q", s.Strategy.Sticky.Key)
+	}
+}
+
+func TestAdvancedExampleDecodesEverySetting(t *testing.T) {
+	t.Setenv("CONSUL_HTTP_TOKEN", "s3cret")
+	cfg, diags := Load(filepath.Join(examples, "advanced.hcl"))
+	if len(diags) > 0 {
+		t.Fatal(diags)
+	}
+	s, _ := cfg.Service("peervault")
+	want := &lb.LoadBalancerConfig{
+		Service: "peervault", Strategy: "weighted",
+		HealthCheckInterval: 15 * time.Second, HealthCheckTimeout: 3 * time.Second,
+		UnhealthyThreshold: 3, HealthyThreshold: 2,
+		MaxRetries: 5, RetryDelay: 2 * time.Second, FailoverTimeout: 15 * time.Second,
+		StickySession: true, SessionTimeout: 10 * time.Minute,
+	}
+	if got := s.LoadBalancerConfig(); *got != *want {
+		t.Errorf("lb config\n got %+v\nwant %+v", got, want)
+	}
+	wantClient := &lb.LoadBalancedClientConfig{
+		MaxRetries: 5, RetryDelay: 2 * time.Second, FailoverTimeout: 15 * time.Second,
+		ConnectionTimeout: 30 * time.Second, KeepAliveInterval: 30 * time.Second, KeepAliveTimeout: 5 * time.Second,
+		MaxReceiveSize: 8 << 20, MaxSendSize: 8 << 20, UserAgent: "peervault-grpc-client/1.0",
+	}
+	if got := s.ClientConfig(); *got != *wantClient {
+		t.Errorf("client config\n got %+v\nwant %+v", got, wantClient)
+	}
+	eps := s.Discovery.Endpoints
+	if len(eps) != 3 || eps[0].Host != "primary.example.com" || eps[0].Port != 50051 || eps[0].Weight != 5 || eps[0].Zone != "eu-west-1a" || eps[0].Metadata["tier"] != "primary" {
+		t.Errorf("endpoints decoded wrong: %+v", eps[0])
+	}
+	r, _ := cfg.Service("peervault_replicas")
+	if r.Discovery.Kind != "consul" || r.Discovery.Body == nil || r.Strategy.ChoiceCount != 2 {
+		t.Errorf("replicas service decoded wrong: %+v", r)
+	}
+	if len(cfg.Discoveries) != 3 || len(cfg.Strategies) != 2 || len(cfg.HealthPolicies) != 1 {
+		t.Errorf("counts: %d discoveries, %d strategies, %d health policies", len(cfg.Discoveries), len(cfg.Strategies), len(cfg.HealthPolicies))
+	}
+}
+
+func TestDirectoryLoadsEveryFileAndResolvesAcrossFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, src string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The service refers to blocks in a file that sorts after its own.
+	write("a_service.hcl", `service "svc" {
+  discovery = discovery.static.local
+  strategy  = strategy.w
+}`)
+	write("b_blocks.hcl", `strategy "w" { kind = "weighted" }
+discovery "static" "local" {
+  endpoint "a" {
+    address = "[::1]:50051"
+    weight = 2
+  }
+}`)
+	write("notes.txt", "not configuration")
+	cfg, diags := Load(dir)
+	if len(diags) > 0 {
+		t.Fatal(diags)
+	}
+	s, _ := cfg.Service("svc")
+	if s.Strategy.Kind != "weighted" || s.Discovery.Endpoints[0].Host != "::1" {
+		t.Fatalf("decoded %+v", s)
+	}
+
+	empty := t.TempDir()
+	if _, diags := Load(empty); !diags.HasErrors() || diags[0].Summary != "No configuration files" {
+		t.Fatalf("empty directory: %v", diags)
+	}
+	if _, diags := Load(filepath.Join(dir, "missing.hcl")); !diags.HasErrors() || !strings.Contains(diags[0].Detail, "does not exist") {
+		t.Fatalf("missing file: %v", diags)
+	}
+}
+
+func TestMoreMistakes(t *testing.T) {
+	base := `discovery "static" "local" {
+  endpoint "a" { address = "127.0.0.1:1" }
+}
+`
+	cases := []struct {
+		name, src, summary, detail string
+	}{
+		{"duplicate strategy", `strategy "x" { kind = "random" }
+strategy "x" { kind = "random" }`, "Duplicate strategy", "already declared at test.hcl:1"},
+		{"duplicate endpoint", `discovery "static" "s" {
+  endpoint "a" { address = "h:1" }
+  endpoint "a" { address = "h:2" }
+}`, "Duplicate endpoint", "already declared"},
+		{"choice_count on round robin", `strategy "x" {
+  kind = "round_robin"
+  choice_count = 2
+}`, "Setting not used by this strategy", "applies only"},
+		{"choice_count one", `strategy "x" {
+  kind = "least_connections"
+  choice_count = 1
+}`, "Invalid choice_count", "not 1"},
+		{"two retry blocks", base + `service "s" {
+  discovery = discovery.static.local
+  retry { max_retries = 1 }
+  retry { max_retries = 2 }
+}`, "Duplicate retry block", "at most one"},
+		{"wrong reference root", base + `service "s" {
+  discovery = discovery.static.local
+  strategy = health_policy.x
+}`, "Invalid reference", "strategy.NAME"},
+		{"undeclared discovery", base + `service "s" { discovery = discovery.static.locl }`, "Reference to undeclared discovery", `Did you mean "discovery.static.local"?`},
+		{"negative retries", base + `service "s" {
+  discovery = discovery.static.local
+  retry { max_retries = -1 }
+}`, "Value out of range", "between 0 and 10"},
+		{"error rate above one", `discovery "static" "s" {
+  endpoint "a" {
+    address = "h:1"
+    simulate { error_rate = 1.5 }
+  }
+}`, "Value out of range", "between 0 and 1"},
+		{"bad latency model", `discovery "static" "s" {
+  endpoint "a" {
+    address = "h:1"
+    simulate { latency = "lognormal(20ms, 10ms)" }
+  }
+}`, "Invalid latency model", "must exceed the median"},
+		{"bad port", `discovery "static" "s" {
+  endpoint "a" { address = "h:99999" }
+}`, "Invalid address", "1 to 65535"},
+		{"bad label", `strategy "has space" { kind = "random" }`, "Invalid name", "not a valid name"},
+		{"top-level attribute", `strategy_kind = "random"`, "Unsupported argument", "not expected here"},
+		{"syntax error", `service "s" {`, "Unclosed configuration block", ""},
+		{"negative size", base + `service "s" {
+  discovery = discovery.static.local
+  client { max_send_size = "3GiB" }
+}`, "Invalid size", "2GiB"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, diags := load(t, c.src)
+			for _, d := range diags {
+				if d.Severity == hcl.DiagError && d.Summary == c.summary && strings.Contains(d.Detail, c.detail) {
+					if d.Subject == nil {
+						t.Fatalf("diagnostic has no range: %v", d)
+					}
+					return
+				}
+			}
+			t.Fatalf("want error %q containing %q, got %v", c.summary, c.detail, diags)
+		})
+	}
+}
+
+func TestWeightsIgnoredByStrategyWarn(t *testing.T) {
+	_, diags := load(t, `discovery "static" "s" {
+  endpoint "a" {
+    address = "h:1"
+    weight = 3
+  }
+}
+service "svc" { discovery = discovery.static.s }`)
+	if diags.HasErrors() || len(diags) != 1 || diags[0].Severity != hcl.DiagWarning || diags[0].Summary != "Endpoint weights have no effect" {
+		t.Fatalf("want one weights warning, got %v", diags)
+	}
+}
+
+func TestEnvFunction(t *testing.T) {
+	t.Setenv("PVLB_TEST_KEY", "tenant")
+	cfg, diags := load(t, `strategy "s" {
+  kind = "random"
+  sticky_session { key = env("PVLB_TEST_KEY") }
+}
+strategy "d" {
+  kind = "random"
+  sticky_session { key = env("PVLB_TEST_SURELY_UNSET", "fallback") }
+}`)
+	if len(diags) > 0 {
+		t.Fatal(diags)
+	}
+	if k := cfg.Strategies[0].Sticky.Key; k != "tenant" {
+		t.Errorf("env key = %q", k)
+	}
+	if k := cfg.Strategies[1].Sticky.Key; k != "fallback" {
+		t.Errorf("env default = %q", k)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int{"1024": 1024, "8MiB": 8 << 20, "4MB": 4e6, "1 KiB": 1024, "0.5MiB": 512 << 10, "2gib": 0} {
+		got, err := parseSize(in)
+		if want == 0 {
+			if err == nil {
+				t.Errorf("%q: want error (over 2GiB)", in)
+			}
+			continue
+		}
+		if err != nil || got != want {
+			t.Errorf("%q = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "MiB", "8 megs", "-1", "1.5"} {
+		if _, err := parseSize(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}

@@ -1,0 +1,508 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+
+	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/sim"
+)
+
+var fileSchema = &hcl.BodySchema{
+	Blocks: []hcl.BlockHeaderSchema{
+		{Type: "service", LabelNames: []string{"name"}},
+		{Type: "strategy", LabelNames: []string{"name"}},
+		{Type: "health_policy", LabelNames: []string{"name"}},
+		{Type: "discovery", LabelNames: []string{"kind", "name"}},
+	},
+}
+
+// DiscoveryKinds lists the discovery kinds pvlb knows. Only static is
+// decoded here; the others keep their bodies for their providers.
+func DiscoveryKinds() []string { return []string{"static", "consul", "etcd", "kubernetes"} }
+
+// decoder collects declarations from every file, then resolves references,
+// so blocks may refer to blocks declared later or in other files.
+type decoder struct {
+	cfg      *Config
+	ctx      *hcl.EvalContext
+	diags    hcl.Diagnostics
+	services []*hcl.Block // decoded after everything they may refer to
+}
+
+func decode(bodies []hcl.Body) (*Config, hcl.Diagnostics) {
+	d := &decoder{
+		cfg: &Config{
+			services:       map[string]*Service{},
+			strategies:     map[string]*Strategy{},
+			healthPolicies: map[string]*HealthPolicy{},
+			discoveries:    map[string]*Discovery{},
+		},
+		ctx: evalContext(),
+	}
+	for _, body := range bodies {
+		content, diags := body.Content(fileSchema)
+		d.diags = append(d.diags, diags...)
+		for _, block := range content.Blocks {
+			switch block.Type {
+			case "strategy":
+				d.decodeStrategyBlock(block)
+			case "health_policy":
+				d.decodeHealthPolicyBlock(block)
+			case "discovery":
+				d.decodeDiscoveryBlock(block)
+			case "service":
+				d.services = append(d.services, block)
+			}
+		}
+	}
+	for _, block := range d.services {
+		d.decodeServiceBlock(block)
+	}
+	return d.cfg, d.diags
+}
+
+func (d *decoder) content(body hcl.Body, schema *hcl.BodySchema) *hcl.BodyContent {
+	content, diags := body.Content(schema)
+	d.diags = append(d.diags, diags...)
+	return content
+}
+
+func (d *decoder) attrs(content *hcl.BodyContent) *attrs {
+	return &attrs{m: content.Attributes, ctx: d.ctx}
+}
+
+func (d *decoder) merge(a *attrs) { d.diags = append(d.diags, a.diags...) }
+
+func (d *decoder) errorf(rng hcl.Range, summary, format string, args ...any) {
+	d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: summary, Detail: fmt.Sprintf(format, args...), Subject: rng.Ptr()})
+}
+
+func (d *decoder) warnf(rng hcl.Range, summary, format string, args ...any) {
+	d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: summary, Detail: fmt.Sprintf(format, args...), Subject: rng.Ptr()})
+}
+
+// duplicate reports a second declaration, citing the first as Packer does.
+func (d *decoder) duplicate(what, name string, first, again hcl.Range) {
+	d.errorf(again, "Duplicate "+what, "A %s named %q was already declared at %s. Each %s needs a name of its own.", what, name, first, what)
+}
+
+// singleBlock returns the only block of a type, reporting any extra ones.
+func (d *decoder) singleBlock(blocks hcl.Blocks, typ, parent string) *hcl.Block {
+	found := blocks.OfType(typ)
+	if len(found) == 0 {
+		return nil
+	}
+	for _, extra := range found[1:] {
+		d.errorf(extra.DefRange, "Duplicate "+typ+" block", "A %s takes at most one %s block; the first is at %s.", parent, typ, found[0].DefRange)
+	}
+	return found[0]
+}
+
+// validName checks a block label: a name that can be referenced.
+func (d *decoder) validName(block *hcl.Block, i int) bool {
+	name := block.Labels[i]
+	if !hclsyntax.ValidIdentifier(name) {
+		d.errorf(block.LabelRanges[i], "Invalid name", "%q is not a valid name: use letters, digits, underscores and dashes, starting with a letter.", name)
+		return false
+	}
+	return true
+}
+
+// --- strategy ---
+
+var strategySchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "kind", Required: true}, {Name: "choice_count"}},
+	Blocks:     []hcl.BlockHeaderSchema{{Type: "sticky_session"}},
+}
+
+var stickySchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "enabled"}, {Name: "ttl"}, {Name: "key"}},
+}
+
+func (d *decoder) decodeStrategyBlock(block *hcl.Block) {
+	if !d.validName(block, 0) {
+		return
+	}
+	s := defaultStrategy()
+	s.Name, s.DeclRange = block.Labels[0], block.DefRange
+	content := d.content(block.Body, strategySchema)
+	a := d.attrs(content)
+	if attr, ok := a.decode("kind", &s.Kind); ok && !slices.Contains(lb.StrategyKinds(), s.Kind) {
+		a.errorf(attr.Expr.Range(), "Unknown strategy kind", "%q is not a strategy kind. Known kinds: %s.%s",
+			s.Kind, strings.Join(lb.StrategyKinds(), ", "), didYouMean(s.Kind, lb.StrategyKinds()))
+	}
+	if attr, ok := content.Attributes["choice_count"]; ok {
+		a.int("choice_count", 0, 100, &s.ChoiceCount)
+		switch {
+		case s.Kind != lb.LeastConnections:
+			a.errorf(attr.Range, "Setting not used by this strategy", "choice_count applies only to kind = %q; strategy %q is %q.", lb.LeastConnections, s.Name, s.Kind)
+		case s.ChoiceCount == 1:
+			a.errorf(attr.Expr.Range(), "Invalid choice_count", "choice_count is 0 (compare every endpoint) or at least 2 (compare that many random endpoints), not 1.")
+		}
+	}
+	if sb := d.singleBlock(content.Blocks, "sticky_session", "strategy"); sb != nil {
+		sc := d.content(sb.Body, stickySchema)
+		sa := d.attrs(sc)
+		s.Sticky.Enabled = true // a sticky_session block means stickiness unless it says otherwise
+		sa.bool("enabled", &s.Sticky.Enabled)
+		sa.duration("ttl", false, &s.Sticky.TTL)
+		sa.string("key", &s.Sticky.Key)
+		if attr, ok := sc.Attributes["key"]; ok && s.Sticky.Key == "" {
+			sa.errorf(attr.Expr.Range(), "Empty session key", "key names the request metadata that carries the session id; it cannot be empty.")
+		}
+		d.merge(sa)
+	}
+	d.merge(a)
+	if first, ok := d.cfg.strategies[s.Name]; ok {
+		d.duplicate("strategy", s.Name, first.DeclRange, block.DefRange)
+		return
+	}
+	d.cfg.strategies[s.Name] = s
+	d.cfg.Strategies = append(d.cfg.Strategies, s)
+}
+
+// --- health_policy ---
+
+var healthSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "interval"}, {Name: "timeout"},
+		{Name: "unhealthy_threshold"}, {Name: "healthy_threshold"},
+		{Name: "service"},
+	},
+}
+
+func (d *decoder) decodeHealthPolicyBlock(block *hcl.Block) {
+	if !d.validName(block, 0) {
+		return
+	}
+	h := defaultHealthPolicy()
+	h.Name, h.DeclRange = block.Labels[0], block.DefRange
+	content := d.content(block.Body, healthSchema)
+	a := d.attrs(content)
+	a.duration("interval", false, &h.Interval)
+	a.duration("timeout", false, &h.Timeout)
+	a.int("unhealthy_threshold", 1, 100, &h.UnhealthyThreshold)
+	a.int("healthy_threshold", 1, 100, &h.HealthyThreshold)
+	a.string("service", &h.Service)
+	if h.Timeout >= h.Interval {
+		rng := block.DefRange
+		if attr, ok := content.Attributes["timeout"]; ok {
+			rng = attr.Expr.Range()
+		}
+		a.errorf(rng, "Health check timeout too long", "timeout (%s) must be shorter than interval (%s), or checks would overlap.", h.Timeout, h.Interval)
+	}
+	d.merge(a)
+	if first, ok := d.cfg.healthPolicies[h.Name]; ok {
+		d.duplicate("health_policy", h.Name, first.DeclRange, block.DefRange)
+		return
+	}
+	d.cfg.healthPolicies[h.Name] = h
+	d.cfg.HealthPolicies = append(d.cfg.HealthPolicies, h)
+}
+
+// --- discovery ---
+
+var staticSchema = &hcl.BodySchema{
+	Blocks: []hcl.BlockHeaderSchema{{Type: "endpoint", LabelNames: []string{"name"}}},
+}
+
+var endpointSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "address", Required: true}, {Name: "weight"}, {Name: "zone"}, {Name: "metadata"},
+	},
+	Blocks: []hcl.BlockHeaderSchema{{Type: "simulate"}},
+}
+
+var simulateSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "latency"}, {Name: "error_rate"}, {Name: "capacity"}},
+}
+
+func (d *decoder) decodeDiscoveryBlock(block *hcl.Block) {
+	kind := block.Labels[0]
+	if !slices.Contains(DiscoveryKinds(), kind) {
+		d.errorf(block.LabelRanges[0], "Unknown discovery kind", "%q is not a discovery kind. Known kinds: %s.%s",
+			kind, strings.Join(DiscoveryKinds(), ", "), didYouMean(kind, DiscoveryKinds()))
+		return
+	}
+	if !d.validName(block, 1) {
+		return
+	}
+	disc := &Discovery{Kind: kind, Name: block.Labels[1], DeclRange: block.DefRange}
+	if kind == "static" {
+		d.decodeStaticBody(disc, block)
+	} else {
+		disc.Body = block.Body
+	}
+	if first, ok := d.cfg.discoveries[disc.Ref()]; ok {
+		d.duplicate(kind+" discovery", disc.Name, first.DeclRange, block.DefRange)
+		return
+	}
+	d.cfg.discoveries[disc.Ref()] = disc
+	d.cfg.Discoveries = append(d.cfg.Discoveries, disc)
+}
+
+func (d *decoder) decodeStaticBody(disc *Discovery, block *hcl.Block) {
+	content := d.content(block.Body, staticSchema)
+	seen := map[string]*Endpoint{}
+	for _, eb := range content.Blocks.OfType("endpoint") {
+		if !d.validName(eb, 0) {
+			continue
+		}
+		ep := d.decodeEndpointBlock(eb)
+		if first, ok := seen[ep.Name]; ok {
+			d.duplicate("endpoint", ep.Name, first.DeclRange, eb.DefRange)
+			continue
+		}
+		seen[ep.Name] = ep
+		disc.Endpoints = append(disc.Endpoints, ep)
+	}
+	if len(content.Blocks.OfType("endpoint")) == 0 {
+		d.errorf(block.DefRange, "No endpoints", "Static discovery %q lists no servers. Add at least one block such as:\n  endpoint \"server1\" { address = \"127.0.0.1:50051\" }", disc.Name)
+	}
+}
+
+func (d *decoder) decodeEndpointBlock(block *hcl.Block) *Endpoint {
+	ep := &Endpoint{Name: block.Labels[0], Weight: 1, DeclRange: block.DefRange}
+	content := d.content(block.Body, endpointSchema)
+	a := d.attrs(content)
+	if attr, ok := a.decode("address", &ep.Address); ok {
+		host, port, err := splitAddress(ep.Address)
+		if err != nil {
+			a.errorf(attr.Expr.Range(), "Invalid address", "address %q: %s. Write host:port, like \"127.0.0.1:50051\", \"peervault-1.internal:443\" or \"[::1]:50051\".", ep.Address, err)
+		}
+		ep.Host, ep.Port = host, port
+	}
+	if attr, ok := content.Attributes["weight"]; ok {
+		var w int
+		if _, ok := a.decode("weight", &w); ok {
+			if w <= 0 || w > lb.MaxWeight {
+				a.errorf(attr.Expr.Range(), "Invalid weight", "weight must be a whole number from 1 to %d, not %d. To take a server out of rotation, remove its endpoint block.", lb.MaxWeight, w)
+			} else {
+				ep.Weight = w
+			}
+		}
+	}
+	a.string("zone", &ep.Zone)
+	a.stringMap("metadata", &ep.Metadata)
+	d.merge(a)
+	if sb := d.singleBlock(content.Blocks, "simulate", "endpoint"); sb != nil {
+		ep.Simulate = d.decodeSimulateBlock(sb)
+	}
+	return ep
+}
+
+func (d *decoder) decodeSimulateBlock(block *hcl.Block) *EndpointSimulation {
+	s := &EndpointSimulation{}
+	content := d.content(block.Body, simulateSchema)
+	a := d.attrs(content)
+	var latency string
+	if attr, ok := a.decode("latency", &latency); ok {
+		m, err := sim.ParseLatency(latency)
+		if err != nil {
+			a.errorf(attr.Expr.Range(), "Invalid latency model", "%s.", err)
+		} else {
+			s.Latency = &m
+		}
+	}
+	a.float("error_rate", 0, 1, &s.ErrorRate)
+	a.int("capacity", 0, 1<<20, &s.Capacity)
+	d.merge(a)
+	return s
+}
+
+// splitAddress parses host:port, requiring a host and a port in 1-65535.
+func splitAddress(addr string) (string, int, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		if strings.Contains(err.Error(), "missing port") {
+			return "", 0, fmt.Errorf("no port")
+		}
+		return "", 0, fmt.Errorf("not host:port")
+	}
+	if host == "" {
+		return "", 0, fmt.Errorf("no host")
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 1 || port > 65535 {
+		return "", 0, fmt.Errorf("port %q is not a number from 1 to 65535", portStr)
+	}
+	return host, port, nil
+}
+
+// --- service ---
+
+var serviceSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "discovery"}, {Name: "strategy"}, {Name: "health"}},
+	Blocks:     []hcl.BlockHeaderSchema{{Type: "retry"}, {Type: "client"}},
+}
+
+var retrySchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "max_retries"}, {Name: "delay"}, {Name: "failover_timeout"}},
+}
+
+var clientSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "connection_timeout"}, {Name: "keepalive_interval"}, {Name: "keepalive_timeout"},
+		{Name: "max_receive_size"}, {Name: "max_send_size"}, {Name: "user_agent"},
+	},
+}
+
+func (d *decoder) decodeServiceBlock(block *hcl.Block) {
+	if !d.validName(block, 0) {
+		return
+	}
+	s := &Service{
+		Name:      block.Labels[0],
+		Strategy:  defaultStrategy(),
+		Health:    defaultHealthPolicy(),
+		Retry:     defaultRetry(),
+		Client:    defaultClient(),
+		DeclRange: block.DefRange,
+	}
+	content := d.content(block.Body, serviceSchema)
+	if attr, ok := content.Attributes["discovery"]; ok {
+		s.Discovery = d.resolveDiscovery(attr)
+	} else {
+		d.errorf(block.DefRange, "Service without discovery", "Service %q does not say where its servers are. Add a discovery source, such as:\n  discovery = discovery.static.local", s.Name)
+	}
+	if attr, ok := content.Attributes["strategy"]; ok {
+		if st := resolve(d, attr, "strategy", d.cfg.strategies); st != nil {
+			s.Strategy = st
+		}
+	}
+	if attr, ok := content.Attributes["health"]; ok {
+		if hp := resolve(d, attr, "health_policy", d.cfg.healthPolicies); hp != nil {
+			s.Health = hp
+		}
+	}
+	if rb := d.singleBlock(content.Blocks, "retry", "service"); rb != nil {
+		a := d.attrs(d.content(rb.Body, retrySchema))
+		a.int("max_retries", 0, 10, &s.Retry.MaxRetries)
+		a.duration("delay", true, &s.Retry.Delay)
+		a.duration("failover_timeout", false, &s.Retry.FailoverTimeout)
+		d.merge(a)
+	}
+	if cb := d.singleBlock(content.Blocks, "client", "service"); cb != nil {
+		a := d.attrs(d.content(cb.Body, clientSchema))
+		a.duration("connection_timeout", false, &s.Client.ConnectionTimeout)
+		a.duration("keepalive_interval", false, &s.Client.KeepAliveInterval)
+		a.duration("keepalive_timeout", false, &s.Client.KeepAliveTimeout)
+		a.size("max_receive_size", &s.Client.MaxReceiveSize)
+		a.size("max_send_size", &s.Client.MaxSendSize)
+		a.string("user_agent", &s.Client.UserAgent)
+		d.merge(a)
+	}
+	d.checkWeightsUsed(s, content)
+	if first, ok := d.cfg.services[s.Name]; ok {
+		d.duplicate("service", s.Name, first.DeclRange, block.DefRange)
+		return
+	}
+	d.cfg.services[s.Name] = s
+	d.cfg.Services = append(d.cfg.Services, s)
+}
+
+// checkWeightsUsed warns when endpoints carry weights that the service's
+// strategy ignores: a setting that silently does nothing is a bug waiting.
+func (d *decoder) checkWeightsUsed(s *Service, content *hcl.BodyContent) {
+	if s.Discovery == nil || s.Strategy.Kind == lb.Weighted {
+		return
+	}
+	for _, ep := range s.Discovery.Endpoints {
+		if ep.Weight != 1 {
+			rng := s.DeclRange
+			if attr, ok := content.Attributes["strategy"]; ok {
+				rng = attr.Expr.Range()
+			}
+			d.warnf(rng, "Endpoint weights have no effect", "Service %q uses the %s strategy, which ignores weights, but %s gives endpoint %q weight %d. Use a strategy with kind = \"weighted\" to honour them.",
+				s.Name, s.Strategy.Kind, s.Discovery.Ref(), ep.Name, ep.Weight)
+			return
+		}
+	}
+}
+
+// resolve reads a reference like strategy.NAME and looks NAME up.
+func resolve[T any](d *decoder, attr *hcl.Attribute, root string, table map[string]T) T {
+	var zero T
+	names := referenceNames(d, attr, root, 2)
+	if names == nil {
+		return zero
+	}
+	v, ok := table[names[0]]
+	if !ok {
+		known := make([]string, 0, len(table))
+		for k := range table {
+			known = append(known, k)
+		}
+		slices.Sort(known)
+		d.errorf(attr.Expr.Range(), "Reference to undeclared "+root, "No %s named %q is declared.%s%s", root, names[0], didYouMean(names[0], known), listKnown(root, known))
+		return zero
+	}
+	return v
+}
+
+func (d *decoder) resolveDiscovery(attr *hcl.Attribute) *Discovery {
+	names := referenceNames(d, attr, "discovery", 3)
+	if names == nil {
+		return nil
+	}
+	ref := "discovery." + strings.Join(names, ".")
+	disc, ok := d.cfg.discoveries[ref]
+	if !ok {
+		known := make([]string, 0, len(d.cfg.discoveries))
+		for k := range d.cfg.discoveries {
+			known = append(known, k)
+		}
+		slices.Sort(known)
+		d.errorf(attr.Expr.Range(), "Reference to undeclared discovery", "No discovery source %s is declared.%s%s", ref, didYouMean(ref, known), listKnown("discovery source", known))
+		return nil
+	}
+	return disc
+}
+
+func listKnown(what string, known []string) string {
+	if len(known) == 0 {
+		return fmt.Sprintf(" No %s is declared at all.", what)
+	}
+	return fmt.Sprintf(" Declared: %s.", strings.Join(known, ", "))
+}
+
+// referenceNames reads an expression of the form root.a[.b] with parts
+// names after the root, reporting anything else.
+func referenceNames(d *decoder, attr *hcl.Attribute, root string, parts int) []string {
+	example := root + ".NAME"
+	if parts == 3 {
+		example = root + ".KIND.NAME"
+	}
+	trav, diags := hcl.AbsTraversalForExpr(attr.Expr)
+	if diags.HasErrors() {
+		hint := ""
+		if v, err := attr.Expr.Value(nil); err == nil {
+			if s := ctyString(v); s != "" {
+				hint = fmt.Sprintf(" Write it without quotes: %s = %s.%s", attr.Name, root, s)
+			}
+		}
+		d.errorf(attr.Expr.Range(), "Invalid reference", "%s takes a reference to a %s block, like %s.%s", attr.Name, root, example, hint)
+		return nil
+	}
+	if trav.RootName() != root || len(trav) != parts {
+		d.errorf(attr.Expr.Range(), "Invalid reference", "%s takes a reference to a %s block, like %s.", attr.Name, root, example)
+		return nil
+	}
+	names := make([]string, 0, parts-1)
+	for _, step := range trav[1:] {
+		a, ok := step.(hcl.TraverseAttr)
+		if !ok {
+			d.errorf(attr.Expr.Range(), "Invalid reference", "%s takes a reference like %s; indexes are not allowed.", attr.Name, example)
+			return nil
+		}
+		names = append(names, a.Name)
+	}
+	return names
+}
