@@ -1,0 +1,142 @@
+package sim
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/peervault/pvlb/pkg/lb"
+)
+
+// Report is the outcome of a run. Durations in JSON are milliseconds.
+type Report struct {
+	Service     string  `json:"service"`
+	Strategy    string  `json:"strategy"`
+	Seed        uint64  `json:"seed"`
+	RPS         float64 `json:"rps,omitempty"`
+	Concurrency int     `json:"concurrency,omitempty"`
+	Sessions    int     `json:"sessions,omitempty"`
+
+	Requests  int `json:"requests"`
+	Succeeded int `json:"succeeded"`
+	Failed    int `json:"failed"`
+	// Retries counts attempts after the first; Recovered counts requests
+	// that failed at first and then succeeded elsewhere.
+	Retries   int `json:"retries"`
+	Recovered int `json:"recovered"`
+	// NoHealthy counts picks that found no server able to take traffic.
+	NoHealthy int `json:"no_healthy_picks"`
+
+	SimulatedTime Millis         `json:"simulated_time_ms"`
+	Throughput    float64        `json:"throughput_rps"` // successes per simulated second
+	Latency       Percentiles    `json:"latency"`        // end to end, successful requests
+	Servers       []ServerReport `json:"servers"`
+	Events        []Event        `json:"events"`
+}
+
+// ServerReport is one server's part of a Report.
+type ServerReport struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	Weight  int    `json:"weight"`
+	Latency string `json:"latency_model"`
+	// Requests counts attempts sent to this server; Share is its part of
+	// all attempts and ExpectedShare what the strategy aims for.
+	Requests      int             `json:"requests"`
+	Share         float64         `json:"share"`
+	ExpectedShare float64         `json:"expected_share"`
+	Errors        int             `json:"errors"`
+	AttemptTime   Percentiles     `json:"latency"` // per attempt, queueing included
+	PeakInFlight  int             `json:"peak_in_flight"`
+	FinalHealth   lb.HealthStatus `json:"final_health"`
+}
+
+// Percentiles summarises a latency distribution.
+type Percentiles struct {
+	P50  Millis `json:"p50_ms"`
+	P90  Millis `json:"p90_ms"`
+	P99  Millis `json:"p99_ms"`
+	P999 Millis `json:"p999_ms"`
+	Max  Millis `json:"max_ms"`
+}
+
+// Event is something that happened to a server during the run.
+type Event struct {
+	At     time.Duration `json:"-"`
+	AtMS   Millis        `json:"at_ms"`
+	Server string        `json:"server"`
+	What   string        `json:"what"`
+}
+
+// Millis is a duration that encodes in JSON as fractional milliseconds.
+type Millis time.Duration
+
+// MarshalJSON writes milliseconds with microsecond precision.
+func (m Millis) MarshalJSON() ([]byte, error) {
+	us := time.Duration(m).Round(time.Microsecond).Microseconds()
+	return strconv.AppendFloat(nil, float64(us)/1000, 'f', -1, 64), nil
+}
+
+func percentiles(h *histogram) Percentiles {
+	return Percentiles{
+		P50:  Millis(h.quantile(0.50)),
+		P90:  Millis(h.quantile(0.90)),
+		P99:  Millis(h.quantile(0.99)),
+		P999: Millis(h.quantile(0.999)),
+		Max:  Millis(h.max),
+	}
+}
+
+func (s *simulation) report() *Report {
+	b := s.cfg.Balancer
+	r := &Report{
+		Service:       b.Service,
+		Strategy:      b.Strategy,
+		Seed:          s.cfg.Seed,
+		RPS:           s.cfg.RPS,
+		Concurrency:   s.cfg.Concurrency,
+		Sessions:      s.cfg.Sessions,
+		Requests:      s.done,
+		Succeeded:     s.succeeded,
+		Failed:        s.failed,
+		Retries:       s.retries,
+		Recovered:     s.recovered,
+		NoHealthy:     s.noHealthy,
+		SimulatedTime: Millis(s.now),
+		Latency:       percentiles(&s.latency),
+		Events:        s.log,
+	}
+	if s.now > 0 {
+		r.Throughput = float64(s.succeeded) / time.Duration(s.now).Seconds()
+	}
+	totalAttempts, totalWeight := 0, 0
+	for _, sv := range s.servers {
+		totalAttempts += sv.attempts
+		totalWeight += sv.Weight
+	}
+	for _, sv := range s.servers {
+		sr := ServerReport{
+			ID:           sv.ID,
+			Address:      sv.ep.Address,
+			Weight:       sv.Weight,
+			Latency:      sv.Latency.String(),
+			Requests:     sv.attempts,
+			Errors:       sv.errors,
+			AttemptTime:  percentiles(&sv.hist),
+			PeakInFlight: sv.peak,
+			FinalHealth:  sv.ep.Health(),
+		}
+		if totalAttempts > 0 {
+			sr.Share = float64(sv.attempts) / float64(totalAttempts)
+		}
+		if b.Strategy == lb.Weighted {
+			sr.ExpectedShare = float64(sv.Weight) / float64(totalWeight)
+		} else {
+			sr.ExpectedShare = 1 / float64(len(s.servers))
+		}
+		r.Servers = append(r.Servers, sr)
+	}
+	for i := range r.Events {
+		r.Events[i].AtMS = Millis(r.Events[i].At)
+	}
+	return r
+}

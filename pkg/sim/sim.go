@@ -1,0 +1,484 @@
+// Package sim is a discrete-event simulator of a client balancing traffic
+// over a service's servers. It sends every request through a real
+// lb.LoadBalancer (the pickers that serve real traffic) on a simulated
+// clock, against servers with latency models, capacity and error rates,
+// with health checks, retries and scripted outages. A run is deterministic
+// for a seed.
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"github.com/peervault/pvlb/pkg/lb"
+)
+
+// Server is one simulated endpoint.
+type Server struct {
+	ID        string
+	Host      string
+	Port      int
+	Weight    int
+	Latency   LatencyModel
+	ErrorRate float64 // share of answers that fail with a non-retryable error
+	Capacity  int     // requests served at once; more wait in a queue; 0 is unlimited
+}
+
+// Outage takes a server down from From to To after the start: its
+// connections break, calls to it are refused and its health checks fail.
+type Outage struct {
+	Server   string
+	From, To time.Duration
+}
+
+// Config describes one simulation run.
+type Config struct {
+	// Balancer is the service's balancing configuration: strategy, sticky
+	// sessions, retries and health checking all act as configured.
+	Balancer *lb.LoadBalancerConfig
+	Servers  []Server
+	Requests int
+	// RPS sends requests open-loop at this mean rate (Poisson arrivals).
+	// Concurrency instead keeps that many requests in flight (closed
+	// loop). Exactly one of them is set.
+	RPS         float64
+	Concurrency int
+	// Sessions spreads requests over this many sticky session ids; zero
+	// sends no session ids.
+	Sessions int
+	Outages  []Outage
+	Seed     uint64
+	// Progress, when set, is called now and then with the number of
+	// requests finished so far.
+	Progress func(done int)
+	Logger   *slog.Logger
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Balancer == nil:
+		return errors.New("no balancer configuration")
+	case len(c.Servers) == 0:
+		return errors.New("no servers to simulate")
+	case c.Requests < 1:
+		return fmt.Errorf("requests must be at least 1, not %d", c.Requests)
+	case (c.RPS > 0) == (c.Concurrency > 0):
+		return errors.New("set exactly one of a request rate (open loop) and a concurrency (closed loop)")
+	case c.RPS < 0 || math.IsInf(c.RPS, 0) || math.IsNaN(c.RPS):
+		return fmt.Errorf("invalid request rate %v", c.RPS)
+	case c.Sessions < 0:
+		return fmt.Errorf("sessions must not be negative, not %d", c.Sessions)
+	}
+	ids := map[string]bool{}
+	for _, s := range c.Servers {
+		if s.ErrorRate < 0 || s.ErrorRate > 1 {
+			return fmt.Errorf("server %s: error rate %v is outside 0-1", s.ID, s.ErrorRate)
+		}
+		if s.Capacity < 0 {
+			return fmt.Errorf("server %s: capacity %d is negative", s.ID, s.Capacity)
+		}
+		ids[s.ID] = true
+	}
+	for _, o := range c.Outages {
+		if !ids[o.Server] {
+			return fmt.Errorf("outage of unknown server %q", o.Server)
+		}
+		if o.From < 0 || o.To <= o.From {
+			return fmt.Errorf("outage of %s: it must end (%s) after it starts (%s)", o.Server, o.To, o.From)
+		}
+	}
+	return nil
+}
+
+type eventKind uint8
+
+const (
+	evArrival eventKind = iota
+	evAttemptDone
+	evRetry
+	evHealthCheck
+	evOutageStart
+	evOutageEnd
+)
+
+type event struct {
+	at     int64
+	seq    uint64 // tie-break: equal times run in scheduling order
+	kind   eventKind
+	target int32  // request slot or server index
+	token  uint32 // attempt token, to drop completions of abandoned attempts
+}
+
+type request struct {
+	active       bool
+	start        int64
+	attemptStart int64
+	server       int32 // -1 when no attempt is running
+	token        uint32
+	queued       bool
+	ctx          context.Context
+	tried        []*lb.Endpoint
+}
+
+type server struct {
+	Server
+	ep       *lb.Endpoint
+	sample   sampler
+	down     bool
+	busy     int
+	queue    []int32 // FIFO of waiting request slots
+	failRun  int     // consecutive failed health checks
+	passRun  int     // consecutive passed health checks
+	attempts int
+	errors   int
+	peak     int
+	hist     histogram
+}
+
+type simulation struct {
+	cfg      Config
+	balancer *lb.LoadBalancer
+	rng      *rand.Rand
+	now      int64
+	seq      uint64
+	events   []event
+	servers  []*server
+	byEP     map[*lb.Endpoint]int32
+	reqs     []request
+	free     []int32
+	sessions []context.Context
+
+	issued, done, succeeded, failed, retries, recovered, noHealthy int
+	latency                                                        histogram
+	log                                                            []Event
+}
+
+// Run simulates cfg and reports what happened.
+func Run(cfg Config) (*Report, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("simulate: %w", err)
+	}
+	s := &simulation{
+		cfg:     cfg,
+		rng:     rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x5eed)),
+		byEP:    make(map[*lb.Endpoint]int32, len(cfg.Servers)),
+		latency: newHistogram(),
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	seed := cfg.Seed
+	if seed == 0 {
+		seed = 1 // the balancer treats 0 as "unseeded"; a run must repeat
+	}
+	var err error
+	s.balancer, err = lb.NewLoadBalancer(cfg.Balancer, logger,
+		lb.WithClock(func() time.Time { return time.Unix(0, s.now) }), lb.WithSeed(seed))
+	if err != nil {
+		return nil, fmt.Errorf("simulate: %w", err)
+	}
+	for i, sc := range cfg.Servers {
+		if err := s.balancer.AddEndpoint(lb.EndpointSpec{ID: sc.ID, Host: sc.Host, Port: sc.Port, Weight: sc.Weight}); err != nil {
+			return nil, fmt.Errorf("simulate: %w", err)
+		}
+		ep, _ := s.balancer.Endpoint(sc.ID)
+		s.servers = append(s.servers, &server{Server: sc, ep: ep, sample: sc.Latency.sampler(), hist: newHistogram()})
+		s.byEP[ep] = int32(i)
+	}
+	for i := range cfg.Sessions {
+		s.sessions = append(s.sessions, lb.WithSession(context.Background(), fmt.Sprintf("session-%d", i)))
+	}
+	for _, o := range cfg.Outages {
+		idx := s.serverIndex(o.Server)
+		s.schedule(int64(o.From), evOutageStart, idx, 0)
+		s.schedule(int64(o.To), evOutageEnd, idx, 0)
+	}
+	if cfg.Balancer.HealthCheckInterval > 0 {
+		for i := range s.servers {
+			s.schedule(0, evHealthCheck, int32(i), 0)
+		}
+	}
+	if cfg.RPS > 0 {
+		s.schedule(0, evArrival, 0, 0)
+	} else {
+		for range min(cfg.Concurrency, cfg.Requests) {
+			s.startRequest()
+		}
+	}
+	s.loop()
+	return s.report(), nil
+}
+
+func (s *simulation) serverIndex(id string) int32 {
+	for i, sv := range s.servers {
+		if sv.ID == id {
+			return int32(i)
+		}
+	}
+	return -1
+}
+
+const progressEvery = 1 << 14
+
+func (s *simulation) loop() {
+	for s.done < s.cfg.Requests && len(s.events) > 0 {
+		ev := s.pop()
+		s.now = ev.at
+		switch ev.kind {
+		case evArrival:
+			s.startRequest()
+			if s.issued < s.cfg.Requests {
+				gap := s.rng.ExpFloat64() / s.cfg.RPS * float64(time.Second)
+				s.schedule(s.now+int64(gap), evArrival, 0, 0)
+			}
+		case evAttemptDone:
+			s.attemptDone(ev.target, ev.token)
+		case evRetry:
+			s.attempt(ev.target)
+		case evHealthCheck:
+			s.healthCheck(ev.target)
+		case evOutageStart:
+			s.outageStart(ev.target)
+		case evOutageEnd:
+			s.servers[ev.target].down = false
+			s.note(ev.target, "back up")
+		}
+	}
+}
+
+func (s *simulation) startRequest() {
+	s.issued++
+	var slot int32
+	if n := len(s.free); n > 0 {
+		slot, s.free = s.free[n-1], s.free[:n-1]
+	} else {
+		s.reqs = append(s.reqs, request{})
+		slot = int32(len(s.reqs) - 1)
+	}
+	r := &s.reqs[slot]
+	r.active, r.start, r.server, r.queued, r.tried = true, s.now, -1, false, r.tried[:0]
+	r.ctx = context.Background()
+	if len(s.sessions) > 0 {
+		r.ctx = s.sessions[s.rng.IntN(len(s.sessions))]
+	}
+	s.attempt(slot)
+}
+
+// attempt sends one try of request slot to a freshly picked server.
+func (s *simulation) attempt(slot int32) {
+	r := &s.reqs[slot]
+	ep, err := s.balancer.PickExcluding(r.ctx, r.tried)
+	if err != nil { // nothing healthy: back off and try again, as a client would
+		s.noHealthy++
+		s.retryOrFail(slot)
+		return
+	}
+	if len(r.tried) > 0 {
+		s.retries++
+	}
+	r.tried = append(r.tried, ep)
+	idx := s.byEP[ep]
+	sv := s.servers[idx]
+	sv.attempts++
+	r.server, r.attemptStart = idx, s.now
+	r.token++
+	if sv.down { // connection refused
+		sv.errors++
+		s.markUnhealthy(idx, "connection refused")
+		s.balancer.Release(ep)
+		r.server = -1
+		s.retryOrFail(slot)
+		return
+	}
+	if sv.Capacity == 0 || sv.busy < sv.Capacity {
+		sv.busy++
+		s.schedule(s.now+sv.sample.sample(s.rng), evAttemptDone, slot, r.token)
+	} else {
+		r.queued = true
+		sv.queue = append(sv.queue, slot)
+	}
+	sv.peak = max(sv.peak, sv.busy+len(sv.queue))
+}
+
+func (s *simulation) attemptDone(slot int32, token uint32) {
+	r := &s.reqs[slot]
+	if !r.active || r.token != token {
+		return // the attempt was abandoned when its server went down
+	}
+	idx := r.server
+	sv := s.servers[idx]
+	sv.busy--
+	s.startQueued(sv)
+	sv.hist.record(s.now - r.attemptStart)
+	s.balancer.Release(sv.ep)
+	r.server = -1
+	if sv.ErrorRate > 0 && s.rng.Float64() < sv.ErrorRate {
+		sv.errors++
+		s.finish(slot, false)
+		return
+	}
+	if len(r.tried) > 1 {
+		s.recovered++
+	}
+	s.finish(slot, true)
+}
+
+// startQueued moves the next waiting request of sv into service.
+func (s *simulation) startQueued(sv *server) {
+	if len(sv.queue) == 0 {
+		return
+	}
+	next := sv.queue[0]
+	sv.queue = sv.queue[1:]
+	s.reqs[next].queued = false
+	sv.busy++
+	s.schedule(s.now+sv.sample.sample(s.rng), evAttemptDone, next, s.reqs[next].token)
+}
+
+// retryOrFail backs off exponentially with ±20% jitter and tries again while
+// retries and the failover budget last.
+func (s *simulation) retryOrFail(slot int32) {
+	r := &s.reqs[slot]
+	b := s.cfg.Balancer
+	attempts := max(len(r.tried), 1)
+	if attempts <= b.MaxRetries {
+		backoff := float64(b.RetryDelay) * math.Pow(2, float64(attempts-1)) * (0.8 + 0.4*s.rng.Float64())
+		at := s.now + int64(backoff)
+		if at-r.start <= int64(b.FailoverTimeout) {
+			s.schedule(at, evRetry, slot, 0)
+			return
+		}
+	}
+	s.finish(slot, false)
+}
+
+func (s *simulation) finish(slot int32, ok bool) {
+	r := &s.reqs[slot]
+	r.active = false
+	r.token++
+	s.done++
+	if ok {
+		s.succeeded++
+		s.latency.record(s.now - r.start)
+	} else {
+		s.failed++
+	}
+	s.free = append(s.free, slot)
+	if s.cfg.Progress != nil && s.done%progressEvery == 0 {
+		s.cfg.Progress(s.done)
+	}
+	if s.cfg.Concurrency > 0 && s.issued < s.cfg.Requests {
+		s.startRequest()
+	}
+}
+
+func (s *simulation) outageStart(idx int32) {
+	sv := s.servers[idx]
+	sv.down = true
+	s.note(idx, "goes down")
+	// Its connections break: the channel sees it at once, as gRPC does
+	// on a reset connection, and every call on it fails and is retried.
+	s.markUnhealthy(idx, "connection lost")
+	for slot := range s.reqs {
+		r := &s.reqs[slot]
+		if r.active && r.server == idx {
+			r.token++
+			r.server = -1
+			r.queued = false
+			sv.errors++
+			s.balancer.Release(sv.ep)
+			s.retryOrFail(int32(slot))
+		}
+	}
+	sv.busy, sv.queue = 0, sv.queue[:0]
+}
+
+func (s *simulation) markUnhealthy(idx int32, why string) {
+	sv := s.servers[idx]
+	if sv.ep.Health() == lb.HealthUnhealthy {
+		return
+	}
+	_ = s.balancer.SetHealth(sv.ID, lb.HealthUnhealthy)
+	sv.failRun, sv.passRun = 0, 0
+	s.note(idx, "marked unhealthy ("+why+")")
+}
+
+// healthCheck runs one grpc.health.v1-style check with the configured
+// thresholds: Unknown turns Healthy on the first pass.
+func (s *simulation) healthCheck(idx int32) {
+	sv := s.servers[idx]
+	b := s.cfg.Balancer
+	health := sv.ep.Health()
+	if sv.down {
+		sv.failRun++
+		sv.passRun = 0
+		if health != lb.HealthUnhealthy && sv.failRun >= max(b.UnhealthyThreshold, 1) {
+			s.markUnhealthy(idx, fmt.Sprintf("%d failed checks", sv.failRun))
+		}
+	} else {
+		sv.passRun++
+		sv.failRun = 0
+		switch {
+		case health == lb.HealthUnknown:
+			_ = s.balancer.SetHealth(sv.ID, lb.HealthHealthy)
+		case health == lb.HealthUnhealthy && sv.passRun >= max(b.HealthyThreshold, 1):
+			_ = s.balancer.SetHealth(sv.ID, lb.HealthHealthy)
+			s.note(idx, fmt.Sprintf("healthy again after %d passed checks", sv.passRun))
+		}
+	}
+	s.schedule(s.now+int64(b.HealthCheckInterval), evHealthCheck, idx, 0)
+}
+
+func (s *simulation) note(idx int32, what string) {
+	s.log = append(s.log, Event{At: time.Duration(s.now), Server: s.servers[idx].ID, What: what})
+}
+
+// --- event heap, ordered by (at, seq), without container/heap's boxing ---
+
+func (s *simulation) schedule(at int64, kind eventKind, target int32, token uint32) {
+	s.seq++
+	s.events = append(s.events, event{at: at, seq: s.seq, kind: kind, target: target, token: token})
+	h := s.events
+	for i := len(h) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !h[i].before(h[p]) {
+			break
+		}
+		h[i], h[p] = h[p], h[i]
+		i = p
+	}
+}
+
+func (a event) before(b event) bool { return a.at < b.at || (a.at == b.at && a.seq < b.seq) }
+
+func (s *simulation) pop() event {
+	h := s.events
+	top := h[0]
+	last := len(h) - 1
+	h[0] = h[last]
+	h = h[:last]
+	for i := 0; ; {
+		l := 2*i + 1
+		if l >= len(h) {
+			break
+		}
+		m := l
+		if r := l + 1; r < len(h) && h[r].before(h[l]) {
+			m = r
+		}
+		if !h[m].before(h[i]) {
+			break
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+	s.events = h
+	return top
+}

@@ -1,0 +1,247 @@
+package sim
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/peervault/pvlb/pkg/lb"
+)
+
+func servers(weights ...int) []Server {
+	out := make([]Server, len(weights))
+	for i, w := range weights {
+		out[i] = Server{ID: fmt.Sprintf("server%d", i+1), Host: "127.0.0.1", Port: 50051 + i, Weight: w, Latency: DefaultLatency}
+	}
+	return out
+}
+
+func balancer(kind string) *lb.LoadBalancerConfig {
+	c := lb.DefaultLoadBalancerConfig()
+	c.Service = "peervault"
+	c.Strategy = kind
+	return c
+}
+
+func run(t *testing.T, cfg Config) *Report {
+	t.Helper()
+	r, err := Run(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Requests != cfg.Requests {
+		t.Fatalf("finished %d requests, want %d", r.Requests, cfg.Requests)
+	}
+	return r
+}
+
+func TestSharesMatchWeightsWithinOnePercent(t *testing.T) {
+	for _, kind := range []string{lb.Weighted, lb.RoundRobin, lb.Random, lb.LeastConnections} {
+		t.Run(kind, func(t *testing.T) {
+			weights := []int{1, 1, 1}
+			if kind == lb.Weighted {
+				weights = []int{5, 2, 1}
+			}
+			r := run(t, Config{Balancer: balancer(kind), Servers: servers(weights...), Requests: 10000, RPS: 1000, Seed: 3})
+			for _, s := range r.Servers {
+				if d := math.Abs(s.Share - s.ExpectedShare); d > 0.01 {
+					t.Errorf("%s: share %.4f, expected %.4f", s.ID, s.Share, s.ExpectedShare)
+				}
+			}
+			if r.Failed != 0 || r.Succeeded != 10000 {
+				t.Errorf("failed %d, succeeded %d", r.Failed, r.Succeeded)
+			}
+		})
+	}
+}
+
+func TestDeterministicForASeed(t *testing.T) {
+	cfg := func(seed uint64) Config {
+		srv := servers(3, 2, 1)
+		srv[1].ErrorRate = 0.05
+		srv[2].Capacity = 4
+		return Config{Balancer: balancer(lb.Random), Servers: srv, Requests: 5000, RPS: 2000, Sessions: 20, Seed: seed,
+			Outages: []Outage{{Server: "server1", From: time.Second, To: 2 * time.Second}}}
+	}
+	encode := func(r *Report) string {
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	a, b := encode(run(t, cfg(9))), encode(run(t, cfg(9)))
+	if a != b {
+		t.Fatalf("two runs with seed 9 differ:\n%s\n%s", a, b)
+	}
+	if c := encode(run(t, cfg(10))); c == a {
+		t.Fatal("seeds 9 and 10 gave identical runs")
+	}
+}
+
+func TestFailoverMovesTrafficDuringAnOutage(t *testing.T) {
+	b := balancer(lb.RoundRobin)
+	b.HealthCheckInterval = 500 * time.Millisecond
+	b.HealthCheckTimeout = 100 * time.Millisecond
+	b.RetryDelay = 10 * time.Millisecond
+	b.FailoverTimeout = time.Second
+	srv := servers(1, 1, 1)
+	// 10,000 requests at 1,000/s: 10 simulated seconds, server2 out 2s-5s.
+	r := run(t, Config{Balancer: b, Servers: srv, Requests: 10000, RPS: 1000, Seed: 1,
+		Outages: []Outage{{Server: "server2", From: 2 * time.Second, To: 5 * time.Second}}})
+	if r.Failed != 0 {
+		t.Errorf("%d requests failed; retries should have moved them", r.Failed)
+	}
+	if r.Recovered == 0 || r.Retries == 0 {
+		t.Errorf("no request was retried (retries %d, recovered %d), yet calls were in flight when server2 died", r.Retries, r.Recovered)
+	}
+	// server2 is out ~3s of ~10s and back after 2 checks (~1s): it should
+	// carry clearly less than a third, the others more.
+	s2 := r.Servers[1]
+	if s2.Share > 0.27 || s2.Share < 0.15 {
+		t.Errorf("server2 share %.3f, want well under 1/3 but above 0 (it came back)", s2.Share)
+	}
+	var down, unhealthy, back bool
+	for _, e := range r.Events {
+		switch {
+		case e.Server == "server2" && e.What == "goes down" && e.At == 2*time.Second:
+			down = true
+		case e.Server == "server2" && e.What == "marked unhealthy (connection lost)":
+			unhealthy = true
+		case e.Server == "server2" && e.What == "healthy again after 2 passed checks":
+			back = e.At > 5*time.Second && e.At <= 6*time.Second
+		}
+	}
+	if !down || !unhealthy || !back {
+		t.Errorf("events do not tell the failover story: %+v", r.Events)
+	}
+	if r.Servers[1].FinalHealth != lb.HealthHealthy {
+		t.Errorf("server2 ends %v", r.Servers[1].FinalHealth)
+	}
+}
+
+func TestNoRetriesMeansFailuresDuringOutage(t *testing.T) {
+	b := balancer(lb.RoundRobin)
+	b.MaxRetries = 0
+	r := run(t, Config{Balancer: b, Servers: servers(1, 1), Requests: 2000, RPS: 1000, Seed: 1,
+		Outages: []Outage{{Server: "server1", From: time.Second, To: 3 * time.Second}}})
+	if r.Failed == 0 {
+		t.Fatal("with no retries, calls in flight on the dying server must fail")
+	}
+}
+
+func TestClosedLoopAndCapacityQueueing(t *testing.T) {
+	srv := servers(1, 1)
+	srv[0].Latency = LatencyModel{Kind: Fixed, A: 10 * time.Millisecond}
+	srv[1].Latency = LatencyModel{Kind: Fixed, A: 10 * time.Millisecond}
+	srv[0].Capacity, srv[1].Capacity = 2, 2
+	// 8 in flight over 4 slots: half wait one service time.
+	r := run(t, Config{Balancer: balancer(lb.RoundRobin), Servers: srv, Requests: 4000, Concurrency: 8, Seed: 1})
+	if p := time.Duration(r.Latency.P50); p < 19*time.Millisecond || p > 21*time.Millisecond {
+		t.Errorf("p50 %v, want ~20ms (10ms waiting + 10ms served)", p)
+	}
+	for _, s := range r.Servers {
+		if s.PeakInFlight != 4 {
+			t.Errorf("%s peak in flight %d, want 4", s.ID, s.PeakInFlight)
+		}
+	}
+	// Throughput is capacity-bound: 4 slots / 10ms = 400/s.
+	if math.Abs(r.Throughput-400) > 5 {
+		t.Errorf("throughput %.1f/s, want ~400/s", r.Throughput)
+	}
+}
+
+func TestLeastConnectionsAvoidsTheSlowServer(t *testing.T) {
+	srv := servers(1, 1, 1)
+	srv[2].Latency = LatencyModel{Kind: Fixed, A: 100 * time.Millisecond}
+	for i := range 2 {
+		srv[i].Latency = LatencyModel{Kind: Fixed, A: 10 * time.Millisecond}
+	}
+	rr := run(t, Config{Balancer: balancer(lb.RoundRobin), Servers: srv, Requests: 3000, Concurrency: 12, Seed: 1})
+	lc := run(t, Config{Balancer: balancer(lb.LeastConnections), Servers: srv, Requests: 3000, Concurrency: 12, Seed: 1})
+	if lc.Servers[2].Share >= rr.Servers[2].Share/2 {
+		t.Errorf("least_connections sent %.3f to the slow server, round_robin %.3f; want far less", lc.Servers[2].Share, rr.Servers[2].Share)
+	}
+	if lc.Latency.P90 >= rr.Latency.P90 {
+		t.Errorf("least_connections p90 %v not better than round_robin %v", time.Duration(lc.Latency.P90), time.Duration(rr.Latency.P90))
+	}
+}
+
+func TestStickySessionsStayPut(t *testing.T) {
+	b := balancer(lb.RoundRobin)
+	b.StickySession = true
+	r := run(t, Config{Balancer: b, Servers: servers(1, 1, 1), Requests: 3000, RPS: 1000, Sessions: 1, Seed: 1})
+	busy := 0
+	for _, s := range r.Servers {
+		if s.Requests > 0 {
+			busy++
+		}
+	}
+	if busy != 1 {
+		t.Fatalf("one session reached %d servers, want 1", busy)
+	}
+}
+
+func TestErrorRateIsObserved(t *testing.T) {
+	srv := servers(1)
+	srv[0].ErrorRate = 0.1
+	r := run(t, Config{Balancer: balancer(lb.RoundRobin), Servers: srv, Requests: 20000, RPS: 5000, Seed: 5})
+	if rate := float64(r.Failed) / 20000; rate < 0.09 || rate > 0.11 {
+		t.Fatalf("failure rate %.3f, want ~0.10", rate)
+	}
+}
+
+func TestInvalidConfigs(t *testing.T) {
+	good := Config{Balancer: balancer(lb.RoundRobin), Servers: servers(1), Requests: 10, RPS: 10}
+	bad := []func(c *Config){
+		func(c *Config) { c.Requests = 0 },
+		func(c *Config) { c.Concurrency = 4 },
+		func(c *Config) { c.RPS = 0 },
+		func(c *Config) { c.Servers = nil },
+		func(c *Config) { c.Outages = []Outage{{Server: "nope", From: 0, To: time.Second}} },
+		func(c *Config) { c.Outages = []Outage{{Server: "server1", From: time.Second, To: time.Second}} },
+		func(c *Config) { c.Servers = servers(1); c.Servers[0].ErrorRate = 2 },
+	}
+	for i, mutate := range bad {
+		c := good
+		mutate(&c)
+		if _, err := Run(c); err == nil {
+			t.Errorf("case %d: no error", i)
+		}
+	}
+}
+
+func TestParseLatency(t *testing.T) {
+	good := map[string]LatencyModel{
+		"20ms":                  {Kind: Fixed, A: 20 * time.Millisecond},
+		"fixed(1s)":             {Kind: Fixed, A: time.Second},
+		"normal(20ms, 5ms)":     {Kind: Normal, A: 20 * time.Millisecond, B: 5 * time.Millisecond},
+		" lognormal(8ms,30ms) ": {Kind: LogNormal, A: 8 * time.Millisecond, B: 30 * time.Millisecond},
+	}
+	for in, want := range good {
+		got, err := ParseLatency(in)
+		if err != nil || got != want {
+			t.Errorf("%q = %+v, %v; want %+v", in, got, err, want)
+		}
+		if again, err := ParseLatency(got.String()); err != nil || again != got {
+			t.Errorf("%q does not round-trip through %q", in, got.String())
+		}
+	}
+	for _, bad := range []string{"", "fast", "-5ms", "normal(20ms)", "lognormal(20ms, 5ms)", "gamma(1s, 2s)", "normal(20ms, 5ms"} {
+		if _, err := ParseLatency(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+func TestLogNormalHitsItsPercentiles(t *testing.T) {
+	srv := servers(1)
+	srv[0].Latency = LatencyModel{Kind: LogNormal, A: 20 * time.Millisecond, B: 80 * time.Millisecond}
+	r := run(t, Config{Balancer: balancer(lb.RoundRobin), Servers: srv, Requests: 50000, RPS: 1000, Seed: 2})
+	p50, p99 := time.Duration(r.Servers[0].AttemptTime.P50), time.Duration(r.Servers[0].AttemptTime.P99)
+	if p50 < 19*time.Millisecond || p50 > 21*time.Millisecond || p99 < 74*time.Millisecond || p99 > 86*time.Millisecond {
+		t.Fatalf("lognormal(20ms, 80ms) gave p50 %v, p99 %v", p50, p99)
+	}
+}
