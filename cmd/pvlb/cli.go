@@ -1,0 +1,169 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"strings"
+
+	"github.com/alecthomas/kong"
+	"github.com/mattn/go-isatty"
+	"github.com/posener/complete"
+	"github.com/willabides/kongplete"
+
+	"github.com/peervault/pvlb/pkg/lb"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3".
+var version = ""
+
+// CLI is the command tree.
+type CLI struct {
+	Globals
+
+	Validate           ValidateCmd                  `cmd:"" help:"Check a configuration: syntax, references, types and values."`
+	Simulate           SimulateCmd                  `cmd:"" help:"Send simulated traffic through a service's real balancing strategy and report how it spreads."`
+	InstallCompletions kongplete.InstallCompletions `cmd:"" help:"Install shell completion for pvlb (bash, zsh or fish)."`
+}
+
+// Globals are flags every command takes.
+type Globals struct {
+	Config   string           `short:"c" default:"." env:"PVLB_CONFIG" predictor:"hcl" help:"Configuration: a .hcl file, or a directory whose *.hcl files are read together."`
+	LogLevel string           `default:"warn" enum:"debug,info,warn,error" help:"Log level: ${enum}."`
+	Version  kong.VersionFlag `help:"Print the version and exit."`
+}
+
+// app is what every command's Run receives.
+type app struct {
+	stdout, stderr io.Writer
+	log            *slog.Logger
+	globals        *Globals
+}
+
+const description = `Client-side load balancing for gRPC services.
+
+pvlb reads a declarative HCL configuration of services, their balancing
+strategies, health policies and discovery sources. It checks that
+configuration (validate) and shows what it does to traffic (simulate),
+using the same strategy code that balances real calls.
+
+Exit status: 0 success, 1 invalid input or a failed check, 2 internal error.`
+
+// exitCode carries kong's requested exit out of Parse without os.Exit, so
+// Main can run inside tests.
+type exitCode int
+
+// Main runs pvlb with args and returns its exit status.
+func Main(args []string, stdout, stderr io.Writer) (status int) {
+	defer func() {
+		switch r := recover().(type) {
+		case nil:
+		case exitCode:
+			status = int(r)
+		default:
+			// Never show a Go stack trace to a user; the message suffices
+			// for a bug report, and PVLB_TRACEBACK shows more.
+			fmt.Fprintf(stderr, "pvlb: internal error: %v\nThis is a bug in pvlb; please report it with the command you ran.\n", r)
+			if os.Getenv("PVLB_TRACEBACK") != "" {
+				fmt.Fprintf(stderr, "%s", debug.Stack())
+			}
+			status = 2
+		}
+	}()
+	var cli CLI
+	parser, err := kong.New(&cli,
+		kong.Name("pvlb"),
+		kong.Description(description),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { panic(exitCode(code)) }),
+		kong.Vars{"version": versionString(), "strategies": strings.Join(lb.StrategyKinds(), ", ")},
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true, NoExpandSubcommands: true}),
+	)
+	if err != nil {
+		fmt.Fprintf(stderr, "pvlb: internal error: %v\n", err)
+		return 2
+	}
+	kongplete.Complete(parser, kongplete.WithPredictor("hcl", complete.PredictOr(complete.PredictFiles("*.hcl"), complete.PredictDirs("*"))))
+	ctx, err := parser.Parse(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "pvlb: error: %v\n", err)
+		var pe *kong.ParseError
+		if errors.As(err, &pe) && pe.Context != nil && pe.Context.Selected() != nil {
+			fmt.Fprintf(stderr, "Run 'pvlb %s --help' for usage.\n", pe.Context.Selected().Name)
+		} else {
+			fmt.Fprintln(stderr, "Run 'pvlb --help' for usage.")
+		}
+		return 1
+	}
+	a := &app{stdout: stdout, stderr: stderr, globals: &cli.Globals, log: newLogger(stderr, cli.LogLevel)}
+	return exitStatus(stderr, ctx.Run(a))
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level)) // kong's enum already checked it
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" && info.Main.Version != "(devel)" {
+		return info.Main.Version
+	}
+	return "dev"
+}
+
+// userError is a mistake in what the user asked for: exit status 1.
+type userError struct{ err error }
+
+func (e userError) Error() string { return e.err.Error() }
+func (e userError) Unwrap() error { return e.err }
+
+func userErrorf(format string, args ...any) error {
+	return userError{fmt.Errorf(format, args...)}
+}
+
+// errReported means the problem was already printed (diagnostics): exit 1.
+var errReported = errors.New("reported")
+
+func exitStatus(stderr io.Writer, err error) int {
+	var ue userError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errReported):
+		return 1
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "pvlb: error: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stderr, "pvlb: internal error: %v\n", err)
+	return 2
+}
+
+// isTerminal reports whether w is a terminal, for colour and progress.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
+}
+
+// useColor follows the NO_COLOR convention.
+func useColor(w io.Writer) bool {
+	return isTerminal(w) && os.Getenv("NO_COLOR") == "" && os.Getenv("TERM") != "dumb"
+}
+
+// plural returns "1 service" or "2 services".
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, one)
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+// joinQuoted lists names for messages: a, b and c.
+func joinQuoted(names []string) string { return strings.Join(names, ", ") }

@@ -1,0 +1,352 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/peervault/pvlb/pkg/config"
+	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/sim"
+)
+
+// SimulateCmd runs a service's balancer against simulated servers.
+type SimulateCmd struct {
+	Service     string   `short:"s" help:"Service to simulate. Needed only when the configuration has more than one."`
+	Requests    int      `short:"n" default:"10000" help:"Number of requests to send."`
+	RPS         float64  `name:"rps" help:"Send requests open-loop at this mean rate per second (Poisson arrivals). The default, without --concurrency, is 1000."`
+	Concurrency int      `help:"Instead of a rate, keep this many requests in flight (closed loop)."`
+	Strategy    string   `help:"Try another strategy kind than the configured one: ${strategies}." placeholder:"KIND"`
+	Latency     []string `sep:"none" placeholder:"[SERVER=]MODEL" help:"Latency model: 20ms, normal(20ms,5ms) or lognormal(MEDIAN,P99). Without SERVER= it applies to every server. Repeatable."`
+	ErrorRate   []string `sep:"none" placeholder:"[SERVER=]RATE" help:"Share of a server's answers that fail, 0 to 1. Repeatable."`
+	Capacity    []string `sep:"none" placeholder:"[SERVER=]N" help:"Requests a server handles at once; more wait in its queue. 0 is unlimited. Repeatable."`
+	Down        []string `sep:"none" placeholder:"SERVER@FROM[-TO]" help:"Take a server down from FROM to TO (simulated time, e.g. server2@2s-5s), or for the rest of the run. Repeatable."`
+	Sessions    int      `help:"Spread requests over this many sticky session ids."`
+	Seed        uint64   `default:"1" help:"Random seed; the same seed gives the same run."`
+	Output      string   `short:"o" default:"text" enum:"text,json" help:"Output format: ${enum}."`
+}
+
+// Help is shown by pvlb simulate --help.
+func (c *SimulateCmd) Help() string {
+	return `Sends simulated requests through the configured service's balancer (the
+same strategy code that serves real traffic) against simulated servers, on a
+simulated clock, and reports how the traffic spread: requests, share and
+expected share, errors, latency percentiles and peak in-flight per server,
+then totals and what failover did.
+
+The service's strategy, sticky sessions, retries and health policy all act
+as configured. How each server behaves comes from its endpoint's simulate
+block, overridden by the flags; servers without one answer in
+lognormal(10ms, 40ms). A server taken --down breaks its connections (calls
+on it fail and are retried elsewhere), is marked unhealthy at once, and
+returns after healthy_threshold passed health checks once it is back.
+
+Examples:
+  pvlb simulate -c examples/weighted.hcl
+  pvlb simulate -c examples/weighted.hcl --down secondary@2s-5s
+  pvlb simulate -c examples/basic.hcl --latency server3=lognormal(50ms,200ms) --strategy least_connections --concurrency 32
+  pvlb simulate -c examples/sticky.hcl --sessions 100 --output json`
+}
+
+// Run simulates.
+func (c *SimulateCmd) Run(a *app) error {
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return err
+	}
+	svc, err := pickService(cfg, c.Service)
+	if err != nil {
+		return err
+	}
+	simCfg, err := c.simConfig(svc)
+	if err != nil {
+		return err
+	}
+	simCfg.Logger = a.log
+	finishProgress := c.progress(a, simCfg)
+	report, err := sim.Run(*simCfg)
+	finishProgress()
+	if err != nil {
+		return userError{err}
+	}
+	if c.Output == "json" {
+		return writeJSON(a.stdout, report)
+	}
+	writeReport(a.stdout, report)
+	return nil
+}
+
+// pickService returns the named service, or the only one.
+func pickService(cfg *config.Config, name string) (*config.Service, error) {
+	names := cfg.ServiceNames()
+	if name != "" {
+		if s, ok := cfg.Service(name); ok {
+			return s, nil
+		}
+		return nil, userErrorf("no service %q in the configuration (services: %s)", name, joinQuoted(names))
+	}
+	switch len(names) {
+	case 0:
+		return nil, userErrorf("the configuration declares no service")
+	case 1:
+		return cfg.Services[0], nil
+	}
+	return nil, userErrorf("the configuration declares %d services (%s); choose one with --service", len(names), joinQuoted(names))
+}
+
+// simConfig builds the simulation from the service and the flags.
+func (c *SimulateCmd) simConfig(svc *config.Service) (*sim.Config, error) {
+	if svc.Discovery == nil || svc.Discovery.Kind != "static" {
+		return nil, userErrorf("service %q finds its servers with %s discovery; simulate needs a static endpoint list (discovery \"static\")", svc.Name, svc.Discovery.Kind)
+	}
+	balancer := svc.LoadBalancerConfig()
+	if c.Strategy != "" {
+		if !slices.Contains(lb.StrategyKinds(), c.Strategy) {
+			return nil, userErrorf("--strategy %q is not a strategy kind (known: %s)", c.Strategy, joinQuoted(lb.StrategyKinds()))
+		}
+		if c.Strategy != balancer.Strategy {
+			balancer.Strategy, balancer.ChoiceCount = c.Strategy, 0
+		}
+	}
+	out := &sim.Config{Balancer: balancer, Requests: c.Requests, Sessions: c.Sessions, Seed: c.Seed, RPS: c.RPS, Concurrency: c.Concurrency}
+	switch {
+	case c.Requests < 1:
+		return nil, userErrorf("--requests must be at least 1, not %d", c.Requests)
+	case c.RPS < 0 || math.IsNaN(c.RPS) || math.IsInf(c.RPS, 0):
+		return nil, userErrorf("--rps must be positive, not %v", c.RPS)
+	case c.Concurrency < 0:
+		return nil, userErrorf("--concurrency must be positive, not %d", c.Concurrency)
+	case c.RPS > 0 && c.Concurrency > 0:
+		return nil, userErrorf("--rps and --concurrency exclude each other: choose open loop or closed loop")
+	case c.Sessions < 0:
+		return nil, userErrorf("--sessions must not be negative, not %d", c.Sessions)
+	case c.RPS == 0 && c.Concurrency == 0:
+		out.RPS = 1000
+	}
+	if c.Sessions > 0 && !balancer.StickySession {
+		return nil, userErrorf("--sessions needs sticky sessions, but strategy %q of service %q has none; add a sticky_session block", svc.Strategy.Name, svc.Name)
+	}
+	ids := make([]string, 0, len(svc.Discovery.Endpoints))
+	index := map[string]int{}
+	for i, ep := range svc.Discovery.Endpoints {
+		s := sim.Server{ID: ep.Name, Host: ep.Host, Port: ep.Port, Weight: ep.Weight, Latency: sim.DefaultLatency}
+		if ep.Simulate != nil {
+			if ep.Simulate.Latency != nil {
+				s.Latency = *ep.Simulate.Latency
+			}
+			s.ErrorRate, s.Capacity = ep.Simulate.ErrorRate, ep.Simulate.Capacity
+		}
+		out.Servers = append(out.Servers, s)
+		ids = append(ids, ep.Name)
+		index[ep.Name] = i
+	}
+	servers := func(flag, target string) ([]int, error) {
+		if target == "" {
+			all := make([]int, len(ids))
+			for i := range all {
+				all[i] = i
+			}
+			return all, nil
+		}
+		i, ok := index[target]
+		if !ok {
+			return nil, userErrorf("--%s: service %q has no endpoint %q (endpoints: %s)", flag, svc.Name, target, joinQuoted(ids))
+		}
+		return []int{i}, nil
+	}
+	for _, v := range c.Latency {
+		target, value := splitTarget(v)
+		m, err := sim.ParseLatency(value)
+		if err != nil {
+			return nil, userErrorf("--latency %s: %v", v, err)
+		}
+		idx, err := servers("latency", target)
+		if err != nil {
+			return nil, err
+		}
+		for _, i := range idx {
+			out.Servers[i].Latency = m
+		}
+	}
+	for _, v := range c.ErrorRate {
+		target, value := splitTarget(v)
+		rate, err := strconv.ParseFloat(value, 64)
+		if err != nil || rate < 0 || rate > 1 || math.IsNaN(rate) {
+			return nil, userErrorf("--error-rate %s: want a number from 0 to 1, like server2=0.1", v)
+		}
+		idx, err := servers("error-rate", target)
+		if err != nil {
+			return nil, err
+		}
+		for _, i := range idx {
+			out.Servers[i].ErrorRate = rate
+		}
+	}
+	for _, v := range c.Capacity {
+		target, value := splitTarget(v)
+		n, err := strconv.Atoi(value)
+		if err != nil || n < 0 {
+			return nil, userErrorf("--capacity %s: want a whole number of concurrent requests, like server1=64 (0 is unlimited)", v)
+		}
+		idx, err := servers("capacity", target)
+		if err != nil {
+			return nil, err
+		}
+		for _, i := range idx {
+			out.Servers[i].Capacity = n
+		}
+	}
+	for _, v := range c.Down {
+		o, err := parseOutage(v)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := servers("down", o.Server); err != nil {
+			return nil, err
+		}
+		out.Outages = append(out.Outages, o)
+	}
+	return out, nil
+}
+
+// splitTarget splits "server1=value" into its parts; a bare value has no
+// target. A latency model's "(" marks where a value without target starts.
+func splitTarget(s string) (target, value string) {
+	eq := strings.IndexByte(s, '=')
+	if eq < 0 || strings.ContainsRune(s[:eq], '(') {
+		return "", s
+	}
+	return s[:eq], s[eq+1:]
+}
+
+// parseOutage reads SERVER@FROM-TO or SERVER@FROM.
+func parseOutage(s string) (sim.Outage, error) {
+	bad := func(why string) (sim.Outage, error) {
+		return sim.Outage{}, userErrorf("--down %s: %s; write SERVER@FROM-TO, like server2@2s-5s, or SERVER@FROM to stay down", s, why)
+	}
+	server, window, ok := strings.Cut(s, "@")
+	if !ok || server == "" || window == "" {
+		return bad("missing server or time")
+	}
+	fromStr, toStr, hasTo := strings.Cut(window, "-")
+	from, err := time.ParseDuration(fromStr)
+	if err != nil || from < 0 {
+		return bad(fmt.Sprintf("%q is not a time like 2s", fromStr))
+	}
+	to := time.Duration(math.MaxInt64)
+	if hasTo {
+		if to, err = time.ParseDuration(toStr); err != nil {
+			return bad(fmt.Sprintf("%q is not a time like 5s", toStr))
+		}
+		if to <= from {
+			return bad("it must end after it starts")
+		}
+	}
+	return sim.Outage{Server: server, From: from, To: to}, nil
+}
+
+// progress shows a progress bar on a terminal once a run has taken more
+// than a second; it returns a function that clears it.
+func (c *SimulateCmd) progress(a *app, cfg *sim.Config) func() {
+	if !isTerminal(a.stderr) || c.Output == "json" {
+		return func() {}
+	}
+	start := time.Now()
+	var bar *progressbar.ProgressBar
+	cfg.Progress = func(done int) {
+		if bar == nil {
+			if time.Since(start) < time.Second {
+				return
+			}
+			bar = progressbar.NewOptions(cfg.Requests,
+				progressbar.OptionSetWriter(a.stderr),
+				progressbar.OptionSetDescription("simulating"),
+				progressbar.OptionShowCount(),
+				progressbar.OptionSetPredictTime(true),
+				progressbar.OptionClearOnFinish(),
+			)
+		}
+		_ = bar.Set(done)
+	}
+	return func() {
+		if bar != nil {
+			_ = bar.Finish()
+		}
+	}
+}
+
+// writeReport prints the report as a table with a bar per share.
+func writeReport(w io.Writer, r *sim.Report) {
+	mode := fmt.Sprintf("open loop at %g rps", r.RPS)
+	if r.Concurrency > 0 {
+		mode = fmt.Sprintf("closed loop, %d in flight", r.Concurrency)
+	}
+	sessions := ""
+	if r.Sessions > 0 {
+		sessions = fmt.Sprintf(", %d sticky sessions", r.Sessions)
+	}
+	fmt.Fprintf(w, "Simulated %d requests to service %q: strategy %s, %s%s, seed %d.\n\n", r.Requests, r.Service, r.Strategy, mode, sessions, r.Seed)
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVER\tWEIGHT\tREQUESTS\tSHARE\tEXPECTED\tERRORS\tP50\tP90\tP99\tPEAK")
+	for _, s := range r.Servers {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%d\t%s\n",
+			s.ID, s.Weight, s.Requests, pct(s.Share), pct(s.ExpectedShare), s.Errors,
+			dur(s.AttemptTime.P50), dur(s.AttemptTime.P90), dur(s.AttemptTime.P99), s.PeakInFlight, bar(s.Share, 30))
+	}
+	_ = tw.Flush()
+
+	fmt.Fprintln(w)
+	failedPct := 0.0
+	if r.Requests > 0 {
+		failedPct = float64(r.Failed) / float64(r.Requests)
+	}
+	fmt.Fprintf(w, "Requests   %d succeeded, %d failed (%s); %d retries, %d requests saved by a retry\n",
+		r.Succeeded, r.Failed, pct(failedPct), r.Retries, r.Recovered)
+	fmt.Fprintf(w, "Latency    p50 %s  p90 %s  p99 %s  p99.9 %s  max %s (end to end, successful requests)\n",
+		dur(r.Latency.P50), dur(r.Latency.P90), dur(r.Latency.P99), dur(r.Latency.P999), dur(r.Latency.Max))
+	fmt.Fprintf(w, "Time       %s simulated, %.0f requests/s succeeded\n", dur(r.SimulatedTime), r.Throughput)
+	if r.NoHealthy > 0 {
+		fmt.Fprintf(w, "Warning    %d picks found no healthy server\n", r.NoHealthy)
+	}
+	if len(r.Events) > 0 {
+		fmt.Fprintln(w, "\nEvents")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, e := range r.Events {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", dur(sim.Millis(e.At)), e.Server, e.What)
+		}
+		_ = tw.Flush()
+	}
+}
+
+func pct(f float64) string { return strconv.FormatFloat(f*100, 'f', 1, 64) + "%" }
+
+// dur formats a duration compactly: 850µs, 12.3ms, 1.25s.
+func dur(m sim.Millis) string {
+	d := time.Duration(m)
+	switch {
+	case d < time.Millisecond:
+		return strconv.FormatInt(d.Microseconds(), 10) + "µs"
+	case d < time.Second:
+		return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 1, 64) + "ms"
+	}
+	return strconv.FormatFloat(d.Seconds(), 'f', 2, 64) + "s"
+}
+
+// bar draws share as a bar of up to width cells, in eighths of a cell.
+func bar(share float64, width int) string {
+	eighths := int(math.Round(share * float64(width*8)))
+	full, part := eighths/8, eighths%8
+	b := strings.Repeat("█", full)
+	if part > 0 {
+		b += string([]rune("▏▎▍▌▋▊▉")[part-1])
+	}
+	return b
+}
