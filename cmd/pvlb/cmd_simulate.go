@@ -294,14 +294,22 @@ func writeReport(w io.Writer, r *sim.Report) {
 	}
 	fmt.Fprintf(w, "Simulated %d requests to service %q: strategy %s, %s%s, seed %d.\n\n", r.Requests, r.Service, r.Strategy, mode, sessions, r.Seed)
 
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	var table strings.Builder
+	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SERVER\tWEIGHT\tREQUESTS\tSHARE\tEXPECTED\tERRORS\tP50\tP90\tP99\tPEAK")
 	for _, s := range r.Servers {
+		p50, p90, p99 := "-", "-", "-"
+		if s.Requests > s.Errors {
+			p50, p90, p99 = dur(s.AttemptTime.P50), dur(s.AttemptTime.P90), dur(s.AttemptTime.P99)
+		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%d\t%s\n",
 			s.ID, s.Weight, s.Requests, pct(s.Share), pct(s.ExpectedShare), s.Errors,
-			dur(s.AttemptTime.P50), dur(s.AttemptTime.P90), dur(s.AttemptTime.P99), s.PeakInFlight, bar(s.Share, 30))
+			p50, p90, p99, s.PeakInFlight, bar(s.Share, 30))
 	}
 	_ = tw.Flush()
+	for _, line := range strings.Split(strings.TrimSuffix(table.String(), "\n"), "\n") {
+		fmt.Fprintln(w, strings.TrimRight(line, " ")) // the bar column pads rows without a bar
+	}
 
 	fmt.Fprintln(w)
 	failedPct := 0.0
