@@ -246,5 +246,12 @@ func (lb *LoadBalancer) Release(e *Endpoint) {
 }
 
 func (lb *LoadBalancer) noHealthy(s *snapshot) error {
-	return fmt.Errorf("%w for service %q (%d endpoints, none healthy)", ErrNoHealthyServers, lb.cfg.Service, len(s.all))
+	why := fmt.Sprintf("all %d endpoints are unhealthy", len(s.all))
+	switch len(s.all) {
+	case 0:
+		why = "it has no endpoints"
+	case 1:
+		why = "its only endpoint is unhealthy"
+	}
+	return fmt.Errorf("%w for service %q (%s)", ErrNoHealthyServers, lb.cfg.Service, why)
 }

@@ -202,7 +202,7 @@ func TestUnhealthySkippedAndNoHealthyError(t *testing.T) {
 			if !errors.Is(err, ErrNoHealthyServers) {
 				t.Fatalf("err = %v, want ErrNoHealthyServers", err)
 			}
-			if want := `no healthy servers for service "peervault" (3 endpoints, none healthy)`; err.Error() != want {
+			if want := `no healthy servers for service "peervault" (all 3 endpoints are unhealthy)`; err.Error() != want {
 				t.Fatalf("err = %q, want %q", err, want)
 			}
 			must(t, lb.SetHealth("s3", HealthHealthy))
