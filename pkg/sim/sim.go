@@ -115,16 +115,24 @@ type event struct {
 	token  uint32 // attempt token, to drop completions of abandoned attempts
 }
 
+// request is one simulated call. It holds no pointers, so that a run with
+// millions of queued requests gives the garbage collector nothing to scan.
 type request struct {
 	active       bool
+	queued       bool
 	start        int64
 	attemptStart int64
 	server       int32 // -1 when no attempt is running
+	session      int32 // index into sessions, -1 for none
 	token        uint32
-	queued       bool
-	ctx          context.Context
-	tried        []*lb.Endpoint
+	attempts     int32 // including picks that found no server
+	tries        int32 // attempts that reached a server, listed in tried
+	tried        [maxAttempts]int32
 }
+
+// maxAttempts bounds attempts per request: the first plus up to 10 retries,
+// the most a configuration allows.
+const maxAttempts = 11
 
 type server struct {
 	Server
@@ -153,6 +161,7 @@ type simulation struct {
 	reqs     []request
 	free     []int32
 	sessions []context.Context
+	scratch  []*lb.Endpoint // the current request's tried endpoints, for a pick
 
 	issued, done, succeeded, failed, retries, recovered, noHealthy int
 	latency                                                        histogram
@@ -263,10 +272,9 @@ func (s *simulation) startRequest() {
 		slot = int32(len(s.reqs) - 1)
 	}
 	r := &s.reqs[slot]
-	r.active, r.start, r.server, r.queued, r.tried = true, s.now, -1, false, r.tried[:0]
-	r.ctx = context.Background()
+	*r = request{active: true, start: s.now, server: -1, session: -1, token: r.token}
 	if len(s.sessions) > 0 {
-		r.ctx = s.sessions[s.rng.IntN(len(s.sessions))]
+		r.session = int32(s.rng.IntN(len(s.sessions)))
 	}
 	s.attempt(slot)
 }
@@ -274,17 +282,27 @@ func (s *simulation) startRequest() {
 // attempt sends one try of request slot to a freshly picked server.
 func (s *simulation) attempt(slot int32) {
 	r := &s.reqs[slot]
-	ep, err := s.balancer.PickExcluding(r.ctx, r.tried)
+	ctx := context.Background()
+	if r.session >= 0 {
+		ctx = s.sessions[r.session]
+	}
+	r.attempts++
+	if r.attempts > 1 {
+		s.retries++
+	}
+	s.scratch = s.scratch[:0]
+	for _, i := range r.tried[:r.tries] {
+		s.scratch = append(s.scratch, s.servers[i].ep)
+	}
+	ep, err := s.balancer.PickExcluding(ctx, s.scratch)
 	if err != nil { // nothing healthy: back off and try again, as a client would
 		s.noHealthy++
 		s.retryOrFail(slot)
 		return
 	}
-	if len(r.tried) > 0 {
-		s.retries++
-	}
-	r.tried = append(r.tried, ep)
 	idx := s.byEP[ep]
+	r.tried[r.tries] = idx
+	r.tries++
 	sv := s.servers[idx]
 	sv.attempts++
 	r.server, r.attemptStart = idx, s.now
@@ -324,7 +342,7 @@ func (s *simulation) attemptDone(slot int32, token uint32) {
 		s.finish(slot, false)
 		return
 	}
-	if len(r.tried) > 1 {
+	if r.tries > 1 {
 		s.recovered++
 	}
 	s.finish(slot, true)
@@ -347,8 +365,8 @@ func (s *simulation) startQueued(sv *server) {
 func (s *simulation) retryOrFail(slot int32) {
 	r := &s.reqs[slot]
 	b := s.cfg.Balancer
-	attempts := max(len(r.tried), 1)
-	if attempts <= b.MaxRetries {
+	attempts := int(r.attempts)
+	if attempts <= b.MaxRetries && attempts < maxAttempts {
 		backoff := float64(b.RetryDelay) * math.Pow(2, float64(attempts-1)) * (0.8 + 0.4*s.rng.Float64())
 		at := s.now + int64(backoff)
 		if at-r.start <= int64(b.FailoverTimeout) {

@@ -245,3 +245,16 @@ func TestLogNormalHitsItsPercentiles(t *testing.T) {
 		t.Fatalf("lognormal(20ms, 80ms) gave p50 %v, p99 %v", p50, p99)
 	}
 }
+
+func TestEveryServerDownWithoutDelayEnds(t *testing.T) {
+	b := balancer(lb.RoundRobin)
+	b.RetryDelay = 0 // retries at the same instant must still be bounded
+	r := run(t, Config{Balancer: b, Servers: servers(1, 1), Requests: 100, RPS: 100, Seed: 1,
+		Outages: []Outage{{Server: "server1", From: 0, To: time.Hour}, {Server: "server2", From: 0, To: time.Hour}}})
+	if r.Failed != 100 || r.NoHealthy == 0 {
+		t.Fatalf("failed %d (want 100), no-healthy picks %d", r.Failed, r.NoHealthy)
+	}
+	if r.Retries != 100*b.MaxRetries {
+		t.Fatalf("retries %d, want %d", r.Retries, 100*b.MaxRetries)
+	}
+}
