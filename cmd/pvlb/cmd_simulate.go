@@ -161,47 +161,47 @@ func (c *SimulateCmd) simConfig(svc *config.Service) (*sim.Config, error) {
 		}
 		return []int{i}, nil
 	}
-	for _, v := range c.Latency {
-		target, value := splitTarget(v)
-		m, err := sim.ParseLatency(value)
-		if err != nil {
-			return nil, userErrorf("--latency %s: %v", v, err)
+	// override applies one [SERVER=]VALUE flag to the servers it names.
+	override := func(flag string, values []string, apply func(s *sim.Server, value string) error) error {
+		for _, v := range values {
+			target, value := splitTarget(v)
+			idx, err := servers(flag, target)
+			if err != nil {
+				return err
+			}
+			for _, i := range idx {
+				if err := apply(&out.Servers[i], value); err != nil {
+					return userErrorf("--%s %s: %v", flag, v, err)
+				}
+			}
 		}
-		idx, err := servers("latency", target)
-		if err != nil {
-			return nil, err
-		}
-		for _, i := range idx {
-			out.Servers[i].Latency = m
-		}
+		return nil
 	}
-	for _, v := range c.ErrorRate {
-		target, value := splitTarget(v)
+	if err := override("latency", c.Latency, func(s *sim.Server, value string) (err error) {
+		s.Latency, err = sim.ParseLatency(value)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	if err := override("error-rate", c.ErrorRate, func(s *sim.Server, value string) error {
 		rate, err := strconv.ParseFloat(value, 64)
 		if err != nil || rate < 0 || rate > 1 || math.IsNaN(rate) {
-			return nil, userErrorf("--error-rate %s: want a number from 0 to 1, like server2=0.1", v)
+			return fmt.Errorf("want a number from 0 to 1, like server2=0.1")
 		}
-		idx, err := servers("error-rate", target)
-		if err != nil {
-			return nil, err
-		}
-		for _, i := range idx {
-			out.Servers[i].ErrorRate = rate
-		}
+		s.ErrorRate = rate
+		return nil
+	}); err != nil {
+		return nil, err
 	}
-	for _, v := range c.Capacity {
-		target, value := splitTarget(v)
+	if err := override("capacity", c.Capacity, func(s *sim.Server, value string) error {
 		n, err := strconv.Atoi(value)
 		if err != nil || n < 0 {
-			return nil, userErrorf("--capacity %s: want a whole number of concurrent requests, like server1=64 (0 is unlimited)", v)
+			return fmt.Errorf("want a whole number of concurrent requests, like server1=64 (0 is unlimited)")
 		}
-		idx, err := servers("capacity", target)
-		if err != nil {
-			return nil, err
-		}
-		for _, i := range idx {
-			out.Servers[i].Capacity = n
-		}
+		s.Capacity = n
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	for _, v := range c.Down {
 		o, err := parseOutage(v)

@@ -88,9 +88,25 @@ func (d *decoder) warnf(rng hcl.Range, summary, format string, args ...any) {
 	d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: summary, Detail: fmt.Sprintf(format, args...), Subject: rng.Ptr()})
 }
 
-// duplicate reports a second declaration, citing the first as Packer does.
-func (d *decoder) duplicate(what, name string, first, again hcl.Range) {
-	d.errorf(again, "Duplicate "+what, "A %s named %q was already declared at %s. Each %s needs a name of its own.", what, name, first, what)
+// declared is what every named block type has: where it was declared.
+type declared interface{ declRange() hcl.Range }
+
+func (s *Strategy) declRange() hcl.Range     { return s.DeclRange }
+func (h *HealthPolicy) declRange() hcl.Range { return h.DeclRange }
+func (d *Discovery) declRange() hcl.Range    { return d.DeclRange }
+func (e *Endpoint) declRange() hcl.Range     { return e.DeclRange }
+func (s *Service) declRange() hcl.Range      { return s.DeclRange }
+
+// declare records v under key in table and list, or reports a duplicate
+// that cites the first declaration, as Packer does.
+func declare[T declared](d *decoder, what, key string, v T, table map[string]T, list *[]T) {
+	if first, ok := table[key]; ok {
+		d.errorf(v.declRange(), "Duplicate "+what, "A %s named %q was already declared at %s. Each %s needs a name of its own.",
+			what, key, first.declRange(), what)
+		return
+	}
+	table[key] = v
+	*list = append(*list, v)
 }
 
 // singleBlock returns the only block of a type, reporting any extra ones.
@@ -160,12 +176,7 @@ func (d *decoder) decodeStrategyBlock(block *hcl.Block) {
 		d.merge(sa)
 	}
 	d.merge(a)
-	if first, ok := d.cfg.strategies[s.Name]; ok {
-		d.duplicate("strategy", s.Name, first.DeclRange, block.DefRange)
-		return
-	}
-	d.cfg.strategies[s.Name] = s
-	d.cfg.Strategies = append(d.cfg.Strategies, s)
+	declare(d, "strategy", s.Name, s, d.cfg.strategies, &d.cfg.Strategies)
 }
 
 // --- health_policy ---
@@ -199,12 +210,7 @@ func (d *decoder) decodeHealthPolicyBlock(block *hcl.Block) {
 		a.errorf(rng, "Health check timeout too long", "timeout (%s) must be shorter than interval (%s), or checks would overlap.", h.Timeout, h.Interval)
 	}
 	d.merge(a)
-	if first, ok := d.cfg.healthPolicies[h.Name]; ok {
-		d.duplicate("health_policy", h.Name, first.DeclRange, block.DefRange)
-		return
-	}
-	d.cfg.healthPolicies[h.Name] = h
-	d.cfg.HealthPolicies = append(d.cfg.HealthPolicies, h)
+	declare(d, "health_policy", h.Name, h, d.cfg.healthPolicies, &d.cfg.HealthPolicies)
 }
 
 // --- discovery ---
@@ -240,28 +246,17 @@ func (d *decoder) decodeDiscoveryBlock(block *hcl.Block) {
 	} else {
 		disc.Body = block.Body
 	}
-	if first, ok := d.cfg.discoveries[disc.Ref()]; ok {
-		d.duplicate(kind+" discovery", disc.Name, first.DeclRange, block.DefRange)
-		return
-	}
-	d.cfg.discoveries[disc.Ref()] = disc
-	d.cfg.Discoveries = append(d.cfg.Discoveries, disc)
+	declare(d, "discovery source", disc.Ref(), disc, d.cfg.discoveries, &d.cfg.Discoveries)
 }
 
 func (d *decoder) decodeStaticBody(disc *Discovery, block *hcl.Block) {
 	content := d.content(block.Body, staticSchema)
 	seen := map[string]*Endpoint{}
 	for _, eb := range content.Blocks.OfType("endpoint") {
-		if !d.validName(eb, 0) {
-			continue
+		if d.validName(eb, 0) {
+			ep := d.decodeEndpointBlock(eb)
+			declare(d, "endpoint", ep.Name, ep, seen, &disc.Endpoints)
 		}
-		ep := d.decodeEndpointBlock(eb)
-		if first, ok := seen[ep.Name]; ok {
-			d.duplicate("endpoint", ep.Name, first.DeclRange, eb.DefRange)
-			continue
-		}
-		seen[ep.Name] = ep
-		disc.Endpoints = append(disc.Endpoints, ep)
 	}
 	if len(content.Blocks.OfType("endpoint")) == 0 {
 		d.errorf(block.DefRange, "No endpoints", "Static discovery %q lists no servers. Add at least one block such as:\n  endpoint \"server1\" { address = \"127.0.0.1:50051\" }", disc.Name)
@@ -400,12 +395,7 @@ func (d *decoder) decodeServiceBlock(block *hcl.Block) {
 		d.merge(a)
 	}
 	d.checkWeightsUsed(s, content)
-	if first, ok := d.cfg.services[s.Name]; ok {
-		d.duplicate("service", s.Name, first.DeclRange, block.DefRange)
-		return
-	}
-	d.cfg.services[s.Name] = s
-	d.cfg.Services = append(d.cfg.Services, s)
+	declare(d, "service", s.Name, s, d.cfg.services, &d.cfg.Services)
 }
 
 // checkWeightsUsed warns when endpoints carry weights that the service's
