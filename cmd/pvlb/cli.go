@@ -165,5 +165,5 @@ func plural(n int, one, many string) string {
 	return fmt.Sprintf("%d %s", n, many)
 }
 
-// joinQuoted lists names for messages: a, b and c.
-func joinQuoted(names []string) string { return strings.Join(names, ", ") }
+// joinNames lists names for messages: "a, b, c".
+func joinNames(names []string) string { return strings.Join(names, ", ") }

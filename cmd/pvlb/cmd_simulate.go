@@ -90,7 +90,7 @@ func pickService(cfg *config.Config, name string) (*config.Service, error) {
 		if s, ok := cfg.Service(name); ok {
 			return s, nil
 		}
-		return nil, userErrorf("no service %q in the configuration (services: %s)", name, joinQuoted(names))
+		return nil, userErrorf("no service %q in the configuration (services: %s)", name, joinNames(names))
 	}
 	switch len(names) {
 	case 0:
@@ -98,7 +98,7 @@ func pickService(cfg *config.Config, name string) (*config.Service, error) {
 	case 1:
 		return cfg.Services[0], nil
 	}
-	return nil, userErrorf("the configuration declares %d services (%s); choose one with --service", len(names), joinQuoted(names))
+	return nil, userErrorf("the configuration declares %d services (%s); choose one with --service", len(names), joinNames(names))
 }
 
 // simConfig builds the simulation from the service and the flags.
@@ -109,7 +109,7 @@ func (c *SimulateCmd) simConfig(svc *config.Service) (*sim.Config, error) {
 	balancer := svc.LoadBalancerConfig()
 	if c.Strategy != "" {
 		if !slices.Contains(lb.StrategyKinds(), c.Strategy) {
-			return nil, userErrorf("--strategy %q is not a strategy kind (known: %s)", c.Strategy, joinQuoted(lb.StrategyKinds()))
+			return nil, userErrorf("--strategy %q is not a strategy kind (known: %s)", c.Strategy, joinNames(lb.StrategyKinds()))
 		}
 		if c.Strategy != balancer.Strategy {
 			balancer.Strategy, balancer.ChoiceCount = c.Strategy, 0
@@ -157,7 +157,7 @@ func (c *SimulateCmd) simConfig(svc *config.Service) (*sim.Config, error) {
 		}
 		i, ok := index[target]
 		if !ok {
-			return nil, userErrorf("--%s: service %q has no endpoint %q (endpoints: %s)", flag, svc.Name, target, joinQuoted(ids))
+			return nil, userErrorf("--%s: service %q has no endpoint %q (endpoints: %s)", flag, svc.Name, target, joinNames(ids))
 		}
 		return []int{i}, nil
 	}
