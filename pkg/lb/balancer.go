@@ -36,9 +36,11 @@ type LoadBalancer struct {
 	now      func() int64
 	sessions *sessionTable // nil unless sticky sessions are on
 
-	mu        sync.Mutex // serialises writers; readers use snap
-	endpoints map[string]*Endpoint
-	snap      atomic.Pointer[snapshot]
+	mu          sync.Mutex // serialises writers; readers use snap
+	endpoints   map[string]*Endpoint
+	snap        atomic.Pointer[snapshot]
+	subscribers map[int]func([]*Endpoint)
+	nextSub     int
 }
 
 // snapshot is an immutable view of the endpoints, swapped whole on change.
@@ -72,9 +74,7 @@ func NewLoadBalancer(config *LoadBalancerConfig, logger *slog.Logger, opts ...Op
 	if err := config.validate(); err != nil {
 		return nil, fmt.Errorf("load balancer config: %w", err)
 	}
-	if logger == nil {
-		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
+	logger = loggerOrDiscard(logger)
 	var o options
 	for _, opt := range opts {
 		opt(&o)
@@ -198,7 +198,35 @@ func (lb *LoadBalancer) publish() {
 	if len(s.eligible) > 0 {
 		s.picker = lb.strategy.NewPicker(s.eligible)
 	}
+	membershipChanged := len(s.all) != len(lb.snap.Load().all)
 	lb.snap.Store(s)
+	if membershipChanged {
+		for _, fn := range lb.subscribers {
+			fn(s.all)
+		}
+	}
+}
+
+// Subscribe calls fn with every endpoint now, and again whenever an
+// endpoint is added or removed, until the returned cancel is called. fn
+// runs with the LoadBalancer's write lock held, so it must be quick and
+// must not call the LoadBalancer's AddServer, RemoveServer or SetHealth;
+// the connection pool and the health checker use it to follow membership.
+func (lb *LoadBalancer) Subscribe(fn func(all []*Endpoint)) (cancel func()) {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	if lb.subscribers == nil {
+		lb.subscribers = map[int]func([]*Endpoint){}
+	}
+	id := lb.nextSub
+	lb.nextSub++
+	lb.subscribers[id] = fn
+	fn(lb.snap.Load().all)
+	return func() {
+		lb.mu.Lock()
+		delete(lb.subscribers, id)
+		lb.mu.Unlock()
+	}
 }
 
 // Pick chooses an endpoint for one call and counts it in flight; the caller
@@ -254,4 +282,11 @@ func (lb *LoadBalancer) noHealthy(s *snapshot) error {
 		why = "its only endpoint is unhealthy"
 	}
 	return fmt.Errorf("%w for service %q (%s)", ErrNoHealthyServers, lb.cfg.Service, why)
+}
+
+func loggerOrDiscard(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return l
 }

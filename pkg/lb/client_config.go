@@ -1,6 +1,10 @@
 package lb
 
-import "time"
+import (
+	"time"
+
+	"google.golang.org/grpc/codes"
+)
 
 // LoadBalancedClientConfig configures the gRPC side of a balanced client:
 // retries and the connections to each endpoint. Field names and defaults
@@ -15,7 +19,20 @@ type LoadBalancedClientConfig struct {
 	MaxReceiveSize    int           `json:"max_receive_size"`
 	MaxSendSize       int           `json:"max_send_size"`
 	UserAgent         string        `json:"user_agent"`
+	// TLS, when set, secures connections to backends; nil is plaintext.
+	TLS *TLSConfig `json:"tls,omitempty"`
+	// RetryableCodes are the status codes retried on another endpoint.
+	// Empty means DefaultRetryableCodes.
+	RetryableCodes []codes.Code `json:"retryable_codes,omitempty"`
+	// SessionMetadataKey names the request metadata that carries a sticky
+	// session id when the context has none from WithSession.
+	SessionMetadataKey string `json:"session_metadata_key,omitempty"`
 }
+
+// DefaultRetryableCodes are retried by default: UNAVAILABLE is what gRPC
+// reports for refused and broken connections, before the server could act
+// on the call, so a retry cannot run it twice.
+var DefaultRetryableCodes = []codes.Code{codes.Unavailable}
 
 // DefaultLoadBalancedClientConfig returns the defaults: 3 retries 1s apart
 // within 10s, 30s to connect, keepalive pings every 30s with a 5s timeout,

@@ -134,3 +134,8 @@ func (s sampler) sample(r *rand.Rand) int64 {
 	}
 	return int64(s.a)
 }
+
+// Sample draws one latency from the model.
+func (m LatencyModel) Sample(r *rand.Rand) time.Duration {
+	return time.Duration(m.sampler().sample(r))
+}

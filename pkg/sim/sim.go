@@ -141,8 +141,7 @@ type server struct {
 	down     bool
 	busy     int
 	queue    []int32 // FIFO of waiting request slots
-	failRun  int     // consecutive failed health checks
-	passRun  int     // consecutive passed health checks
+	checks   lb.HealthRun
 	attempts int
 	errors   int
 	peak     int
@@ -424,31 +423,24 @@ func (s *simulation) markUnhealthy(idx int32, why string) {
 		return
 	}
 	_ = s.balancer.SetHealth(sv.ID, lb.HealthUnhealthy)
-	sv.failRun, sv.passRun = 0, 0
+	sv.checks = lb.HealthRun{}
 	s.note(idx, "marked unhealthy ("+why+")")
 }
 
-// healthCheck runs one grpc.health.v1-style check with the configured
-// thresholds: Unknown turns Healthy on the first pass.
+// healthCheck runs one grpc.health.v1-style check: it passes unless the
+// server is down, and the thresholds act as the HealthChecker's do.
 func (s *simulation) healthCheck(idx int32) {
 	sv := s.servers[idx]
 	b := s.cfg.Balancer
-	health := sv.ep.Health()
-	if sv.down {
-		sv.failRun++
-		sv.passRun = 0
-		if health != lb.HealthUnhealthy && sv.failRun >= max(b.UnhealthyThreshold, 1) {
-			s.markUnhealthy(idx, fmt.Sprintf("%d failed checks", sv.failRun))
-		}
-	} else {
-		sv.passRun++
-		sv.failRun = 0
-		switch {
-		case health == lb.HealthUnknown:
-			_ = s.balancer.SetHealth(sv.ID, lb.HealthHealthy)
-		case health == lb.HealthUnhealthy && sv.passRun >= max(b.HealthyThreshold, 1):
-			_ = s.balancer.SetHealth(sv.ID, lb.HealthHealthy)
-			s.note(idx, fmt.Sprintf("healthy again after %d passed checks", sv.passRun))
+	before := sv.ep.Health()
+	after := lb.HealthThresholds{Unhealthy: b.UnhealthyThreshold, Healthy: b.HealthyThreshold}.Observe(&sv.checks, before, !sv.down)
+	switch {
+	case after == lb.HealthUnhealthy && before != lb.HealthUnhealthy:
+		s.markUnhealthy(idx, fmt.Sprintf("%d failed checks", sv.checks.Failures))
+	case after != before:
+		_ = s.balancer.SetHealth(sv.ID, after)
+		if before == lb.HealthUnhealthy {
+			s.note(idx, fmt.Sprintf("healthy again after %d passed checks", sv.checks.Passes))
 		}
 	}
 	s.schedule(s.now+int64(b.HealthCheckInterval), evHealthCheck, idx, 0)

@@ -1,0 +1,435 @@
+package lb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// LoadBalancedClient is a grpc.ClientConnInterface that sends every call to
+// an endpoint picked by a LoadBalancer, so generated stubs work through it:
+//
+//	client := peervaultv1.NewPeerVaultServiceClient(balancedClient)
+//
+// A call that fails with a retryable code (UNAVAILABLE by default: refused
+// or broken connections) is retried up to MaxRetries times, each time on an
+// endpoint not yet tried while one is left, after an exponential backoff
+// with jitter, as long as FailoverTimeout allows. A stream is retried only
+// while no response has begun; after that its errors go to the caller.
+type LoadBalancedClient struct {
+	balancer   *LoadBalancer
+	pool       *ConnPool
+	ownPool    bool
+	cfg        LoadBalancedClientConfig
+	log        *slog.Logger
+	retryable  uint64 // bit i set: codes.Code(i) is retried
+	sessionKey string
+
+	calls, retries, failures atomic.Uint64
+	closed                   atomic.Bool
+}
+
+var _ grpc.ClientConnInterface = (*LoadBalancedClient)(nil)
+
+// ClientOption adjusts a LoadBalancedClient.
+type ClientOption func(*clientOptions)
+
+type clientOptions struct {
+	pool     *ConnPool
+	dialOpts []grpc.DialOption
+}
+
+// WithConnPool makes the client use pool, typically shared with a
+// HealthChecker, instead of a pool of its own. The client does not close a
+// pool it was given.
+func WithConnPool(pool *ConnPool) ClientOption { return func(o *clientOptions) { o.pool = pool } }
+
+// WithDialOptions adds grpc-go dial options for the client's own pool.
+func WithDialOptions(opts ...grpc.DialOption) ClientOption {
+	return func(o *clientOptions) { o.dialOpts = append(o.dialOpts, opts...) }
+}
+
+// NewLoadBalancedClient returns a client over balancer. A nil config means
+// DefaultLoadBalancedClientConfig(); a nil logger discards logs.
+func NewLoadBalancedClient(balancer *LoadBalancer, config *LoadBalancedClientConfig, logger *slog.Logger, opts ...ClientOption) (*LoadBalancedClient, error) {
+	if config == nil {
+		config = DefaultLoadBalancedClientConfig()
+	}
+	var o clientOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	c := &LoadBalancedClient{
+		balancer:   balancer,
+		pool:       o.pool,
+		cfg:        *config,
+		log:        loggerOrDiscard(logger),
+		sessionKey: config.SessionMetadataKey,
+	}
+	codesToRetry := config.RetryableCodes
+	if len(codesToRetry) == 0 {
+		codesToRetry = DefaultRetryableCodes
+	}
+	for _, code := range codesToRetry {
+		if code >= 64 {
+			return nil, fmt.Errorf("retryable code %d is not a gRPC status code", code)
+		}
+		c.retryable |= 1 << code
+	}
+	if c.pool == nil {
+		pool, err := NewConnPool(balancer, config, logger, o.dialOpts...)
+		if err != nil {
+			return nil, err
+		}
+		c.pool, c.ownPool = pool, true
+	}
+	return c, nil
+}
+
+// CallReport, passed as a call option, is filled in with every attempt the
+// call made, the last being the one that answered (or failed for good).
+type CallReport struct {
+	grpc.EmptyCallOption
+	Attempts []Attempt
+}
+
+// Attempt is one try of a call on one endpoint.
+type Attempt struct {
+	Server  string
+	Address string
+	Latency time.Duration
+	Err     error
+}
+
+func findReport(opts []grpc.CallOption) *CallReport {
+	for _, o := range opts {
+		if r, ok := o.(*CallReport); ok {
+			return r
+		}
+	}
+	return nil
+}
+
+func (r *CallReport) add(e *Endpoint, started time.Time, err error) {
+	if r != nil {
+		r.Attempts = append(r.Attempts, Attempt{Server: e.ID, Address: e.Address, Latency: time.Since(started), Err: err})
+	}
+}
+
+// noHealthyError is ErrNoHealthyServers as a gRPC UNAVAILABLE status.
+type noHealthyError struct{ err error }
+
+func (e noHealthyError) Error() string              { return e.err.Error() }
+func (e noHealthyError) Unwrap() error              { return e.err }
+func (e noHealthyError) GRPCStatus() *status.Status { return status.New(codes.Unavailable, e.err.Error()) }
+
+// Invoke sends a unary call through the balancer.
+func (c *LoadBalancedClient) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	if c.closed.Load() {
+		return status.Error(codes.Canceled, "load balanced client is closed")
+	}
+	ctx = c.sessionContext(ctx)
+	report := findReport(opts)
+	c.calls.Add(1)
+	start := time.Now()
+	var triedList []*Endpoint // nil until a retry: a first attempt allocates nothing
+	for attempt := 1; ; attempt++ {
+		err := c.invokeOnce(ctx, method, args, reply, opts, report, &triedList)
+		if err == nil {
+			return nil
+		}
+		if !c.backoff(ctx, err, attempt, start) {
+			c.failures.Add(1)
+			return err
+		}
+	}
+}
+
+func (c *LoadBalancedClient) invokeOnce(ctx context.Context, method string, args, reply any, opts []grpc.CallOption, report *CallReport, triedList *[]*Endpoint) error {
+	e, err := c.balancer.PickExcluding(ctx, *triedList)
+	if err != nil {
+		return noHealthyError{err}
+	}
+	started := time.Now()
+	cc, err := c.pool.Get(e)
+	if err == nil {
+		err = cc.Invoke(ctx, method, args, reply, opts...)
+	} else {
+		err = status.Error(codes.Unavailable, err.Error())
+	}
+	c.balancer.Release(e)
+	report.add(e, started, err)
+	if err != nil {
+		*triedList = append(*triedList, e)
+		c.log.Debug("call failed", "method", method, "server", e.ID, "error", err)
+	}
+	return err
+}
+
+// backoff decides whether a failed attempt is retried and, if so, waits
+// RetryDelay·2^(attempt-1) ±20% first. It reports whether to try again.
+func (c *LoadBalancedClient) backoff(ctx context.Context, err error, attempt int, start time.Time) bool {
+	code := status.Code(err)
+	if code >= 64 || c.retryable&(1<<code) == 0 || attempt > c.cfg.MaxRetries || ctx.Err() != nil {
+		return false
+	}
+	delay := time.Duration(float64(c.cfg.RetryDelay) * float64(uint64(1)<<min(attempt-1, 30)) * (0.8 + 0.4*rand.Float64()))
+	if time.Since(start)+delay > c.cfg.FailoverTimeout {
+		return false
+	}
+	if deadline, ok := ctx.Deadline(); ok && time.Now().Add(delay).After(deadline) {
+		return false
+	}
+	c.retries.Add(1)
+	if delay <= 0 {
+		return true
+	}
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// sessionContext carries a session id from request metadata into the
+// context, when the context has none and a metadata key is configured.
+func (c *LoadBalancedClient) sessionContext(ctx context.Context) context.Context {
+	if c.sessionKey == "" || c.balancer.sessions == nil {
+		return ctx
+	}
+	if _, ok := SessionFromContext(ctx); ok {
+		return ctx
+	}
+	md, _ := metadata.FromOutgoingContext(ctx)
+	if v := md.Get(c.sessionKey); len(v) > 0 && v[0] != "" {
+		return WithSession(ctx, v[0])
+	}
+	return ctx
+}
+
+// NewStream opens a stream through the balancer. Opening is retried like a
+// unary call; for streams whose client sends one message (server
+// streaming), a retryable failure before any response also reopens the
+// stream on another endpoint and sends that message again.
+func (c *LoadBalancedClient) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	if c.closed.Load() {
+		return nil, status.Error(codes.Canceled, "load balanced client is closed")
+	}
+	c.calls.Add(1)
+	s := &balancedStream{
+		c: c, ctx: c.sessionContext(ctx), desc: desc, method: method, opts: opts,
+		report: findReport(opts), start: time.Now(),
+	}
+	for attempt := 1; ; attempt++ {
+		err := s.open()
+		if err == nil {
+			s.attempt = attempt
+			return s, nil
+		}
+		if !c.backoff(ctx, err, attempt, s.start) {
+			c.failures.Add(1)
+			return nil, err
+		}
+	}
+}
+
+type balancedStream struct {
+	grpc.ClientStream // the current attempt's stream
+	c                 *LoadBalancedClient
+	ctx               context.Context
+	desc              *grpc.StreamDesc
+	method            string
+	opts              []grpc.CallOption
+	report            *CallReport
+	start             time.Time
+	attempt           int
+
+	cancel    context.CancelFunc // ends the current attempt
+	endpoint  *Endpoint
+	opened    time.Time
+	tried     []*Endpoint
+	stopAfter func() bool
+	done      atomic.Bool
+
+	// For replay: what a non-client-streaming caller has sent so far.
+	request   any
+	sentClose bool
+	committed bool // a response began: never retry from here
+	mu        sync.Mutex
+}
+
+// open picks an endpoint and starts the stream there.
+func (s *balancedStream) open() error {
+	e, err := s.c.balancer.PickExcluding(s.ctx, s.tried)
+	if err != nil {
+		return noHealthyError{err}
+	}
+	s.opened = time.Now()
+	cc, err := s.c.pool.Get(e)
+	if err != nil {
+		s.c.balancer.Release(e)
+		err = status.Error(codes.Unavailable, err.Error())
+		s.report.add(e, s.opened, err)
+		s.tried = append(s.tried, e)
+		return err
+	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	cs, err := cc.NewStream(ctx, s.desc, s.method, s.opts...)
+	if err != nil {
+		cancel()
+		s.c.balancer.Release(e)
+		s.report.add(e, s.opened, err)
+		s.tried = append(s.tried, e)
+		return err
+	}
+	s.ClientStream, s.endpoint, s.cancel = cs, e, cancel
+	// A caller that abandons the stream must cancel its context (gRPC's
+	// rule); that ends the attempt and releases the endpoint too.
+	s.stopAfter = context.AfterFunc(ctx, s.finish)
+	return nil
+}
+
+// finish releases the current attempt's endpoint once.
+func (s *balancedStream) finish() {
+	if s.done.CompareAndSwap(false, true) {
+		s.c.balancer.Release(s.endpoint)
+	}
+}
+
+func (s *balancedStream) SendMsg(m any) error {
+	if !s.desc.ClientStreams {
+		s.mu.Lock()
+		s.request = m
+		s.mu.Unlock()
+	}
+	return s.ClientStream.SendMsg(m)
+}
+
+func (s *balancedStream) CloseSend() error {
+	s.mu.Lock()
+	s.sentClose = true
+	s.mu.Unlock()
+	return s.ClientStream.CloseSend()
+}
+
+func (s *balancedStream) Header() (metadata.MD, error) {
+	md, err := s.ClientStream.Header()
+	if err == nil && md != nil {
+		s.mu.Lock()
+		s.committed = true
+		s.mu.Unlock()
+	}
+	return md, err
+}
+
+func (s *balancedStream) RecvMsg(m any) error {
+	for {
+		err := s.ClientStream.RecvMsg(m)
+		s.mu.Lock()
+		if err == nil {
+			s.committed = true
+			s.mu.Unlock()
+			return nil
+		}
+		retry := !s.committed && !s.desc.ClientStreams && err != io.EOF
+		s.mu.Unlock()
+		s.endAttempt(err)
+		if err == io.EOF {
+			return err
+		}
+		if !retry || !s.c.backoff(s.ctx, err, s.attempt, s.start) || !s.reopen() {
+			s.c.failures.Add(1)
+			return err
+		}
+	}
+}
+
+// endAttempt records the attempt's outcome and frees its endpoint.
+func (s *balancedStream) endAttempt(err error) {
+	if s.stopAfter != nil {
+		s.stopAfter()
+	}
+	if err == io.EOF {
+		err = nil
+	}
+	s.report.add(s.endpoint, s.opened, err)
+	if err != nil {
+		s.tried = append(s.tried, s.endpoint)
+	}
+	s.finish()
+	s.cancel()
+}
+
+// reopen starts the stream on another endpoint and replays the request.
+func (s *balancedStream) reopen() bool {
+	s.attempt++
+	s.done.Store(false)
+	if err := s.open(); err != nil {
+		return false
+	}
+	s.mu.Lock()
+	req, closeSend := s.request, s.sentClose
+	s.mu.Unlock()
+	if req != nil && s.ClientStream.SendMsg(req) != nil {
+		return true // the error surfaces from RecvMsg, which retries or reports it
+	}
+	if closeSend {
+		_ = s.ClientStream.CloseSend()
+	}
+	return true
+}
+
+// ClientStats is a LoadBalancedClient's state; its JSON keys are those of
+// the original design's GetStats.
+type ClientStats struct {
+	TotalConnections int         `json:"total_connections"`
+	MaxRetries       int         `json:"max_retries"`
+	RetryDelay       string      `json:"retry_delay"`
+	FailoverTimeout  string      `json:"failover_timeout"`
+	Calls            uint64      `json:"calls"`
+	Retries          uint64      `json:"retries"`
+	Failures         uint64      `json:"failures"`
+	LoadBalancer     ServerStats `json:"load_balancer"`
+}
+
+// GetStats returns the client's statistics.
+func (c *LoadBalancedClient) GetStats() ClientStats {
+	return ClientStats{
+		TotalConnections: c.pool.Len(),
+		MaxRetries:       c.cfg.MaxRetries,
+		RetryDelay:       c.cfg.RetryDelay.String(),
+		FailoverTimeout:  c.cfg.FailoverTimeout.String(),
+		Calls:            c.calls.Load(),
+		Retries:          c.retries.Load(),
+		Failures:         c.failures.Load(),
+		LoadBalancer:     c.balancer.GetServerStats(),
+	}
+}
+
+// Close closes the client's own connections. Calls made after Close fail
+// with CANCELED.
+func (c *LoadBalancedClient) Close() error {
+	if !c.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	if c.ownPool {
+		if err := c.pool.Close(); err != nil && !errors.Is(err, ErrClosed) {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,164 @@
+package lb
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+)
+
+// ErrClosed is returned by a closed ConnPool or LoadBalancedClient.
+var ErrClosed = errors.New("closed")
+
+// ConnPool keeps one gRPC connection per endpoint of a LoadBalancer, shared
+// by the LoadBalancedClient and the HealthChecker, so every endpoint costs
+// one TCP connection. It follows the LoadBalancer: a removed endpoint's
+// connection is closed.
+type ConnPool struct {
+	dialOpts []grpc.DialOption
+	log      *slog.Logger
+	cancel   func()
+
+	mu     sync.Mutex
+	closed bool
+	conns  atomic.Pointer[map[*Endpoint]*grpc.ClientConn] // copy on write
+}
+
+// NewConnPool returns a pool for balancer's endpoints, dialling with the
+// settings of cfg (nil means DefaultLoadBalancedClientConfig()) and then
+// extra.
+func NewConnPool(balancer *LoadBalancer, cfg *LoadBalancedClientConfig, logger *slog.Logger, extra ...grpc.DialOption) (*ConnPool, error) {
+	if cfg == nil {
+		cfg = DefaultLoadBalancedClientConfig()
+	}
+	opts, err := DialOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	p := &ConnPool{dialOpts: append(opts, extra...), log: loggerOrDiscard(logger)}
+	empty := map[*Endpoint]*grpc.ClientConn{}
+	p.conns.Store(&empty)
+	p.cancel = balancer.Subscribe(p.retain)
+	return p, nil
+}
+
+// DialOptions turns a client configuration into grpc-go dial options:
+// credentials, connect timeout and backoff, keepalive, message sizes and
+// user agent.
+func DialOptions(cfg *LoadBalancedClientConfig) ([]grpc.DialOption, error) {
+	creds := insecure.NewCredentials()
+	if cfg.TLS != nil {
+		tc, err := cfg.TLS.Load()
+		if err != nil {
+			return nil, err
+		}
+		creds = credentials.NewTLS(tc)
+	}
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithUserAgent(cfg.UserAgent),
+		grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(cfg.MaxReceiveSize),
+			grpc.MaxCallSendMsgSize(cfg.MaxSendSize),
+		),
+	}
+	if cfg.ConnectionTimeout > 0 {
+		opts = append(opts, grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.DefaultConfig,
+			MinConnectTimeout: cfg.ConnectionTimeout,
+		}))
+	}
+	if cfg.KeepAliveInterval > 0 {
+		// Pings only while calls are in flight: servers reject idle pings
+		// more often than every five minutes by default.
+		opts = append(opts, grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time:    cfg.KeepAliveInterval,
+			Timeout: cfg.KeepAliveTimeout,
+		}))
+	}
+	return opts, nil
+}
+
+// Get returns the connection to e, dialling it on first use. The common
+// path is an atomic load and a map lookup.
+func (p *ConnPool) Get(e *Endpoint) (*grpc.ClientConn, error) {
+	if cc, ok := (*p.conns.Load())[e]; ok {
+		return cc, nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, fmt.Errorf("connection pool: %w", ErrClosed)
+	}
+	old := *p.conns.Load()
+	if cc, ok := old[e]; ok {
+		return cc, nil
+	}
+	if e.removed.Load() {
+		return nil, fmt.Errorf("%w %q: it was removed", ErrUnknownServer, e.ID)
+	}
+	cc, err := grpc.NewClient("passthrough:///"+e.Address, p.dialOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s (%s): %w", e.ID, e.Address, err)
+	}
+	cc.Connect()
+	next := make(map[*Endpoint]*grpc.ClientConn, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[e] = cc
+	p.conns.Store(&next)
+	p.log.Debug("connection opened", "server", e.ID, "address", e.Address)
+	return cc, nil
+}
+
+// Len returns how many connections are open.
+func (p *ConnPool) Len() int { return len(*p.conns.Load()) }
+
+// retain closes the connections of endpoints that left the balancer.
+func (p *ConnPool) retain(all []*Endpoint) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	keep := make(map[*Endpoint]bool, len(all))
+	for _, e := range all {
+		keep[e] = true
+	}
+	old := *p.conns.Load()
+	next := make(map[*Endpoint]*grpc.ClientConn, len(old))
+	for e, cc := range old {
+		if keep[e] {
+			next[e] = cc
+		} else {
+			_ = cc.Close()
+			p.log.Debug("connection closed: server removed", "server", e.ID)
+		}
+	}
+	p.conns.Store(&next)
+}
+
+// Close closes every connection; Get fails afterwards.
+func (p *ConnPool) Close() error {
+	p.cancel()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	var errs []error
+	for _, cc := range *p.conns.Load() {
+		if err := cc.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	empty := map[*Endpoint]*grpc.ClientConn{}
+	p.conns.Store(&empty)
+	return errors.Join(errs...)
+}

@@ -1,0 +1,348 @@
+package lb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+)
+
+// HealthChecker checks a LoadBalancer's endpoints with grpc.health.v1 every
+// interval and feeds the results to the LoadBalancer at once: an endpoint
+// turns unhealthy after UnhealthyThreshold consecutive failures, healthy
+// again after HealthyThreshold passes, and unhealthy at once when its
+// connection enters TRANSIENT_FAILURE.
+type HealthChecker struct {
+	interval, timeout time.Duration
+	thresholds        HealthThresholds
+	service           string
+	log               *slog.Logger
+
+	mu       sync.Mutex
+	balancer *LoadBalancer
+	pool     *ConnPool
+	targets  map[*Endpoint]*healthTarget
+	cancel   func() // unsubscribes from the balancer
+	ctx      context.Context
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+type healthTarget struct {
+	endpoint *Endpoint
+	stop     context.CancelFunc
+	checkMu  sync.Mutex // one check at a time per endpoint, forced or not
+
+	mu          sync.Mutex // guards the fields below
+	run         HealthRun
+	lastChecked time.Time
+	latency     time.Duration
+	lastErr     error
+}
+
+// HealthOption adjusts a HealthChecker.
+type HealthOption func(*HealthChecker)
+
+// WithThresholds sets the consecutive failures that take an endpoint out and
+// the passes that bring it back (defaults 3 and 2).
+func WithThresholds(unhealthy, healthy int) HealthOption {
+	return func(h *HealthChecker) { h.thresholds = HealthThresholds{Unhealthy: unhealthy, Healthy: healthy} }
+}
+
+// WithHealthService sets the service name sent in each check; empty (the
+// default) asks for the server's overall health.
+func WithHealthService(name string) HealthOption {
+	return func(h *HealthChecker) { h.service = name }
+}
+
+// NewHealthChecker returns a checker; Start attaches it to a LoadBalancer.
+func NewHealthChecker(interval, timeout time.Duration, logger *slog.Logger, opts ...HealthOption) *HealthChecker {
+	d := DefaultLoadBalancerConfig()
+	h := &HealthChecker{
+		interval:   interval,
+		timeout:    timeout,
+		thresholds: HealthThresholds{Unhealthy: d.UnhealthyThreshold, Healthy: d.HealthyThreshold},
+		log:        loggerOrDiscard(logger),
+		targets:    map[*Endpoint]*healthTarget{},
+	}
+	for _, opt := range opts {
+		opt(h)
+	}
+	return h
+}
+
+// Start checks balancer's endpoints, present and future, over pool's
+// connections, until Close.
+func (h *HealthChecker) Start(balancer *LoadBalancer, pool *ConnPool) error {
+	if h.interval <= 0 || h.timeout <= 0 {
+		return fmt.Errorf("health checker: interval (%s) and timeout (%s) must be positive", h.interval, h.timeout)
+	}
+	h.mu.Lock()
+	if h.balancer != nil {
+		h.mu.Unlock()
+		return errors.New("health checker: already started")
+	}
+	h.balancer, h.pool = balancer, pool
+	h.ctx, h.stop = context.WithCancel(context.Background())
+	h.mu.Unlock()
+	h.cancel = balancer.Subscribe(h.follow)
+	return nil
+}
+
+// follow starts checking new endpoints and stops checking removed ones.
+// It runs under the balancer's lock (see Subscribe).
+func (h *HealthChecker) follow(all []*Endpoint) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.ctx.Err() != nil {
+		return
+	}
+	present := make(map[*Endpoint]bool, len(all))
+	for _, e := range all {
+		present[e] = true
+		if _, ok := h.targets[e]; ok {
+			continue
+		}
+		ctx, stop := context.WithCancel(h.ctx)
+		t := &healthTarget{endpoint: e, stop: stop}
+		h.targets[e] = t
+		h.wg.Add(2)
+		go h.checkLoop(ctx, t)
+		go h.watchConnection(ctx, t)
+	}
+	for e, t := range h.targets {
+		if !present[e] {
+			t.stop()
+			delete(h.targets, e)
+		}
+	}
+}
+
+// checkLoop checks at once, then every interval.
+func (h *HealthChecker) checkLoop(ctx context.Context, t *healthTarget) {
+	defer h.wg.Done()
+	ticker := time.NewTicker(h.interval)
+	defer ticker.Stop()
+	for {
+		h.check(ctx, t)
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+// watchConnection marks the endpoint unhealthy the moment its connection
+// fails, and reconnects an idle connection so that failure shows at once.
+func (h *HealthChecker) watchConnection(ctx context.Context, t *healthTarget) {
+	defer h.wg.Done()
+	cc, err := h.pool.Get(t.endpoint)
+	if err != nil {
+		return
+	}
+	for {
+		state := cc.GetState()
+		switch state {
+		case connectivity.TransientFailure:
+			h.apply(t, false, 0, fmt.Errorf("connection failed (TRANSIENT_FAILURE)"), true)
+		case connectivity.Idle:
+			cc.Connect()
+		}
+		if !cc.WaitForStateChange(ctx, state) {
+			return
+		}
+	}
+}
+
+// check runs one grpc.health.v1 check and applies its result.
+func (h *HealthChecker) check(ctx context.Context, t *healthTarget) {
+	t.checkMu.Lock()
+	defer t.checkMu.Unlock()
+	if ctx.Err() != nil {
+		return
+	}
+	pass, latency, err := h.probe(ctx, t.endpoint)
+	if ctx.Err() != nil {
+		return // stopping: a cancelled check says nothing about the server
+	}
+	h.apply(t, pass, latency, err, false)
+}
+
+func (h *HealthChecker) probe(ctx context.Context, e *Endpoint) (bool, time.Duration, error) {
+	cc, err := h.pool.Get(e)
+	if err != nil {
+		return false, 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+	start := time.Now()
+	resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: h.service}, grpc.WaitForReady(false))
+	latency := time.Since(start)
+	switch {
+	case status.Code(err) == codes.Unimplemented:
+		return false, latency, errors.New("the server does not implement grpc.health.v1")
+	case status.Code(err) == codes.DeadlineExceeded:
+		return false, latency, fmt.Errorf("no answer within %s", h.timeout)
+	case err != nil:
+		return false, latency, fmt.Errorf("%s", status.Convert(err).Message())
+	case resp.GetStatus() != healthpb.HealthCheckResponse_SERVING:
+		return false, latency, fmt.Errorf("status %s", resp.GetStatus())
+	}
+	return true, latency, nil
+}
+
+// apply feeds one result through the thresholds into the balancer. A
+// connection failure is decisive at once.
+func (h *HealthChecker) apply(t *healthTarget, pass bool, latency time.Duration, err error, connectionFailed bool) {
+	t.mu.Lock()
+	before := t.endpoint.Health()
+	var after HealthStatus
+	if connectionFailed {
+		after = HealthUnhealthy
+		t.run = HealthRun{}
+	} else {
+		after = h.thresholds.Observe(&t.run, before, pass)
+		t.lastChecked, t.latency = time.Now(), latency
+	}
+	t.lastErr = err
+	t.mu.Unlock()
+	if after == before {
+		return
+	}
+	if setErr := h.balancer.SetHealth(t.endpoint.ID, after); setErr != nil {
+		return // removed meanwhile
+	}
+	if after == HealthUnhealthy {
+		h.log.Warn("server unhealthy", "service", h.balancer.cfg.Service, "server", t.endpoint.ID, "address", t.endpoint.Address, "error", err)
+	} else {
+		h.log.Info("server healthy", "service", h.balancer.cfg.Service, "server", t.endpoint.ID, "address", t.endpoint.Address)
+	}
+}
+
+// ForceHealthCheck checks one endpoint now and returns its resulting status.
+func (h *HealthChecker) ForceHealthCheck(id string) (HealthStatus, error) {
+	h.mu.Lock()
+	var target *healthTarget
+	for e, t := range h.targets {
+		if e.ID == id {
+			target = t
+		}
+	}
+	ctx := h.ctx
+	h.mu.Unlock()
+	if target == nil {
+		return HealthUnknown, fmt.Errorf("health check: %w %q", ErrUnknownServer, id)
+	}
+	h.check(ctx, target)
+	return target.endpoint.Health(), nil
+}
+
+// ForceHealthCheckAll checks every endpoint now, concurrently, and returns
+// when all checks are done.
+func (h *HealthChecker) ForceHealthCheckAll() {
+	h.mu.Lock()
+	targets := make([]*healthTarget, 0, len(h.targets))
+	for _, t := range h.targets {
+		targets = append(targets, t)
+	}
+	ctx := h.ctx
+	h.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, t := range targets {
+		wg.Go(func() { h.check(ctx, t) })
+	}
+	wg.Wait()
+}
+
+// HealthStats is the checker's view; its JSON keys are those of the
+// original design's GetHealthStats.
+type HealthStats struct {
+	TotalServers     int            `json:"total_servers"`
+	HealthyServers   int            `json:"healthy_servers"`
+	UnhealthyServers int            `json:"unhealthy_servers"`
+	UnknownServers   int            `json:"unknown_servers"`
+	CheckInterval    string         `json:"check_interval"`
+	CheckTimeout     string         `json:"check_timeout"`
+	Servers          []ServerHealth `json:"servers"`
+}
+
+// ServerHealth is one endpoint's part of HealthStats.
+type ServerHealth struct {
+	ID                   string       `json:"id"`
+	Address              string       `json:"address"`
+	Status               HealthStatus `json:"status"`
+	LastChecked          time.Time    `json:"last_checked,omitzero"`
+	LatencyMS            float64      `json:"latency_ms"`
+	Error                string       `json:"error,omitempty"`
+	ConsecutiveFailures  int          `json:"consecutive_failures"`
+	ConsecutiveSuccesses int          `json:"consecutive_successes"`
+}
+
+// GetHealthStats returns every endpoint's health, sorted by id.
+func (h *HealthChecker) GetHealthStats() HealthStats {
+	h.mu.Lock()
+	targets := make([]*healthTarget, 0, len(h.targets))
+	for _, t := range h.targets {
+		targets = append(targets, t)
+	}
+	h.mu.Unlock()
+	slices.SortFunc(targets, func(a, b *healthTarget) int { return strings.Compare(a.endpoint.ID, b.endpoint.ID) })
+	st := HealthStats{
+		TotalServers:  len(targets),
+		CheckInterval: h.interval.String(),
+		CheckTimeout:  h.timeout.String(),
+		Servers:       make([]ServerHealth, 0, len(targets)),
+	}
+	for _, t := range targets {
+		t.mu.Lock()
+		sh := ServerHealth{
+			ID:                   t.endpoint.ID,
+			Address:              t.endpoint.Address,
+			Status:               t.endpoint.Health(),
+			LastChecked:          t.lastChecked,
+			LatencyMS:            float64(t.latency.Microseconds()) / 1000,
+			ConsecutiveFailures:  t.run.Failures,
+			ConsecutiveSuccesses: t.run.Passes,
+		}
+		if t.lastErr != nil {
+			sh.Error = t.lastErr.Error()
+		}
+		t.mu.Unlock()
+		switch sh.Status {
+		case HealthHealthy:
+			st.HealthyServers++
+		case HealthUnhealthy:
+			st.UnhealthyServers++
+		default:
+			st.UnknownServers++
+		}
+		st.Servers = append(st.Servers, sh)
+	}
+	return st
+}
+
+// Close stops every check and waits for the checking goroutines to end.
+func (h *HealthChecker) Close() {
+	h.mu.Lock()
+	started := h.balancer != nil
+	h.mu.Unlock()
+	if !started {
+		return
+	}
+	h.cancel()
+	h.mu.Lock()
+	h.stop()
+	h.mu.Unlock()
+	h.wg.Wait()
+}
