@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
+	"google.golang.org/grpc/codes"
 
 	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/sim"
@@ -125,6 +126,9 @@ type Retry struct {
 	MaxRetries      int
 	Delay           time.Duration
 	FailoverTimeout time.Duration
+	// RetryableCodes lists the status codes retried; nil means
+	// lb.DefaultRetryableCodes.
+	RetryableCodes []codes.Code
 }
 
 // Client is a service's `client` block: the gRPC connection settings.
@@ -135,6 +139,7 @@ type Client struct {
 	MaxReceiveSize    int
 	MaxSendSize       int
 	UserAgent         string
+	TLS               *lb.TLSConfig // nil: plaintext
 }
 
 // Defaults for omitted blocks and attributes, taken from the original
@@ -204,7 +209,7 @@ func (s *Service) LoadBalancerConfig() *lb.LoadBalancerConfig {
 
 // ClientConfig returns the gRPC client configuration of this service.
 func (s *Service) ClientConfig() *lb.LoadBalancedClientConfig {
-	return &lb.LoadBalancedClientConfig{
+	c := &lb.LoadBalancedClientConfig{
 		MaxRetries:        s.Retry.MaxRetries,
 		RetryDelay:        s.Retry.Delay,
 		FailoverTimeout:   s.Retry.FailoverTimeout,
@@ -214,5 +219,11 @@ func (s *Service) ClientConfig() *lb.LoadBalancedClientConfig {
 		MaxReceiveSize:    s.Client.MaxReceiveSize,
 		MaxSendSize:       s.Client.MaxSendSize,
 		UserAgent:         s.Client.UserAgent,
+		TLS:               s.Client.TLS,
+		RetryableCodes:    s.Retry.RetryableCodes,
 	}
+	if s.Strategy.Sticky.Enabled {
+		c.SessionMetadataKey = s.Strategy.Sticky.Key
+	}
+	return c
 }

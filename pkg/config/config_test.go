@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
+	"google.golang.org/grpc/codes"
 
 	"github.com/peervault/pvlb/pkg/lb"
 )
@@ -118,7 +120,7 @@ service "svc" { discovery = discovery.static.local }
 	if *got != *want {
 		t.Errorf("lb config\n got %+v\nwant %+v", got, want)
 	}
-	if gc, wc := s.ClientConfig(), lb.DefaultLoadBalancedClientConfig(); *gc != *wc {
+	if gc, wc := s.ClientConfig(), lb.DefaultLoadBalancedClientConfig(); !reflect.DeepEqual(gc, wc) {
 		t.Errorf("client config\n got %+v\nwant %+v", gc, wc)
 	}
 	if s.Strategy.Sticky.Key != DefaultSessionKey {
@@ -147,8 +149,9 @@ func TestAdvancedExampleDecodesEverySetting(t *testing.T) {
 		MaxRetries: 5, RetryDelay: 2 * time.Second, FailoverTimeout: 15 * time.Second,
 		ConnectionTimeout: 30 * time.Second, KeepAliveInterval: 30 * time.Second, KeepAliveTimeout: 5 * time.Second,
 		MaxReceiveSize: 8 << 20, MaxSendSize: 8 << 20, UserAgent: "peervault-grpc-client/1.0",
+		SessionMetadataKey: "session-id",
 	}
-	if got := s.ClientConfig(); *got != *wantClient {
+	if got := s.ClientConfig(); !reflect.DeepEqual(got, wantClient) {
 		t.Errorf("client config\n got %+v\nwant %+v", got, wantClient)
 	}
 	eps := s.Discovery.Endpoints
@@ -327,6 +330,50 @@ func TestParseSize(t *testing.T) {
 	for _, bad := range []string{"", "MiB", "8 megs", "-1", "1.5"} {
 		if _, err := parseSize(bad); err == nil {
 			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+func TestRetryableCodesAndTLS(t *testing.T) {
+	base := `discovery "static" "s" {
+  endpoint "a" { address = "h:1" }
+}
+`
+	cfg, diags := load(t, base+`service "svc" {
+  discovery = discovery.static.s
+  retry { retryable_codes = ["UNAVAILABLE", "resource_exhausted"] }
+  client {
+    tls {
+      ca_file     = "ca.pem"
+      cert_file   = "client.pem"
+      key_file    = "client-key.pem"
+      server_name = "peervault.internal"
+    }
+  }
+}`)
+	if len(diags) > 0 {
+		t.Fatal(diags)
+	}
+	s, _ := cfg.Service("svc")
+	cc := s.ClientConfig()
+	if !reflect.DeepEqual(cc.RetryableCodes, []codes.Code{codes.Unavailable, codes.ResourceExhausted}) {
+		t.Errorf("codes %v", cc.RetryableCodes)
+	}
+	if want := (&lb.TLSConfig{CAFile: "ca.pem", CertFile: "client.pem", KeyFile: "client-key.pem", ServerName: "peervault.internal"}); !reflect.DeepEqual(cc.TLS, want) {
+		t.Errorf("tls %+v", cc.TLS)
+	}
+	for src, want := range map[string]string{
+		`retry { retryable_codes = ["UNAVAILBLE"] }`: `Did you mean "UNAVAILABLE"?`,
+		`retry { retryable_codes = ["OK"] }`:         "cannot be retried",
+		`client { tls { cert_file = "c.pem" } }`:     "go together",
+		`client {
+  tls { ca_file = "a" }
+  tls { ca_file = "b" }
+}`: "at most one tls block",
+	} {
+		_, diags := load(t, base+"service \"svc\" {\n  discovery = discovery.static.s\n  "+src+"\n}")
+		if !diags.HasErrors() || !strings.Contains(diags.Error(), want) {
+			t.Errorf("%s: got %v, want an error with %q", src, diags, want)
 		}
 	}
 }

@@ -339,7 +339,11 @@ var serviceSchema = &hcl.BodySchema{
 }
 
 var retrySchema = &hcl.BodySchema{
-	Attributes: []hcl.AttributeSchema{{Name: "max_retries"}, {Name: "delay"}, {Name: "failover_timeout"}},
+	Attributes: []hcl.AttributeSchema{{Name: "max_retries"}, {Name: "delay"}, {Name: "failover_timeout"}, {Name: "retryable_codes"}},
+}
+
+var tlsSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "ca_file"}, {Name: "cert_file"}, {Name: "key_file"}, {Name: "server_name"}},
 }
 
 var clientSchema = &hcl.BodySchema{
@@ -347,6 +351,7 @@ var clientSchema = &hcl.BodySchema{
 		{Name: "connection_timeout"}, {Name: "keepalive_interval"}, {Name: "keepalive_timeout"},
 		{Name: "max_receive_size"}, {Name: "max_send_size"}, {Name: "user_agent"},
 	},
+	Blocks: []hcl.BlockHeaderSchema{{Type: "tls"}},
 }
 
 func (d *decoder) decodeServiceBlock(block *hcl.Block) {
@@ -382,10 +387,12 @@ func (d *decoder) decodeServiceBlock(block *hcl.Block) {
 		a.int("max_retries", 0, 10, &s.Retry.MaxRetries)
 		a.duration("delay", true, &s.Retry.Delay)
 		a.duration("failover_timeout", false, &s.Retry.FailoverTimeout)
+		a.codes("retryable_codes", &s.Retry.RetryableCodes)
 		d.merge(a)
 	}
 	if cb := d.singleBlock(content.Blocks, "client", "service"); cb != nil {
-		a := d.attrs(d.content(cb.Body, clientSchema))
+		cc := d.content(cb.Body, clientSchema)
+		a := d.attrs(cc)
 		a.duration("connection_timeout", false, &s.Client.ConnectionTimeout)
 		a.duration("keepalive_interval", false, &s.Client.KeepAliveInterval)
 		a.duration("keepalive_timeout", false, &s.Client.KeepAliveTimeout)
@@ -393,9 +400,28 @@ func (d *decoder) decodeServiceBlock(block *hcl.Block) {
 		a.size("max_send_size", &s.Client.MaxSendSize)
 		a.string("user_agent", &s.Client.UserAgent)
 		d.merge(a)
+		if tb := d.singleBlock(cc.Blocks, "tls", "client block"); tb != nil {
+			s.Client.TLS = d.decodeTLSBlock(tb)
+		}
 	}
 	d.checkWeightsUsed(s, content)
 	declare(d, "service", s.Name, s, d.cfg.services, &d.cfg.Services)
+}
+
+// decodeTLSBlock reads the file names for TLS to backends. The files are
+// read when connecting; here a key without its certificate is an error.
+func (d *decoder) decodeTLSBlock(block *hcl.Block) *lb.TLSConfig {
+	t := &lb.TLSConfig{}
+	a := d.attrs(d.content(block.Body, tlsSchema))
+	a.string("ca_file", &t.CAFile)
+	a.string("cert_file", &t.CertFile)
+	a.string("key_file", &t.KeyFile)
+	a.string("server_name", &t.ServerName)
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		a.errorf(block.DefRange, "Incomplete client certificate", "cert_file and key_file go together: set both for mutual TLS, or neither.")
+	}
+	d.merge(a)
+	return t
 }
 
 // checkWeightsUsed warns when endpoints carry weights that the service's

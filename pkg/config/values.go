@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/zclconf/go-cty/cty"
+	"google.golang.org/grpc/codes"
 )
 
 // attrs wraps a block's attributes with typed decoders that report
@@ -135,6 +137,40 @@ func (a *attrs) stringMap(name string, dst *map[string]string) {
 	if _, ok := a.decode(name, &m); ok {
 		*dst = m
 	}
+}
+
+// codeNames are the gRPC status codes by number, as the gRPC spec and
+// service configs spell them.
+var codeNames = []string{
+	"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+	"ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+	"ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+	"UNAUTHENTICATED",
+}
+
+// codes decodes a list of gRPC status code names, such as
+// ["UNAVAILABLE", "RESOURCE_EXHAUSTED"].
+func (a *attrs) codes(name string, dst *[]codes.Code) {
+	var names []string
+	attr, ok := a.decode(name, &names)
+	if !ok {
+		return
+	}
+	out := make([]codes.Code, 0, len(names))
+	for _, n := range names {
+		i := slices.Index(codeNames, strings.ToUpper(n))
+		switch {
+		case i < 0:
+			a.errorf(attr.Expr.Range(), "Unknown status code", "%q is not a gRPC status code.%s Known codes: %s.",
+				n, didYouMean(strings.ToUpper(n), codeNames), strings.Join(codeNames[1:], ", "))
+			return
+		case i == 0:
+			a.errorf(attr.Expr.Range(), "Invalid status code", "OK is success; it cannot be retried.")
+			return
+		}
+		out = append(out, codes.Code(i))
+	}
+	*dst = out
 }
 
 var sizeUnits = map[string]int64{

@@ -410,3 +410,29 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func TestMessageSizeLimitsApply(t *testing.T) {
+	servers := startServers(t, 1)
+	balancer, _ := lb.NewLoadBalancer(nil, nil)
+	host, port := splitAddr(t, servers[0].Addr())
+	_ = balancer.AddServer("server1", host, port, 1)
+	cfg := lb.DefaultLoadBalancedClientConfig()
+	cfg.MaxSendSize = 64
+	client, err := lb.NewLoadBalancedClient(balancer, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	stub := pb.NewPeerVaultServiceClient(client)
+	big := make([]byte, 200)
+	for i := range big {
+		big[i] = 'x'
+	}
+	_, err = stub.GetUserData(context.Background(), &pb.GetUserDataRequest{UserId: string(big)})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("a 200-byte request with max_send_size 64: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	if _, err := stub.GetUserData(context.Background(), &pb.GetUserDataRequest{UserId: "u1"}); err != nil {
+		t.Fatalf("a small request: %v", err)
+	}
+}

@@ -64,10 +64,12 @@ func DialOptions(cfg *LoadBalancedClientConfig) ([]grpc.DialOption, error) {
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithUserAgent(cfg.UserAgent),
-		grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(cfg.MaxReceiveSize),
-			grpc.MaxCallSendMsgSize(cfg.MaxSendSize),
-		),
+		// Message limits go in the default service config rather than in
+		// default call options, which grpc-go merges into a new slice on
+		// every call.
+		grpc.WithDefaultServiceConfig(fmt.Sprintf(
+			`{"methodConfig":[{"name":[{}],"maxRequestMessageBytes":%d,"maxResponseMessageBytes":%d}]}`,
+			cfg.MaxSendSize, cfg.MaxReceiveSize)),
 	}
 	if cfg.ConnectionTimeout > 0 {
 		opts = append(opts, grpc.WithConnectParams(grpc.ConnectParams{
