@@ -363,9 +363,9 @@ func TestRetryableCodesAndTLS(t *testing.T) {
 		t.Errorf("tls %+v", cc.TLS)
 	}
 	for src, want := range map[string]string{
-		`retry { retryable_codes = ["UNAVAILBLE"] }`: `Did you mean "UNAVAILABLE"?`,
-		`retry { retryable_codes = ["OK"] }`:         "cannot be retried",
-		`client { tls { cert_file = "c.pem" } }`:     "go together",
+		`retry { retryable_codes = ["UNAVAILBLE"] }`:   `Did you mean "UNAVAILABLE"?`,
+		`retry { retryable_codes = ["OK"] }`:           "cannot be retried",
+		"client {\n  tls { cert_file = \"c.pem\" }\n}": "go together",
 		`client {
   tls { ca_file = "a" }
   tls { ca_file = "b" }
