@@ -26,6 +26,9 @@ type CLI struct {
 
 	Validate           ValidateCmd                  `cmd:"" help:"Check a configuration: syntax, references, types and values."`
 	Simulate           SimulateCmd                  `cmd:"" help:"Send simulated traffic through a service's real balancing strategy and report how it spreads."`
+	Invoke             InvokeCmd                    `cmd:"" help:"Send a real gRPC call through the balancer and print the answer and who served it."`
+	Health             HealthCmd                    `cmd:"" help:"Show every endpoint's health; --force checks them now with grpc.health.v1."`
+	DemoServer         DemoServerCmd                `cmd:"" help:"Run a PeerVault demo server to try pvlb against."`
 	InstallCompletions kongplete.InstallCompletions `cmd:"" help:"Install shell completion for pvlb (bash, zsh or fish)."`
 }
 
@@ -47,8 +50,9 @@ const description = `Client-side load balancing for gRPC services.
 
 pvlb reads a declarative HCL configuration of services, their balancing
 strategies, health policies and discovery sources. It checks that
-configuration (validate) and shows what it does to traffic (simulate),
-using the same strategy code that balances real calls.
+configuration (validate), shows what it does to traffic (simulate), and
+sends real calls through it (invoke, health), all with the same strategy
+code that the Go library uses.
 
 Exit status: 0 success, 1 invalid input or a failed check, 2 internal error.`
 

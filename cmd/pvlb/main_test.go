@@ -3,7 +3,9 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 )
@@ -25,7 +27,34 @@ func TestScripts(t *testing.T) {
 		UpdateScripts:       os.Getenv("UPDATE_SCRIPTS") != "",
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("NO_COLOR", "1")
+			if err := os.CopyFS(filepath.Join(env.WorkDir, "proto"), os.DirFS(filepath.Join("..", "..", "proto"))); err != nil {
+				return err
+			}
 			return os.CopyFS(filepath.Join(env.WorkDir, "examples"), os.DirFS(filepath.Join("..", "..", "examples")))
 		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"waitaddr": waitAddr,
+		},
 	})
+}
+
+// waitAddr VAR FILE waits (at most 10s) for a demo server's --addr-file and
+// sets VAR to the address in it.
+func waitAddr(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: waitaddr VAR FILE")
+	}
+	path := ts.MkAbs(args[1])
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, err := os.ReadFile(path)
+		if err == nil && len(b) > 0 {
+			ts.Setenv(args[0], strings.TrimSpace(string(b)))
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("no address in %s after 10s", args[1])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -3,7 +3,6 @@ package config
 import (
 	"fmt"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +13,8 @@ import (
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/zclconf/go-cty/cty"
 	"google.golang.org/grpc/codes"
+
+	"github.com/peervault/pvlb/pkg/lb"
 )
 
 // attrs wraps a block's attributes with typed decoders that report
@@ -139,15 +140,6 @@ func (a *attrs) stringMap(name string, dst *map[string]string) {
 	}
 }
 
-// codeNames are the gRPC status codes by number, as the gRPC spec and
-// service configs spell them.
-var codeNames = []string{
-	"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-	"ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-	"ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-	"UNAUTHENTICATED",
-}
-
 // codes decodes a list of gRPC status code names, such as
 // ["UNAVAILABLE", "RESOURCE_EXHAUSTED"].
 func (a *attrs) codes(name string, dst *[]codes.Code) {
@@ -158,17 +150,18 @@ func (a *attrs) codes(name string, dst *[]codes.Code) {
 	}
 	out := make([]codes.Code, 0, len(names))
 	for _, n := range names {
-		i := slices.Index(codeNames, strings.ToUpper(n))
+		c, known := lb.ParseCode(n)
 		switch {
-		case i < 0:
+		case !known:
+			names := lb.CodeNames()[1:]
 			a.errorf(attr.Expr.Range(), "Unknown status code", "%q is not a gRPC status code.%s Known codes: %s.",
-				n, didYouMean(strings.ToUpper(n), codeNames), strings.Join(codeNames[1:], ", "))
+				n, didYouMean(strings.ToUpper(n), names), strings.Join(names, ", "))
 			return
-		case i == 0:
+		case c == codes.OK:
 			a.errorf(attr.Expr.Range(), "Invalid status code", "OK is success; it cannot be retried.")
 			return
 		}
-		out = append(out, codes.Code(i))
+		out = append(out, c)
 	}
 	*dst = out
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,12 +22,13 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	pb "github.com/peervault/pvlb/proto/peervault/v1"
 	"github.com/peervault/pvlb/pkg/sim"
+	pb "github.com/peervault/pvlb/proto/peervault/v1"
 )
 
 // ServiceName is the gRPC service the demo server implements.
@@ -227,13 +229,22 @@ func (s *Server) GetUserData(ctx context.Context, req *pb.GetUserDataRequest) (*
 	if err := s.behave(ctx); err != nil {
 		return nil, err
 	}
-	if len(req.GetUserId()) >= 7 && req.GetUserId()[:7] == "missing" {
+	if strings.HasPrefix(req.GetUserId(), "missing") {
 		return nil, status.Errorf(codes.NotFound, "no user %q", req.GetUserId())
+	}
+	attrs := map[string]string{"tier": "standard"}
+	// Echo request metadata whose keys start with "x-", so clients can see
+	// what they sent.
+	md, _ := metadata.FromIncomingContext(ctx)
+	for k, v := range md {
+		if strings.HasPrefix(k, "x-") && len(v) > 0 {
+			attrs[k] = v[0]
+		}
 	}
 	return &pb.GetUserDataResponse{
 		UserId:      req.GetUserId(),
 		DisplayName: "User " + req.GetUserId(),
-		Attributes:  map[string]string{"tier": "standard"},
+		Attributes:  attrs,
 		Server:      s.cfg.Name,
 	}, nil
 }

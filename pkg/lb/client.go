@@ -130,9 +130,11 @@ func (r *CallReport) add(e *Endpoint, started time.Time, err error) {
 // noHealthyError is ErrNoHealthyServers as a gRPC UNAVAILABLE status.
 type noHealthyError struct{ err error }
 
-func (e noHealthyError) Error() string              { return e.err.Error() }
-func (e noHealthyError) Unwrap() error              { return e.err }
-func (e noHealthyError) GRPCStatus() *status.Status { return status.New(codes.Unavailable, e.err.Error()) }
+func (e noHealthyError) Error() string { return e.err.Error() }
+func (e noHealthyError) Unwrap() error { return e.err }
+func (e noHealthyError) GRPCStatus() *status.Status {
+	return status.New(codes.Unavailable, e.err.Error())
+}
 
 // Invoke sends a unary call through the balancer.
 func (c *LoadBalancedClient) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {

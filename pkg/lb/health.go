@@ -26,6 +26,7 @@ type HealthChecker struct {
 	interval, timeout time.Duration
 	thresholds        HealthThresholds
 	service           string
+	manual            bool
 	log               *slog.Logger
 
 	mu       sync.Mutex
@@ -63,6 +64,13 @@ func WithThresholds(unhealthy, healthy int) HealthOption {
 // default) asks for the server's overall health.
 func WithHealthService(name string) HealthOption {
 	return func(h *HealthChecker) { h.service = name }
+}
+
+// WithManualChecks runs no periodic checks: endpoints are checked only by
+// ForceHealthCheck and ForceHealthCheckAll (connection failures still count
+// at once). One-shot tools use it to check exactly once.
+func WithManualChecks() HealthOption {
+	return func(h *HealthChecker) { h.manual = true }
 }
 
 // NewHealthChecker returns a checker; Start attaches it to a LoadBalancer.
@@ -116,9 +124,12 @@ func (h *HealthChecker) follow(all []*Endpoint) {
 		ctx, stop := context.WithCancel(h.ctx)
 		t := &healthTarget{endpoint: e, stop: stop}
 		h.targets[e] = t
-		h.wg.Add(2)
-		go h.checkLoop(ctx, t)
+		h.wg.Add(1)
 		go h.watchConnection(ctx, t)
+		if !h.manual {
+			h.wg.Add(1)
+			go h.checkLoop(ctx, t)
+		}
 	}
 	for e, t := range h.targets {
 		if !present[e] {
@@ -195,7 +206,7 @@ func (h *HealthChecker) probe(ctx context.Context, e *Endpoint) (bool, time.Dura
 	case status.Code(err) == codes.DeadlineExceeded:
 		return false, latency, fmt.Errorf("no answer within %s", h.timeout)
 	case err != nil:
-		return false, latency, fmt.Errorf("%s", status.Convert(err).Message())
+		return false, latency, errors.New(plainMessage(err))
 	case resp.GetStatus() != healthpb.HealthCheckResponse_SERVING:
 		return false, latency, fmt.Errorf("status %s", resp.GetStatus())
 	}
@@ -224,7 +235,7 @@ func (h *HealthChecker) apply(t *healthTarget, pass bool, latency time.Duration,
 		return // removed meanwhile
 	}
 	if after == HealthUnhealthy {
-		h.log.Warn("server unhealthy", "service", h.balancer.cfg.Service, "server", t.endpoint.ID, "address", t.endpoint.Address, "error", err)
+		h.log.Info("server unhealthy", "service", h.balancer.cfg.Service, "server", t.endpoint.ID, "address", t.endpoint.Address, "error", err)
 	} else {
 		h.log.Info("server healthy", "service", h.balancer.cfg.Service, "server", t.endpoint.ID, "address", t.endpoint.Address)
 	}
@@ -345,4 +356,18 @@ func (h *HealthChecker) Close() {
 	h.stop()
 	h.mu.Unlock()
 	h.wg.Wait()
+}
+
+// plainMessage is a gRPC error's message without grpc-go's wrapping of
+// transport errors, e.g. "dial tcp 127.0.0.1:50051: connect: connection
+// refused" rather than `connection error: desc = "transport: Error while
+// dialing: dial tcp ...`.
+func plainMessage(err error) string {
+	msg := status.Convert(err).Message()
+	if rest, ok := strings.CutPrefix(msg, `connection error: desc = "`); ok {
+		msg = strings.TrimSuffix(rest, `"`)
+		msg = strings.TrimPrefix(msg, "transport: Error while dialing: ")
+		msg = strings.TrimPrefix(msg, "transport: ")
+	}
+	return msg
 }

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/peervault/pvlb/pkg/demoserver"
+	"github.com/peervault/pvlb/pkg/sim"
+)
+
+// DemoServerCmd runs a PeerVault demo server.
+type DemoServerCmd struct {
+	Listen         string        `default:"127.0.0.1:50051" help:"Address to listen on; port 0 picks a free port."`
+	Name           string        `help:"Name the server answers with (default: the listen address)."`
+	Latency        string        `placeholder:"MODEL" help:"Delay every answer: 20ms, normal(20ms,5ms) or lognormal(MEDIAN,P99)."`
+	ErrorRate      float64       `placeholder:"RATE" help:"Share of calls that fail with INTERNAL, 0 to 1."`
+	UnhealthyAfter time.Duration `placeholder:"DURATION" help:"Report NOT_SERVING on grpc.health.v1 this long after starting."`
+	AddrFile       string        `type:"path" placeholder:"FILE" help:"Write the address listened on to FILE once serving (handy with port 0)."`
+}
+
+// Help is shown by pvlb demo-server --help.
+func (c *DemoServerCmd) Help() string {
+	return `Runs a server that implements peervault.PeerVaultService (HealthCheck,
+GetUserData, WatchUserEvents), grpc.health.v1 and server reflection, and
+answers with its own name, so that pvlb invoke shows who served each call.
+
+Send SIGUSR1 to flip its health status between SERVING and NOT_SERVING;
+SIGINT or SIGTERM stop it gracefully.
+
+Example: three servers for examples/basic.hcl
+  pvlb demo-server --listen 127.0.0.1:50051 --name server1 &
+  pvlb demo-server --listen 127.0.0.1:50052 --name server2 &
+  pvlb demo-server --listen 127.0.0.1:50053 --name server3 &`
+}
+
+// Run serves until a signal stops it.
+func (c *DemoServerCmd) Run(a *app) error {
+	cfg := demoserver.Config{Name: c.Name, ErrorRate: c.ErrorRate, UnhealthyAfter: c.UnhealthyAfter}
+	if c.Latency != "" {
+		m, err := sim.ParseLatency(c.Latency)
+		if err != nil {
+			return userErrorf("--latency: %v", err)
+		}
+		cfg.Latency = &m
+	}
+	if c.ErrorRate < 0 || c.ErrorRate > 1 {
+		return userErrorf("--error-rate must be between 0 and 1, not %g", c.ErrorRate)
+	}
+	if cfg.Name == "" {
+		cfg.Name = c.Listen
+	}
+	srv, err := demoserver.Start(c.Listen, cfg, a.log)
+	if err != nil {
+		return userError{err}
+	}
+	if c.AddrFile != "" {
+		// Write then rename, so a reader never sees half an address.
+		tmp := c.AddrFile + ".tmp"
+		if err := os.WriteFile(tmp, []byte(srv.Addr()+"\n"), 0o644); err != nil {
+			srv.Stop()
+			return userErrorf("--addr-file: %v", err)
+		}
+		if err := os.Rename(tmp, c.AddrFile); err != nil {
+			srv.Stop()
+			return userErrorf("--addr-file: %v", err)
+		}
+	}
+	fmt.Fprintf(a.stdout, "%s serving peervault.PeerVaultService on %s\n", cfg.Name, srv.Addr())
+
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM, syscall.SIGUSR1)
+	defer signal.Stop(signals)
+	for sig := range signals {
+		if sig == syscall.SIGUSR1 {
+			srv.SetServing(!srv.Serving())
+			continue
+		}
+		done := make(chan struct{})
+		go func() { srv.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			srv.Stop()
+		}
+		fmt.Fprintf(a.stdout, "%s stopped\n", cfg.Name)
+		return nil
+	}
+	return nil
+}

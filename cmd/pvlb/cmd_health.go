@@ -1,0 +1,143 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/peervault/pvlb/pkg/config"
+	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/service"
+)
+
+// HealthCmd reports the health of every endpoint.
+type HealthCmd struct {
+	Service string `short:"s" help:"Report only this service (default: every service)."`
+	Force   bool   `help:"Check every endpoint now with grpc.health.v1, concurrently."`
+	Output  string `short:"o" default:"text" enum:"text,json" help:"Output format: ${enum}."`
+}
+
+// Help is shown by pvlb health --help.
+func (c *HealthCmd) Help() string {
+	return `Lists every endpoint of every service (or of --service) with its health
+status, check latency, when it was last checked and the last error.
+
+Without --force it reports what discovery knows; a static endpoint list
+knows nothing of health, so its endpoints show as unknown. With --force
+every endpoint is checked now with grpc.health.v1 (the health policy's
+service name and timeout), and one check decides: SERVING is healthy,
+anything else (NOT_SERVING, an error, no answer in time) is unhealthy.
+
+Exit status: 0 when every service has at least one healthy endpoint,
+1 when any service has none (or the configuration is invalid).
+
+Examples:
+  pvlb health -c examples/basic.hcl --force
+  pvlb health -c examples/basic.hcl --force --output json`
+}
+
+type serviceHealth struct {
+	Service string            `json:"service"`
+	Healthy bool              `json:"healthy"`
+	Error   string            `json:"error,omitempty"`
+	Servers []lb.ServerHealth `json:"servers"`
+}
+
+// Run reports.
+func (c *HealthCmd) Run(a *app) error {
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return err
+	}
+	services := cfg.Services
+	if c.Service != "" {
+		s, err := pickService(cfg, c.Service)
+		if err != nil {
+			return err
+		}
+		services = []*config.Service{s}
+	}
+	if len(services) == 0 {
+		return userErrorf("the configuration declares no service")
+	}
+	report := make([]serviceHealth, len(services))
+	for i, svc := range services {
+		report[i] = c.check(a, svc)
+	}
+	if c.Output == "json" {
+		if err := writeJSON(a.stdout, map[string]any{"services": report}); err != nil {
+			return err
+		}
+	} else {
+		writeHealth(a.stdout, report, c.Force)
+	}
+	var failed []string
+	for _, r := range report {
+		if !r.Healthy {
+			failed = append(failed, r.Service)
+		}
+	}
+	if len(failed) > 0 {
+		if c.Output != "json" {
+			fmt.Fprintf(a.stderr, "pvlb: no healthy endpoint in %s: %s\n", plural(len(failed), "service", "services"), joinNames(failed))
+		}
+		return errReported
+	}
+	return nil
+}
+
+func (c *HealthCmd) check(a *app, svcCfg *config.Service) serviceHealth {
+	out := serviceHealth{Service: svcCfg.Name, Servers: []lb.ServerHealth{}}
+	svc, err := service.New(svcCfg, service.Options{Logger: a.log, HealthChecks: c.Force, OneShot: true})
+	if err != nil {
+		if !errors.Is(err, service.ErrNoStaticEndpoints) {
+			out.Error = err.Error()
+		} else {
+			out.Error = fmt.Sprintf("%s discovery needs its plugin, which this build does not have yet", svcCfg.Discovery.Kind)
+		}
+		return out
+	}
+	defer svc.Close()
+	if c.Force {
+		svc.Health.ForceHealthCheckAll()
+		out.Servers = svc.Health.GetHealthStats().Servers
+	} else {
+		for _, e := range svc.Balancer.Endpoints() {
+			out.Servers = append(out.Servers, lb.ServerHealth{ID: e.ID, Address: e.Address, Status: e.Health()})
+		}
+	}
+	for _, s := range out.Servers {
+		if s.Status == lb.HealthHealthy {
+			out.Healthy = true
+		}
+	}
+	return out
+}
+
+func writeHealth(w io.Writer, report []serviceHealth, forced bool) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tSERVER\tADDRESS\tSTATUS\tLATENCY\tCHECKED\tERROR")
+	for _, r := range report {
+		if len(r.Servers) == 0 {
+			fmt.Fprintf(tw, "%s\t-\t-\tunknown\t-\t-\t%s\n", r.Service, r.Error)
+		}
+		for _, s := range r.Servers {
+			latency, checked, errText := "-", "-", s.Error
+			if !s.LastChecked.IsZero() {
+				latency = strconv.FormatFloat(s.LatencyMS, 'f', 1, 64) + "ms"
+				checked = s.LastChecked.Format(time.TimeOnly)
+			}
+			if errText == "" {
+				errText = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Service, s.ID, s.Address, s.Status, latency, checked, errText)
+		}
+	}
+	_ = tw.Flush()
+	if !forced {
+		fmt.Fprintln(w, "\nStatic endpoints carry no health information; run with --force to check them now.")
+	}
+}

@@ -1,0 +1,256 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/peervault/pvlb/pkg/invoke"
+	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/service"
+)
+
+// InvokeCmd sends a real RPC through the balancer.
+type InvokeCmd struct {
+	Method     string        `arg:"" help:"Method to call: /package.Service/Method."`
+	Service    string        `short:"s" help:"Service (from the configuration) to send through. Needed only when there are several."`
+	Data       string        `short:"d" placeholder:"JSON" help:"Request as JSON; @FILE reads a file, @- standard input. Default: {}."`
+	Header     []string      `short:"H" sep:"none" placeholder:"KEY:VALUE" help:"Request metadata. Repeatable."`
+	Session    string        `placeholder:"ID" help:"Sticky session id for the call."`
+	Count      int           `short:"n" default:"1" help:"Send the call this many times and show who served them."`
+	Timeout    time.Duration `default:"10s" help:"Deadline of each call, retries included."`
+	Verbose    bool          `short:"v" help:"Show the endpoint, the attempts and the latency of each call."`
+	Proto      []string      `type:"existingfile" placeholder:"FILE" help:"Resolve types from these .proto files instead of server reflection."`
+	ImportPath []string      `short:"I" type:"existingdir" placeholder:"DIR" help:"Where --proto files and their imports are found."`
+}
+
+// Help is shown by pvlb invoke --help.
+func (c *InvokeCmd) Help() string {
+	return `Sends a real call through the configured service's balancer (the same
+strategy, health checks, retries and failover as the Go library) and prints
+the answer as JSON. Request and response types come from server reflection,
+or from --proto files. Server-streaming methods print each message.
+
+Before the first call pvlb checks every endpoint once with grpc.health.v1,
+so that the balancer starts from what is true now.
+
+Examples:
+  pvlb invoke -c examples/basic.hcl /peervault.PeerVaultService/HealthCheck
+  pvlb invoke -c examples/basic.hcl /peervault.PeerVaultService/GetUserData -d '{"user_id":"u1"}'
+  pvlb invoke -c examples/basic.hcl /peervault.PeerVaultService/GetUserData -d @req.json --count 300
+  pvlb invoke -c examples/sticky.hcl /peervault.PeerVaultService/GetUserData -d '{"user_id":"u1"}' --session alice -v`
+}
+
+// Run invokes.
+func (c *InvokeCmd) Run(a *app) error {
+	if c.Count < 1 {
+		return userErrorf("--count must be at least 1, not %d", c.Count)
+	}
+	body, err := readData(c.Data)
+	if err != nil {
+		return err
+	}
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return err
+	}
+	svcCfg, err := pickService(cfg, c.Service)
+	if err != nil {
+		return err
+	}
+	svc, err := service.New(svcCfg, service.Options{Logger: a.log, HealthChecks: true, OneShot: true})
+	if err != nil {
+		return userError{err}
+	}
+	defer svc.Close()
+	svc.Health.ForceHealthCheckAll()
+	if err := requireHealthy(svc); err != nil {
+		return err
+	}
+
+	ctx := context.Background()
+	md, err := c.resolve(ctx, svc)
+	if err != nil {
+		return err
+	}
+	req, err := invoke.NewRequest(md, body)
+	if err != nil {
+		return userError{err}
+	}
+	ctx, err = c.outgoing(ctx)
+	if err != nil {
+		return err
+	}
+
+	served := map[string]int{}
+	var failures int
+	var lastErr error
+	for i := range c.Count {
+		report := &lb.CallReport{}
+		callCtx, cancel := context.WithTimeout(ctx, c.Timeout)
+		start := time.Now()
+		err := invoke.Call(callCtx, svc.Client, md, req, func(m proto.Message) error {
+			if c.Count > 1 {
+				return nil
+			}
+			return printMessage(a.stdout, m)
+		}, report)
+		cancel()
+		if c.Verbose {
+			describeCall(a.stderr, i+1, report, time.Since(start), err)
+		}
+		if n := len(report.Attempts); n > 0 && err == nil {
+			served[report.Attempts[n-1].Server]++
+		}
+		if err != nil {
+			failures++
+			lastErr = err
+		}
+	}
+	if c.Count > 1 {
+		writeDistribution(a.stdout, svc, served, failures, c.Count)
+	}
+	if lastErr != nil {
+		return userError{describeRPCError(lastErr, c.Timeout)}
+	}
+	return nil
+}
+
+// readData reads -d: inline JSON, @FILE or @- for standard input.
+func readData(d string) ([]byte, error) {
+	switch {
+	case d == "@-":
+		b, err := io.ReadAll(os.Stdin)
+		if err != nil {
+			return nil, userErrorf("-d @-: %v", err)
+		}
+		return b, nil
+	case strings.HasPrefix(d, "@"):
+		b, err := os.ReadFile(d[1:])
+		if err != nil {
+			return nil, userErrorf("-d %s: %v", d, err)
+		}
+		return b, nil
+	}
+	return []byte(d), nil
+}
+
+// requireHealthy fails with every endpoint's reason when none can serve.
+func requireHealthy(svc *service.Service) error {
+	stats := svc.Health.GetHealthStats()
+	if stats.HealthyServers > 0 {
+		return nil
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "no healthy servers for service %q:", svc.Name)
+	for _, s := range stats.Servers {
+		fmt.Fprintf(&b, "\n  %s (%s): %s", s.ID, s.Address, s.Error)
+	}
+	return userErrorf("%s", b.String())
+}
+
+func (c *InvokeCmd) resolve(ctx context.Context, svc *service.Service) (protoreflect.MethodDescriptor, error) {
+	var r invoke.Resolver
+	if len(c.Proto) > 0 {
+		fr, err := invoke.NewProtoFileResolver(ctx, c.Proto, c.ImportPath)
+		if err != nil {
+			return nil, userError{err}
+		}
+		r = fr
+	} else {
+		rr := invoke.NewReflectionResolver(ctx, svc.Client)
+		defer rr.Close()
+		r = rr
+	}
+	md, err := invoke.FindMethod(r, c.Method)
+	if err != nil {
+		if status.Code(errors.Unwrap(err)) == codes.Unimplemented || strings.Contains(err.Error(), "Unimplemented") {
+			return nil, userErrorf("the server does not offer reflection; pass the service's .proto files with --proto: %v", err)
+		}
+		return nil, userError{err}
+	}
+	return md, nil
+}
+
+// outgoing adds -H metadata and --session to the context.
+func (c *InvokeCmd) outgoing(ctx context.Context) (context.Context, error) {
+	var pairs []string
+	for _, h := range c.Header {
+		k, v, ok := strings.Cut(h, ":")
+		if !ok || strings.TrimSpace(k) == "" {
+			return nil, userErrorf("-H %q: write KEY:VALUE, like -H 'x-request-id: 42'", h)
+		}
+		pairs = append(pairs, strings.ToLower(strings.TrimSpace(k)), strings.TrimSpace(v))
+	}
+	if len(pairs) > 0 {
+		ctx = metadata.AppendToOutgoingContext(ctx, pairs...)
+	}
+	if c.Session != "" {
+		ctx = lb.WithSession(ctx, c.Session)
+	}
+	return ctx, nil
+}
+
+func printMessage(w io.Writer, m proto.Message) error {
+	b, err := invoke.FormatJSON(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+func describeCall(w io.Writer, n int, r *lb.CallReport, total time.Duration, err error) {
+	outcome := "OK"
+	if err != nil {
+		outcome = lb.CodeName(status.Code(err))
+	}
+	server := "-"
+	if k := len(r.Attempts); k > 0 {
+		server = fmt.Sprintf("%s (%s)", r.Attempts[k-1].Server, r.Attempts[k-1].Address)
+	}
+	fmt.Fprintf(w, "call %d: %s, served by %s, %s, %s\n", n, outcome, server, plural(len(r.Attempts), "attempt", "attempts"), total.Round(time.Microsecond))
+	for i, at := range r.Attempts {
+		res := "OK"
+		if at.Err != nil {
+			res = lb.CodeName(status.Code(at.Err)) + ": " + status.Convert(at.Err).Message()
+		}
+		fmt.Fprintf(w, "  attempt %d: %s (%s) %s: %s\n", i+1, at.Server, at.Address, at.Latency.Round(time.Microsecond), res)
+	}
+}
+
+func writeDistribution(w io.Writer, svc *service.Service, served map[string]int, failures, total int) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVER\tADDRESS\tCALLS\tSHARE")
+	for _, e := range svc.Balancer.Endpoints() {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", e.ID, e.Address, served[e.ID], pct(float64(served[e.ID])/float64(total)))
+	}
+	_ = tw.Flush()
+	fmt.Fprintf(w, "%d calls, %d failed\n", total, failures)
+}
+
+// describeRPCError turns a call's error into one line a user can act on.
+func describeRPCError(err error, timeout time.Duration) error {
+	if errors.Is(err, lb.ErrNoHealthyServers) {
+		return err
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	if st.Code() == codes.DeadlineExceeded {
+		return fmt.Errorf("DEADLINE_EXCEEDED: no answer within --timeout %s: %s", timeout, st.Message())
+	}
+	return fmt.Errorf("%s: %s", lb.CodeName(st.Code()), st.Message())
+}
