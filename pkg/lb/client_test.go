@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -104,7 +103,7 @@ func (f *fixture) close() {
 func splitAddr(t testing.TB, addr string) (string, int) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
-		t.Fatal(err)
+		panic(fmt.Sprintf("address %q: %v", addr, err))
 	}
 	var port int
 	fmt.Sscan(portStr, &port)
@@ -336,7 +335,6 @@ func TestHealthCheckerThresholdsAndForce(t *testing.T) {
 // the stopped server takes no pick once it is marked unhealthy, and it
 // rejoins after it is back and passes healthy_threshold checks.
 func TestFailoverUnderLoad(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	servers := startServers(t, 3)
 	cfg := config(lb.RoundRobin)
 	cfg.UnhealthyThreshold, cfg.HealthyThreshold = 2, 2

@@ -1,0 +1,211 @@
+package lb
+
+import (
+	"errors"
+	"sync"
+
+	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/status"
+)
+
+// BalancerName is the grpc-go load balancing policy that picks with a
+// LoadBalancer; the pvlb resolver selects it.
+const BalancerName = "pvlb"
+
+func init() {
+	balancer.Register(balancerBuilder{})
+}
+
+type balancerBuilder struct{}
+
+func (balancerBuilder) Name() string { return BalancerName }
+
+func (balancerBuilder) Build(cc balancer.ClientConn, _ balancer.BuildOptions) balancer.Balancer {
+	return &grpcBalancer{cc: cc, subConns: map[*Endpoint]*subConn{}}
+}
+
+// grpcBalancer keeps one subchannel per endpoint and hands grpc-go a picker
+// that asks the LoadBalancer: the same strategy code, health state and
+// sticky sessions as LoadBalancedClient. Subchannels that are not READY
+// are passed to the strategy as already tried, so it avoids them.
+type grpcBalancer struct {
+	cc balancer.ClientConn
+
+	mu       sync.Mutex
+	balancer *LoadBalancer
+	subConns map[*Endpoint]*subConn
+	lastErr  error
+	closed   bool
+}
+
+type subConn struct {
+	sc      balancer.SubConn
+	state   connectivity.State
+	release func(balancer.DoneInfo) // made once, so a pick allocates no closure
+}
+
+func (b *grpcBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
+	lb, _ := s.ResolverState.Attributes.Value(balancerKey{}).(*LoadBalancer)
+	if lb == nil {
+		b.ResolverError(errors.New("pvlb balancer: the resolver state carries no pvlb LoadBalancer; use lb.NewResolverBuilder"))
+		return balancer.ErrBadResolverState
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.balancer = lb
+	present := map[*Endpoint]bool{}
+	for _, re := range s.ResolverState.Endpoints {
+		e, _ := re.Attributes.Value(endpointKey{}).(*Endpoint)
+		if e == nil || len(re.Addresses) == 0 {
+			continue
+		}
+		present[e] = true
+		if _, ok := b.subConns[e]; ok {
+			continue
+		}
+		entry := &subConn{state: connectivity.Idle, release: func(balancer.DoneInfo) { lb.Release(e) }}
+		sc, err := b.cc.NewSubConn(re.Addresses, balancer.NewSubConnOptions{
+			StateListener: func(st balancer.SubConnState) { b.subConnStateChanged(e, entry, st) },
+		})
+		if err != nil {
+			continue
+		}
+		entry.sc = sc
+		b.subConns[e] = entry
+		sc.Connect()
+	}
+	for e, entry := range b.subConns {
+		if !present[e] {
+			entry.sc.Shutdown()
+			delete(b.subConns, e)
+		}
+	}
+	b.publishLocked()
+	return nil
+}
+
+func (b *grpcBalancer) subConnStateChanged(e *Endpoint, entry *subConn, st balancer.SubConnState) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || b.subConns[e] != entry {
+		return
+	}
+	entry.state = st.ConnectivityState
+	switch st.ConnectivityState {
+	case connectivity.Idle:
+		entry.sc.Connect() // reconnect eagerly, as round_robin does
+	case connectivity.TransientFailure:
+		b.lastErr = st.ConnectionError
+	case connectivity.Shutdown:
+		return
+	}
+	b.publishLocked()
+}
+
+// publishLocked gives the channel a picker for the current subchannel
+// states and an overall state.
+func (b *grpcBalancer) publishLocked() {
+	p := &grpcPicker{balancer: b.balancer, ready: map[*Endpoint]*subConn{}}
+	var connecting, failing int
+	for e, entry := range b.subConns {
+		switch entry.state {
+		case connectivity.Ready:
+			p.ready[e] = entry
+		case connectivity.Connecting, connectivity.Idle:
+			connecting++
+			p.notReady = append(p.notReady, e)
+		default:
+			failing++
+			p.notReady = append(p.notReady, e)
+		}
+	}
+	state := connectivity.Idle
+	switch {
+	case len(p.ready) > 0:
+		state = connectivity.Ready
+	case connecting > 0:
+		state = connectivity.Connecting
+	case failing > 0:
+		state = connectivity.TransientFailure
+	}
+	p.connecting = connecting > 0
+	p.lastErr = b.lastErr
+	b.cc.UpdateState(balancer.State{ConnectivityState: state, Picker: p})
+}
+
+func (b *grpcBalancer) ResolverError(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.subConns) == 0 {
+		b.cc.UpdateState(balancer.State{
+			ConnectivityState: connectivity.TransientFailure,
+			Picker:            errPicker{status.Errorf(codes.Unavailable, "pvlb resolver: %v", err)},
+		})
+	}
+}
+
+func (b *grpcBalancer) UpdateSubConnState(balancer.SubConn, balancer.SubConnState) {} // StateListener is used instead
+
+func (b *grpcBalancer) ExitIdle() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, entry := range b.subConns {
+		if entry.state == connectivity.Idle {
+			entry.sc.Connect()
+		}
+	}
+}
+
+func (b *grpcBalancer) Close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	for e, entry := range b.subConns {
+		entry.sc.Shutdown()
+		delete(b.subConns, e)
+	}
+}
+
+// grpcPicker is immutable: the balancer publishes a new one on every
+// subchannel state change.
+type grpcPicker struct {
+	balancer   *LoadBalancer
+	ready      map[*Endpoint]*subConn
+	notReady   []*Endpoint
+	connecting bool
+	lastErr    error
+}
+
+func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
+	e, err := p.balancer.PickExcluding(info.Ctx, p.notReady)
+	if err != nil {
+		if len(p.ready) == 0 && p.connecting {
+			return balancer.PickResult{}, balancer.ErrNoSubConnAvailable
+		}
+		return balancer.PickResult{}, status.Error(codes.Unavailable, err.Error())
+	}
+	if entry, ok := p.ready[e]; ok {
+		return balancer.PickResult{SubConn: entry.sc, Done: entry.release}, nil
+	}
+	// Every healthy endpoint is still connecting or failing.
+	p.balancer.Release(e)
+	if p.connecting {
+		return balancer.PickResult{}, balancer.ErrNoSubConnAvailable
+	}
+	msg := "no ready connection to any healthy endpoint"
+	if p.lastErr != nil {
+		msg += ": " + p.lastErr.Error()
+	}
+	return balancer.PickResult{}, status.Error(codes.Unavailable, msg)
+}
+
+type errPicker struct{ err error }
+
+func (p errPicker) Pick(balancer.PickInfo) (balancer.PickResult, error) {
+	return balancer.PickResult{}, p.err
+}
+
+var _ resolver.Builder = (*resolverBuilder)(nil)

@@ -1,0 +1,180 @@
+package lb_test
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/peervault/pvlb/pkg/demoserver"
+	"github.com/peervault/pvlb/pkg/lb"
+	pb "github.com/peervault/pvlb/proto/peervault/v1"
+)
+
+// newChannel dials "pvlb:///peervault" through the pvlb resolver, and
+// warms it up until every server has answered.
+func newChannel(t testing.TB, balancer *lb.LoadBalancer, servers int) pb.PeerVaultServiceClient {
+	t.Helper()
+	cc, err := grpc.NewClient("pvlb:///peervault",
+		grpc.WithResolvers(lb.NewResolverBuilder(balancer)),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	stub := pb.NewPeerVaultServiceClient(cc)
+	seen := map[string]bool{}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(seen) < servers {
+		resp, err := stub.GetUserData(context.Background(), &pb.GetUserDataRequest{UserId: "warmup"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[resp.GetServer()] = true
+		if time.Now().After(deadline) {
+			t.Fatalf("only %v answered within 10s", seen)
+		}
+	}
+	return stub
+}
+
+func newBalancer(t testing.TB, cfg *lb.LoadBalancerConfig, servers []*demoserver.Server, weights ...int) *lb.LoadBalancer {
+	t.Helper()
+	cfg.Service = "peervault"
+	balancer, err := lb.NewLoadBalancer(cfg, nil, lb.WithSeed(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range servers {
+		host, port := splitAddr(t, s.Addr())
+		w := 1
+		if len(weights) > 0 {
+			w = weights[i]
+		}
+		if err := balancer.AddServer(s.Name(), host, port, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return balancer
+}
+
+func TestGRPCChannelUsesThePvlbStrategy(t *testing.T) {
+	servers := startServers(t, 3)
+	balancer := newBalancer(t, config(lb.Weighted), servers, 5, 2, 1)
+	stub := newChannel(t, balancer, 3)
+	got := servedBy(t, context.Background(), stub, 800)
+	if got["server1"] != 500 || got["server2"] != 200 || got["server3"] != 100 {
+		t.Fatalf("served %v, want 500/200/100", got)
+	}
+	if n := balancer.GetServerStats().TotalConnections; n != 0 {
+		t.Fatalf("%d picks not released by the channel", n)
+	}
+}
+
+func TestGRPCChannelFollowsHealthAndMembership(t *testing.T) {
+	servers := startServers(t, 3)
+	balancer := newBalancer(t, config(lb.RoundRobin), servers)
+	stub := newChannel(t, balancer, 3)
+
+	// Health set on the LoadBalancer (by a HealthChecker, or by hand)
+	// steers the channel at once.
+	if err := balancer.SetHealth("server2", lb.HealthUnhealthy); err != nil {
+		t.Fatal(err)
+	}
+	if got := servedBy(t, context.Background(), stub, 60); got["server2"] != 0 || got["server1"] != 30 {
+		t.Fatalf("with server2 unhealthy: %v", got)
+	}
+	// A removed endpoint leaves the channel; an added one joins it.
+	if err := balancer.RemoveServer("server3"); err != nil {
+		t.Fatal(err)
+	}
+	extra, err := demoserver.Start("127.0.0.1:0", demoserver.Config{Name: "server4"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(extra.Stop)
+	host, port := splitAddr(t, extra.Addr())
+	if err := balancer.AddServer("server4", host, port, 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "server4 to answer", func() bool {
+		resp, err := stub.GetUserData(context.Background(), &pb.GetUserDataRequest{UserId: "u"})
+		return err == nil && resp.GetServer() == extra.Name()
+	})
+	if got := servedBy(t, context.Background(), stub, 40); got["server1"] != 20 || got["server4"] != 20 {
+		t.Fatalf("after membership changes: %v", got)
+	}
+}
+
+func TestGRPCChannelStickySessions(t *testing.T) {
+	servers := startServers(t, 3)
+	cfg := config(lb.RoundRobin)
+	cfg.StickySession = true
+	stub := newChannel(t, newBalancer(t, cfg, servers), 3)
+	got := servedBy(t, lb.WithSession(context.Background(), "alice"), stub, 30)
+	if len(got) != 1 {
+		t.Fatalf("one session was served by %v", got)
+	}
+}
+
+func TestGRPCResolverUnknownService(t *testing.T) {
+	balancer := newBalancer(t, config(lb.RoundRobin), nil)
+	cc, err := grpc.NewClient("pvlb:///nope",
+		grpc.WithResolvers(lb.NewResolverBuilder(balancer)),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err = pb.NewPeerVaultServiceClient(cc).HealthCheck(ctx, &pb.HealthCheckRequest{})
+	if err == nil {
+		t.Fatal("a call to an unknown service succeeded")
+	}
+}
+
+// The pvlb resolver and balancer let generated stubs on a plain
+// grpc.ClientConn balance with pvlb's strategies.
+func ExampleNewResolverBuilder() {
+	var servers []*demoserver.Server
+	cfg := lb.DefaultLoadBalancerConfig()
+	cfg.Service = "peervault"
+	balancer, _ := lb.NewLoadBalancer(cfg, nil)
+	for i := range 3 {
+		s, _ := demoserver.Start("127.0.0.1:0", demoserver.Config{Name: fmt.Sprintf("server%d", i+1)}, nil)
+		defer s.Stop()
+		servers = append(servers, s)
+		host, port := splitAddr(nil, s.Addr())
+		_ = balancer.AddServer(s.Name(), host, port, 1)
+	}
+
+	cc, err := grpc.NewClient("pvlb:///peervault",
+		grpc.WithResolvers(lb.NewResolverBuilder(balancer)),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		panic(err)
+	}
+	defer cc.Close()
+	client := pb.NewPeerVaultServiceClient(cc)
+
+	answered := map[string]bool{}
+	for len(answered) < len(servers) {
+		resp, err := client.HealthCheck(context.Background(), &pb.HealthCheckRequest{}, grpc.WaitForReady(true))
+		if err != nil {
+			panic(err)
+		}
+		answered[resp.GetServer()] = true
+	}
+	names := make([]string, 0, len(answered))
+	for name := range answered {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	fmt.Println(names)
+	// Output: [server1 server2 server3]
+}
