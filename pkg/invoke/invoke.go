@@ -44,7 +44,7 @@ func ParseMethod(full string) (service, method string, err error) {
 	} else if i := strings.LastIndexByte(s, '.'); i > 0 {
 		service, method = s[:i], s[i+1:]
 	}
-	if service == "" || method == "" || strings.Contains(method, "/") {
+	if service == "" || method == "" || strings.ContainsAny(service+method, "/ ") {
 		return "", "", fmt.Errorf("%q is not a method name; write /package.Service/Method, like /peervault.PeerVaultService/HealthCheck", full)
 	}
 	return service, method, nil
