@@ -42,6 +42,10 @@ func BenchmarkUnaryRPC(b *testing.B) {
 		f := newFixture(b, config(lb.RoundRobin), servers, nil, 0)
 		runUnary(b, f.stub, req)
 	})
+
+	b.Run("pvlb_grpc_channel", func(b *testing.B) {
+		runUnary(b, newChannel(b, newBalancer(b, config(lb.RoundRobin), servers), len(servers)), req)
+	})
 }
 
 func runUnary(b *testing.B, stub pb.PeerVaultServiceClient, req *pb.GetUserDataRequest) {
