@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -432,5 +433,38 @@ func TestMessageSizeLimitsApply(t *testing.T) {
 	}
 	if _, err := stub.GetUserData(context.Background(), &pb.GetUserDataRequest{UserId: "u1"}); err != nil {
 		t.Fatalf("a small request: %v", err)
+	}
+}
+
+func TestUserAgentReachesTheServer(t *testing.T) {
+	agents := make(chan string, 1)
+	srv, err := demoserver.Start("127.0.0.1:0", demoserver.Config{Name: "ua"}, nil, grpc.UnaryInterceptor(
+		func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			md, _ := metadata.FromIncomingContext(ctx)
+			select {
+			case agents <- strings.Join(md.Get("user-agent"), ","):
+			default:
+			}
+			return handler(ctx, req)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	balancer, _ := lb.NewLoadBalancer(nil, nil)
+	host, port := splitAddr(t, srv.Addr())
+	_ = balancer.AddServer("ua", host, port, 1)
+	cfg := lb.DefaultLoadBalancedClientConfig()
+	cfg.UserAgent = "pvlb-test/2.0"
+	client, err := lb.NewLoadBalancedClient(balancer, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if _, err := pb.NewPeerVaultServiceClient(client).HealthCheck(context.Background(), &pb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if ua := <-agents; !strings.HasPrefix(ua, "pvlb-test/2.0 grpc-go/") {
+		t.Fatalf("user agent %q", ua)
 	}
 }

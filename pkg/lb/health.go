@@ -222,11 +222,15 @@ func (h *HealthChecker) apply(t *healthTarget, pass bool, latency time.Duration,
 	if connectionFailed {
 		after = HealthUnhealthy
 		t.run = HealthRun{}
+		// A check's own error (the dial error, say) says more than the
+		// connection state; keep it when there is one.
+		if t.lastErr == nil {
+			t.lastErr = err
+		}
 	} else {
 		after = h.thresholds.Observe(&t.run, before, pass)
-		t.lastChecked, t.latency = time.Now(), latency
+		t.lastChecked, t.latency, t.lastErr = time.Now(), latency, err
 	}
-	t.lastErr = err
 	t.mu.Unlock()
 	if after == before {
 		return
