@@ -283,13 +283,11 @@ func (h *HealthChecker) ForceHealthCheckAll() {
 // HealthStats is the checker's view; its JSON keys are those of the
 // original design's GetHealthStats.
 type HealthStats struct {
-	TotalServers     int            `json:"total_servers"`
-	HealthyServers   int            `json:"healthy_servers"`
-	UnhealthyServers int            `json:"unhealthy_servers"`
-	UnknownServers   int            `json:"unknown_servers"`
-	CheckInterval    string         `json:"check_interval"`
-	CheckTimeout     string         `json:"check_timeout"`
-	Servers          []ServerHealth `json:"servers"`
+	TotalServers int `json:"total_servers"`
+	HealthCounts
+	CheckInterval string         `json:"check_interval"`
+	CheckTimeout  string         `json:"check_timeout"`
+	Servers       []ServerHealth `json:"servers"`
 }
 
 // ServerHealth is one endpoint's part of HealthStats.
@@ -334,14 +332,7 @@ func (h *HealthChecker) GetHealthStats() HealthStats {
 			sh.Error = t.lastErr.Error()
 		}
 		t.mu.Unlock()
-		switch sh.Status {
-		case HealthHealthy:
-			st.HealthyServers++
-		case HealthUnhealthy:
-			st.UnhealthyServers++
-		default:
-			st.UnknownServers++
-		}
+		st.count(sh.Status)
 		st.Servers = append(st.Servers, sh)
 	}
 	return st

@@ -3,16 +3,32 @@ package lb
 // ServerStats is a LoadBalancer's state at one moment. Its JSON keys are
 // those of the original design's GetServerStats.
 type ServerStats struct {
-	Service          string          `json:"service,omitempty"`
-	TotalServers     int             `json:"total_servers"`
-	HealthyServers   int             `json:"healthy_servers"`
-	UnhealthyServers int             `json:"unhealthy_servers"`
-	UnknownServers   int             `json:"unknown_servers"`
+	Service      string `json:"service,omitempty"`
+	TotalServers int    `json:"total_servers"`
+	HealthCounts
 	TotalConnections int64           `json:"total_connections"`
 	Strategy         string          `json:"strategy"`
 	StickySession    bool            `json:"sticky_session"`
 	ActiveSessions   int             `json:"active_sessions"`
 	Servers          []EndpointStats `json:"servers"`
+}
+
+// HealthCounts counts endpoints by health, in ServerStats and HealthStats.
+type HealthCounts struct {
+	HealthyServers   int `json:"healthy_servers"`
+	UnhealthyServers int `json:"unhealthy_servers"`
+	UnknownServers   int `json:"unknown_servers"`
+}
+
+func (c *HealthCounts) count(h HealthStatus) {
+	switch h {
+	case HealthHealthy:
+		c.HealthyServers++
+	case HealthUnhealthy:
+		c.UnhealthyServers++
+	default:
+		c.UnknownServers++
+	}
 }
 
 // EndpointStats is one endpoint's part of ServerStats.
@@ -48,14 +64,7 @@ func (lb *LoadBalancer) GetServerStats() ServerStats {
 			ActiveConnections: e.InFlight(),
 			TotalRequests:     e.Requests(),
 		}
-		switch es.Health {
-		case HealthHealthy:
-			st.HealthyServers++
-		case HealthUnhealthy:
-			st.UnhealthyServers++
-		default:
-			st.UnknownServers++
-		}
+		st.count(es.Health)
 		st.TotalConnections += es.ActiveConnections
 		st.Servers = append(st.Servers, es)
 	}
