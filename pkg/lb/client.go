@@ -270,7 +270,8 @@ type balancedStream struct {
 	// For replay: what a non-client-streaming caller has sent so far.
 	request   any
 	sentClose bool
-	committed bool // a response began: never retry from here
+	committed bool  // a response began: never retry from here
+	final     error // how the stream ended; later RecvMsg calls repeat it
 	mu        sync.Mutex
 }
 
@@ -339,6 +340,9 @@ func (s *balancedStream) Header() (metadata.MD, error) {
 }
 
 func (s *balancedStream) RecvMsg(m any) error {
+	if s.final != nil {
+		return s.final
+	}
 	for {
 		err := s.ClientStream.RecvMsg(m)
 		s.mu.Lock()
@@ -351,10 +355,12 @@ func (s *balancedStream) RecvMsg(m any) error {
 		s.mu.Unlock()
 		s.endAttempt(err)
 		if err == io.EOF {
+			s.final = err
 			return err
 		}
 		if !retry || !s.c.backoff(s.ctx, err, s.attempt, s.start) || !s.reopen() {
 			s.c.failures.Add(1)
+			s.final = err
 			return err
 		}
 	}

@@ -468,3 +468,18 @@ func TestUserAgentReachesTheServer(t *testing.T) {
 		t.Fatalf("user agent %q", ua)
 	}
 }
+
+// A connection in TRANSIENT_FAILURE makes its endpoint unhealthy at once,
+// long before the next periodic check.
+func TestTransientFailureIsUnhealthyAtOnce(t *testing.T) {
+	servers := startServers(t, 2)
+	f := newFixture(t, config(lb.RoundRobin), servers, nil, time.Hour)
+	waitHealthy(t, f.balancer, 2)
+	servers[0].Stop()
+	ep, _ := f.balancer.Endpoint(servers[0].Name())
+	waitFor(t, "the stopped server to be marked unhealthy without a check", func() bool { return ep.Health() == lb.HealthUnhealthy })
+	st := f.health.GetHealthStats()
+	if st.Servers[0].Error == "" {
+		t.Fatalf("no reason recorded: %+v", st.Servers[0])
+	}
+}
