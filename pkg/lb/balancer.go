@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -123,9 +124,61 @@ func (lb *LoadBalancer) AddEndpoint(spec EndpointSpec) error {
 	}
 	e := newEndpoint(spec)
 	lb.endpoints[spec.ID] = e
-	lb.publish()
+	lb.publishMembership()
 	lb.log.Debug("server added", "server", spec.ID, "address", e.Address, "weight", spec.Weight)
 	return nil
+}
+
+// Sync makes the endpoint set exactly specs, as a discovery snapshot says:
+// new ids are added (health Unknown), missing ones removed, and those whose
+// address, weight, zone or metadata changed are replaced. Unchanged
+// endpoints keep their health and counters. One snapshot is published, so a
+// pick never sees half an update.
+func (lb *LoadBalancer) Sync(specs []EndpointSpec) error {
+	want := make(map[string]EndpointSpec, len(specs))
+	for _, spec := range specs {
+		if err := spec.validate(); err != nil {
+			return err
+		}
+		if _, dup := want[spec.ID]; dup {
+			return fmt.Errorf("%w %q in one discovery snapshot of service %q", ErrDuplicateServer, spec.ID, lb.cfg.Service)
+		}
+		want[spec.ID] = spec
+	}
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	changed := false
+	var gone []*Endpoint
+	for id, e := range lb.endpoints {
+		spec, keep := want[id]
+		if keep && sameEndpoint(e, spec) {
+			delete(want, id)
+			continue
+		}
+		e.removed.Store(true)
+		delete(lb.endpoints, id)
+		gone = append(gone, e)
+		changed = true
+	}
+	for id, spec := range want {
+		lb.endpoints[id] = newEndpoint(spec)
+		changed = true
+	}
+	if !changed {
+		return nil
+	}
+	lb.publishMembership()
+	if lb.sessions != nil {
+		for _, e := range gone {
+			lb.sessions.forget(e)
+		}
+	}
+	lb.log.Debug("endpoints synced", "endpoints", len(lb.endpoints), "replaced_or_removed", len(gone))
+	return nil
+}
+
+func sameEndpoint(e *Endpoint, s EndpointSpec) bool {
+	return e.Host == s.Host && e.Port == s.Port && e.Weight == s.Weight && e.Zone == s.Zone && maps.Equal(e.Metadata, s.Metadata)
 }
 
 // RemoveServer removes an endpoint. Picks already made stay valid; sessions
@@ -139,7 +192,7 @@ func (lb *LoadBalancer) RemoveServer(id string) error {
 	}
 	e.removed.Store(true)
 	delete(lb.endpoints, id)
-	lb.publish()
+	lb.publishMembership()
 	if lb.sessions != nil {
 		lb.sessions.forget(e)
 	}
@@ -198,12 +251,16 @@ func (lb *LoadBalancer) publish() {
 	if len(s.eligible) > 0 {
 		s.picker = lb.strategy.NewPicker(s.eligible)
 	}
-	membershipChanged := len(s.all) != len(lb.snap.Load().all)
 	lb.snap.Store(s)
-	if membershipChanged {
-		for _, fn := range lb.subscribers {
-			fn(s.all)
-		}
+}
+
+// publishMembership publishes a snapshot after endpoints were added or
+// removed, and tells the subscribers; the caller holds lb.mu.
+func (lb *LoadBalancer) publishMembership() {
+	lb.publish()
+	all := lb.snap.Load().all
+	for _, fn := range lb.subscribers {
+		fn(all)
 	}
 }
 

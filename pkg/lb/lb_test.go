@@ -463,3 +463,50 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+func TestSyncAddsRemovesAndReplaces(t *testing.T) {
+	lb := newTestLB(t, withStrategy(Weighted), 1, 1)
+	var seen [][]string
+	cancel := lb.Subscribe(func(all []*Endpoint) {
+		ids := []string{}
+		for _, e := range all {
+			ids = append(ids, e.ID+"="+e.Address)
+		}
+		seen = append(seen, ids)
+	})
+	defer cancel()
+	s1, _ := lb.Endpoint("s1")
+	must(t, lb.SetHealth("s1", HealthHealthy))
+	must(t, lb.Sync([]EndpointSpec{
+		{ID: "s1", Host: "127.0.0.1", Port: 50051, Weight: 1}, // unchanged
+		{ID: "s2", Host: "127.0.0.1", Port: 60000, Weight: 1}, // moved
+		{ID: "s3", Host: "127.0.0.1", Port: 50053, Weight: 3}, // new
+	}))
+	if e, _ := lb.Endpoint("s1"); e != s1 || e.Health() != HealthHealthy {
+		t.Fatal("an unchanged endpoint was replaced or lost its health")
+	}
+	if e, _ := lb.Endpoint("s2"); e.Port != 60000 {
+		t.Fatalf("s2 not updated: %v", e)
+	}
+	got := pickCounts(t, lb, context.Background(), 500)
+	if got["s1"] != 100 || got["s2"] != 100 || got["s3"] != 300 {
+		t.Fatalf("after sync picks went %v", got)
+	}
+	// The same snapshot again changes nothing and tells no one.
+	before := len(seen)
+	must(t, lb.Sync([]EndpointSpec{
+		{ID: "s1", Host: "127.0.0.1", Port: 50051, Weight: 1},
+		{ID: "s2", Host: "127.0.0.1", Port: 60000, Weight: 1},
+		{ID: "s3", Host: "127.0.0.1", Port: 50053, Weight: 3},
+	}))
+	if len(seen) != before {
+		t.Fatal("an identical snapshot notified subscribers")
+	}
+	must(t, lb.Sync(nil))
+	if _, err := lb.Pick(context.Background()); !errors.Is(err, ErrNoHealthyServers) {
+		t.Fatalf("empty sync: %v", err)
+	}
+	if err := lb.Sync([]EndpointSpec{{ID: "x", Host: "h", Port: 1, Weight: 1}, {ID: "x", Host: "h", Port: 2, Weight: 1}}); !errors.Is(err, ErrDuplicateServer) {
+		t.Fatalf("duplicate ids: %v", err)
+	}
+}
