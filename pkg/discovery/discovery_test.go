@@ -1,0 +1,323 @@
+package discovery_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"go.uber.org/goleak"
+
+	"github.com/peervault/pvlb/pkg/discovery"
+	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/pluginapi"
+)
+
+// pluginDir holds real plugin executables, built once for the package:
+// the example file provider and misbehaving ones from testdata.
+var pluginDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "pvlb-plugins")
+	if err != nil {
+		panic(err)
+	}
+	pluginDir = dir
+	builds := map[string]string{
+		"file":      "../../examples/plugins/file",
+		"exit":      "./testdata/plugins/exit",
+		"garbage":   "./testdata/plugins/garbage",
+		"protocol2": "./testdata/plugins/protocol2",
+		"hang":      "./testdata/plugins/hang",
+	}
+	for kind, pkg := range builds {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, pluginapi.ExecutablePrefix+kind), pkg).CombinedOutput()
+		if err != nil {
+			panic(fmt.Sprintf("build %s: %v\n%s", pkg, err, out))
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines left behind:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func newHost(t *testing.T) *discovery.Host {
+	t.Helper()
+	h := discovery.NewHost(&discovery.Finder{Dirs: []string{pluginDir}}, nil)
+	t.Cleanup(h.Close)
+	return h
+}
+
+// endpointsFile writes a file plugin's JSON and returns its path.
+func writeEndpoints(t *testing.T, path string, ports ...int) {
+	t.Helper()
+	var list []map[string]any
+	for i, p := range ports {
+		list = append(list, map[string]any{"id": fmt.Sprintf("server%d", i+1), "address": "127.0.0.1", "port": p, "weight": 1})
+	}
+	b, _ := json.Marshal(map[string]any{"peervault": list})
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func fileSettings(path string) pluginapi.Settings {
+	b, _ := json.Marshal(map[string]string{"path": path})
+	return pluginapi.NewSettings(b)
+}
+
+func newLB(t *testing.T) *lb.LoadBalancer {
+	cfg := lb.DefaultLoadBalancerConfig()
+	cfg.Service = "peervault"
+	b, err := lb.NewLoadBalancer(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func ports(b *lb.LoadBalancer) string {
+	var out []string
+	for _, e := range b.Endpoints() {
+		out = append(out, fmt.Sprint(e.Port))
+	}
+	return strings.Join(out, ",")
+}
+
+func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestFileChangesReachTheBalancerWithinASecond(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "endpoints.json")
+	writeEndpoints(t, path, 50051, 50052)
+	balancer := newLB(t)
+	src, err := newHost(t).Follow(context.Background(), "file", "", fileSettings(path), "peervault", balancer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if got := ports(balancer); got != "50051,50052" {
+		t.Fatalf("initial endpoints %s", got)
+	}
+	writeEndpoints(t, path, 50051, 50052, 50053)
+	waitFor(t, "the third endpoint", time.Second, func() bool { return ports(balancer) == "50051,50052,50053" })
+	writeEndpoints(t, path, 50053)
+	waitFor(t, "the shrink to one endpoint", time.Second, func() bool { return ports(balancer) == "50053" })
+	if v := src.Running().Version; v != pluginapi.ProtocolVersion {
+		t.Fatalf("negotiated protocol %d", v)
+	}
+}
+
+// TestCrashKeepsEndpointsAndRestarts kills -9 the plugin while picks flow:
+// none fails, the plugin comes back, and later changes flow again.
+func TestCrashKeepsEndpointsAndRestarts(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "endpoints.json")
+	writeEndpoints(t, path, 50051, 50052)
+	balancer := newLB(t)
+	src, err := newHost(t).Follow(context.Background(), "file", "", fileSettings(path), "peervault", balancer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+
+	var picks, failures atomic.Int64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			e, err := balancer.Pick(context.Background())
+			if err != nil {
+				failures.Add(1)
+				continue
+			}
+			picks.Add(1)
+			balancer.Release(e)
+		}
+	}()
+	pid := src.Running().Pid()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the plugin to be restarted", 10*time.Second, func() bool { return src.Stats().Restarts >= 1 })
+	writeEndpoints(t, path, 50054)
+	waitFor(t, "a change after the restart", 5*time.Second, func() bool { return ports(balancer) == "50054" })
+	close(stop)
+	<-done
+	if failures.Load() != 0 || picks.Load() == 0 {
+		t.Fatalf("%d picks failed (%d succeeded) while the plugin was down", failures.Load(), picks.Load())
+	}
+	if src.Running().Pid() == pid {
+		t.Fatal("still the killed process")
+	}
+}
+
+func TestNoPluginProcessLeftAfterClose(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "endpoints.json")
+	writeEndpoints(t, path, 50051)
+	host := discovery.NewHost(&discovery.Finder{Dirs: []string{pluginDir}}, nil)
+	src, err := host.Follow(context.Background(), "file", "", fileSettings(path), "peervault", newLB(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := src.Running().Pid()
+	src.Close()
+	host.Close()
+	waitFor(t, "the plugin process to end", 5*time.Second, func() bool {
+		return syscall.Kill(pid, 0) != nil
+	})
+}
+
+func TestStartFailuresAreClearErrors(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "endpoints.json")
+	writeEndpoints(t, path, 50051)
+	host := newHost(t)
+	host.ConfigureTimeout = 500 * time.Millisecond
+	file, _ := host.Finder().Find("file")
+	sum, err := file.Checksum()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		kind, pin string
+		settings  pluginapi.Settings
+		want      string
+	}{
+		{"file", strings.Repeat("ab", 32), fileSettings(path), "does not match the pinned checksum"},
+		{"file", "xyz", fileSettings(path), "is not 64 hex digits"},
+		{"nope", "", fileSettings(path), `no plugin for discovery kind "nope": looked for an executable pvlb-discovery-nope in ` + pluginDir},
+		{"exit", "", fileSettings(path), "exited before completing the plugin handshake"},
+		{"garbage", "", fileSettings(path), "printed something other than the plugin handshake"},
+		{"protocol2", "", fileSettings(path), "speaks another plugin protocol than this pvlb (1)"},
+		{"hang", "", fileSettings(path), "did not finish Configure within 500ms"},
+		{"file", "", fileSettings(filepath.Join(t.TempDir(), "missing.json")), "configure: read endpoints: open"},
+		{"file", sum, pluginapi.NewSettings([]byte(`{"path":"` + path + `"}`)), ""}, // the right pin works
+	}
+	for _, c := range cases {
+		t.Run(c.kind+"/"+c.want, func(t *testing.T) {
+			start := time.Now()
+			src, err := host.Follow(context.Background(), c.kind, c.pin, c.settings, "peervault", newLB(t))
+			if c.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				src.Close()
+				return
+			}
+			if err == nil {
+				src.Close()
+				t.Fatal("no error")
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %q lacks %q", err, c.want)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Fatalf("took %s to fail", d)
+			}
+		})
+	}
+	var nf *discovery.NotFoundError
+	if _, err := host.Launch(context.Background(), "nope", ""); !errors.As(err, &nf) {
+		t.Fatalf("missing plugin error %T", err)
+	}
+}
+
+func TestSchemaDecodesAndChecksTheBlock(t *testing.T) {
+	host := newHost(t)
+	r, err := host.Launch(context.Background(), "file", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Kill()
+	schema, err := r.Provider.SchemaErr(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	parse := func(src string) hcl.Body {
+		f, diags := hclsyntax.ParseConfig([]byte(src), "test.hcl", hcl.InitialPos)
+		if diags.HasErrors() {
+			t.Fatal(diags)
+		}
+		return f.Body
+	}
+	settings, diags := discovery.DecodeSettings(parse(`path = "/tmp/endpoints.json"`), schema, nil)
+	if diags.HasErrors() || string(settings.JSON()) != `{"path":"/tmp/endpoints.json"}` {
+		t.Fatalf("settings %s, %v", settings.JSON(), diags)
+	}
+	for src, want := range map[string]string{
+		`paht = "x"`:        `test.hcl:1,1-5: Unsupported argument; An argument named "paht" is not expected here. Did you mean "path"?`,
+		``:                  `Missing required argument; The argument "path" is required`,
+		`path = ["a", "b"]`: `test.hcl:1,8-18: Incorrect attribute value type`,
+	} {
+		_, diags := discovery.DecodeSettings(parse(src), schema, nil)
+		var all []string
+		for _, d := range diags {
+			all = append(all, (hcl.Diagnostics{d}).Error())
+		}
+		if !diags.HasErrors() || !strings.Contains(strings.Join(all, "\n"), want) {
+			t.Errorf("%q: %v, want %q", src, diags, want)
+		}
+	}
+}
+
+func TestFinderSearchOrderAndBundled(t *testing.T) {
+	other := t.TempDir()
+	f := &discovery.Finder{
+		Dirs:    []string{other, pluginDir},
+		Bundled: map[string][]string{"static": {"internal-plugin", "static"}, "file": {"internal-plugin", "file"}},
+		Self:    "/usr/local/bin/pvlb",
+	}
+	static, err := f.Find("static")
+	if err != nil || !static.Bundled || static.Path != "/usr/local/bin/pvlb" {
+		t.Fatalf("static = %+v, %v", static, err)
+	}
+	file, err := f.Find("file")
+	if err != nil || file.Bundled || !file.Overrides || file.Path != filepath.Join(pluginDir, "pvlb-discovery-file") {
+		t.Fatalf("an external plugin should override the bundled kind: %+v, %v", file, err)
+	}
+	var kinds []string
+	for _, p := range f.List() {
+		kinds = append(kinds, p.Kind)
+	}
+	if got := strings.Join(kinds, ","); got != "exit,file,garbage,hang,protocol2,static" {
+		t.Fatalf("list = %s", got)
+	}
+	t.Setenv(discovery.PluginPathEnv, "/a"+string(filepath.ListSeparator)+"/b")
+	dirs := discovery.SearchPath("/conf")
+	if len(dirs) < 4 || dirs[0] != "/conf" || dirs[1] != "/a" || dirs[2] != "/b" || !strings.HasSuffix(dirs[len(dirs)-1], filepath.Join(".pvlb", "plugins")) {
+		t.Fatalf("search path %v", dirs)
+	}
+}

@@ -1,0 +1,224 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/pluginapi"
+)
+
+// Source keeps one service's endpoints in a LoadBalancer in step with a
+// discovery plugin. When the plugin crashes or its backend fails, the
+// balancer keeps the last endpoints it had, and the Source starts the
+// plugin again, with backoff, and carries on.
+type Source struct {
+	host     *Host
+	kind     string
+	pin      string
+	settings pluginapi.Settings
+	service  string
+	balancer *lb.LoadBalancer
+	log      *slog.Logger
+
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu       sync.Mutex
+	running  *Running
+	updates  int
+	restarts int
+	lastErr  error
+}
+
+// Follow starts kind's plugin, configures it with settings, loads the
+// service's instances into balancer, and keeps them up to date until Close.
+// It fails if the plugin cannot start, rejects the settings, or cannot
+// resolve the service the first time.
+func (h *Host) Follow(ctx context.Context, kind, pin string, settings pluginapi.Settings, service string, balancer *lb.LoadBalancer) (*Source, error) {
+	s := &Source{
+		host: h, kind: kind, pin: pin, settings: settings, service: service, balancer: balancer,
+		log: h.log.With("plugin", kind, "service", service), done: make(chan struct{}),
+	}
+	r, err := s.start(ctx)
+	if err != nil {
+		return nil, err
+	}
+	instances, err := r.Provider.Resolve(ctx, service)
+	if err == nil {
+		err = s.apply(instances)
+	}
+	if err != nil {
+		r.Kill()
+		return nil, fmt.Errorf("discovery %q: %w", kind, err)
+	}
+	loopCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go s.loop(loopCtx)
+	return s, nil
+}
+
+// start launches and configures the plugin.
+func (s *Source) start(ctx context.Context) (*Running, error) {
+	r, err := s.host.Launch(ctx, s.kind, s.pin)
+	if err != nil {
+		return nil, fmt.Errorf("discovery %q: %w", s.kind, err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.host.ConfigureTimeout)
+	defer cancel()
+	if err := r.Provider.Configure(cctx, s.settings); err != nil {
+		r.Kill()
+		if errors.Is(cctx.Err(), context.DeadlineExceeded) {
+			return nil, fmt.Errorf("discovery %q: the plugin did not finish Configure within %s", s.kind, s.host.ConfigureTimeout)
+		}
+		return nil, fmt.Errorf("discovery %q: %w", s.kind, err)
+	}
+	s.mu.Lock()
+	s.running = r
+	s.mu.Unlock()
+	return r, nil
+}
+
+// loop follows the plugin's Watch stream, restarting what fails.
+func (s *Source) loop(ctx context.Context) {
+	defer close(s.done)
+	backoff := newBackoff()
+	for ctx.Err() == nil {
+		s.mu.Lock()
+		r := s.running
+		s.mu.Unlock()
+		if r == nil || r.Exited() {
+			if r != nil {
+				s.log.Warn("discovery plugin exited; keeping the last known endpoints and restarting it")
+				r.Kill()
+			}
+			next, err := s.start(ctx)
+			if err != nil {
+				s.fail(err)
+				if !backoff.wait(ctx) {
+					return
+				}
+				continue
+			}
+			s.mu.Lock()
+			s.restarts++
+			s.mu.Unlock()
+			r = next
+		}
+		err := s.watch(ctx, r, backoff)
+		if ctx.Err() != nil {
+			return
+		}
+		s.fail(err)
+		if !backoff.wait(ctx) {
+			return
+		}
+	}
+}
+
+// watch applies snapshots until the stream ends.
+func (s *Source) watch(ctx context.Context, r *Running, backoff *backoff) error {
+	updates := make(chan []pluginapi.ServiceInstance)
+	errc := make(chan error, 1)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { errc <- r.Provider.Watch(wctx, s.service, updates) }()
+	for {
+		select {
+		case instances := <-updates:
+			if err := s.apply(instances); err != nil {
+				s.fail(err) // a bad snapshot is skipped; the last good one stays
+				continue
+			}
+			backoff.reset()
+		case err := <-errc:
+			if err == nil {
+				err = errors.New("the watch ended")
+			}
+			return err
+		}
+	}
+}
+
+func (s *Source) fail(err error) {
+	s.mu.Lock()
+	s.lastErr = err
+	s.mu.Unlock()
+	s.log.Warn("discovery failed; keeping the last known endpoints", "error", err)
+}
+
+// apply turns a snapshot into the balancer's endpoints.
+func (s *Source) apply(instances []pluginapi.ServiceInstance) error {
+	specs := make([]lb.EndpointSpec, 0, len(instances))
+	for _, in := range instances {
+		w := in.Weight
+		if w == 0 {
+			w = 1
+		}
+		specs = append(specs, lb.EndpointSpec{ID: in.ID, Host: in.Address, Port: in.Port, Weight: w, Zone: in.Zone, Metadata: in.Metadata})
+	}
+	if err := s.balancer.Sync(specs); err != nil {
+		return fmt.Errorf("snapshot from the plugin: %w", err)
+	}
+	s.mu.Lock()
+	s.updates++
+	s.mu.Unlock()
+	return nil
+}
+
+// Stats describes a Source.
+type Stats struct {
+	Updates  int   // snapshots applied
+	Restarts int   // times the plugin was started again
+	LastErr  error // the latest failure, if any
+}
+
+// Stats returns what the Source has done.
+func (s *Source) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Stats{Updates: s.updates, Restarts: s.restarts, LastErr: s.lastErr}
+}
+
+// Running returns the plugin process currently in use.
+func (s *Source) Running() *Running {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.running
+}
+
+// Close stops following and ends the plugin process.
+func (s *Source) Close() {
+	s.cancel()
+	<-s.done
+	s.mu.Lock()
+	r := s.running
+	s.running = nil
+	s.mu.Unlock()
+	if r != nil {
+		r.Kill()
+	}
+}
+
+// backoff waits 100ms, doubling to 10s, between restarts.
+type backoff struct{ next time.Duration }
+
+func newBackoff() *backoff { return &backoff{next: 100 * time.Millisecond} }
+
+func (b *backoff) reset() { b.next = 100 * time.Millisecond }
+
+func (b *backoff) wait(ctx context.Context) bool {
+	t := time.NewTimer(b.next)
+	defer t.Stop()
+	b.next = min(2*b.next, 10*time.Second)
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
