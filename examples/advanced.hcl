@@ -1,9 +1,8 @@
 # PeerVault's advanced configuration from its original design: weighted
 # primary/secondary/backup, fast health checks, five retries, sticky
-# sessions and 8 MiB messages; plus a second service found in Consul and a
-# third source in etcd, for the discovery plugins.
+# sessions and 8 MiB messages; plus a replica pool balanced by least load.
 #
-#   CONSUL_HTTP_TOKEN=... pvlb validate -c examples/advanced.hcl
+#   pvlb validate -c examples/advanced.hcl
 
 strategy "weighted_primary" {
   kind = "weighted"
@@ -47,15 +46,11 @@ discovery "static" "tiers" {
   }
 }
 
-discovery "consul" "dc1" {
-  address = "127.0.0.1:8500"
-  service = "peervault"
-  token   = env("CONSUL_HTTP_TOKEN", "")
-}
-
-discovery "etcd" "main" {
-  endpoints = ["127.0.0.1:2379"]
-  prefix    = "/services/peervault/"
+discovery "static" "replicas" {
+  endpoint "replica1" { address = "replica-1.example.com:50051" }
+  endpoint "replica2" { address = "replica-2.example.com:50051" }
+  endpoint "replica3" { address = "replica-3.example.com:50051" }
+  endpoint "replica4" { address = "replica-4.example.com:50051" }
 }
 
 service "peervault" {
@@ -80,7 +75,7 @@ service "peervault" {
 }
 
 service "peervault_replicas" {
-  discovery = discovery.consul.dc1
+  discovery = discovery.static.replicas
   strategy  = strategy.least_loaded
   health    = health_policy.fast
 }

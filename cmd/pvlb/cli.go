@@ -14,6 +14,7 @@ import (
 	"github.com/posener/complete"
 	"github.com/willabides/kongplete"
 
+	"github.com/peervault/pvlb/pkg/discovery"
 	"github.com/peervault/pvlb/pkg/lb"
 )
 
@@ -29,6 +30,8 @@ type CLI struct {
 	Invoke             InvokeCmd                    `cmd:"" help:"Send a real gRPC call through the balancer and print the answer and who served it."`
 	Health             HealthCmd                    `cmd:"" help:"Show every endpoint's health; --force checks them now with grpc.health.v1."`
 	DemoServer         DemoServerCmd                `cmd:"" help:"Run a PeerVault demo server to try pvlb against."`
+	Plugins            PluginsCmd                   `cmd:"" help:"List the discovery providers found, bundled and external."`
+	InternalPlugin     InternalPluginCmd            `cmd:"" hidden:"" help:"Serve a bundled discovery provider (pvlb runs this itself)."`
 	InstallCompletions kongplete.InstallCompletions `cmd:"" help:"Install shell completion for pvlb (bash, zsh or fish)."`
 }
 
@@ -44,6 +47,7 @@ type app struct {
 	stdout, stderr io.Writer
 	log            *slog.Logger
 	globals        *Globals
+	host           *discovery.Host // made by pluginHost on first use
 }
 
 const description = `Client-side load balancing for gRPC services.
@@ -103,7 +107,11 @@ func Main(args []string, stdout, stderr io.Writer) (status int) {
 		return 1
 	}
 	a := &app{stdout: stdout, stderr: stderr, globals: &cli.Globals, log: newLogger(stderr, cli.LogLevel)}
-	return exitStatus(stderr, ctx.Run(a))
+	err = ctx.Run(a)
+	if a.host != nil {
+		a.host.Close() // every plugin process ends with the command
+	}
+	return exitStatus(stderr, err)
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -65,7 +64,7 @@ func (c *HealthCmd) Run(a *app) error {
 	}
 	report := make([]serviceHealth, len(services))
 	for i, svc := range services {
-		report[i] = c.check(a, svc)
+		report[i] = c.check(a, cfg, svc)
 	}
 	if c.Output == "json" {
 		if err := writeJSON(a.stdout, map[string]any{"services": report}); err != nil {
@@ -89,15 +88,11 @@ func (c *HealthCmd) Run(a *app) error {
 	return nil
 }
 
-func (c *HealthCmd) check(a *app, svcCfg *config.Service) serviceHealth {
+func (c *HealthCmd) check(a *app, cfg *config.Config, svcCfg *config.Service) serviceHealth {
 	out := serviceHealth{Service: svcCfg.Name, Servers: []lb.ServerHealth{}}
-	svc, err := service.New(svcCfg, service.Options{Logger: a.log, HealthChecks: c.Force, OneShot: true})
+	svc, err := service.New(svcCfg, service.Options{Logger: a.log, HealthChecks: c.Force, OneShot: true, Host: a.pluginHost(cfg), Config: cfg})
 	if err != nil {
-		if !errors.Is(err, service.ErrNoStaticEndpoints) {
-			out.Error = err.Error()
-		} else {
-			out.Error = fmt.Sprintf("%s discovery needs its plugin, which this build does not have yet", svcCfg.Discovery.Kind)
-		}
+		out.Error = err.Error()
 		return out
 	}
 	defer svc.Close()

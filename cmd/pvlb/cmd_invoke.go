@@ -69,7 +69,7 @@ func (c *InvokeCmd) Run(a *app) error {
 	if err != nil {
 		return err
 	}
-	svc, err := service.New(svcCfg, service.Options{Logger: a.log, HealthChecks: true, OneShot: true})
+	svc, err := service.New(svcCfg, service.Options{Logger: a.log, HealthChecks: true, OneShot: true, Host: a.pluginHost(cfg), Config: cfg})
 	if err != nil {
 		return userError{err}
 	}

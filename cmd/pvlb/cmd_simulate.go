@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"math"
@@ -13,7 +14,9 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/peervault/pvlb/pkg/config"
+	"github.com/peervault/pvlb/pkg/discovery"
 	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/pluginapi"
 	"github.com/peervault/pvlb/pkg/sim"
 )
 
@@ -65,7 +68,16 @@ func (c *SimulateCmd) Run(a *app) error {
 	if err != nil {
 		return err
 	}
-	simCfg, err := c.simConfig(svc)
+	var discovered []pluginapi.ServiceInstance
+	if svc.Discovery.Kind != config.StaticKind {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*discovery.StartTimeout)
+		discovered, err = a.pluginHost(cfg).Resolve(ctx, cfg, svc.Discovery, svc.Name)
+		cancel()
+		if err != nil {
+			return userError{err}
+		}
+	}
+	simCfg, err := c.simConfig(svc, discovered)
 	if err != nil {
 		return err
 	}
@@ -101,11 +113,10 @@ func pickService(cfg *config.Config, name string) (*config.Service, error) {
 	return nil, userErrorf("the configuration declares %d services (%s); choose one with --service", len(names), joinNames(names))
 }
 
-// simConfig builds the simulation from the service and the flags.
-func (c *SimulateCmd) simConfig(svc *config.Service) (*sim.Config, error) {
-	if svc.Discovery == nil || svc.Discovery.Kind != "static" {
-		return nil, userErrorf("service %q finds its servers with %s discovery; simulate needs a static endpoint list (discovery \"static\")", svc.Name, svc.Discovery.Kind)
-	}
+// simConfig builds the simulation from the service and the flags. Servers
+// come from the static list, with its simulate blocks, or else from what
+// the discovery plugin resolved.
+func (c *SimulateCmd) simConfig(svc *config.Service, discovered []pluginapi.ServiceInstance) (*sim.Config, error) {
 	balancer := svc.LoadBalancerConfig()
 	if c.Strategy != "" {
 		if !slices.Contains(lb.StrategyKinds(), c.Strategy) {
@@ -135,6 +146,15 @@ func (c *SimulateCmd) simConfig(svc *config.Service) (*sim.Config, error) {
 	}
 	ids := make([]string, 0, len(svc.Discovery.Endpoints))
 	index := map[string]int{}
+	for _, in := range discovered {
+		w := max(in.Weight, 1)
+		index[in.ID] = len(out.Servers)
+		out.Servers = append(out.Servers, sim.Server{ID: in.ID, Host: in.Address, Port: in.Port, Weight: w, Latency: sim.DefaultLatency})
+		ids = append(ids, in.ID)
+	}
+	if len(discovered) == 0 && svc.Discovery.Kind != config.StaticKind {
+		return nil, userErrorf("service %q: its %s discovery found no instances to simulate", svc.Name, svc.Discovery.Kind)
+	}
 	for i, ep := range svc.Discovery.Endpoints {
 		s := sim.Server{ID: ep.Name, Host: ep.Host, Port: ep.Port, Weight: ep.Weight, Latency: sim.DefaultLatency}
 		if ep.Simulate != nil {

@@ -40,8 +40,7 @@ type validateResult struct {
 
 // Run validates.
 func (c *ValidateCmd) Run(a *app) error {
-	loader := config.NewLoader()
-	cfg, diags := loader.LoadPath(a.globals.Config)
+	loader, cfg, diags := a.checkConfig()
 	res := validateResult{Valid: !diags.HasErrors(), Diagnostics: toJSONDiagnostics(diags)}
 	for _, d := range diags {
 		if d.Severity == hcl.DiagError {

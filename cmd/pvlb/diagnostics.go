@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,8 +18,7 @@ import (
 // loadConfig loads the configuration named by -c, rendering diagnostics on
 // stderr; it returns errReported when there are errors.
 func (a *app) loadConfig() (*config.Config, error) {
-	loader := config.NewLoader()
-	cfg, diags := loader.LoadPath(a.globals.Config)
+	loader, cfg, diags := a.checkConfig()
 	if len(diags) > 0 {
 		a.renderDiagnostics(loader.Files(), diags)
 	}
@@ -26,6 +26,17 @@ func (a *app) loadConfig() (*config.Config, error) {
 		return nil, errReported
 	}
 	return cfg, nil
+}
+
+// checkConfig loads the configuration named by -c and, when it is sound,
+// decodes every plugin discovery block with its plugin's schema.
+func (a *app) checkConfig() (*config.Loader, *config.Config, hcl.Diagnostics) {
+	loader := config.NewLoader()
+	cfg, diags := loader.LoadPath(a.globals.Config)
+	if !diags.HasErrors() && cfg != nil {
+		diags = append(diags, a.pluginHost(cfg).Check(context.Background(), cfg)...)
+	}
+	return loader, cfg, diags
 }
 
 // renderDiagnostics prints each diagnostic as HCL tools do, with the

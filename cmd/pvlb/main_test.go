@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -10,10 +12,32 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
+// pluginsDir holds the example file plugin, built once, for scripts that
+// put $PLUGINS on the plugin path.
+var pluginsDir string
+
 func TestMain(m *testing.M) {
-	testscript.Main(m, map[string]func(){
+	testscript.Main(&pluginBuild{m}, map[string]func(){
 		"pvlb": func() { os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr)) },
 	})
+}
+
+// pluginBuild builds the example plugin before the tests, only in the test
+// process itself (testscript re-runs this binary as pvlb).
+type pluginBuild struct{ m *testing.M }
+
+func (b *pluginBuild) Run() int {
+	dir, err := os.MkdirTemp("", "pvlb-script-plugins")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "pvlb-discovery-file"), "../../examples/plugins/file").CombinedOutput()
+	if err != nil {
+		panic(fmt.Sprintf("build the example plugin: %v\n%s", err, out))
+	}
+	pluginsDir = dir
+	return b.m.Run()
 }
 
 // TestScripts runs testscripts/*.txtar. Each script starts in a work
@@ -27,6 +51,7 @@ func TestScripts(t *testing.T) {
 		UpdateScripts:       os.Getenv("UPDATE_SCRIPTS") != "",
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("NO_COLOR", "1")
+			env.Setenv("PLUGINS", pluginsDir)
 			if err := os.CopyFS(filepath.Join(env.WorkDir, "proto"), os.DirFS(filepath.Join("..", "..", "proto"))); err != nil {
 				return err
 			}

@@ -1,6 +1,11 @@
-# A discovery kind that does not exist; validate suggests the right one.
-# want: 4:11 Unknown discovery kind: Did you mean "consul"?
+# A discovery kind with no plugin; validate says where it looked.
+# checked by: pvlb validate (plugin lookup), not by the config loader alone
+# want: 5:11 Unknown discovery kind: Did you mean "static"?
 
-discovery "consol" "dc1" {
-  address = "127.0.0.1:8500"
+discovery "statc" "local" {
+  endpoint "server1" { address = "127.0.0.1:50051" }
+}
+
+service "peervault" {
+  discovery = discovery.statc.local
 }

@@ -21,11 +21,32 @@ type Config struct {
 	Strategies     []*Strategy
 	HealthPolicies []*HealthPolicy
 	Discoveries    []*Discovery
+	Plugins        []*Plugin
+	// PluginDir is the top-level plugin_dir, made absolute against the
+	// file that sets it; empty when not set.
+	PluginDir string
 
+	plugins        map[string]*Plugin
 	services       map[string]*Service
 	strategies     map[string]*Strategy
 	healthPolicies map[string]*HealthPolicy
 	discoveries    map[string]*Discovery // by "kind.name"
+}
+
+// Plugin returns the `plugin "KIND"` block for kind, if any.
+func (c *Config) Plugin(kind string) (*Plugin, bool) {
+	p, ok := c.plugins[kind]
+	return p, ok
+}
+
+// Plugin is a `plugin "KIND"` block: settings for the plugin of a
+// discovery kind.
+type Plugin struct {
+	Kind string
+	// SHA256 pins the plugin executable's checksum (lower-case hex); pvlb
+	// refuses to start an executable that does not match.
+	SHA256    string
+	DeclRange hcl.Range
 }
 
 // Service returns the service with the given name.
@@ -83,6 +104,7 @@ type Discovery struct {
 	Endpoints []*Endpoint // static only
 	Body      hcl.Body    // kinds other than static
 	DeclRange hcl.Range
+	KindRange hcl.Range
 }
 
 // Ref returns the reference other blocks use for it: discovery.KIND.NAME.

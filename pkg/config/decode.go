@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,17 +16,24 @@ import (
 )
 
 var fileSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "plugin_dir"}},
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: "service", LabelNames: []string{"name"}},
 		{Type: "strategy", LabelNames: []string{"name"}},
 		{Type: "health_policy", LabelNames: []string{"name"}},
 		{Type: "discovery", LabelNames: []string{"kind", "name"}},
+		{Type: "plugin", LabelNames: []string{"kind"}},
 	},
 }
 
-// DiscoveryKinds lists the discovery kinds pvlb knows. Only static is
-// decoded here; the others keep their bodies for their providers.
-func DiscoveryKinds() []string { return []string{"static", "consul", "etcd", "kubernetes"} }
+var pluginSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "sha256"}},
+}
+
+// StaticKind is the discovery kind whose body pvlb decodes itself (its
+// provider still runs as a plugin); every other kind's body is decoded with
+// its plugin's schema.
+const StaticKind = "static"
 
 // decoder collects declarations from every file, then resolves references,
 // so blocks may refer to blocks declared later or in other files.
@@ -43,14 +51,20 @@ func decode(bodies []hcl.Body) (*Config, hcl.Diagnostics) {
 			strategies:     map[string]*Strategy{},
 			healthPolicies: map[string]*HealthPolicy{},
 			discoveries:    map[string]*Discovery{},
+			plugins:        map[string]*Plugin{},
 		},
-		ctx: evalContext(),
+		ctx: EvalContext(),
 	}
 	for _, body := range bodies {
 		content, diags := body.Content(fileSchema)
 		d.diags = append(d.diags, diags...)
+		if attr, ok := content.Attributes["plugin_dir"]; ok {
+			d.decodePluginDir(attr)
+		}
 		for _, block := range content.Blocks {
 			switch block.Type {
+			case "plugin":
+				d.decodePluginBlock(block)
 			case "strategy":
 				d.decodeStrategyBlock(block)
 			case "health_policy":
@@ -96,6 +110,7 @@ func (h *HealthPolicy) declRange() hcl.Range { return h.DeclRange }
 func (d *Discovery) declRange() hcl.Range    { return d.DeclRange }
 func (e *Endpoint) declRange() hcl.Range     { return e.DeclRange }
 func (s *Service) declRange() hcl.Range      { return s.DeclRange }
+func (p *Plugin) declRange() hcl.Range       { return p.DeclRange }
 
 // declare records v under key in table and list, or reports a duplicate
 // that cites the first declaration, as Packer does.
@@ -232,16 +247,11 @@ var simulateSchema = &hcl.BodySchema{
 
 func (d *decoder) decodeDiscoveryBlock(block *hcl.Block) {
 	kind := block.Labels[0]
-	if !slices.Contains(DiscoveryKinds(), kind) {
-		d.errorf(block.LabelRanges[0], "Unknown discovery kind", "%q is not a discovery kind. Known kinds: %s.%s",
-			kind, strings.Join(DiscoveryKinds(), ", "), didYouMean(kind, DiscoveryKinds()))
+	if !d.validName(block, 0) || !d.validName(block, 1) {
 		return
 	}
-	if !d.validName(block, 1) {
-		return
-	}
-	disc := &Discovery{Kind: kind, Name: block.Labels[1], DeclRange: block.DefRange}
-	if kind == "static" {
+	disc := &Discovery{Kind: kind, Name: block.Labels[1], DeclRange: block.DefRange, KindRange: block.LabelRanges[0]}
+	if kind == StaticKind {
 		d.decodeStaticBody(disc, block)
 	} else {
 		disc.Body = block.Body
@@ -329,6 +339,45 @@ func splitAddress(addr string) (string, int, error) {
 		return "", 0, fmt.Errorf("port %q is not a number from 1 to 65535", portStr)
 	}
 	return host, port, nil
+}
+
+// --- plugins ---
+
+// decodePluginDir reads plugin_dir, relative to the file that sets it.
+func (d *decoder) decodePluginDir(attr *hcl.Attribute) {
+	a := &attrs{m: hcl.Attributes{attr.Name: attr}, ctx: d.ctx}
+	var dir string
+	a.string("plugin_dir", &dir)
+	d.merge(a)
+	if dir == "" {
+		return
+	}
+	if d.cfg.PluginDir != "" {
+		d.errorf(attr.NameRange, "Duplicate plugin_dir", "plugin_dir is already set to %q; set it once.", d.cfg.PluginDir)
+		return
+	}
+	if !filepath.IsAbs(dir) {
+		dir = filepath.Join(filepath.Dir(attr.Range.Filename), dir)
+	}
+	d.cfg.PluginDir = dir
+}
+
+// decodePluginBlock reads `plugin "KIND" { sha256 = "..." }`.
+func (d *decoder) decodePluginBlock(block *hcl.Block) {
+	if !d.validName(block, 0) {
+		return
+	}
+	p := &Plugin{Kind: block.Labels[0], DeclRange: block.DefRange}
+	content := d.content(block.Body, pluginSchema)
+	a := d.attrs(content)
+	if attr, ok := a.decode("sha256", &p.SHA256); ok {
+		p.SHA256 = strings.ToLower(strings.TrimSpace(p.SHA256))
+		if len(p.SHA256) != 64 || strings.Trim(p.SHA256, "0123456789abcdef") != "" {
+			a.errorf(attr.Expr.Range(), "Invalid checksum", "sha256 must be 64 hexadecimal digits, as `sha256sum pvlb-discovery-%s` prints.", p.Kind)
+		}
+	}
+	d.merge(a)
+	declare(d, "plugin", p.Kind, p, d.cfg.plugins, &d.cfg.Plugins)
 }
 
 // --- service ---

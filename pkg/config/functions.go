@@ -10,9 +10,10 @@ import (
 	"github.com/zclconf/go-cty/cty/function/stdlib"
 )
 
-// evalContext is what expressions may use: functions only. References to
+// EvalContext is what expressions may use: functions only. References to
 // other blocks are not values; they are read as traversals by the decoder.
-func evalContext() *hcl.EvalContext {
+// Plugins' discovery bodies are evaluated with it too.
+func EvalContext() *hcl.EvalContext {
 	return &hcl.EvalContext{Functions: functions()}
 }
 

@@ -80,10 +80,12 @@ func (p *fixedProvider) Watch(ctx context.Context, service string, updates chan<
 
 func dispense(t *testing.T, impl pluginapi.Provider) *pluginapi.Client {
 	t.Helper()
-	client, server := plugin.TestPluginGRPCConn(t, false, map[string]plugin.Plugin{
+	// go-plugin's test server races its own Stop with Serve's start
+	// (grpc_server.go), so only the client is closed here.
+	client, _ := plugin.TestPluginGRPCConn(t, false, map[string]plugin.Plugin{
 		pluginapi.PluginName: &pluginapi.GRPCPlugin{Impl: impl},
 	})
-	t.Cleanup(func() { client.Close(); server.Stop() })
+	t.Cleanup(func() { client.Close() })
 	raw, err := client.Dispense(pluginapi.PluginName)
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@
 package service
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/peervault/pvlb/pkg/config"
+	"github.com/peervault/pvlb/pkg/discovery"
 	"github.com/peervault/pvlb/pkg/lb"
 )
 
@@ -22,6 +24,9 @@ type Service struct {
 	Pool     *lb.ConnPool
 	Health   *lb.HealthChecker // nil unless Options.HealthChecks
 	Client   *lb.LoadBalancedClient
+	// Source follows the discovery plugin; nil when a static list was
+	// loaded in process (no Options.Host).
+	Source *discovery.Source
 }
 
 // Options adjusts New.
@@ -34,20 +39,27 @@ type Options struct {
 	OneShot bool
 	// DialOptions are added to those the configuration implies.
 	DialOptions []grpc.DialOption
+	// Host runs the service's discovery plugin (the bundled static one
+	// too). Without a host, only a static list can be used, loaded in
+	// process.
+	Host *discovery.Host
+	// Config is the configuration svc belongs to, for plugin checksums.
+	Config *config.Config
 }
 
-// ErrNoStaticEndpoints is returned for a service whose endpoints come from
-// a discovery plugin, which this build cannot run yet.
-var ErrNoStaticEndpoints = errors.New("needs a discovery plugin")
+// ErrNeedsHost is returned for a plugin discovery kind without Options.Host.
+var ErrNeedsHost = errors.New("needs a discovery plugin host")
 
 // New builds and starts svc. Close stops everything it started.
 func New(svc *config.Service, opts Options) (_ *Service, err error) {
-	if svc.Discovery == nil || svc.Discovery.Kind != "static" {
-		kind := "no"
-		if svc.Discovery != nil {
-			kind = svc.Discovery.Kind
-		}
-		return nil, fmt.Errorf("service %q finds its servers with %s discovery, which %w; only static endpoint lists are supported so far", svc.Name, kind, ErrNoStaticEndpoints)
+	if svc.Discovery == nil {
+		return nil, fmt.Errorf("service %q has no discovery", svc.Name)
+	}
+	if opts.Host == nil && svc.Discovery.Kind != config.StaticKind {
+		return nil, fmt.Errorf("service %q uses %s discovery, which %w", svc.Name, svc.Discovery.Kind, ErrNeedsHost)
+	}
+	if opts.Config == nil {
+		opts.Config = &config.Config{}
 	}
 	s := &Service{Name: svc.Name}
 	defer func() {
@@ -58,10 +70,22 @@ func New(svc *config.Service, opts Options) (_ *Service, err error) {
 	if s.Balancer, err = lb.NewLoadBalancer(svc.LoadBalancerConfig(), opts.Logger); err != nil {
 		return nil, fmt.Errorf("service %q: %w", svc.Name, err)
 	}
-	for _, ep := range svc.Discovery.Endpoints {
-		spec := lb.EndpointSpec{ID: ep.Name, Host: ep.Host, Port: ep.Port, Weight: ep.Weight, Zone: ep.Zone, Metadata: ep.Metadata}
-		if err := s.Balancer.AddEndpoint(spec); err != nil {
+	if opts.Host != nil {
+		ctx := context.Background()
+		settings, diags := opts.Host.Settings(ctx, opts.Config, svc.Discovery)
+		if diags.HasErrors() {
+			return nil, fmt.Errorf("service %q: %s", svc.Name, diags.Error())
+		}
+		s.Source, err = opts.Host.Follow(ctx, svc.Discovery.Kind, discovery.Pin(opts.Config, svc.Discovery.Kind), settings, svc.Name, s.Balancer)
+		if err != nil {
 			return nil, fmt.Errorf("service %q: %w", svc.Name, err)
+		}
+	} else {
+		for _, ep := range svc.Discovery.Endpoints {
+			spec := lb.EndpointSpec{ID: ep.Name, Host: ep.Host, Port: ep.Port, Weight: ep.Weight, Zone: ep.Zone, Metadata: ep.Metadata}
+			if err := s.Balancer.AddEndpoint(spec); err != nil {
+				return nil, fmt.Errorf("service %q: %w", svc.Name, err)
+			}
 		}
 	}
 	clientCfg := svc.ClientConfig()
@@ -87,8 +111,12 @@ func New(svc *config.Service, opts Options) (_ *Service, err error) {
 	return s, nil
 }
 
-// Close stops the health checker and closes every connection.
+// Close stops the health checker and the discovery plugin, and closes every
+// connection.
 func (s *Service) Close() {
+	if s.Source != nil {
+		s.Source.Close()
+	}
 	if s.Client != nil {
 		_ = s.Client.Close()
 	}

@@ -1,0 +1,155 @@
+package discovery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/agext/levenshtein"
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/peervault/pvlb/pkg/config"
+	"github.com/peervault/pvlb/pkg/pluginapi"
+)
+
+// Pin returns the sha256 that the configuration pins for kind's plugin.
+func Pin(cfg *config.Config, kind string) string {
+	if p, ok := cfg.Plugin(kind); ok {
+		return p.SHA256
+	}
+	return ""
+}
+
+// Settings returns what d's plugin is configured with. For static
+// discovery it is the endpoint list pvlb decoded (with its own, more
+// specific checks); for any other kind, d's body decoded with the schema of
+// its plugin, which is started once to ask for it.
+func (h *Host) Settings(ctx context.Context, cfg *config.Config, d *config.Discovery) (pluginapi.Settings, hcl.Diagnostics) {
+	if d.Kind == config.StaticKind {
+		return staticSettings(d), nil
+	}
+	r, err := h.Launch(ctx, d.Kind, Pin(cfg, d.Kind))
+	if err != nil {
+		return pluginapi.Settings{}, h.launchDiagnostics(d, err)
+	}
+	defer r.Kill()
+	schema, err := r.Provider.SchemaErr(ctx)
+	if err != nil {
+		return pluginapi.Settings{}, hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Discovery plugin failed",
+			Detail:   fmt.Sprintf("The %s plugin (%s) did not give its settings schema: %s.", d.Kind, r.Plugin.Path, err),
+			Subject:  d.KindRange.Ptr(),
+		}}
+	}
+	return DecodeSettings(d.Body, schema, config.EvalContext())
+}
+
+func (h *Host) launchDiagnostics(d *config.Discovery, err error) hcl.Diagnostics {
+	var nf *NotFoundError
+	if errors.As(err, &nf) {
+		var kinds []string
+		for _, p := range h.finder.List() {
+			kinds = append(kinds, p.Kind)
+		}
+		return hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Unknown discovery kind",
+			Detail:   fmt.Sprintf("%s.%s%s", nf.Error(), suggestKind(d.Kind, kinds), listKinds(kinds)),
+			Subject:  d.KindRange.Ptr(),
+		}}
+	}
+	return hcl.Diagnostics{{
+		Severity: hcl.DiagError,
+		Summary:  "Cannot start discovery plugin",
+		Detail:   err.Error() + ".",
+		Subject:  d.KindRange.Ptr(),
+	}}
+}
+
+func suggestKind(kind string, kinds []string) string {
+	best, dist := "", 3
+	for _, k := range kinds {
+		if d := levenshtein.Distance(kind, k, nil); d < dist {
+			best, dist = k, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" Did you mean %q?", best)
+}
+
+func listKinds(kinds []string) string {
+	if len(kinds) == 0 {
+		return ""
+	}
+	return " Kinds available: " + strings.Join(kinds, ", ") + "."
+}
+
+// staticSettings encodes a static block's endpoints as the static plugin's
+// settings.
+func staticSettings(d *config.Discovery) pluginapi.Settings {
+	type endpoint struct {
+		Address  string            `json:"address"`
+		Weight   int               `json:"weight"`
+		Zone     string            `json:"zone,omitempty"`
+		Metadata map[string]string `json:"metadata,omitempty"`
+	}
+	eps := map[string]endpoint{}
+	for _, e := range d.Endpoints {
+		eps[e.Name] = endpoint{Address: e.Address, Weight: e.Weight, Zone: e.Zone, Metadata: e.Metadata}
+	}
+	b, _ := json.Marshal(map[string]any{"endpoint": eps})
+	return pluginapi.NewSettings(b)
+}
+
+// Check decodes every discovery block of a plugin kind with its plugin's
+// schema, as `pvlb validate` does; static blocks were checked on load.
+func (h *Host) Check(ctx context.Context, cfg *config.Config) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	for _, d := range cfg.Discoveries {
+		if d.Kind == config.StaticKind {
+			continue
+		}
+		_, ds := h.Settings(ctx, cfg, d)
+		diags = append(diags, ds...)
+	}
+	return diags
+}
+
+// Resolve starts d's plugin, configures it and asks once for service's
+// instances, for commands that need a list rather than a live feed.
+func (h *Host) Resolve(ctx context.Context, cfg *config.Config, d *config.Discovery, service string) ([]pluginapi.ServiceInstance, error) {
+	settings, diags := h.Settings(ctx, cfg, d)
+	if diags.HasErrors() {
+		return nil, diagError(diags)
+	}
+	r, err := h.Launch(ctx, d.Kind, Pin(cfg, d.Kind))
+	if err != nil {
+		return nil, err
+	}
+	defer r.Kill()
+	if err := r.Provider.Configure(ctx, settings); err != nil {
+		return nil, fmt.Errorf("discovery %q: %w", d.Kind, err)
+	}
+	instances, err := r.Provider.Resolve(ctx, service)
+	if err != nil {
+		return nil, fmt.Errorf("discovery %q: %w", d.Kind, err)
+	}
+	slices.SortFunc(instances, func(a, b pluginapi.ServiceInstance) int { return strings.Compare(a.ID, b.ID) })
+	return instances, nil
+}
+
+func diagError(diags hcl.Diagnostics) error {
+	var msgs []string
+	for _, d := range diags {
+		if d.Severity == hcl.DiagError {
+			msgs = append(msgs, (hcl.Diagnostics{d}).Error())
+		}
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
