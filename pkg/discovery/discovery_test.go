@@ -65,7 +65,7 @@ func newHost(t *testing.T) *discovery.Host {
 }
 
 // endpointsFile writes a file plugin's JSON and returns its path.
-func writeEndpoints(t *testing.T, path string, ports ...int) {
+func writeEndpoints(t testing.TB, path string, ports ...int) {
 	t.Helper()
 	var list []map[string]any
 	for i, p := range ports {
@@ -86,7 +86,7 @@ func fileSettings(path string) pluginapi.Settings {
 	return pluginapi.NewSettings(b)
 }
 
-func newLB(t *testing.T) *lb.LoadBalancer {
+func newLB(t testing.TB) *lb.LoadBalancer {
 	cfg := lb.DefaultLoadBalancerConfig()
 	cfg.Service = "peervault"
 	b, err := lb.NewLoadBalancer(cfg, nil)
