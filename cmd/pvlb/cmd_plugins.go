@@ -80,7 +80,9 @@ $PVLB_PLUGIN_PATH, the folder of the pvlb executable, ~/.pvlb/plugins.
 An executable of a bundled kind overrides the bundled provider.
 
 Each provider is started once to check its handshake and protocol version.
-The SHA256 is what a plugin "KIND" { sha256 = "..." } block pins.`
+The SHA256 is what a plugin "KIND" { sha256 = "..." } block pins.
+
+Exit status: 0 when every provider starts, 1 when one does not.`
 }
 
 type pluginRow struct {
@@ -121,9 +123,13 @@ func (c *PluginsCmd) Run(a *app) error {
 		rows = append(rows, row)
 	}
 	if c.Output == "json" {
-		return writeJSON(a.stdout, map[string]any{"plugins": rows, "search_path": host.Finder().Dirs})
+		if err := writeJSON(a.stdout, map[string]any{"plugins": rows, "search_path": host.Finder().Dirs}); err != nil {
+			return err
+		}
+	} else {
+		writePlugins(a.stdout, rows, host.Finder().Dirs)
 	}
-	writePlugins(a.stdout, rows, host.Finder().Dirs)
+	// A provider that does not start fails the listing, as a check should.
 	if slices.ContainsFunc(rows, func(r pluginRow) bool { return r.Error != "" }) {
 		return errReported
 	}

@@ -12,8 +12,8 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
-// pluginsDir holds the example file plugin, built once, for scripts that
-// put $PLUGINS on the plugin path.
+// pluginsDir holds the example file plugin and one that exits at once,
+// built once, for scripts that put $PLUGINS on the plugin path.
 var pluginsDir string
 
 func TestMain(m *testing.M) {
@@ -32,9 +32,14 @@ func (b *pluginBuild) Run() int {
 		panic(err)
 	}
 	defer os.RemoveAll(dir)
-	out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "pvlb-discovery-file"), "../../examples/plugins/file").CombinedOutput()
-	if err != nil {
-		panic(fmt.Sprintf("build the example plugin: %v\n%s", err, out))
+	for name, pkg := range map[string]string{
+		"pvlb-discovery-file": "../../examples/plugins/file",
+		"pvlb-discovery-exit": "../../pkg/discovery/testdata/plugins/exit",
+	} {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg).CombinedOutput()
+		if err != nil {
+			panic(fmt.Sprintf("build %s: %v\n%s", pkg, err, out))
+		}
 	}
 	pluginsDir = dir
 	return b.m.Run()

@@ -39,6 +39,7 @@ func TestMain(m *testing.M) {
 		"garbage":   "./testdata/plugins/garbage",
 		"protocol2": "./testdata/plugins/protocol2",
 		"hang":      "./testdata/plugins/hang",
+		"nonsense":  "./testdata/plugins/nonsense",
 	}
 	for kind, pkg := range builds {
 		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, pluginapi.ExecutablePrefix+kind), pkg).CombinedOutput()
@@ -312,12 +313,27 @@ func TestFinderSearchOrderAndBundled(t *testing.T) {
 	for _, p := range f.List() {
 		kinds = append(kinds, p.Kind)
 	}
-	if got := strings.Join(kinds, ","); got != "exit,file,garbage,hang,protocol2,static" {
+	if got := strings.Join(kinds, ","); got != "exit,file,garbage,hang,nonsense,protocol2,static" {
 		t.Fatalf("list = %s", got)
 	}
 	t.Setenv(discovery.PluginPathEnv, "/a"+string(filepath.ListSeparator)+"/b")
 	dirs := discovery.SearchPath("/conf")
 	if len(dirs) < 4 || dirs[0] != "/conf" || dirs[1] != "/a" || dirs[2] != "/b" || !strings.HasSuffix(dirs[len(dirs)-1], filepath.Join(".pvlb", "plugins")) {
 		t.Fatalf("search path %v", dirs)
+	}
+}
+
+// Snapshots that make no sense are skipped; the balancer keeps the last
+// good one until a good one comes.
+func TestNonsenseSnapshotsAreSkipped(t *testing.T) {
+	balancer := newLB(t)
+	src, err := newHost(t).Follow(context.Background(), "nonsense", "", pluginapi.NewSettings([]byte("{}")), "peervault", balancer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	waitFor(t, "the good snapshot after the nonsense", 5*time.Second, func() bool { return ports(balancer) == "50052" })
+	if err := src.Stats().LastErr; err == nil || !strings.Contains(err.Error(), "snapshot from the plugin") {
+		t.Fatalf("last error %v", err)
 	}
 }
