@@ -68,14 +68,13 @@ func (c *SimulateCmd) Run(a *app) error {
 	if err != nil {
 		return err
 	}
-	var discovered []pluginapi.ServiceInstance
-	if svc.Discovery.Kind != config.StaticKind {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*discovery.StartTimeout)
-		discovered, err = a.pluginHost(cfg).Resolve(ctx, cfg, svc.Discovery, svc.Name)
-		cancel()
-		if err != nil {
-			return userError{err}
-		}
+	// Endpoints come through the discovery plugin, static ones too, as they
+	// would at run time; a static list adds its simulate blocks.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*discovery.StartTimeout)
+	discovered, err := a.pluginHost(cfg).Resolve(ctx, cfg, svc.Discovery, svc.Name)
+	cancel()
+	if err != nil {
+		return userError{err}
 	}
 	simCfg, err := c.simConfig(svc, discovered)
 	if err != nil {
@@ -113,9 +112,8 @@ func pickService(cfg *config.Config, name string) (*config.Service, error) {
 	return nil, userErrorf("the configuration declares %d services (%s); choose one with --service", len(names), joinNames(names))
 }
 
-// simConfig builds the simulation from the service and the flags. Servers
-// come from the static list, with its simulate blocks, or else from what
-// the discovery plugin resolved.
+// simConfig builds the simulation from the service's discovered instances,
+// the simulate blocks of a static list, and the flags.
 func (c *SimulateCmd) simConfig(svc *config.Service, discovered []pluginapi.ServiceInstance) (*sim.Config, error) {
 	balancer := svc.LoadBalancerConfig()
 	if c.Strategy != "" {
@@ -144,7 +142,20 @@ func (c *SimulateCmd) simConfig(svc *config.Service, discovered []pluginapi.Serv
 	if c.Sessions > 0 && !balancer.StickySession {
 		return nil, userErrorf("--sessions needs sticky sessions, but strategy %q of service %q has none; add a sticky_session block", svc.Strategy.Name, svc.Name)
 	}
-	ids := make([]string, 0, len(svc.Discovery.Endpoints))
+	// A static list keeps the order it was written in.
+	order := map[string]int{}
+	for i, ep := range svc.Discovery.Endpoints {
+		order[ep.Name] = i
+	}
+	slices.SortStableFunc(discovered, func(a, b pluginapi.ServiceInstance) int {
+		ia, oka := order[a.ID]
+		ib, okb := order[b.ID]
+		if oka && okb {
+			return ia - ib
+		}
+		return 0
+	})
+	ids := make([]string, 0, len(discovered))
 	index := map[string]int{}
 	for _, in := range discovered {
 		w := max(in.Weight, 1)
@@ -152,20 +163,18 @@ func (c *SimulateCmd) simConfig(svc *config.Service, discovered []pluginapi.Serv
 		out.Servers = append(out.Servers, sim.Server{ID: in.ID, Host: in.Address, Port: in.Port, Weight: w, Latency: sim.DefaultLatency})
 		ids = append(ids, in.ID)
 	}
-	if len(discovered) == 0 && svc.Discovery.Kind != config.StaticKind {
+	if len(discovered) == 0 {
 		return nil, userErrorf("service %q: its %s discovery found no instances to simulate", svc.Name, svc.Discovery.Kind)
 	}
-	for i, ep := range svc.Discovery.Endpoints {
-		s := sim.Server{ID: ep.Name, Host: ep.Host, Port: ep.Port, Weight: ep.Weight, Latency: sim.DefaultLatency}
-		if ep.Simulate != nil {
-			if ep.Simulate.Latency != nil {
-				s.Latency = *ep.Simulate.Latency
-			}
-			s.ErrorRate, s.Capacity = ep.Simulate.ErrorRate, ep.Simulate.Capacity
+	for _, ep := range svc.Discovery.Endpoints {
+		i, ok := index[ep.Name]
+		if !ok || ep.Simulate == nil {
+			continue
 		}
-		out.Servers = append(out.Servers, s)
-		ids = append(ids, ep.Name)
-		index[ep.Name] = i
+		if ep.Simulate.Latency != nil {
+			out.Servers[i].Latency = *ep.Simulate.Latency
+		}
+		out.Servers[i].ErrorRate, out.Servers[i].Capacity = ep.Simulate.ErrorRate, ep.Simulate.Capacity
 	}
 	servers := func(flag, target string) ([]int, error) {
 		if target == "" {
