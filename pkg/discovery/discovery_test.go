@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -18,9 +20,11 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"go.uber.org/goleak"
 
+	"github.com/peervault/pvlb/pkg/demoserver"
 	"github.com/peervault/pvlb/pkg/discovery"
 	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/pluginapi"
+	pb "github.com/peervault/pvlb/proto/peervault/v1"
 )
 
 // pluginDir holds real plugin executables, built once for the package:
@@ -137,19 +141,40 @@ func TestFileChangesReachTheBalancerWithinASecond(t *testing.T) {
 	}
 }
 
-// TestCrashKeepsEndpointsAndRestarts kills -9 the plugin while picks flow:
-// none fails, the plugin comes back, and later changes flow again.
+// TestCrashKeepsEndpointsAndRestarts kills -9 the plugin while RPCs flow
+// through the balancer to real servers: none fails, the plugin comes back,
+// and later changes flow again.
 func TestCrashKeepsEndpointsAndRestarts(t *testing.T) {
+	var servers []*demoserver.Server
+	var serverPorts []int
+	for i := range 2 {
+		s, err := demoserver.Start("127.0.0.1:0", demoserver.Config{Name: fmt.Sprintf("server%d", i+1)}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Stop()
+		servers = append(servers, s)
+		_, port, _ := net.SplitHostPort(s.Addr())
+		p, _ := strconv.Atoi(port)
+		serverPorts = append(serverPorts, p)
+	}
 	path := filepath.Join(t.TempDir(), "endpoints.json")
-	writeEndpoints(t, path, 50051, 50052)
+	writeEndpoints(t, path, serverPorts...)
 	balancer := newLB(t)
 	src, err := newHost(t).Follow(context.Background(), "file", "", fileSettings(path), "peervault", balancer)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer src.Close()
+	client, err := lb.NewLoadBalancedClient(balancer, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	stub := pb.NewPeerVaultServiceClient(client)
 
-	var picks, failures atomic.Int64
+	var calls, failures atomic.Int64
+	var lastServer atomic.Value
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -160,26 +185,33 @@ func TestCrashKeepsEndpointsAndRestarts(t *testing.T) {
 				return
 			default:
 			}
-			e, err := balancer.Pick(context.Background())
+			resp, err := stub.GetUserData(context.Background(), &pb.GetUserDataRequest{UserId: "u"})
 			if err != nil {
 				failures.Add(1)
 				continue
 			}
-			picks.Add(1)
-			balancer.Release(e)
+			calls.Add(1)
+			lastServer.Store(resp.GetServer())
 		}
 	}()
+	waitFor(t, "calls to flow", 5*time.Second, func() bool { return calls.Load() > 10 })
 	pid := src.Running().Pid()
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the plugin to be restarted", 10*time.Second, func() bool { return src.Stats().Restarts >= 1 })
-	writeEndpoints(t, path, 50054)
-	waitFor(t, "a change after the restart", 5*time.Second, func() bool { return ports(balancer) == "50054" })
+	// A later change flows: only server2 stays.
+	writeEndpoints(t, path, serverPorts[1])
+	waitFor(t, "a change after the restart", 5*time.Second, func() bool { return ports(balancer) == fmt.Sprint(serverPorts[1]) })
+	before := calls.Load()
+	waitFor(t, "calls after the change", 5*time.Second, func() bool { return calls.Load() > before+10 })
 	close(stop)
 	<-done
-	if failures.Load() != 0 || picks.Load() == 0 {
-		t.Fatalf("%d picks failed (%d succeeded) while the plugin was down", failures.Load(), picks.Load())
+	if failures.Load() != 0 {
+		t.Fatalf("%d of %d calls failed around the plugin crash", failures.Load(), calls.Load()+failures.Load())
+	}
+	if got := lastServer.Load(); got != "server2" {
+		t.Fatalf("after the change calls went to %v", got)
 	}
 	if src.Running().Pid() == pid {
 		t.Fatal("still the killed process")

@@ -19,6 +19,7 @@ import (
 
 	"github.com/peervault/pvlb/pkg/demoserver"
 	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/sim"
 	pb "github.com/peervault/pvlb/proto/peervault/v1"
 )
 
@@ -481,5 +482,30 @@ func TestTransientFailureIsUnhealthyAtOnce(t *testing.T) {
 	st := f.health.GetHealthStats()
 	if st.Servers[0].Error == "" {
 		t.Fatalf("no reason recorded: %+v", st.Servers[0])
+	}
+}
+
+// Removing an endpoint lets its calls in flight finish: the connection
+// drains before it closes.
+func TestRemovedEndpointDrains(t *testing.T) {
+	slow := sim.LatencyModel{Kind: sim.Fixed, A: 300 * time.Millisecond}
+	srv, err := demoserver.Start("127.0.0.1:0", demoserver.Config{Name: "slow", Latency: &slow}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	f := newFixture(t, config(lb.RoundRobin), []*demoserver.Server{srv}, nil, 0)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := f.stub.GetUserData(context.Background(), &pb.GetUserDataRequest{UserId: "u"})
+		errc <- err
+	}()
+	ep, _ := f.balancer.Endpoint("slow")
+	waitFor(t, "the call to be in flight", 5*time.Second, func() bool { return ep.InFlight() == 1 })
+	if err := f.balancer.RemoveServer("slow"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("a call in flight on a removed endpoint failed: %v", err)
 	}
 }

@@ -1,11 +1,13 @@
 package lb
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -26,6 +28,12 @@ type ConnPool struct {
 	log      *slog.Logger
 	cancel   func()
 
+	// Connections of removed endpoints drain: they close once their calls
+	// in flight end, or after DrainTimeout, or when the pool closes.
+	stopDrains context.CancelFunc
+	drainCtx   context.Context
+	drains     sync.WaitGroup
+
 	mu     sync.Mutex
 	closed bool
 	conns  atomic.Pointer[map[*Endpoint]*grpc.ClientConn] // copy on write
@@ -43,6 +51,7 @@ func NewConnPool(balancer *LoadBalancer, cfg *LoadBalancedClientConfig, logger *
 		return nil, err
 	}
 	p := &ConnPool{dialOpts: append(opts, extra...), log: loggerOrDiscard(logger)}
+	p.drainCtx, p.stopDrains = context.WithCancel(context.Background())
 	empty := map[*Endpoint]*grpc.ClientConn{}
 	p.conns.Store(&empty)
 	p.cancel = balancer.Subscribe(p.retain)
@@ -138,16 +147,40 @@ func (p *ConnPool) retain(all []*Endpoint) {
 		if keep[e] {
 			next[e] = cc
 		} else {
-			_ = cc.Close()
-			p.log.Debug("connection closed: server removed", "server", e.ID)
+			p.drains.Add(1)
+			go p.drain(e, cc)
 		}
 	}
 	p.conns.Store(&next)
 }
 
+// DrainTimeout bounds how long a removed endpoint's connection stays open
+// for the calls still in flight on it.
+const DrainTimeout = 30 * time.Second
+
+// drain closes a removed endpoint's connection once its calls in flight
+// have ended, so that removing an endpoint never cuts a call short.
+func (p *ConnPool) drain(e *Endpoint, cc *grpc.ClientConn) {
+	defer p.drains.Done()
+	deadline := time.Now().Add(DrainTimeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for e.InFlight() > 0 && time.Now().Before(deadline) {
+		select {
+		case <-tick.C:
+		case <-p.drainCtx.Done():
+			deadline = time.Now()
+		}
+	}
+	_ = cc.Close()
+	p.log.Debug("connection closed: server removed", "server", e.ID)
+}
+
 // Close closes every connection; Get fails afterwards.
 func (p *ConnPool) Close() error {
 	p.cancel()
+	p.stopDrains()
+	p.drains.Wait()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
