@@ -501,7 +501,7 @@ func TestRemovedEndpointDrains(t *testing.T) {
 		errc <- err
 	}()
 	ep, _ := f.balancer.Endpoint("slow")
-	waitFor(t, "the call to be in flight", 5*time.Second, func() bool { return ep.InFlight() == 1 })
+	waitFor(t, "the call to be in flight", func() bool { return ep.InFlight() == 1 })
 	if err := f.balancer.RemoveServer("slow"); err != nil {
 		t.Fatal(err)
 	}
