@@ -13,6 +13,7 @@ import (
 	"github.com/peervault/pvlb/pkg/config"
 	"github.com/peervault/pvlb/pkg/discovery"
 	"github.com/peervault/pvlb/pkg/pluginapi"
+	"github.com/peervault/pvlb/plugins/etcd"
 	"github.com/peervault/pvlb/plugins/static"
 )
 
@@ -20,6 +21,7 @@ import (
 // each out of process, as itself with the hidden internal-plugin command.
 var bundled = map[string]func() pluginapi.Provider{
 	config.StaticKind: func() pluginapi.Provider { return &static.Provider{} },
+	"etcd":            func() pluginapi.Provider { return &etcd.Provider{} },
 }
 
 // InternalPluginCmd serves a bundled provider over the plugin protocol.

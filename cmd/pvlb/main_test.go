@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,6 +11,10 @@ import (
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/peervault/pvlb/internal/testtools"
 )
 
 // pluginsDir holds the example file plugin and one that exits at once,
@@ -64,6 +69,7 @@ func TestScripts(t *testing.T) {
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"waitaddr": waitAddr,
+			"etcd":     etcdCmd,
 		},
 	})
 }
@@ -87,4 +93,40 @@ func waitAddr(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// etcdCmd: "etcd start" runs a real etcd for the script and sets
+// $ETCD_ENDPOINT; "etcd put KEY VALUE" writes a key.
+func etcdCmd(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) == 0 {
+		ts.Fatalf("usage: etcd start | etcd put KEY VALUE")
+	}
+	switch {
+	case args[0] == "start" && len(args) == 1:
+		e := testtools.StartEtcd(scriptTB{ts})
+		ts.Setenv("ETCD_ENDPOINT", e.Endpoint())
+	case args[0] == "put" && len(args) == 3:
+		c, err := clientv3.New(clientv3.Config{Endpoints: []string{ts.Getenv("ETCD_ENDPOINT")}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		ts.Check(err)
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err = c.Put(ctx, args[1], args[2])
+		ts.Check(err)
+	default:
+		ts.Fatalf("usage: etcd start | etcd put KEY VALUE")
+	}
+}
+
+// scriptTB lets testtools run servers for a testscript.
+type scriptTB struct{ ts *testscript.TestScript }
+
+func (s scriptTB) Helper()                           {}
+func (s scriptTB) Fatalf(format string, args ...any) { s.ts.Fatalf(format, args...) }
+func (s scriptTB) Skipf(format string, args ...any)  { s.ts.Fatalf(format, args...) }
+func (s scriptTB) Cleanup(f func())                  { s.ts.Defer(f) }
+func (s scriptTB) TempDir() string {
+	dir, err := os.MkdirTemp(s.ts.Getenv("WORK"), "tool")
+	s.ts.Check(err)
+	return dir
 }

@@ -1,0 +1,108 @@
+// Package testtools builds and runs the real servers pvlb's tests talk to
+// (etcd; Consul later). They are built from source with the Go module
+// proxy, in the separate testenv module so that their dependencies stay out
+// of pvlb's, into a cache folder that survives between runs:
+// $PVLB_TOOLS_DIR, or the user cache folder's pvlb-tools.
+package testtools
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+)
+
+// Dir is where built tools are kept.
+func Dir() string {
+	if d := os.Getenv("PVLB_TOOLS_DIR"); d != "" {
+		return d
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "pvlb-tools")
+	}
+	return filepath.Join(os.TempDir(), "pvlb-tools")
+}
+
+// repoRoot finds the folder holding testenv/go.mod above the working
+// directory (a package's folder under go test).
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "testenv", "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no testenv/go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Binary returns the path of tool (built from testenv/<pkg>, versioned by
+// version), building it first when it is missing. Parallel test packages
+// take a file lock so that only one builds.
+func Binary(tool, pkg, version string) (string, error) {
+	dir := filepath.Join(Dir(), tool+"-"+version)
+	path := filepath.Join(dir, tool)
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", err
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	if _, err := os.Stat(path); err == nil {
+		return path, nil // another package built it while we waited
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return "", err
+	}
+	tmp := path + ".tmp"
+	cmd := exec.Command("go", "build", "-o", tmp, "./"+pkg)
+	cmd.Dir = filepath.Join(root, "testenv")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build %s: %v\n%s", tool, err, out)
+	}
+	return path, os.Rename(tmp, path)
+}
+
+// TB is what the helpers need of a test: testing.TB satisfies it, and so
+// does a small adapter over testscript's TestScript.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Skipf(format string, args ...any)
+	Cleanup(func())
+	TempDir() string
+}
+
+// Require returns the tool's path or ends the test: under CI=true a missing
+// tool fails (CI must never skip silently), elsewhere it skips, saying how
+// to build it.
+func Require(t TB, tool, pkg, version string) string {
+	t.Helper()
+	path, err := Binary(tool, pkg, version)
+	if err == nil {
+		return path
+	}
+	how := fmt.Sprintf("build it with: (cd testenv && go build -o %s ./%s)", filepath.Join(Dir(), tool+"-"+version, tool), pkg)
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s is needed and could not be built: %v\n%s", tool, err, how)
+	}
+	t.Skipf("%s is not available (%v); %s", tool, err, how)
+	return ""
+}
