@@ -1,0 +1,79 @@
+package etcd_test
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/client/v3/naming/endpoints"
+
+	"github.com/peervault/pvlb/internal/testtools"
+	"github.com/peervault/pvlb/pkg/discovery"
+	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/pluginapi"
+)
+
+// buildPlugin builds pvlb-discovery-etcd into a temporary plugin folder.
+func buildPlugin(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "pvlb-discovery-etcd"), "./pvlb-discovery-etcd").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build the plugin: %v\n%s", err, out)
+	}
+	return dir
+}
+
+// TestChangesReachThePicker runs the provider as a real plugin process
+// under pvlb's host and times etcd writes until a pick sees them.
+func TestChangesReachThePicker(t *testing.T) {
+	e := testtools.StartEtcd(t)
+	client := e.Client()
+	defer client.Close()
+	em, err := endpoints.NewManager(client, "services/peervault")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := em.AddEndpoint(ctx, "services/peervault/e0", endpoints.Endpoint{Addr: "127.0.0.1:50000"}); err != nil {
+		t.Fatal(err)
+	}
+	host := discovery.NewHost(&discovery.Finder{Dirs: []string{buildPlugin(t)}}, nil)
+	defer host.Close()
+	cfg := lb.DefaultLoadBalancerConfig()
+	cfg.Service = "peervault"
+	balancer, _ := lb.NewLoadBalancer(cfg, nil)
+	settings := pluginapi.NewSettings([]byte(fmt.Sprintf(`{"endpoints":[%q],"prefix":"services/"}`, e.Endpoint())))
+	src, err := host.Follow(ctx, "etcd", "", settings, "peervault", balancer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+
+	var worst time.Duration
+	for i := 1; i <= 20; i++ {
+		port := 50000 + i
+		start := time.Now()
+		if err := em.AddEndpoint(ctx, "services/peervault/e0", endpoints.Endpoint{Addr: fmt.Sprintf("127.0.0.1:%d", port)}); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			ep, err := balancer.Pick(ctx)
+			if err == nil {
+				balancer.Release(ep)
+				if ep.Port == port {
+					break
+				}
+			}
+			if time.Since(start) > time.Second {
+				t.Fatalf("change %d did not reach the picker within one second", i)
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		worst = max(worst, time.Since(start))
+	}
+	t.Logf("slowest of 20 etcd writes to reach the picker: %s", worst)
+}
