@@ -76,4 +76,36 @@ func TestChangesReachThePicker(t *testing.T) {
 		worst = max(worst, time.Since(start))
 	}
 	t.Logf("slowest of 20 etcd writes to reach the picker: %s", worst)
+
+	// etcd goes away: the balancer keeps serving the last endpoints.
+	e.Stop()
+	for range 100 {
+		ep, err := balancer.Pick(ctx)
+		if err != nil {
+			t.Fatalf("a pick failed while etcd was down: %v", err)
+		}
+		balancer.Release(ep)
+	}
+	// etcd comes back: updates flow again.
+	e.Start()
+	client2 := e.Client()
+	defer client2.Close()
+	em2, _ := endpoints.NewManager(client2, "services/peervault")
+	if err := em2.AddEndpoint(ctx, "services/peervault/e0", endpoints.Endpoint{Addr: "127.0.0.1:59999"}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ep, err := balancer.Pick(ctx)
+		if err == nil {
+			balancer.Release(ep)
+			if ep.Port == 59999 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no update reached the picker after etcd came back")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
