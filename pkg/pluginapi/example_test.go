@@ -41,11 +41,9 @@ func (s *single) Resolve(context.Context, string) ([]pluginapi.ServiceInstance, 
 
 func (s *single) Watch(ctx context.Context, service string, updates chan<- []pluginapi.ServiceInstance) error {
 	instances, _ := s.Resolve(ctx, service)
-	select {
-	case updates <- instances:
-	case <-ctx.Done():
+	if pluginapi.Send(ctx, updates, instances) {
+		<-ctx.Done()
 	}
-	<-ctx.Done()
 	return nil
 }
 

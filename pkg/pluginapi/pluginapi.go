@@ -63,6 +63,18 @@ type Provider interface {
 	Watch(ctx context.Context, service string, updates chan<- []ServiceInstance) error
 }
 
+// Send delivers one snapshot on updates unless ctx ends first; it reports
+// whether it was delivered. Watch implementations use it for every send,
+// so that they never block past the end of their context.
+func Send(ctx context.Context, updates chan<- []ServiceInstance, snapshot []ServiceInstance) bool {
+	select {
+	case updates <- snapshot:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // Schema describes a discovery block's body.
 type Schema struct {
 	Attributes []Attribute

@@ -68,9 +68,7 @@ func (p *fixedProvider) Resolve(_ context.Context, service string) ([]pluginapi.
 
 func (p *fixedProvider) Watch(ctx context.Context, service string, updates chan<- []pluginapi.ServiceInstance) error {
 	for _, snap := range [][]pluginapi.ServiceInstance{instances[:1], instances} {
-		select {
-		case updates <- snap:
-		case <-ctx.Done():
+		if !pluginapi.Send(ctx, updates, snap) {
 			return nil
 		}
 	}

@@ -347,7 +347,7 @@ func (p *Provider) Watch(ctx context.Context, service string, updates chan<- []p
 		for _, kv := range resp.Kvs {
 			cfg.put(state, service, kv)
 		}
-		if !send(ctx, updates, snapshot(state)) {
+		if !pluginapi.Send(ctx, updates, snapshot(state)) {
 			return nil
 		}
 		wctx, cancelWatch := context.WithCancel(clientv3.WithRequireLeader(ctx))
@@ -385,7 +385,7 @@ func follow(ctx context.Context, wch clientv3.WatchChan, cfg settings, service s
 				cfg.put(state, service, ev.Kv)
 			}
 		}
-		if len(wresp.Events) > 0 && !send(ctx, updates, snapshot(state)) {
+		if len(wresp.Events) > 0 && !pluginapi.Send(ctx, updates, snapshot(state)) {
 			return false, nil
 		}
 	}
@@ -393,15 +393,6 @@ func follow(ctx context.Context, wch clientv3.WatchChan, cfg settings, service s
 		return false, nil
 	}
 	return true, nil // the watch channel closed without an error: start over
-}
-
-func send(ctx context.Context, updates chan<- []pluginapi.ServiceInstance, snap []pluginapi.ServiceInstance) bool {
-	select {
-	case updates <- snap:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // Close ends the etcd client.

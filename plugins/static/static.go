@@ -127,11 +127,8 @@ func (p *Provider) Watch(ctx context.Context, service string, updates chan<- []p
 	if err != nil {
 		return err
 	}
-	select {
-	case updates <- instances:
-	case <-ctx.Done():
-		return nil
+	if pluginapi.Send(ctx, updates, instances) {
+		<-ctx.Done()
 	}
-	<-ctx.Done()
 	return nil
 }

@@ -130,25 +130,21 @@ func (p *provider) Watch(ctx context.Context, service string, updates chan<- []p
 		return err
 	}
 	var last []pluginapi.ServiceInstance
-	send := func() error {
+	send := func() {
 		current, err := p.Resolve(ctx, service)
 		if err != nil {
-			return nil // a half-written file: wait for the next change
+			return // a half-written file: wait for the next change
 		}
 		if last != nil && reflect.DeepEqual(current, last) {
-			return nil
+			return
 		}
 		last = current
-		select {
-		case updates <- current:
-		case <-ctx.Done():
-		}
-		return nil
+		pluginapi.Send(ctx, updates, current)
 	}
 	if _, err := p.Resolve(ctx, service); err != nil {
 		return err
 	}
-	_ = send()
+	send()
 	for {
 		select {
 		case <-ctx.Done():
@@ -158,7 +154,7 @@ func (p *provider) Watch(ctx context.Context, service string, updates chan<- []p
 				return errors.New("file watcher closed")
 			}
 			if filepath.Clean(ev.Name) == path {
-				_ = send()
+				send()
 			}
 		case err, ok := <-w.Errors:
 			if !ok {

@@ -24,9 +24,7 @@ func (nonsense) Watch(ctx context.Context, _ string, updates chan<- []pluginapi.
 		{{ID: "a", Address: "h", Port: 1}, {ID: "a", Address: "h", Port: 2}},
 		{{ID: "b", Address: "127.0.0.1", Port: 50052}},
 	} {
-		select {
-		case updates <- snap:
-		case <-ctx.Done():
+		if !pluginapi.Send(ctx, updates, snap) {
 			return nil
 		}
 	}
