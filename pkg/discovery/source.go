@@ -159,7 +159,10 @@ func (s *Source) apply(instances []pluginapi.ServiceInstance) error {
 		if w == 0 {
 			w = 1
 		}
-		specs = append(specs, lb.EndpointSpec{ID: in.ID, Host: in.Address, Port: in.Port, Weight: w, Zone: in.Zone, Metadata: in.Metadata})
+		specs = append(specs, lb.EndpointSpec{
+			ID: in.ID, Host: in.Address, Port: in.Port, Weight: w, Zone: in.Zone, Metadata: in.Metadata,
+			Health: discoveryHealth(in.Health),
+		})
 	}
 	if err := s.balancer.Sync(specs); err != nil {
 		return fmt.Errorf("snapshot from the plugin: %w", err)
@@ -221,4 +224,14 @@ func (b *backoff) wait(ctx context.Context) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+func discoveryHealth(h pluginapi.Health) lb.HealthStatus {
+	switch h {
+	case pluginapi.HealthHealthy:
+		return lb.HealthHealthy
+	case pluginapi.HealthUnhealthy:
+		return lb.HealthUnhealthy
+	}
+	return lb.HealthUnknown
 }

@@ -147,12 +147,15 @@ func (lb *LoadBalancer) Sync(specs []EndpointSpec) error {
 	}
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
-	changed := false
+	changed, healthChanged := false, false
 	var gone []*Endpoint
 	for id, e := range lb.endpoints {
 		spec, keep := want[id]
 		if keep && sameEndpoint(e, spec) {
 			delete(want, id)
+			if old := HealthStatus(e.discovery.Swap(int32(spec.Health))); old != spec.Health {
+				healthChanged = true
+			}
 			continue
 		}
 		e.removed.Store(true)
@@ -165,6 +168,9 @@ func (lb *LoadBalancer) Sync(specs []EndpointSpec) error {
 		changed = true
 	}
 	if !changed {
+		if healthChanged {
+			lb.publish()
+		}
 		return nil
 	}
 	lb.publishMembership()
@@ -212,11 +218,12 @@ func (lb *LoadBalancer) SetHealth(id string, status HealthStatus) error {
 	if !ok {
 		return fmt.Errorf("%w %q in service %q", ErrUnknownServer, id, lb.cfg.Service)
 	}
+	before := e.Health()
 	old := HealthStatus(e.health.Swap(int32(status)))
 	if old == status {
 		return nil
 	}
-	if (old == HealthUnhealthy) != (status == HealthUnhealthy) {
+	if (before == HealthUnhealthy) != (e.Health() == HealthUnhealthy) {
 		lb.publish()
 	}
 	lb.log.Info("server health changed", "server", id, "from", old, "to", status)

@@ -52,6 +52,9 @@ type EndpointSpec struct {
 	Weight   int
 	Zone     string
 	Metadata map[string]string
+	// Health is what discovery reports (Consul's checks, say); Unknown
+	// when it reports nothing. See Endpoint.Health.
+	Health HealthStatus
 }
 
 // MaxWeight is the largest weight an endpoint may have. It matches Consul's
@@ -68,6 +71,8 @@ func (s EndpointSpec) validate() error {
 		return fmt.Errorf("endpoint %q: port %d is outside 1-65535", s.ID, s.Port)
 	case s.Weight < 1 || s.Weight > MaxWeight:
 		return fmt.Errorf("endpoint %q: weight %d is outside 1-%d", s.ID, s.Weight, MaxWeight)
+	case s.Health < HealthUnknown || s.Health > HealthUnhealthy:
+		return fmt.Errorf("endpoint %q: invalid health %d", s.ID, s.Health)
 	}
 	return nil
 }
@@ -85,8 +90,9 @@ type Endpoint struct {
 	Zone     string
 	Metadata map[string]string
 
-	health  atomic.Int32
-	removed atomic.Bool
+	health    atomic.Int32 // from active checks (SetHealth, the HealthChecker)
+	discovery atomic.Int32 // as discovery reports it
+	removed   atomic.Bool
 
 	// counts packs the requests picked (high bits) and those still in flight
 	// (low inflightBits) into one word, so that a pick costs one atomic add,
@@ -108,7 +114,7 @@ func (e *Endpoint) acquire() { e.counts.Add(pickDelta) }
 func (e *Endpoint) release() { e.counts.Add(^uint64(0)) }
 
 func newEndpoint(s EndpointSpec) *Endpoint {
-	return &Endpoint{
+	e := &Endpoint{
 		ID:       s.ID,
 		Host:     s.Host,
 		Port:     s.Port,
@@ -117,10 +123,30 @@ func newEndpoint(s EndpointSpec) *Endpoint {
 		Zone:     s.Zone,
 		Metadata: s.Metadata,
 	}
+	e.discovery.Store(int32(s.Health))
+	return e
 }
 
-// Health returns the endpoint's current health status.
-func (e *Endpoint) Health() HealthStatus { return HealthStatus(e.health.Load()) }
+// Health combines the two views of an endpoint's health, as Envoy does
+// with EDS health and active checks: it is unhealthy when either says so,
+// healthy when the active checks say so (or, before any check, discovery
+// does), and unknown otherwise.
+func (e *Endpoint) Health() HealthStatus {
+	active, reported := e.ActiveHealth(), e.DiscoveryHealth()
+	switch {
+	case active == HealthUnhealthy || reported == HealthUnhealthy:
+		return HealthUnhealthy
+	case active == HealthHealthy || reported == HealthHealthy:
+		return HealthHealthy
+	}
+	return HealthUnknown
+}
+
+// ActiveHealth is the endpoint's health from active checks alone.
+func (e *Endpoint) ActiveHealth() HealthStatus { return HealthStatus(e.health.Load()) }
+
+// DiscoveryHealth is the endpoint's health as discovery reports it.
+func (e *Endpoint) DiscoveryHealth() HealthStatus { return HealthStatus(e.discovery.Load()) }
 
 // InFlight returns how many picks of this endpoint have not been released.
 func (e *Endpoint) InFlight() int64 { return int64(e.counts.Load() & inflightMask) }
@@ -130,7 +156,7 @@ func (e *Endpoint) Requests() uint64 { return e.counts.Load() >> inflightBits }
 
 // usable reports whether the endpoint may take new traffic right now.
 func (e *Endpoint) usable() bool {
-	return !e.removed.Load() && HealthStatus(e.health.Load()) != HealthUnhealthy
+	return !e.removed.Load() && e.Health() != HealthUnhealthy
 }
 
 func (e *Endpoint) String() string { return e.ID + "(" + e.Address + ")" }

@@ -217,7 +217,7 @@ func (h *HealthChecker) probe(ctx context.Context, e *Endpoint) (bool, time.Dura
 // connection failure is decisive at once.
 func (h *HealthChecker) apply(t *healthTarget, pass bool, latency time.Duration, err error, connectionFailed bool) {
 	t.mu.Lock()
-	before := t.endpoint.Health()
+	before := t.endpoint.ActiveHealth()
 	var after HealthStatus
 	if connectionFailed {
 		after = HealthUnhealthy

@@ -510,3 +510,38 @@ func TestSyncAddsRemovesAndReplaces(t *testing.T) {
 		t.Fatalf("duplicate ids: %v", err)
 	}
 }
+
+func TestDiscoveryHealthCombinesWithActiveHealth(t *testing.T) {
+	lb := newTestLB(t, withStrategy(RoundRobin))
+	must(t, lb.Sync([]EndpointSpec{
+		{ID: "a", Host: "h", Port: 1, Weight: 1, Health: HealthHealthy},
+		{ID: "b", Host: "h", Port: 2, Weight: 1, Health: HealthUnhealthy},
+		{ID: "c", Host: "h", Port: 3, Weight: 1},
+	}))
+	if got := pickCounts(t, lb, context.Background(), 30); got["b"] != 0 || got["a"] != 15 || got["c"] != 15 {
+		t.Fatalf("with b reported unhealthy: %v", got)
+	}
+	st := lb.GetServerStats()
+	if st.HealthyServers != 1 || st.UnhealthyServers != 1 || st.UnknownServers != 1 {
+		t.Fatalf("stats %+v", st.HealthCounts)
+	}
+	// Active checks saying healthy do not override discovery's unhealthy.
+	must(t, lb.SetHealth("b", HealthHealthy))
+	if e, _ := lb.Endpoint("b"); e.Health() != HealthUnhealthy {
+		t.Fatal("discovery's unhealthy was overridden")
+	}
+	// Discovery recovers b: it serves again, without a membership change.
+	must(t, lb.Sync([]EndpointSpec{
+		{ID: "a", Host: "h", Port: 1, Weight: 1, Health: HealthHealthy},
+		{ID: "b", Host: "h", Port: 2, Weight: 1, Health: HealthHealthy},
+		{ID: "c", Host: "h", Port: 3, Weight: 1},
+	}))
+	if got := pickCounts(t, lb, context.Background(), 30); got["b"] != 10 {
+		t.Fatalf("after b recovered: %v", got)
+	}
+	// Active checks saying unhealthy take an endpoint out whatever discovery says.
+	must(t, lb.SetHealth("a", HealthUnhealthy))
+	if got := pickCounts(t, lb, context.Background(), 30); got["a"] != 0 {
+		t.Fatalf("a is unhealthy by its checks yet served %v", got)
+	}
+}
