@@ -24,8 +24,9 @@ func (c *HealthCmd) Help() string {
 	return `Lists every endpoint of every service (or of --service) with its health
 status, check latency, when it was last checked and the last error.
 
-Without --force it reports what discovery knows; a static endpoint list
-knows nothing of health, so its endpoints show as unknown. With --force
+Without --force it reports what discovery knows: Consul's checks, say; a
+static endpoint list knows nothing of health, so its endpoints show as
+unknown. With --force
 every endpoint is checked now with grpc.health.v1 (the health policy's
 service name and timeout), and one check decides: SERVING is healthy,
 anything else (NOT_SERVING, an error, no answer in time) is unhealthy.
@@ -133,6 +134,6 @@ func writeHealth(w io.Writer, report []serviceHealth, forced bool) {
 	}
 	_ = tw.Flush()
 	if !forced {
-		fmt.Fprintln(w, "\nStatic endpoints carry no health information; run with --force to check them now.")
+		fmt.Fprintln(w, "\nThis is what discovery reports (a static list reports nothing); run with --force to check them now.")
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/peervault/pvlb/pkg/config"
 	"github.com/peervault/pvlb/pkg/discovery"
 	"github.com/peervault/pvlb/pkg/pluginapi"
+	"github.com/peervault/pvlb/plugins/consul"
 	"github.com/peervault/pvlb/plugins/etcd"
 	"github.com/peervault/pvlb/plugins/static"
 )
@@ -22,6 +23,7 @@ import (
 var bundled = map[string]func() pluginapi.Provider{
 	config.StaticKind: func() pluginapi.Provider { return &static.Provider{} },
 	"etcd":            func() pluginapi.Provider { return &etcd.Provider{} },
+	"consul":          func() pluginapi.Provider { return &consul.Provider{} },
 }
 
 // InternalPluginCmd serves a bundled provider over the plugin protocol.

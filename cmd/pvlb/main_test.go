@@ -6,10 +6,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/consul/api"
 	"github.com/rogpeppe/go-internal/testscript"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -70,6 +72,7 @@ func TestScripts(t *testing.T) {
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"waitaddr": waitAddr,
 			"etcd":     etcdCmd,
+			"consul":   consulCmd,
 		},
 	})
 }
@@ -129,4 +132,35 @@ func (s scriptTB) TempDir() string {
 	dir, err := os.MkdirTemp(s.ts.Getenv("WORK"), "tool")
 	s.ts.Check(err)
 	return dir
+}
+
+// consulCmd: "consul start" runs a real Consul agent for the script and
+// sets $CONSUL_ADDR; "consul register ID PORT WEIGHT [critical]" registers
+// a peervault instance with a TTL check.
+func consulCmd(ts *testscript.TestScript, neg bool, args []string) {
+	switch {
+	case !neg && len(args) == 1 && args[0] == "start":
+		c := testtools.StartConsul(scriptTB{ts})
+		ts.Setenv("CONSUL_ADDR", c.Address())
+	case !neg && len(args) >= 4 && args[0] == "register":
+		cfg := api.DefaultConfig()
+		cfg.Address = ts.Getenv("CONSUL_ADDR")
+		client, err := api.NewClient(cfg)
+		ts.Check(err)
+		port, err := strconv.Atoi(args[2])
+		ts.Check(err)
+		weight, err := strconv.Atoi(args[3])
+		ts.Check(err)
+		status := api.HealthPassing
+		if len(args) == 5 && args[4] == "critical" {
+			status = api.HealthCritical
+		}
+		ts.Check(client.Agent().ServiceRegister(&api.AgentServiceRegistration{
+			ID: args[1], Name: "peervault", Address: "127.0.0.1", Port: port,
+			Weights: &api.AgentWeights{Passing: weight, Warning: 1},
+			Check:   &api.AgentServiceCheck{CheckID: "ttl-" + args[1], TTL: "1h", Status: status},
+		}))
+	default:
+		ts.Fatalf("usage: consul start | consul register ID PORT WEIGHT [critical]")
+	}
 }

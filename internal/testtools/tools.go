@@ -74,6 +74,11 @@ func Binary(tool, pkg, version string) (string, error) {
 	tmp := path + ".tmp"
 	cmd := exec.Command("go", "build", "-o", tmp, "./"+pkg)
 	cmd.Dir = filepath.Join(root, "testenv")
+	if _, err := os.Stat(filepath.Join(cmd.Dir, pkg, "go.mod")); err == nil {
+		// A tool with a module of its own, to keep its dependencies apart.
+		cmd = exec.Command("go", "build", "-o", tmp, ".")
+		cmd.Dir = filepath.Join(root, "testenv", pkg)
+	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build %s: %v\n%s", tool, err, out)
 	}
@@ -99,7 +104,7 @@ func Require(t TB, tool, pkg, version string) string {
 	if err == nil {
 		return path
 	}
-	how := fmt.Sprintf("build it with: (cd testenv && go build -o %s ./%s)", filepath.Join(Dir(), tool+"-"+version, tool), pkg)
+	how := fmt.Sprintf("build it with: (cd testenv/%s && go build -o %s .) or, for tools without a module of their own, (cd testenv && go build -o %[2]s ./%[1]s)", pkg, filepath.Join(Dir(), tool+"-"+version, tool))
 	if os.Getenv("CI") != "" {
 		t.Fatalf("%s is needed and could not be built: %v\n%s", tool, err, how)
 	}
