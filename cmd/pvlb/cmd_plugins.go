@@ -15,6 +15,7 @@ import (
 	"github.com/peervault/pvlb/pkg/pluginapi"
 	"github.com/peervault/pvlb/plugins/consul"
 	"github.com/peervault/pvlb/plugins/etcd"
+	"github.com/peervault/pvlb/plugins/kubernetes"
 	"github.com/peervault/pvlb/plugins/static"
 )
 
@@ -24,6 +25,7 @@ var bundled = map[string]func() pluginapi.Provider{
 	config.StaticKind: func() pluginapi.Provider { return &static.Provider{} },
 	"etcd":            func() pluginapi.Provider { return &etcd.Provider{} },
 	"consul":          func() pluginapi.Provider { return &consul.Provider{} },
+	"kubernetes":      func() pluginapi.Provider { return &kubernetes.Provider{} },
 }
 
 // InternalPluginCmd serves a bundled provider over the plugin protocol.

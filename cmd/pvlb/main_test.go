@@ -15,6 +15,11 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/peervault/pvlb/internal/testtools"
 )
@@ -73,6 +78,7 @@ func TestScripts(t *testing.T) {
 			"waitaddr": waitAddr,
 			"etcd":     etcdCmd,
 			"consul":   consulCmd,
+			"kube":     kubeCmd,
 		},
 	})
 }
@@ -162,5 +168,46 @@ func consulCmd(ts *testscript.TestScript, neg bool, args []string) {
 		}))
 	default:
 		ts.Fatalf("usage: consul start | consul register ID PORT WEIGHT [critical]")
+	}
+}
+
+// kubeCmd: "kube start" runs a real kube-apiserver (with etcd) for the
+// script and writes $WORK/kubeconfig for an administrator; "kube slice
+// NAME SERVICE PORT ADDR..." creates an EndpointSlice of ready endpoints,
+// each backed by a pod named SERVICE-<last part of ADDR>.
+func kubeCmd(ts *testscript.TestScript, neg bool, args []string) {
+	switch {
+	case !neg && len(args) == 1 && args[0] == "start":
+		k := testtools.StartKube(scriptTB{ts})
+		b, err := os.ReadFile(k.Kubeconfig("admin", "system:masters"))
+		ts.Check(err)
+		ts.Check(os.WriteFile(ts.MkAbs("kubeconfig"), b, 0o600))
+	case !neg && len(args) >= 5 && args[0] == "slice":
+		cfg, err := clientcmd.BuildConfigFromFlags("", ts.MkAbs("kubeconfig"))
+		ts.Check(err)
+		client, err := kubernetes.NewForConfig(cfg)
+		ts.Check(err)
+		port, err := strconv.Atoi(args[3])
+		ts.Check(err)
+		p32 := int32(port)
+		sl := &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Name: args[1], Labels: map[string]string{discoveryv1.LabelServiceName: args[2]}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{{Port: &p32}},
+		}
+		ready := true
+		for _, addr := range args[4:] {
+			// Pods are named after the address's last part: 192.0.2.3 is web-3.
+			name := args[2] + "-" + addr[strings.LastIndexAny(addr, ".:")+1:]
+			sl.Endpoints = append(sl.Endpoints, discoveryv1.Endpoint{
+				Addresses:  []string{addr},
+				Conditions: discoveryv1.EndpointConditions{Ready: &ready},
+				TargetRef:  &corev1.ObjectReference{Kind: "Pod", Name: name},
+			})
+		}
+		_, err = client.DiscoveryV1().EndpointSlices("default").Create(context.Background(), sl, metav1.CreateOptions{})
+		ts.Check(err)
+	default:
+		ts.Fatalf("usage: kube start | kube slice NAME SERVICE PORT ADDR...")
 	}
 }

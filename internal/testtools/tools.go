@@ -47,6 +47,12 @@ func repoRoot() (string, error) {
 // version), building it first when it is missing. Parallel test packages
 // take a file lock so that only one builds.
 func Binary(tool, pkg, version string) (string, error) {
+	return BinaryFrom(tool, version, pkg, "")
+}
+
+// BinaryFrom is Binary for a tool built from a package path (target) in
+// the module testenv/<pkg>, with extra go build arguments.
+func BinaryFrom(tool, version, pkg, target string, buildArgs ...string) (string, error) {
 	dir := filepath.Join(Dir(), tool+"-"+version)
 	path := filepath.Join(dir, tool)
 	if _, err := os.Stat(path); err == nil {
@@ -76,7 +82,10 @@ func Binary(tool, pkg, version string) (string, error) {
 	cmd.Dir = filepath.Join(root, "testenv")
 	if _, err := os.Stat(filepath.Join(cmd.Dir, pkg, "go.mod")); err == nil {
 		// A tool with a module of its own, to keep its dependencies apart.
-		cmd = exec.Command("go", "build", "-o", tmp, ".")
+		if target == "" {
+			target = "."
+		}
+		cmd = exec.Command("go", append(append([]string{"build", "-o", tmp}, buildArgs...), target)...)
 		cmd.Dir = filepath.Join(root, "testenv", pkg)
 	}
 	if out, err := cmd.CombinedOutput(); err != nil {

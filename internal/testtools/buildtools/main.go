@@ -1,4 +1,5 @@
-// Command buildtools builds the real servers the tests use (etcd, Consul)
+// Command buildtools builds the real servers the tests use (etcd, Consul,
+// kube-apiserver)
 // into the tools folder when they are missing, before `go test` runs, so a
 // cold build does not count against a test's timeout.
 package main
@@ -12,12 +13,16 @@ import (
 )
 
 func main() {
-	for _, t := range []struct{ tool, pkg, version string }{
-		{"etcd", "etcd", testtools.EtcdVersion},
-		{"consul", "consul", testtools.ConsulVersion},
+	for _, t := range []struct {
+		tool, version string
+		build         func() (string, error)
+	}{
+		{"etcd", testtools.EtcdVersion, func() (string, error) { return testtools.Binary("etcd", "etcd", testtools.EtcdVersion) }},
+		{"consul", testtools.ConsulVersion, func() (string, error) { return testtools.Binary("consul", "consul", testtools.ConsulVersion) }},
+		{"kube-apiserver", testtools.KubeVersion, testtools.KubeAPIServer},
 	} {
 		start := time.Now()
-		path, err := testtools.Binary(t.tool, t.pkg, t.version)
+		path, err := t.build()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "buildtools: %v\n", err)
 			os.Exit(1)
