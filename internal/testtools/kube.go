@@ -47,6 +47,10 @@ func StartKube(t TB) *Kube {
 		}
 	}
 	env := &envtest.Environment{BinaryAssetsDirectory: assets}
+	// A certificate folder of our own (rather than envtest's throwaway
+	// one) survives a Stop, so a restarted API server keeps its
+	// certificates and every kubeconfig stays valid.
+	env.ControlPlane.APIServer = &envtest.APIServer{CertDir: t.TempDir()}
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatalf("start the API server: %v", err)

@@ -59,7 +59,8 @@ func eligible(b *lb.LoadBalancer) string {
 // TestAgainstARealAPIServer runs the provider as a real plugin process
 // against a real kube-apiserver: creating, scaling, a pod turning
 // not-ready and a slice split in two each reach the picker within one
-// second; an account without permission gets a clear 403.
+// second; the watch converges across an API server restart; an account
+// without permission gets a clear 403.
 func TestAgainstARealAPIServer(t *testing.T) {
 	kube := testtools.StartKube(t)
 	admin := kube.Kubeconfig("admin", "system:masters")
@@ -131,6 +132,27 @@ func TestAgainstARealAPIServer(t *testing.T) {
 	}
 	worst = max(worst, wait("scale down", "web-1,web-2", time.Second))
 	t.Logf("slowest change to reach the picker: %s", worst)
+
+	// The API server restarts mid-watch: the informer's reflector lists
+	// again and the state converges, with changes made while it was down.
+	api := kube.Env.ControlPlane.APIServer
+	if err := api.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	for range 50 { // picks go on meanwhile
+		ep, err := balancer.Pick(ctx)
+		if err != nil {
+			t.Fatalf("a pick failed while the API server was down: %v", err)
+		}
+		balancer.Release(ep)
+	}
+	if err := api.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := slices.Create(ctx, endpointSlice("web-c", endpoints(1, 9, true)), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wait("after an API server restart", "web-1,web-2,web-9", 60*time.Second)
 
 	// An account without permission: a clear 403.
 	nobody := kube.Kubeconfig("nobody")
