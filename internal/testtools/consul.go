@@ -1,11 +1,8 @@
 package testtools
 
 import (
-	"os"
-	"os/exec"
-	"path/filepath"
+	"errors"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -23,8 +20,7 @@ type Consul struct {
 	HTTPPort int
 	ports    []int
 	args     []string
-	cmd      *exec.Cmd
-	done     chan struct{}
+	proc     *process
 }
 
 // StartConsul starts `consul agent -dev` on free loopback ports and stops
@@ -52,55 +48,18 @@ func (c *Consul) Start() {
 		"-grpc-port", "-1", "-grpc-tls-port", "-1", "-dns-port", "-1",
 		"-log-level", "error",
 	}, c.args...)
-	c.cmd = exec.Command(c.bin, args...)
-	logf, err := os.Create(filepath.Join(c.dir, "consul.log"))
-	if err != nil {
-		c.t.Fatalf("%v", err)
-	}
-	c.cmd.Stdout, c.cmd.Stderr = logf, logf
-	if err := c.cmd.Start(); err != nil {
-		c.t.Fatalf("start consul: %v", err)
-	}
-	c.done = make(chan struct{})
-	go func() { _ = c.cmd.Wait(); logf.Close(); close(c.done) }()
 	client := c.Client("")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	c.proc = startProcess(c.t, "consul", c.bin, c.dir, args, 30*time.Second, func() error {
 		leader, err := client.Status().Leader()
-		if err == nil && leader != "" {
-			return
+		if err == nil && leader == "" {
+			err = errors.New("no leader yet")
 		}
-		select {
-		case <-c.done:
-			log, _ := os.ReadFile(filepath.Join(c.dir, "consul.log"))
-			c.t.Fatalf("consul exited at start:\n%s", log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("consul elected no leader within 30s: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
 }
 
 // Stop stops the agent and waits for it to exit.
-func (c *Consul) Stop() {
-	if c.cmd == nil || c.cmd.Process == nil {
-		return
-	}
-	select {
-	case <-c.done:
-		return
-	default:
-	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.done:
-	case <-time.After(10 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-c.done
-	}
-}
+func (c *Consul) Stop() { c.proc.stop() }
 
 // Client returns an API client for the agent with the given ACL token.
 func (c *Consul) Client(token string) *api.Client {

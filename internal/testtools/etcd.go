@@ -3,11 +3,8 @@ package testtools
 import (
 	"context"
 	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -25,8 +22,7 @@ type Etcd struct {
 	dir        string
 	ClientPort int
 	peerPort   int
-	cmd        *exec.Cmd
-	done       chan struct{}
+	proc       *process
 	extraArgs  []string
 }
 
@@ -64,58 +60,18 @@ func (e *Etcd) Start() {
 		"--initial-cluster", "pvlb-test=" + peer,
 		"--log-level", "error",
 	}, e.extraArgs...)
-	e.cmd = exec.Command(e.bin, args...)
-	logf, err := os.Create(filepath.Join(e.dir, "etcd.log"))
-	if err != nil {
-		e.t.Fatalf("%v", err)
-	}
-	e.cmd.Stdout, e.cmd.Stderr = logf, logf
-	if err := e.cmd.Start(); err != nil {
-		e.t.Fatalf("start etcd: %v", err)
-	}
-	e.done = make(chan struct{})
-	go func() { _ = e.cmd.Wait(); logf.Close(); close(e.done) }()
 	c := e.Client()
 	defer c.Close()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	e.proc = startProcess(e.t, "etcd", e.bin, e.dir, args, 20*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
 		_, err := c.Get(ctx, "health-probe")
-		cancel()
-		if err == nil {
-			return
-		}
-		select {
-		case <-e.done:
-			log, _ := os.ReadFile(filepath.Join(e.dir, "etcd.log"))
-			e.t.Fatalf("etcd exited at start:\n%s", log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("etcd did not answer within 20s: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
 }
 
 // Stop stops the server (by PID) and waits for it to exit.
-func (e *Etcd) Stop() {
-	if e.cmd == nil || e.cmd.Process == nil {
-		return
-	}
-	select {
-	case <-e.done:
-		return
-	default:
-	}
-	_ = e.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-e.done:
-	case <-time.After(10 * time.Second):
-		_ = e.cmd.Process.Kill()
-		<-e.done
-	}
-}
+func (e *Etcd) Stop() { e.proc.stop() }
 
 // Client returns a client for the server; the caller closes it.
 func (e *Etcd) Client() *clientv3.Client {

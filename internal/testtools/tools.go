@@ -120,3 +120,15 @@ func Require(t TB, tool, pkg, version string) string {
 	t.Skipf("%s is not available (%v); %s", tool, err, how)
 	return ""
 }
+
+// BuildPlugin builds the plugin executable in package pkg (a path relative
+// to the test's folder, like "./pvlb-discovery-etcd") as
+// pvlb-discovery-KIND into a new folder, and returns the folder.
+func BuildPlugin(t TB, pkg, kind string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "pvlb-discovery-"+kind), pkg).CombinedOutput(); err != nil {
+		t.Fatalf("build the %s plugin: %v\n%s", kind, err, out)
+	}
+	return dir
+}

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/hashicorp/go-plugin"
 )
@@ -136,6 +137,20 @@ func (s Settings) Decode(v any) error {
 		return fmt.Errorf("decode settings: %w", err)
 	}
 	return nil
+}
+
+// Duration parses an optional duration setting such as "30s": def when
+// empty, and an error naming the setting when it is not a positive
+// duration.
+func Duration(name, value string, def time.Duration) (time.Duration, error) {
+	if value == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(value)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%s %q is not a positive duration like 30s", name, value)
+	}
+	return d, nil
 }
 
 // JSON returns the settings as a JSON object.

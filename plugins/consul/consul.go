@@ -154,27 +154,16 @@ func (s *settings) apiConfig() (*api.Config, error) {
 	}
 	s.passingOnly = s.PassingOnly == nil || *s.PassingOnly
 	var err error
-	if s.waitTime, err = duration("wait_time", deref(s.WaitTime), 5*time.Minute); err != nil {
+	if s.waitTime, err = pluginapi.Duration("wait_time", deref(s.WaitTime), 5*time.Minute); err != nil {
 		return nil, err
 	}
-	if s.timeout, err = duration("timeout", deref(s.Timeout), DefaultTimeout); err != nil {
+	if s.timeout, err = pluginapi.Duration("timeout", deref(s.Timeout), DefaultTimeout); err != nil {
 		return nil, err
 	}
 	// Blocking queries wait up to wait_time (Consul adds up to 1/16 of
 	// it); everything else must answer within timeout.
 	cfg.WaitTime = s.waitTime
 	return cfg, nil
-}
-
-func duration(name, v string, def time.Duration) (time.Duration, error) {
-	if v == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("%s %q is not a positive duration like 30s", name, v)
-	}
-	return d, nil
 }
 
 // Configure connects and checks that Consul answers, with the token given,

@@ -3,8 +3,6 @@ package consul_test
 import (
 	"context"
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -35,11 +33,7 @@ func TestChangesReachThePicker(t *testing.T) {
 	}
 	registerPort(client, 50000)
 
-	dir := t.TempDir()
-	if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "pvlb-discovery-consul"), "./pvlb-discovery-consul").CombinedOutput(); err != nil {
-		t.Fatalf("build the plugin: %v\n%s", err, out)
-	}
-	host := discovery.NewHost(&discovery.Finder{Dirs: []string{dir}}, nil)
+	host := discovery.NewHost(&discovery.Finder{Dirs: []string{testtools.BuildPlugin(t, "./pvlb-discovery-consul", "consul")}}, nil)
 	defer host.Close()
 	cfg := lb.DefaultLoadBalancerConfig()
 	cfg.Service = "peervault"

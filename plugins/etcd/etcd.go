@@ -105,13 +105,9 @@ func (s *settings) check() (*clientv3.Config, error) {
 	if len(s.Endpoints) == 0 {
 		return nil, errors.New("endpoints lists no etcd address")
 	}
-	s.dialTimeout = DefaultDialTimeout
-	if d := deref(s.DialTimeout); d != "" {
-		v, err := time.ParseDuration(d)
-		if err != nil || v <= 0 {
-			return nil, fmt.Errorf("dial_timeout %q is not a positive duration like 5s", d)
-		}
-		s.dialTimeout = v
+	var err error
+	if s.dialTimeout, err = pluginapi.Duration("dial_timeout", deref(s.DialTimeout), DefaultDialTimeout); err != nil {
+		return nil, err
 	}
 	s.format = FormatNaming
 	if f := deref(s.Format); f != "" {

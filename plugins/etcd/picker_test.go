@@ -3,8 +3,6 @@ package etcd_test
 import (
 	"context"
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,17 +13,6 @@ import (
 	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/pluginapi"
 )
-
-// buildPlugin builds pvlb-discovery-etcd into a temporary plugin folder.
-func buildPlugin(t testing.TB) string {
-	t.Helper()
-	dir := t.TempDir()
-	out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "pvlb-discovery-etcd"), "./pvlb-discovery-etcd").CombinedOutput()
-	if err != nil {
-		t.Fatalf("build the plugin: %v\n%s", err, out)
-	}
-	return dir
-}
 
 // TestChangesReachThePicker runs the provider as a real plugin process
 // under pvlb's host and times etcd writes until a pick sees them.
@@ -41,7 +28,7 @@ func TestChangesReachThePicker(t *testing.T) {
 	if err := em.AddEndpoint(ctx, "services/peervault/e0", endpoints.Endpoint{Addr: "127.0.0.1:50000"}); err != nil {
 		t.Fatal(err)
 	}
-	host := discovery.NewHost(&discovery.Finder{Dirs: []string{buildPlugin(t)}}, nil)
+	host := discovery.NewHost(&discovery.Finder{Dirs: []string{testtools.BuildPlugin(t, "./pvlb-discovery-etcd", "etcd")}}, nil)
 	defer host.Close()
 	cfg := lb.DefaultLoadBalancerConfig()
 	cfg.Service = "peervault"

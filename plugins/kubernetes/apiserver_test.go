@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -74,11 +72,7 @@ func TestAgainstARealAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	dir := t.TempDir()
-	if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "pvlb-discovery-kubernetes"), "./pvlb-discovery-kubernetes").CombinedOutput(); err != nil {
-		t.Fatalf("build the plugin: %v\n%s", err, out)
-	}
-	host := discovery.NewHost(&discovery.Finder{Dirs: []string{dir}}, nil)
+	host := discovery.NewHost(&discovery.Finder{Dirs: []string{testtools.BuildPlugin(t, "./pvlb-discovery-kubernetes", "kubernetes")}}, nil)
 	defer host.Close()
 	cfg := lb.DefaultLoadBalancerConfig()
 	cfg.Service = "web"

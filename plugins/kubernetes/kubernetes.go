@@ -122,10 +122,10 @@ func (s *settings) restConfig() (*rest.Config, error) {
 
 func (s *settings) check() error {
 	var err error
-	if s.resync, err = duration("resync_period", deref(s.ResyncPeriod), 10*time.Minute); err != nil {
+	if s.resync, err = pluginapi.Duration("resync_period", deref(s.ResyncPeriod), 10*time.Minute); err != nil {
 		return err
 	}
-	if s.timeout, err = duration("timeout", deref(s.Timeout), 10*time.Second); err != nil {
+	if s.timeout, err = pluginapi.Duration("timeout", deref(s.Timeout), 10*time.Second); err != nil {
 		return err
 	}
 	switch t := deref(s.AddressType); t {
@@ -145,17 +145,6 @@ func (s *settings) check() error {
 		}
 	}
 	return nil
-}
-
-func duration(name, v string, def time.Duration) (time.Duration, error) {
-	if v == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("%s %q is not a positive duration like 30s", name, v)
-	}
-	return d, nil
 }
 
 // Configure connects and checks that the EndpointSlices can be listed.
