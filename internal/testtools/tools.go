@@ -6,11 +6,14 @@
 package testtools
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
+
+	"github.com/peervault/pvlb/pkg/pluginapi"
 )
 
 // Dir is where built tools are kept.
@@ -131,4 +134,14 @@ func BuildPlugin(t TB, pkg, kind string) string {
 		t.Fatalf("build the %s plugin: %v\n%s", kind, err, out)
 	}
 	return dir
+}
+
+// Settings encodes m as a provider's settings, for tests of providers.
+func Settings(t TB, m map[string]any) pluginapi.Settings {
+	t.Helper()
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return pluginapi.NewSettings(b)
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/peervault/pvlb/pkg/pluginapi"
+	"github.com/peervault/pvlb/plugins/internal/providerkit"
 )
 
 // DefaultTimeout bounds a non-blocking call to Consul.
@@ -34,34 +35,26 @@ type Provider struct {
 }
 
 type settings struct {
-	Address     *string   `json:"address"`
-	Scheme      *string   `json:"scheme"`
-	Datacenter  *string   `json:"datacenter"`
-	Token       *string   `json:"token"`
-	TokenFile   *string   `json:"token_file"`
-	ServiceName *string   `json:"service_name"`
-	Tags        []string  `json:"tags"`
-	PassingOnly *bool     `json:"passing_only"`
-	Namespace   *string   `json:"namespace"`
-	Partition   *string   `json:"partition"`
-	Near        *string   `json:"near"`
-	WaitTime    *string   `json:"wait_time"`
-	Stale       *bool     `json:"stale"`
-	Timeout     *string   `json:"timeout"`
-	Tagged      *string   `json:"tagged_address"`
-	TLS         *tlsBlock `json:"tls"`
+	Address     *string          `json:"address"`
+	Scheme      *string          `json:"scheme"`
+	Datacenter  *string          `json:"datacenter"`
+	Token       *string          `json:"token"`
+	TokenFile   *string          `json:"token_file"`
+	ServiceName *string          `json:"service_name"`
+	Tags        []string         `json:"tags"`
+	PassingOnly *bool            `json:"passing_only"`
+	Namespace   *string          `json:"namespace"`
+	Partition   *string          `json:"partition"`
+	Near        *string          `json:"near"`
+	WaitTime    *string          `json:"wait_time"`
+	Stale       *bool            `json:"stale"`
+	Timeout     *string          `json:"timeout"`
+	Tagged      *string          `json:"tagged_address"`
+	TLS         *providerkit.TLS `json:"tls"`
 
 	passingOnly bool
 	waitTime    time.Duration
 	timeout     time.Duration
-}
-
-type tlsBlock struct {
-	CAFile             *string `json:"ca_file"`
-	CertFile           *string `json:"cert_file"`
-	KeyFile            *string `json:"key_file"`
-	ServerName         *string `json:"server_name"`
-	InsecureSkipVerify *bool   `json:"insecure_skip_verify"`
 }
 
 // Schema describes the consul block.
@@ -89,44 +82,32 @@ func (p *Provider) Schema() pluginapi.Schema {
 			str("timeout", "bound on other calls to Consul (default 5s)"),
 			str("tagged_address", "use this tagged address of the service, such as lan_ipv4"),
 		},
-		Blocks: []pluginapi.Block{{
-			Name: "tls",
-			Schema: pluginapi.Schema{Attributes: []pluginapi.Attribute{
-				str("ca_file", ""), str("cert_file", ""), str("key_file", ""), str("server_name", ""),
-				{Name: "insecure_skip_verify", Type: pluginapi.Bool},
-			}},
-		}},
+		Blocks: []pluginapi.Block{providerkit.TLSBlock("TLS to Consul (implies https)",
+			pluginapi.Attribute{Name: "insecure_skip_verify", Type: pluginapi.Bool, Description: "do not verify the server's certificate (testing only)"})},
 	}
-}
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }
 
 // apiConfig starts from api.DefaultConfig, which reads the CONSUL_HTTP_*
 // variables as the consul CLI does, and applies the block's settings.
 func (s *settings) apiConfig() (*api.Config, error) {
 	cfg := api.DefaultConfig()
-	if a := deref(s.Address); a != "" {
+	if a := providerkit.String(s.Address); a != "" {
 		cfg.Address = a
 	}
-	if sc := deref(s.Scheme); sc != "" {
+	if sc := providerkit.String(s.Scheme); sc != "" {
 		if sc != "http" && sc != "https" {
 			return nil, fmt.Errorf("scheme %q is not http or https", sc)
 		}
 		cfg.Scheme = sc
 	}
-	cfg.Datacenter = deref(s.Datacenter)
-	cfg.Namespace = deref(s.Namespace)
-	cfg.Partition = deref(s.Partition)
-	if t := deref(s.Token); t != "" {
+	cfg.Datacenter = providerkit.String(s.Datacenter)
+	cfg.Namespace = providerkit.String(s.Namespace)
+	cfg.Partition = providerkit.String(s.Partition)
+	if t := providerkit.String(s.Token); t != "" {
 		cfg.Token = t
 	}
-	if f := deref(s.TokenFile); f != "" {
-		if deref(s.Token) != "" {
+	if f := providerkit.String(s.TokenFile); f != "" {
+		if providerkit.String(s.Token) != "" {
 			return nil, errors.New("set token or token_file, not both")
 		}
 		b, err := os.ReadFile(f)
@@ -138,8 +119,8 @@ func (s *settings) apiConfig() (*api.Config, error) {
 	if s.TLS != nil {
 		cfg.Scheme = "https"
 		cfg.TLSConfig = api.TLSConfig{
-			CAFile: deref(s.TLS.CAFile), CertFile: deref(s.TLS.CertFile), KeyFile: deref(s.TLS.KeyFile),
-			Address: deref(s.TLS.ServerName), InsecureSkipVerify: s.TLS.InsecureSkipVerify != nil && *s.TLS.InsecureSkipVerify,
+			CAFile: providerkit.String(s.TLS.CAFile), CertFile: providerkit.String(s.TLS.CertFile), KeyFile: providerkit.String(s.TLS.KeyFile),
+			Address: providerkit.String(s.TLS.ServerName), InsecureSkipVerify: s.TLS.InsecureSkipVerify != nil && *s.TLS.InsecureSkipVerify,
 		}
 		if (cfg.TLSConfig.CertFile == "") != (cfg.TLSConfig.KeyFile == "") {
 			return nil, errors.New("tls: cert_file and key_file go together")
@@ -154,10 +135,10 @@ func (s *settings) apiConfig() (*api.Config, error) {
 	}
 	s.passingOnly = s.PassingOnly == nil || *s.PassingOnly
 	var err error
-	if s.waitTime, err = pluginapi.Duration("wait_time", deref(s.WaitTime), 5*time.Minute); err != nil {
+	if s.waitTime, err = pluginapi.Duration("wait_time", providerkit.String(s.WaitTime), 5*time.Minute); err != nil {
 		return nil, err
 	}
-	if s.timeout, err = pluginapi.Duration("timeout", deref(s.Timeout), DefaultTimeout); err != nil {
+	if s.timeout, err = pluginapi.Duration("timeout", providerkit.String(s.Timeout), DefaultTimeout); err != nil {
 		return nil, err
 	}
 	// Blocking queries wait up to wait_time (Consul adds up to 1/16 of
@@ -224,13 +205,13 @@ func (p *Provider) state() (*api.Client, settings, error) {
 }
 
 func (s settings) query(service string, index uint64) (string, *api.QueryOptions) {
-	name := deref(s.ServiceName)
+	name := providerkit.String(s.ServiceName)
 	if name == "" {
 		name = service
 	}
 	return name, &api.QueryOptions{
 		AllowStale: s.Stale != nil && *s.Stale,
-		Near:       deref(s.Near),
+		Near:       providerkit.String(s.Near),
 		WaitIndex:  index,
 		WaitTime:   s.waitTime,
 	}
@@ -335,7 +316,7 @@ func (s settings) instances(entries []*api.ServiceEntry) []pluginapi.ServiceInst
 		}
 		seen[in.ID] = true
 		in.Address = e.Service.Address
-		if tag := deref(s.Tagged); tag != "" {
+		if tag := providerkit.String(s.Tagged); tag != "" {
 			if ta, ok := e.Service.TaggedAddresses[tag]; ok && ta.Address != "" {
 				in.Address, in.Port = ta.Address, ta.Port
 			}

@@ -3,7 +3,6 @@ package consul
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -16,15 +15,6 @@ import (
 	"github.com/peervault/pvlb/pkg/pluginapi"
 )
 
-func settingsJSON(t *testing.T, m map[string]any) pluginapi.Settings {
-	t.Helper()
-	b, err := json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pluginapi.NewSettings(b)
-}
-
 func configure(t *testing.T, c *testtools.Consul, extra map[string]any) *Provider {
 	t.Helper()
 	m := map[string]any{"address": c.Address(), "wait_time": "2s"}
@@ -32,7 +22,7 @@ func configure(t *testing.T, c *testtools.Consul, extra map[string]any) *Provide
 		m[k] = v
 	}
 	p := &Provider{}
-	if err := p.Configure(context.Background(), settingsJSON(t, m)); err != nil {
+	if err := p.Configure(context.Background(), testtools.Settings(t, m)); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -223,7 +213,7 @@ func TestConfigureErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		start := time.Now()
-		err := (&Provider{}).Configure(context.Background(), settingsJSON(t, tc.settings))
+		err := (&Provider{}).Configure(context.Background(), testtools.Settings(t, tc.settings))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: %v, want %q", tc.settings, err, tc.want)
 		}
@@ -235,7 +225,7 @@ func TestConfigureErrors(t *testing.T) {
 		}
 	}
 	p := &Provider{}
-	if err := p.Configure(context.Background(), settingsJSON(t, map[string]any{"address": c.Address(), "token": "root-secret-token"})); err != nil {
+	if err := p.Configure(context.Background(), testtools.Settings(t, map[string]any{"address": c.Address(), "token": "root-secret-token"})); err != nil {
 		t.Fatalf("the right token: %v", err)
 	}
 }

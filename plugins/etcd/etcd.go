@@ -25,6 +25,7 @@ import (
 
 	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/pluginapi"
+	"github.com/peervault/pvlb/plugins/internal/providerkit"
 )
 
 // Key formats.
@@ -48,25 +49,18 @@ type Provider struct {
 }
 
 type settings struct {
-	Endpoints    []string  `json:"endpoints"`
-	Prefix       *string   `json:"prefix"`
-	DialTimeout  *string   `json:"dial_timeout"`
-	Username     *string   `json:"username"`
-	Password     *string   `json:"password"`
-	PasswordFile *string   `json:"password_file"`
-	Format       *string   `json:"format"`
-	TLS          *tlsBlock `json:"tls"`
+	Endpoints    []string         `json:"endpoints"`
+	Prefix       *string          `json:"prefix"`
+	DialTimeout  *string          `json:"dial_timeout"`
+	Username     *string          `json:"username"`
+	Password     *string          `json:"password"`
+	PasswordFile *string          `json:"password_file"`
+	Format       *string          `json:"format"`
+	TLS          *providerkit.TLS `json:"tls"`
 
 	prefix      string
 	dialTimeout time.Duration
 	format      string
-}
-
-type tlsBlock struct {
-	CAFile     *string `json:"ca_file"`
-	CertFile   *string `json:"cert_file"`
-	KeyFile    *string `json:"key_file"`
-	ServerName *string `json:"server_name"`
 }
 
 // Schema describes the etcd block.
@@ -81,24 +75,8 @@ func (p *Provider) Schema() pluginapi.Schema {
 			{Name: "password_file", Type: pluginapi.String, Description: "file holding the password"},
 			{Name: "format", Type: pluginapi.String, Description: "etcd-naming (default) or json"},
 		},
-		Blocks: []pluginapi.Block{{
-			Name:        "tls",
-			Description: "TLS to etcd",
-			Schema: pluginapi.Schema{Attributes: []pluginapi.Attribute{
-				{Name: "ca_file", Type: pluginapi.String},
-				{Name: "cert_file", Type: pluginapi.String},
-				{Name: "key_file", Type: pluginapi.String},
-				{Name: "server_name", Type: pluginapi.String},
-			}},
-		}},
+		Blocks: []pluginapi.Block{providerkit.TLSBlock("TLS to etcd")},
 	}
-}
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }
 
 func (s *settings) check() (*clientv3.Config, error) {
@@ -106,31 +84,31 @@ func (s *settings) check() (*clientv3.Config, error) {
 		return nil, errors.New("endpoints lists no etcd address")
 	}
 	var err error
-	if s.dialTimeout, err = pluginapi.Duration("dial_timeout", deref(s.DialTimeout), DefaultDialTimeout); err != nil {
+	if s.dialTimeout, err = pluginapi.Duration("dial_timeout", providerkit.String(s.DialTimeout), DefaultDialTimeout); err != nil {
 		return nil, err
 	}
 	s.format = FormatNaming
-	if f := deref(s.Format); f != "" {
+	if f := providerkit.String(s.Format); f != "" {
 		if f != FormatNaming && f != FormatJSON {
 			return nil, fmt.Errorf("format %q is not %q or %q", f, FormatNaming, FormatJSON)
 		}
 		s.format = f
 	}
-	s.prefix = deref(s.Prefix)
+	s.prefix = providerkit.String(s.Prefix)
 	if s.prefix != "" && !strings.HasSuffix(s.prefix, "/") {
 		s.prefix += "/"
 	}
 	cfg := &clientv3.Config{
 		Endpoints:   s.Endpoints,
 		DialTimeout: s.dialTimeout,
-		Username:    deref(s.Username),
+		Username:    providerkit.String(s.Username),
 		Logger:      zap.NewNop(),
 		// A dead etcd must not hang a call past the dial timeout.
 		DialKeepAliveTime:    s.dialTimeout,
 		DialKeepAliveTimeout: s.dialTimeout,
 	}
-	cfg.Password = deref(s.Password)
-	if f := deref(s.PasswordFile); f != "" {
+	cfg.Password = providerkit.String(s.Password)
+	if f := providerkit.String(s.PasswordFile); f != "" {
 		if cfg.Password != "" {
 			return nil, errors.New("set password or password_file, not both")
 		}
@@ -144,7 +122,7 @@ func (s *settings) check() (*clientv3.Config, error) {
 		return nil, errors.New("a password needs a username")
 	}
 	if s.TLS != nil {
-		t := lb.TLSConfig{CAFile: deref(s.TLS.CAFile), CertFile: deref(s.TLS.CertFile), KeyFile: deref(s.TLS.KeyFile), ServerName: deref(s.TLS.ServerName)}
+		t := lb.TLSConfig{CAFile: providerkit.String(s.TLS.CAFile), CertFile: providerkit.String(s.TLS.CertFile), KeyFile: providerkit.String(s.TLS.KeyFile), ServerName: providerkit.String(s.TLS.ServerName)}
 		tc, err := t.Load()
 		if err != nil {
 			return nil, err

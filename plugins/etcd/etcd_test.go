@@ -2,7 +2,6 @@ package etcd
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -15,15 +14,6 @@ import (
 	"github.com/peervault/pvlb/pkg/pluginapi"
 )
 
-func settingsJSON(t *testing.T, m map[string]any) pluginapi.Settings {
-	t.Helper()
-	b, err := json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pluginapi.NewSettings(b)
-}
-
 func configure(t *testing.T, e *testtools.Etcd, extra map[string]any) *Provider {
 	t.Helper()
 	m := map[string]any{"endpoints": []string{e.Endpoint()}, "prefix": "services/", "dial_timeout": "2s"}
@@ -31,7 +21,7 @@ func configure(t *testing.T, e *testtools.Etcd, extra map[string]any) *Provider 
 		m[k] = v
 	}
 	p := &Provider{}
-	if err := p.Configure(context.Background(), settingsJSON(t, m)); err != nil {
+	if err := p.Configure(context.Background(), testtools.Settings(t, m)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
@@ -252,7 +242,7 @@ func TestConfigureErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		start := time.Now()
-		err := (&Provider{}).Configure(ctx, settingsJSON(t, c.settings))
+		err := (&Provider{}).Configure(ctx, testtools.Settings(t, c.settings))
 		if err == nil {
 			t.Errorf("%v: no error", c.settings)
 			continue
@@ -269,7 +259,7 @@ func TestConfigureErrors(t *testing.T) {
 	}
 	// The right password works.
 	p := &Provider{}
-	if err := p.Configure(ctx, settingsJSON(t, map[string]any{"endpoints": []string{e.Endpoint()}, "username": "root", "password": "right-password"})); err != nil {
+	if err := p.Configure(ctx, testtools.Settings(t, map[string]any{"endpoints": []string{e.Endpoint()}, "username": "root", "password": "right-password"})); err != nil {
 		t.Fatal(err)
 	}
 	p.Close()

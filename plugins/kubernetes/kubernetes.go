@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/peervault/pvlb/pkg/pluginapi"
+	"github.com/peervault/pvlb/plugins/internal/providerkit"
 )
 
 // ServiceNameLabel links an EndpointSlice to its Service.
@@ -76,28 +77,21 @@ func (p *Provider) Schema() pluginapi.Schema {
 	}}
 }
 
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
-}
-
 // restConfig follows kubectl's rules: an explicit kubeconfig, else
 // $KUBECONFIG and ~/.kube/config, else the in-cluster service account.
 func (s *settings) restConfig() (*rest.Config, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if f := deref(s.Kubeconfig); f != "" {
+	if f := providerkit.String(s.Kubeconfig); f != "" {
 		if _, err := os.Stat(f); err != nil {
 			return nil, fmt.Errorf("kubeconfig: %w", err)
 		}
 		rules.ExplicitPath = f
 	}
-	overrides := &clientcmd.ConfigOverrides{CurrentContext: deref(s.Context)}
+	overrides := &clientcmd.ConfigOverrides{CurrentContext: providerkit.String(s.Context)}
 	loader := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides)
 	cfg, err := loader.ClientConfig()
 	if err != nil {
-		if deref(s.Kubeconfig) == "" && clientcmd.IsEmptyConfig(err) {
+		if providerkit.String(s.Kubeconfig) == "" && clientcmd.IsEmptyConfig(err) {
 			in, ierr := rest.InClusterConfig()
 			if ierr != nil {
 				return nil, fmt.Errorf("no kubeconfig found ($KUBECONFIG, ~/.kube/config) and not running in a cluster: %w", ierr)
@@ -107,7 +101,7 @@ func (s *settings) restConfig() (*rest.Config, error) {
 			return nil, fmt.Errorf("kubeconfig: %w", err)
 		}
 	}
-	s.namespace = deref(s.Namespace)
+	s.namespace = providerkit.String(s.Namespace)
 	if s.namespace == "" {
 		if ns, _, err := loader.Namespace(); err == nil && ns != "" {
 			s.namespace = ns
@@ -122,13 +116,13 @@ func (s *settings) restConfig() (*rest.Config, error) {
 
 func (s *settings) check() error {
 	var err error
-	if s.resync, err = pluginapi.Duration("resync_period", deref(s.ResyncPeriod), 10*time.Minute); err != nil {
+	if s.resync, err = pluginapi.Duration("resync_period", providerkit.String(s.ResyncPeriod), 10*time.Minute); err != nil {
 		return err
 	}
-	if s.timeout, err = pluginapi.Duration("timeout", deref(s.Timeout), 10*time.Second); err != nil {
+	if s.timeout, err = pluginapi.Duration("timeout", providerkit.String(s.Timeout), 10*time.Second); err != nil {
 		return err
 	}
-	switch t := deref(s.AddressType); t {
+	switch t := providerkit.String(s.AddressType); t {
 	case "", "IPv4", "ipv4":
 		s.addressType = discoveryv1.AddressTypeIPv4
 	case "IPv6", "ipv6":
@@ -136,10 +130,10 @@ func (s *settings) check() error {
 	default:
 		return fmt.Errorf("address_type %q is not IPv4 or IPv6", t)
 	}
-	if deref(s.Service) != "" && deref(s.LabelSelector) != "" {
+	if providerkit.String(s.Service) != "" && providerkit.String(s.LabelSelector) != "" {
 		return errors.New("set service or label_selector, not both")
 	}
-	if sel := deref(s.LabelSelector); sel != "" {
+	if sel := providerkit.String(s.LabelSelector); sel != "" {
 		if _, err := labels.Parse(sel); err != nil {
 			return fmt.Errorf("label_selector: %w", err)
 		}
@@ -201,10 +195,10 @@ func (p *Provider) state() (k8s.Interface, settings, error) {
 }
 
 func (s settings) selector(service string) string {
-	if sel := deref(s.LabelSelector); sel != "" {
+	if sel := providerkit.String(s.LabelSelector); sel != "" {
 		return sel
 	}
-	name := deref(s.Service)
+	name := providerkit.String(s.Service)
 	if name == "" {
 		name = service
 	}
@@ -383,13 +377,13 @@ func (s settings) instances(items []*discoveryv1.EndpointSlice) ([]pluginapi.Ser
 // pickPort chooses the slice's port by the configured name or number, or
 // its only port; 0 when the slice does not carry the configured port.
 func (s settings) pickPort(sl *discoveryv1.EndpointSlice) (int, error) {
-	want := deref(s.Port)
+	want := providerkit.String(s.Port)
 	var names []string
 	for _, p := range sl.Ports {
 		if p.Port == nil {
 			continue
 		}
-		name := deref(p.Name)
+		name := providerkit.String(p.Name)
 		names = append(names, fmt.Sprintf("%s:%d", name, *p.Port))
 		if want != "" && (want == name || want == strconv.Itoa(int(*p.Port))) {
 			return int(*p.Port), nil
