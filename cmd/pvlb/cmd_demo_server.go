@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/peervault/pvlb/pkg/demoserver"
-	"github.com/peervault/pvlb/pkg/sim"
+	"github.com/peervault/pvlb/pkg/latency"
 )
 
 // DemoServerCmd runs a PeerVault demo server.
@@ -40,7 +40,7 @@ Example: three servers for examples/basic.hcl
 func (c *DemoServerCmd) Run(a *app) error {
 	cfg := demoserver.Config{Name: c.Name, ErrorRate: c.ErrorRate, UnhealthyAfter: c.UnhealthyAfter}
 	if c.Latency != "" {
-		m, err := sim.ParseLatency(c.Latency)
+		m, err := latency.Parse(c.Latency)
 		if err != nil {
 			return userErrorf("--latency: %v", err)
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/peervault/pvlb/pkg/config"
 	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/rpc"
 	"github.com/peervault/pvlb/pkg/service"
 )
 
@@ -40,10 +41,10 @@ Examples:
 }
 
 type serviceHealth struct {
-	Service string            `json:"service"`
-	Healthy bool              `json:"healthy"`
-	Error   string            `json:"error,omitempty"`
-	Servers []lb.ServerHealth `json:"servers"`
+	Service string             `json:"service"`
+	Healthy bool               `json:"healthy"`
+	Error   string             `json:"error,omitempty"`
+	Servers []rpc.ServerHealth `json:"servers"`
 }
 
 // Run reports.
@@ -90,7 +91,7 @@ func (c *HealthCmd) Run(a *app) error {
 }
 
 func (c *HealthCmd) check(a *app, cfg *config.Config, svcCfg *config.Service) serviceHealth {
-	out := serviceHealth{Service: svcCfg.Name, Servers: []lb.ServerHealth{}}
+	out := serviceHealth{Service: svcCfg.Name, Servers: []rpc.ServerHealth{}}
 	svc, err := service.New(svcCfg, service.Options{Logger: a.log, HealthChecks: c.Force, OneShot: true, Host: a.pluginHost(cfg), Config: cfg})
 	if err != nil {
 		out.Error = err.Error()
@@ -102,7 +103,7 @@ func (c *HealthCmd) check(a *app, cfg *config.Config, svcCfg *config.Service) se
 		out.Servers = svc.Health.GetHealthStats().Servers
 	} else {
 		for _, e := range svc.Balancer.Endpoints() {
-			out.Servers = append(out.Servers, lb.ServerHealth{ID: e.ID, Address: e.Address, Status: e.Health()})
+			out.Servers = append(out.Servers, rpc.ServerHealth{ID: e.ID, Address: e.Address, Status: e.Health()})
 		}
 	}
 	for _, s := range out.Servers {

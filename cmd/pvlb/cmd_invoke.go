@@ -18,7 +18,9 @@ import (
 
 	"github.com/peervault/pvlb/pkg/invoke"
 	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/rpc"
 	"github.com/peervault/pvlb/pkg/service"
+	"github.com/peervault/pvlb/pkg/statuscode"
 )
 
 // InvokeCmd sends a real RPC through the balancer.
@@ -97,7 +99,7 @@ func (c *InvokeCmd) Run(a *app) error {
 	var failures int
 	var lastErr error
 	for i := range c.Count {
-		report := &lb.CallReport{}
+		report := &rpc.CallReport{}
 		callCtx, cancel := context.WithTimeout(ctx, c.Timeout)
 		start := time.Now()
 		err := invoke.Call(callCtx, svc.Client, md, req, func(m proto.Message) error {
@@ -211,10 +213,10 @@ func printMessage(w io.Writer, m proto.Message) error {
 	return err
 }
 
-func describeCall(w io.Writer, n int, r *lb.CallReport, total time.Duration, err error) {
+func describeCall(w io.Writer, n int, r *rpc.CallReport, total time.Duration, err error) {
 	outcome := "OK"
 	if err != nil {
-		outcome = lb.CodeName(status.Code(err))
+		outcome = statuscode.Code(status.Code(err)).String()
 	}
 	server := "-"
 	if k := len(r.Attempts); k > 0 {
@@ -224,7 +226,7 @@ func describeCall(w io.Writer, n int, r *lb.CallReport, total time.Duration, err
 	for i, at := range r.Attempts {
 		res := "OK"
 		if at.Err != nil {
-			res = lb.CodeName(status.Code(at.Err)) + ": " + status.Convert(at.Err).Message()
+			res = statuscode.Code(status.Code(at.Err)).String() + ": " + status.Convert(at.Err).Message()
 		}
 		fmt.Fprintf(w, "  attempt %d: %s (%s) %s: %s\n", i+1, at.Server, at.Address, at.Latency.Round(time.Microsecond), res)
 	}
@@ -252,5 +254,5 @@ func describeRPCError(err error, timeout time.Duration) error {
 	if st.Code() == codes.DeadlineExceeded {
 		return fmt.Errorf("DEADLINE_EXCEEDED: no answer within --timeout %s: %s", timeout, st.Message())
 	}
-	return fmt.Errorf("%s: %s", lb.CodeName(st.Code()), st.Message())
+	return fmt.Errorf("%s: %s", statuscode.Code(st.Code()).String(), st.Message())
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -15,8 +14,6 @@ import (
 
 	"github.com/peervault/pvlb/pkg/config"
 	"github.com/peervault/pvlb/pkg/discovery"
-	"github.com/peervault/pvlb/pkg/lb"
-	"github.com/peervault/pvlb/pkg/pluginapi"
 	"github.com/peervault/pvlb/pkg/sim"
 )
 
@@ -76,9 +73,12 @@ func (c *SimulateCmd) Run(a *app) error {
 	if err != nil {
 		return userError{err}
 	}
-	simCfg, err := c.simConfig(svc, discovered)
+	simCfg, err := sim.Assemble(svc, discovered, sim.Overrides{
+		Requests: c.Requests, RPS: c.RPS, Concurrency: c.Concurrency, Sessions: c.Sessions, Seed: c.Seed,
+		Strategy: c.Strategy, Latency: c.Latency, ErrorRate: c.ErrorRate, Capacity: c.Capacity, Down: c.Down,
+	})
 	if err != nil {
-		return err
+		return userError{err}
 	}
 	simCfg.Logger = a.log
 	finishProgress := c.progress(a, simCfg)
@@ -110,175 +110,6 @@ func pickService(cfg *config.Config, name string) (*config.Service, error) {
 		return cfg.Services[0], nil
 	}
 	return nil, userErrorf("the configuration declares %d services (%s); choose one with --service", len(names), joinNames(names))
-}
-
-// simConfig builds the simulation from the service's discovered instances,
-// the simulate blocks of a static list, and the flags.
-func (c *SimulateCmd) simConfig(svc *config.Service, discovered []pluginapi.ServiceInstance) (*sim.Config, error) {
-	balancer := svc.LoadBalancerConfig()
-	if c.Strategy != "" {
-		if !slices.Contains(lb.StrategyKinds(), c.Strategy) {
-			return nil, userErrorf("--strategy %q is not a strategy kind (known: %s)", c.Strategy, joinNames(lb.StrategyKinds()))
-		}
-		if c.Strategy != balancer.Strategy {
-			balancer.Strategy, balancer.ChoiceCount = c.Strategy, 0
-		}
-	}
-	out := &sim.Config{Balancer: balancer, Requests: c.Requests, Sessions: c.Sessions, Seed: c.Seed, RPS: c.RPS, Concurrency: c.Concurrency}
-	switch {
-	case c.Requests < 1:
-		return nil, userErrorf("--requests must be at least 1, not %d", c.Requests)
-	case c.RPS < 0 || math.IsNaN(c.RPS) || math.IsInf(c.RPS, 0):
-		return nil, userErrorf("--rps must be positive, not %v", c.RPS)
-	case c.Concurrency < 0:
-		return nil, userErrorf("--concurrency must be positive, not %d", c.Concurrency)
-	case c.RPS > 0 && c.Concurrency > 0:
-		return nil, userErrorf("--rps and --concurrency exclude each other: choose open loop or closed loop")
-	case c.Sessions < 0:
-		return nil, userErrorf("--sessions must not be negative, not %d", c.Sessions)
-	case c.RPS == 0 && c.Concurrency == 0:
-		out.RPS = 1000
-	}
-	if c.Sessions > 0 && !balancer.StickySession {
-		return nil, userErrorf("--sessions needs sticky sessions, but strategy %q of service %q has none; add a sticky_session block", svc.Strategy.Name, svc.Name)
-	}
-	// A static list keeps the order it was written in.
-	order := map[string]int{}
-	for i, ep := range svc.Discovery.Endpoints {
-		order[ep.Name] = i
-	}
-	slices.SortStableFunc(discovered, func(a, b pluginapi.ServiceInstance) int {
-		ia, oka := order[a.ID]
-		ib, okb := order[b.ID]
-		if oka && okb {
-			return ia - ib
-		}
-		return 0
-	})
-	ids := make([]string, 0, len(discovered))
-	index := map[string]int{}
-	for _, in := range discovered {
-		w := max(in.Weight, 1)
-		index[in.ID] = len(out.Servers)
-		out.Servers = append(out.Servers, sim.Server{ID: in.ID, Host: in.Address, Port: in.Port, Weight: w, Latency: sim.DefaultLatency})
-		ids = append(ids, in.ID)
-	}
-	if len(discovered) == 0 {
-		return nil, userErrorf("service %q: its %s discovery found no instances to simulate", svc.Name, svc.Discovery.Kind)
-	}
-	for _, ep := range svc.Discovery.Endpoints {
-		i, ok := index[ep.Name]
-		if !ok || ep.Simulate == nil {
-			continue
-		}
-		if ep.Simulate.Latency != nil {
-			out.Servers[i].Latency = *ep.Simulate.Latency
-		}
-		out.Servers[i].ErrorRate, out.Servers[i].Capacity = ep.Simulate.ErrorRate, ep.Simulate.Capacity
-	}
-	servers := func(flag, target string) ([]int, error) {
-		if target == "" {
-			all := make([]int, len(ids))
-			for i := range all {
-				all[i] = i
-			}
-			return all, nil
-		}
-		i, ok := index[target]
-		if !ok {
-			return nil, userErrorf("--%s: service %q has no endpoint %q (endpoints: %s)", flag, svc.Name, target, joinNames(ids))
-		}
-		return []int{i}, nil
-	}
-	// override applies one [SERVER=]VALUE flag to the servers it names.
-	override := func(flag string, values []string, apply func(s *sim.Server, value string) error) error {
-		for _, v := range values {
-			target, value := splitTarget(v)
-			idx, err := servers(flag, target)
-			if err != nil {
-				return err
-			}
-			for _, i := range idx {
-				if err := apply(&out.Servers[i], value); err != nil {
-					return userErrorf("--%s %s: %v", flag, v, err)
-				}
-			}
-		}
-		return nil
-	}
-	if err := override("latency", c.Latency, func(s *sim.Server, value string) (err error) {
-		s.Latency, err = sim.ParseLatency(value)
-		return err
-	}); err != nil {
-		return nil, err
-	}
-	if err := override("error-rate", c.ErrorRate, func(s *sim.Server, value string) error {
-		rate, err := strconv.ParseFloat(value, 64)
-		if err != nil || rate < 0 || rate > 1 || math.IsNaN(rate) {
-			return fmt.Errorf("want a number from 0 to 1, like server2=0.1")
-		}
-		s.ErrorRate = rate
-		return nil
-	}); err != nil {
-		return nil, err
-	}
-	if err := override("capacity", c.Capacity, func(s *sim.Server, value string) error {
-		n, err := strconv.Atoi(value)
-		if err != nil || n < 0 {
-			return fmt.Errorf("want a whole number of concurrent requests, like server1=64 (0 is unlimited)")
-		}
-		s.Capacity = n
-		return nil
-	}); err != nil {
-		return nil, err
-	}
-	for _, v := range c.Down {
-		o, err := parseOutage(v)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := servers("down", o.Server); err != nil {
-			return nil, err
-		}
-		out.Outages = append(out.Outages, o)
-	}
-	return out, nil
-}
-
-// splitTarget splits "server1=value" into its parts; a bare value has no
-// target. A latency model's "(" marks where a value without target starts.
-func splitTarget(s string) (target, value string) {
-	eq := strings.IndexByte(s, '=')
-	if eq < 0 || strings.ContainsRune(s[:eq], '(') {
-		return "", s
-	}
-	return s[:eq], s[eq+1:]
-}
-
-// parseOutage reads SERVER@FROM-TO or SERVER@FROM.
-func parseOutage(s string) (sim.Outage, error) {
-	bad := func(why string) (sim.Outage, error) {
-		return sim.Outage{}, userErrorf("--down %s: %s; write SERVER@FROM-TO, like server2@2s-5s, or SERVER@FROM to stay down", s, why)
-	}
-	server, window, ok := strings.Cut(s, "@")
-	if !ok || server == "" || window == "" {
-		return bad("missing server or time")
-	}
-	fromStr, toStr, hasTo := strings.Cut(window, "-")
-	from, err := time.ParseDuration(fromStr)
-	if err != nil || from < 0 {
-		return bad(fmt.Sprintf("%q is not a time like 2s", fromStr))
-	}
-	to := time.Duration(math.MaxInt64)
-	if hasTo {
-		if to, err = time.ParseDuration(toStr); err != nil {
-			return bad(fmt.Sprintf("%q is not a time like 5s", toStr))
-		}
-		if to <= from {
-			return bad("it must end after it starts")
-		}
-	}
-	return sim.Outage{Server: server, From: from, To: to}, nil
 }
 
 // progress shows a progress bar on a terminal once a run has taken more

@@ -5,13 +5,11 @@
 package config
 
 import (
-	"time"
-
 	"github.com/hashicorp/hcl/v2"
-	"google.golang.org/grpc/codes"
 
+	"github.com/peervault/pvlb/pkg/latency"
 	"github.com/peervault/pvlb/pkg/lb"
-	"github.com/peervault/pvlb/pkg/sim"
+	"github.com/peervault/pvlb/pkg/policy"
 )
 
 // Config is a loaded configuration. The slices keep declaration order
@@ -66,32 +64,17 @@ func (c *Config) ServiceNames() []string {
 
 // Strategy is a `strategy "name"` block: how a service picks endpoints.
 type Strategy struct {
-	Name        string
-	Kind        string // one of lb.StrategyKinds()
-	ChoiceCount int    // least_connections only; see lb.StrategyOptions
-	Sticky      StickySession
-	DeclRange   hcl.Range
-}
-
-// StickySession is a strategy's `sticky_session` block.
-type StickySession struct {
-	Enabled bool
-	TTL     time.Duration
-	// Key is the request metadata key that carries the session id.
-	Key string
+	Name string
+	lb.StrategyConfig
+	Sticky    lb.StickyConfig
+	DeclRange hcl.Range
 }
 
 // HealthPolicy is a `health_policy "name"` block: how endpoints are checked
 // with grpc.health.v1.
 type HealthPolicy struct {
-	Name               string
-	Interval           time.Duration
-	Timeout            time.Duration
-	UnhealthyThreshold int
-	HealthyThreshold   int
-	// Service is the name sent in the health check request; empty asks
-	// for the server's overall health.
-	Service   string
+	Name string
+	policy.HealthCheck
 	DeclRange hcl.Range
 }
 
@@ -127,7 +110,7 @@ type Endpoint struct {
 
 // EndpointSimulation is an endpoint's `simulate` block.
 type EndpointSimulation struct {
-	Latency   *sim.LatencyModel // nil: the simulator's default
+	Latency   *latency.Model // nil: the simulator's default
 	ErrorRate float64
 	Capacity  int // concurrent requests served; 0 means unlimited
 }
@@ -138,114 +121,22 @@ type Service struct {
 	Discovery *Discovery
 	Strategy  *Strategy     // the default strategy when not set
 	Health    *HealthPolicy // the default policy when not set
-	Retry     Retry
-	Client    Client
+	Retry     policy.Retry
+	Client    policy.Client
+	Outcomes  lb.OutcomeConfig
 	DeclRange hcl.Range
 }
 
-// Retry is a service's `retry` block.
-type Retry struct {
-	MaxRetries      int
-	Delay           time.Duration
-	FailoverTimeout time.Duration
-	// RetryableCodes lists the status codes retried; nil means
-	// lb.DefaultRetryableCodes.
-	RetryableCodes []codes.Code
-}
-
-// Client is a service's `client` block: the gRPC connection settings.
-type Client struct {
-	ConnectionTimeout time.Duration
-	KeepAliveInterval time.Duration
-	KeepAliveTimeout  time.Duration
-	MaxReceiveSize    int
-	MaxSendSize       int
-	UserAgent         string
-	TLS               *lb.TLSConfig // nil: plaintext
-}
-
-// Defaults for omitted blocks and attributes, taken from the original
-// design's DefaultLoadBalancerConfig and DefaultLoadBalancedClientConfig.
 func defaultStrategy() *Strategy {
-	d := lb.DefaultLoadBalancerConfig()
-	return &Strategy{
-		Name: "default",
-		Kind: d.Strategy,
-		Sticky: StickySession{
-			Enabled: d.StickySession,
-			TTL:     d.SessionTimeout,
-			Key:     DefaultSessionKey,
-		},
-	}
+	d := lb.DefaultConfig()
+	return &Strategy{Name: "default", StrategyConfig: d.Strategy, Sticky: d.Sticky}
 }
-
-// DefaultSessionKey is the metadata key that carries a sticky session id
-// when a strategy does not name one.
-const DefaultSessionKey = "session-id"
 
 func defaultHealthPolicy() *HealthPolicy {
-	d := lb.DefaultLoadBalancerConfig()
-	return &HealthPolicy{
-		Name:               "default",
-		Interval:           d.HealthCheckInterval,
-		Timeout:            d.HealthCheckTimeout,
-		UnhealthyThreshold: d.UnhealthyThreshold,
-		HealthyThreshold:   d.HealthyThreshold,
-	}
+	return &HealthPolicy{Name: "default", HealthCheck: policy.DefaultHealthCheck()}
 }
 
-func defaultRetry() Retry {
-	d := lb.DefaultLoadBalancedClientConfig()
-	return Retry{MaxRetries: d.MaxRetries, Delay: d.RetryDelay, FailoverTimeout: d.FailoverTimeout}
-}
-
-func defaultClient() Client {
-	d := lb.DefaultLoadBalancedClientConfig()
-	return Client{
-		ConnectionTimeout: d.ConnectionTimeout,
-		KeepAliveInterval: d.KeepAliveInterval,
-		KeepAliveTimeout:  d.KeepAliveTimeout,
-		MaxReceiveSize:    d.MaxReceiveSize,
-		MaxSendSize:       d.MaxSendSize,
-		UserAgent:         d.UserAgent,
-	}
-}
-
-// LoadBalancerConfig returns the lb configuration this service runs with.
-func (s *Service) LoadBalancerConfig() *lb.LoadBalancerConfig {
-	return &lb.LoadBalancerConfig{
-		Service:             s.Name,
-		Strategy:            s.Strategy.Kind,
-		ChoiceCount:         s.Strategy.ChoiceCount,
-		HealthCheckInterval: s.Health.Interval,
-		HealthCheckTimeout:  s.Health.Timeout,
-		UnhealthyThreshold:  s.Health.UnhealthyThreshold,
-		HealthyThreshold:    s.Health.HealthyThreshold,
-		MaxRetries:          s.Retry.MaxRetries,
-		RetryDelay:          s.Retry.Delay,
-		FailoverTimeout:     s.Retry.FailoverTimeout,
-		StickySession:       s.Strategy.Sticky.Enabled,
-		SessionTimeout:      s.Strategy.Sticky.TTL,
-	}
-}
-
-// ClientConfig returns the gRPC client configuration of this service.
-func (s *Service) ClientConfig() *lb.LoadBalancedClientConfig {
-	c := &lb.LoadBalancedClientConfig{
-		MaxRetries:        s.Retry.MaxRetries,
-		RetryDelay:        s.Retry.Delay,
-		FailoverTimeout:   s.Retry.FailoverTimeout,
-		ConnectionTimeout: s.Client.ConnectionTimeout,
-		KeepAliveInterval: s.Client.KeepAliveInterval,
-		KeepAliveTimeout:  s.Client.KeepAliveTimeout,
-		MaxReceiveSize:    s.Client.MaxReceiveSize,
-		MaxSendSize:       s.Client.MaxSendSize,
-		UserAgent:         s.Client.UserAgent,
-		TLS:               s.Client.TLS,
-		RetryableCodes:    s.Retry.RetryableCodes,
-	}
-	if s.Strategy.Sticky.Enabled {
-		c.SessionMetadataKey = s.Strategy.Sticky.Key
-	}
-	return c
+// BalancerConfig returns what the service's LoadBalancer reads.
+func (s *Service) BalancerConfig() lb.Config {
+	return lb.Config{Service: s.Name, Strategy: s.Strategy.StrategyConfig, Sticky: s.Strategy.Sticky, Outcomes: s.Outcomes}
 }

@@ -11,9 +11,11 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
-	"google.golang.org/grpc/codes"
 
 	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/policy"
+	"github.com/peervault/pvlb/pkg/statuscode"
+	"github.com/peervault/pvlb/pkg/tlsfiles"
 )
 
 const examples = "../../examples"
@@ -33,7 +35,7 @@ func TestValidExamplesLoadCleanly(t *testing.T) {
 				t.Fatal("no services")
 			}
 			for _, s := range cfg.Services {
-				if _, err := lb.NewLoadBalancer(s.LoadBalancerConfig(), nil); err != nil {
+				if _, err := lb.New(s.BalancerConfig(), nil); err != nil {
 					t.Fatalf("service %s: lb rejects the decoded config: %v", s.Name, err)
 				}
 			}
@@ -117,17 +119,28 @@ service "svc" { discovery = discovery.static.local }
 		t.Fatal(diags)
 	}
 	s, _ := cfg.Service("svc")
-	got := s.LoadBalancerConfig()
-	want := lb.DefaultLoadBalancerConfig()
-	want.Service = "svc"
-	if *got != *want {
-		t.Errorf("lb config\n got %+v\nwant %+v", got, want)
+	seed := lb.DefaultLoadBalancerConfig()
+	seed.Service = "svc"
+	if got, want := s.BalancerConfig(), seed.Config(); got.Service != want.Service || got.Strategy != want.Strategy ||
+		got.Sticky.Enabled != want.Sticky.Enabled || got.Sticky.TTL != want.Sticky.TTL {
+		t.Errorf("balancer config\n got %+v\nwant %+v", got, want)
 	}
-	if gc, wc := s.ClientConfig(), lb.DefaultLoadBalancedClientConfig(); !reflect.DeepEqual(gc, wc) {
-		t.Errorf("client config\n got %+v\nwant %+v", gc, wc)
-	}
-	if s.Strategy.Sticky.Key != DefaultSessionKey {
+	if s.Strategy.Sticky.Key != lb.DefaultSessionKey {
 		t.Errorf("session key %q", s.Strategy.Sticky.Key)
+	}
+	wantHealth := policy.HealthCheck{Interval: seed.HealthCheckInterval, Timeout: seed.HealthCheckTimeout,
+		UnhealthyThreshold: seed.UnhealthyThreshold, HealthyThreshold: seed.HealthyThreshold}
+	if s.Health.HealthCheck != wantHealth {
+		t.Errorf("health %+v, want %+v", s.Health.HealthCheck, wantHealth)
+	}
+	if s.Retry != policy.DefaultRetry() || s.Retry.MaxRetries != seed.MaxRetries || s.Retry.Delay != seed.RetryDelay || s.Retry.FailoverTimeout != seed.FailoverTimeout {
+		t.Errorf("retry %+v", s.Retry)
+	}
+	if !reflect.DeepEqual(s.Client, policy.DefaultClient()) {
+		t.Errorf("client %+v", s.Client)
+	}
+	if s.Outcomes != (lb.OutcomeConfig{}) {
+		t.Errorf("outcomes %+v, want the defaults", s.Outcomes)
 	}
 }
 
@@ -137,24 +150,26 @@ func TestAdvancedExampleDecodesEverySetting(t *testing.T) {
 		t.Fatal(diags)
 	}
 	s, _ := cfg.Service("peervault")
-	want := &lb.LoadBalancerConfig{
-		Service: "peervault", Strategy: "weighted",
-		HealthCheckInterval: 15 * time.Second, HealthCheckTimeout: 3 * time.Second,
-		UnhealthyThreshold: 3, HealthyThreshold: 2,
-		MaxRetries: 5, RetryDelay: 2 * time.Second, FailoverTimeout: 15 * time.Second,
-		StickySession: true, SessionTimeout: 10 * time.Minute,
+	want := lb.Config{
+		Service:  "peervault",
+		Strategy: lb.StrategyConfig{Kind: "weighted"},
+		Sticky:   lb.StickyConfig{Enabled: true, TTL: 10 * time.Minute, Key: "session-id"},
 	}
-	if got := s.LoadBalancerConfig(); *got != *want {
-		t.Errorf("lb config\n got %+v\nwant %+v", got, want)
+	if got := s.BalancerConfig(); got != want {
+		t.Errorf("balancer config\n got %+v\nwant %+v", got, want)
 	}
-	wantClient := &lb.LoadBalancedClientConfig{
-		MaxRetries: 5, RetryDelay: 2 * time.Second, FailoverTimeout: 15 * time.Second,
+	if want := (policy.HealthCheck{Interval: 15 * time.Second, Timeout: 3 * time.Second, UnhealthyThreshold: 3, HealthyThreshold: 2, Service: "peervault.PeerVaultService"}); s.Health.HealthCheck != want {
+		t.Errorf("health %+v", s.Health.HealthCheck)
+	}
+	if want := (policy.Retry{MaxRetries: 5, Delay: 2 * time.Second, FailoverTimeout: 15 * time.Second, RetryableCodes: policy.DefaultRetryableCodes}); s.Retry != want {
+		t.Errorf("retry %+v", s.Retry)
+	}
+	wantClient := policy.Client{
 		ConnectionTimeout: 30 * time.Second, KeepAliveInterval: 30 * time.Second, KeepAliveTimeout: 5 * time.Second,
 		MaxReceiveSize: 8 << 20, MaxSendSize: 8 << 20, UserAgent: "peervault-grpc-client/1.0",
-		SessionMetadataKey: "session-id",
 	}
-	if got := s.ClientConfig(); !reflect.DeepEqual(got, wantClient) {
-		t.Errorf("client config\n got %+v\nwant %+v", got, wantClient)
+	if !reflect.DeepEqual(s.Client, wantClient) {
+		t.Errorf("client config\n got %+v\nwant %+v", s.Client, wantClient)
 	}
 	eps := s.Discovery.Endpoints
 	if len(eps) != 3 || eps[0].Host != "primary.example.com" || eps[0].Port != 50051 || eps[0].Weight != 5 || eps[0].Zone != "eu-west-1a" || eps[0].Metadata["tier"] != "primary" {
@@ -357,16 +372,16 @@ func TestRetryableCodesAndTLS(t *testing.T) {
 		t.Fatal(diags)
 	}
 	s, _ := cfg.Service("svc")
-	cc := s.ClientConfig()
-	if !reflect.DeepEqual(cc.RetryableCodes, []codes.Code{codes.Unavailable, codes.ResourceExhausted}) {
-		t.Errorf("codes %v", cc.RetryableCodes)
+	cc := s.Client
+	if want := statuscode.SetOf(statuscode.Unavailable, statuscode.ResourceExhausted); s.Retry.RetryableCodes != want {
+		t.Errorf("codes %v", s.Retry.RetryableCodes)
 	}
-	if want := (&lb.TLSConfig{CAFile: "ca.pem", CertFile: "client.pem", KeyFile: "client-key.pem", ServerName: "peervault.internal"}); !reflect.DeepEqual(cc.TLS, want) {
+	if want := (&tlsfiles.Config{CAFile: "ca.pem", CertFile: "client.pem", KeyFile: "client-key.pem", ServerName: "peervault.internal"}); !reflect.DeepEqual(cc.TLS, want) {
 		t.Errorf("tls %+v", cc.TLS)
 	}
 	for src, want := range map[string]string{
 		`retry { retryable_codes = ["UNAVAILBLE"] }`:   `Did you mean "UNAVAILABLE"?`,
-		`retry { retryable_codes = ["OK"] }`:           "cannot be retried",
+		`retry { retryable_codes = ["OK"] }`:           "OK is success",
 		"client {\n  tls { cert_file = \"c.pem\" }\n}": "go together",
 		`client {
   tls { ca_file = "a" }

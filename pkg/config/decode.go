@@ -11,8 +11,10 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 
+	"github.com/peervault/pvlb/pkg/latency"
 	"github.com/peervault/pvlb/pkg/lb"
-	"github.com/peervault/pvlb/pkg/sim"
+	"github.com/peervault/pvlb/pkg/policy"
+	"github.com/peervault/pvlb/pkg/tlsfiles"
 )
 
 var fileSchema = &hcl.BodySchema{
@@ -307,9 +309,9 @@ func (d *decoder) decodeSimulateBlock(block *hcl.Block) *EndpointSimulation {
 	s := &EndpointSimulation{}
 	content := d.content(block.Body, simulateSchema)
 	a := d.attrs(content)
-	var latency string
-	if attr, ok := a.decode("latency", &latency); ok {
-		m, err := sim.ParseLatency(latency)
+	var model string
+	if attr, ok := a.decode("latency", &model); ok {
+		m, err := latency.Parse(model)
 		if err != nil {
 			a.errorf(attr.Expr.Range(), "Invalid latency model", "%s.", err)
 		} else {
@@ -384,7 +386,11 @@ func (d *decoder) decodePluginBlock(block *hcl.Block) {
 
 var serviceSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{{Name: "discovery"}, {Name: "strategy"}, {Name: "health"}},
-	Blocks:     []hcl.BlockHeaderSchema{{Type: "retry"}, {Type: "client"}},
+	Blocks:     []hcl.BlockHeaderSchema{{Type: "retry"}, {Type: "client"}, {Type: "outcomes"}},
+}
+
+var outcomesSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "failure_codes"}},
 }
 
 var retrySchema = &hcl.BodySchema{
@@ -411,8 +417,8 @@ func (d *decoder) decodeServiceBlock(block *hcl.Block) {
 		Name:      block.Labels[0],
 		Strategy:  defaultStrategy(),
 		Health:    defaultHealthPolicy(),
-		Retry:     defaultRetry(),
-		Client:    defaultClient(),
+		Retry:     policy.DefaultRetry(),
+		Client:    policy.DefaultClient(),
 		DeclRange: block.DefRange,
 	}
 	content := d.content(block.Body, serviceSchema)
@@ -439,6 +445,15 @@ func (d *decoder) decodeServiceBlock(block *hcl.Block) {
 		a.codes("retryable_codes", &s.Retry.RetryableCodes)
 		d.merge(a)
 	}
+	if ob := d.singleBlock(content.Blocks, "outcomes", "service"); ob != nil {
+		oc := d.content(ob.Body, outcomesSchema)
+		a := d.attrs(oc)
+		a.codes("failure_codes", &s.Outcomes.FailureCodes)
+		if attr, ok := oc.Attributes["failure_codes"]; ok && s.Outcomes.FailureCodes == 0 && !a.diags.HasErrors() {
+			a.errorf(attr.Expr.Range(), "No failure codes", "failure_codes lists the statuses an endpoint is blamed for; an empty list would blame it for nothing. Remove the attribute to use the defaults: %s.", lb.DefaultFailureCodes)
+		}
+		d.merge(a)
+	}
 	if cb := d.singleBlock(content.Blocks, "client", "service"); cb != nil {
 		cc := d.content(cb.Body, clientSchema)
 		a := d.attrs(cc)
@@ -459,8 +474,8 @@ func (d *decoder) decodeServiceBlock(block *hcl.Block) {
 
 // decodeTLSBlock reads the file names for TLS to backends. The files are
 // read when connecting; here a key without its certificate is an error.
-func (d *decoder) decodeTLSBlock(block *hcl.Block) *lb.TLSConfig {
-	t := &lb.TLSConfig{}
+func (d *decoder) decodeTLSBlock(block *hcl.Block) *tlsfiles.Config {
+	t := &tlsfiles.Config{}
 	a := d.attrs(d.content(block.Body, tlsSchema))
 	a.string("ca_file", &t.CAFile)
 	a.string("cert_file", &t.CertFile)

@@ -1,11 +1,12 @@
 package config
 
 import (
-	"github.com/hashicorp/hcl/v2"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/hcl/v2"
 )
 
 // FuzzLoad feeds arbitrary bytes to the loader: it must return

@@ -12,9 +12,8 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/zclconf/go-cty/cty"
-	"google.golang.org/grpc/codes"
 
-	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/statuscode"
 )
 
 // attrs wraps a block's attributes with typed decoders that report
@@ -142,28 +141,28 @@ func (a *attrs) stringMap(name string, dst *map[string]string) {
 
 // codes decodes a list of gRPC status code names, such as
 // ["UNAVAILABLE", "RESOURCE_EXHAUSTED"].
-func (a *attrs) codes(name string, dst *[]codes.Code) {
+func (a *attrs) codes(name string, dst *statuscode.Set) {
 	var names []string
 	attr, ok := a.decode(name, &names)
 	if !ok {
 		return
 	}
-	out := make([]codes.Code, 0, len(names))
+	var set statuscode.Set
 	for _, n := range names {
-		c, known := lb.ParseCode(n)
+		c, known := statuscode.Parse(n)
 		switch {
 		case !known:
-			names := lb.CodeNames()[1:]
+			names := statuscode.Names()[1:]
 			a.errorf(attr.Expr.Range(), "Unknown status code", "%q is not a gRPC status code.%s Known codes: %s.",
 				n, didYouMean(strings.ToUpper(n), names), strings.Join(names, ", "))
 			return
-		case c == codes.OK:
-			a.errorf(attr.Expr.Range(), "Invalid status code", "OK is success; it cannot be retried.")
+		case c == statuscode.OK:
+			a.errorf(attr.Expr.Range(), "Invalid status code", "OK is success; it cannot be listed in %s.", name)
 			return
 		}
-		out = append(out, c)
+		set |= statuscode.SetOf(c)
 	}
-	*dst = out
+	*dst = set
 }
 
 var sizeUnits = map[string]int64{

@@ -27,7 +27,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/peervault/pvlb/pkg/sim"
+	"github.com/peervault/pvlb/pkg/latency"
 	pb "github.com/peervault/pvlb/proto/peervault/v1"
 )
 
@@ -39,7 +39,7 @@ type Config struct {
 	// Name is returned in every answer; it identifies the server.
 	Name string
 	// Latency, when set, delays every answer by a sample of the model.
-	Latency *sim.LatencyModel
+	Latency *latency.Model
 	// ErrorRate is the share of calls that fail with INTERNAL.
 	ErrorRate float64
 	// UnhealthyAfter, when positive, turns health to NOT_SERVING this long

@@ -24,6 +24,7 @@ import (
 	"github.com/peervault/pvlb/pkg/discovery"
 	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/pluginapi"
+	"github.com/peervault/pvlb/pkg/rpc"
 	pb "github.com/peervault/pvlb/proto/peervault/v1"
 )
 
@@ -166,7 +167,7 @@ func TestCrashKeepsEndpointsAndRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer src.Close()
-	client, err := lb.NewLoadBalancedClient(balancer, nil, nil)
+	client, err := rpc.NewLoadBalancedClient(balancer, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

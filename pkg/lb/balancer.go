@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"slices"
@@ -31,11 +30,16 @@ var ErrDuplicateServer = errors.New("duplicate server")
 // changes (AddServer, RemoveServer, SetHealth) serialise on a mutex and
 // publish a new immutable snapshot.
 type LoadBalancer struct {
-	cfg      LoadBalancerConfig
+	cfg      Config
 	strategy Strategy
-	log      *slog.Logger
-	now      func() int64
-	sessions *sessionTable // nil unless sticky sessions are on
+	// observer is the strategy when it learns from outcomes; trackLoad
+	// keeps each endpoint's in-flight word when the strategy reads it.
+	observer  OutcomeObserver
+	trackLoad bool
+	oneStripe bool // seeded: counters on one stripe, for repeatable runs
+	log       *slog.Logger
+	now       func() int64
+	sessions  *sessionTable // nil unless sticky sessions are on
 
 	mu          sync.Mutex // serialises writers; readers use snap
 	endpoints   map[string]*Endpoint
@@ -63,11 +67,13 @@ type options struct {
 // passes its simulated clock.
 func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
-// WithSeed makes the strategy's random choices repeatable.
+// WithSeed makes the strategy's random choices, and the statistics of a
+// single-threaded caller such as the simulator, repeatable.
 func WithSeed(seed uint64) Option { return func(o *options) { o.seed = seed } }
 
-// NewLoadBalancer returns an empty LoadBalancer. A nil config means
-// DefaultLoadBalancerConfig(); a nil logger discards logs.
+// NewLoadBalancer returns an empty LoadBalancer configured the original
+// design's way. A nil config means DefaultLoadBalancerConfig(); a nil logger
+// discards logs.
 func NewLoadBalancer(config *LoadBalancerConfig, logger *slog.Logger, opts ...Option) (*LoadBalancer, error) {
 	if config == nil {
 		config = DefaultLoadBalancerConfig()
@@ -75,20 +81,35 @@ func NewLoadBalancer(config *LoadBalancerConfig, logger *slog.Logger, opts ...Op
 	if err := config.validate(); err != nil {
 		return nil, fmt.Errorf("load balancer config: %w", err)
 	}
-	logger = loggerOrDiscard(logger)
+	return New(config.Config(), logger, opts...)
+}
+
+// New returns an empty LoadBalancer; a nil logger discards logs.
+func New(config Config, logger *slog.Logger, opts ...Option) (*LoadBalancer, error) {
+	if err := config.validate(); err != nil {
+		return nil, fmt.Errorf("load balancer config: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	var o options
 	for _, opt := range opts {
 		opt(&o)
 	}
-	strategy, err := NewStrategy(config.Strategy, StrategyOptions{Seed: o.seed, ChoiceCount: config.ChoiceCount})
+	strategy, err := NewStrategy(config.Strategy.Kind, StrategyOptions{Seed: o.seed, ChoiceCount: config.Strategy.ChoiceCount})
 	if err != nil {
 		return nil, fmt.Errorf("load balancer config: %w", err)
 	}
 	lb := &LoadBalancer{
-		cfg:       *config,
+		cfg:       config,
 		strategy:  strategy,
 		log:       logger.With("service", config.Service),
 		endpoints: make(map[string]*Endpoint),
+	}
+	lb.observer, _ = strategy.(OutcomeObserver)
+	lb.oneStripe = o.seed != 0
+	if r, ok := strategy.(interface{ readsLoad() bool }); ok {
+		lb.trackLoad = r.readsLoad()
 	}
 	if o.now != nil {
 		lb.now = func() int64 { return o.now().UnixNano() }
@@ -96,15 +117,18 @@ func NewLoadBalancer(config *LoadBalancerConfig, logger *slog.Logger, opts ...Op
 		start := time.Now()
 		lb.now = func() int64 { return int64(time.Since(start)) } // monotonic
 	}
-	if config.StickySession {
-		lb.sessions = newSessionTable(int64(config.SessionTimeout))
+	if config.Sticky.Enabled {
+		lb.sessions = newSessionTable(int64(config.Sticky.TTL))
 	}
 	lb.snap.Store(&snapshot{})
 	return lb, nil
 }
 
-// Config returns a copy of the configuration the LoadBalancer runs with.
-func (lb *LoadBalancer) Config() LoadBalancerConfig { return lb.cfg }
+// Config returns the configuration the LoadBalancer runs with.
+func (lb *LoadBalancer) Config() Config { return lb.cfg }
+
+// Service returns the name of the balanced service.
+func (lb *LoadBalancer) Service() string { return lb.cfg.Service }
 
 // AddServer adds an endpoint with health Unknown. It is the original
 // design's signature; AddEndpoint takes zone and metadata too.
@@ -294,7 +318,7 @@ func (lb *LoadBalancer) Subscribe(fn func(all []*Endpoint)) (cancel func()) {
 }
 
 // Pick chooses an endpoint for one call and counts it in flight; the caller
-// must Release it when the call ends. The session id from WithSession is
+// must end it with Done (or Release) when the call ends. The session id from WithSession is
 // honoured when sticky sessions are on.
 func (lb *LoadBalancer) Pick(ctx context.Context) (*Endpoint, error) {
 	return lb.PickExcluding(ctx, nil)
@@ -316,7 +340,7 @@ func (lb *LoadBalancer) PickExcluding(ctx context.Context, tried []*Endpoint) (*
 	if e == nil {
 		e = s.picker.Pick(tried)
 	}
-	e.acquire()
+	lb.acquire(e)
 	return e, nil
 }
 
@@ -330,13 +354,6 @@ func (lb *LoadBalancer) pickSticky(s *snapshot, id string, triedList []*Endpoint
 	return e
 }
 
-// Release ends a pick's in-flight count.
-func (lb *LoadBalancer) Release(e *Endpoint) {
-	if e != nil {
-		e.release()
-	}
-}
-
 func (lb *LoadBalancer) noHealthy(s *snapshot) error {
 	why := fmt.Sprintf("all %d endpoints are unhealthy", len(s.all))
 	switch len(s.all) {
@@ -346,11 +363,4 @@ func (lb *LoadBalancer) noHealthy(s *snapshot) error {
 		why = "its only endpoint is unhealthy"
 	}
 	return fmt.Errorf("%w for service %q (%s)", ErrNoHealthyServers, lb.cfg.Service, why)
-}
-
-func loggerOrDiscard(l *slog.Logger) *slog.Logger {
-	if l == nil {
-		return slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	return l
 }

@@ -3,12 +3,67 @@ package lb
 import (
 	"fmt"
 	"time"
+
+	"github.com/peervault/pvlb/pkg/statuscode"
 )
 
-// LoadBalancerConfig configures a LoadBalancer. The field names and defaults
-// are those of PeerVault's original balancer design.
-type LoadBalancerConfig struct {
+// Config is what a LoadBalancer reads: the service's name, its strategy,
+// its sticky sessions and how call results are classified.
+type Config struct {
 	// Service names the balanced service in errors, logs and statistics.
+	Service  string         `json:"service,omitempty"`
+	Strategy StrategyConfig `json:"strategy"`
+	Sticky   StickyConfig   `json:"sticky_session"`
+	Outcomes OutcomeConfig  `json:"outcomes"`
+}
+
+// StrategyConfig chooses and tunes the strategy: a `strategy` block.
+type StrategyConfig struct {
+	// Kind is one of StrategyKinds().
+	Kind string `json:"kind"`
+	// ChoiceCount tunes least_connections; see StrategyOptions.
+	ChoiceCount int `json:"choice_count,omitempty"`
+}
+
+// StickyConfig is a strategy's `sticky_session` block.
+type StickyConfig struct {
+	// Enabled binds a session id (see WithSession) to an endpoint for TTL,
+	// renewed on every use.
+	Enabled bool          `json:"enabled"`
+	TTL     time.Duration `json:"ttl"`
+	// Key names the request metadata that carries the session id when a
+	// call's context has none from WithSession. The gRPC layer reads it
+	// from here; empty means only WithSession counts.
+	Key string `json:"key,omitempty"`
+}
+
+// DefaultSessionKey is the metadata key that carries a sticky session id
+// when a configuration does not name one.
+const DefaultSessionKey = "session-id"
+
+// DefaultConfig returns round robin without sticky sessions (5 minute
+// sessions, keyed by "session-id", once enabled).
+func DefaultConfig() Config {
+	return Config{
+		Strategy: StrategyConfig{Kind: RoundRobin},
+		Sticky:   StickyConfig{TTL: 5 * time.Minute, Key: DefaultSessionKey},
+	}
+}
+
+func (c *Config) validate() error {
+	if c.Sticky.Enabled && c.Sticky.TTL <= 0 {
+		return fmt.Errorf("sticky sessions need a positive session timeout, not %s", c.Sticky.TTL)
+	}
+	return nil
+}
+
+// LoadBalancerConfig is the original design's flat configuration, kept so
+// that code written against it works unchanged. NewLoadBalancer reads
+// Service, Strategy, ChoiceCount, StickySession and SessionTimeout; the
+// health check and retry fields are the original design's settings for the
+// health checker and the client (see rpc.NewHealthChecker and
+// rpc.LoadBalancedClientConfig), which read them from their own configs.
+type LoadBalancerConfig struct {
 	Service string `json:"service,omitempty"`
 	// Strategy is one of StrategyKinds().
 	Strategy string `json:"strategy"`
@@ -17,17 +72,11 @@ type LoadBalancerConfig struct {
 
 	HealthCheckInterval time.Duration `json:"health_check_interval"`
 	HealthCheckTimeout  time.Duration `json:"health_check_timeout"`
-	// UnhealthyThreshold consecutive failed checks mark an endpoint
-	// unhealthy; HealthyThreshold consecutive passes bring it back.
-	UnhealthyThreshold int `json:"unhealthy_threshold"`
-	HealthyThreshold   int `json:"healthy_threshold"`
+	UnhealthyThreshold  int           `json:"unhealthy_threshold"`
+	HealthyThreshold    int           `json:"healthy_threshold"`
 
-	// MaxRetries is how many times a failed call is retried after its first
-	// attempt, each on a different endpoint where one is left.
-	MaxRetries int `json:"max_retries"`
-	// RetryDelay is the first backoff; later ones double, with jitter.
-	RetryDelay time.Duration `json:"retry_delay"`
-	// FailoverTimeout bounds the time spent retrying one call.
+	MaxRetries      int           `json:"max_retries"`
+	RetryDelay      time.Duration `json:"retry_delay"`
 	FailoverTimeout time.Duration `json:"failover_timeout"`
 
 	// StickySession binds a session id (see WithSession) to an endpoint
@@ -54,14 +103,57 @@ func DefaultLoadBalancerConfig() *LoadBalancerConfig {
 	}
 }
 
+// Config returns the part of c that a LoadBalancer reads.
+func (c *LoadBalancerConfig) Config() Config {
+	return Config{
+		Service:  c.Service,
+		Strategy: StrategyConfig{Kind: c.Strategy, ChoiceCount: c.ChoiceCount},
+		Sticky:   StickyConfig{Enabled: c.StickySession, TTL: c.SessionTimeout, Key: DefaultSessionKey},
+	}
+}
+
+// OutcomeConfig is a service's `outcomes` block: which call results count
+// against the endpoint that answered. Every other error is neutral: it says
+// nothing about the endpoint (the caller's own mistake, a cancelled call).
+type OutcomeConfig struct {
+	// FailureCodes are the statuses the endpoint is blamed for; empty
+	// means DefaultFailureCodes.
+	FailureCodes statuscode.Set `json:"failure_codes"`
+}
+
+// DefaultFailureCodes are the statuses an endpoint is blamed for by
+// default: it could not be reached or broke the connection (UNAVAILABLE),
+// did not answer in time (DEADLINE_EXCEEDED), or failed on its side
+// (UNKNOWN, INTERNAL, DATA_LOSS). Envoy's and grpc-go's outlier detection
+// likewise count server errors and leave the caller's own alone.
+var DefaultFailureCodes = statuscode.SetOf(statuscode.Unknown, statuscode.DeadlineExceeded,
+	statuscode.Internal, statuscode.Unavailable, statuscode.DataLoss)
+
+// Classify turns a call's final status into its outcome for the endpoint.
+// cancelled reports that the caller gave up on the call (its context was
+// cancelled), which says nothing about the endpoint whatever the status.
+func (c OutcomeConfig) Classify(code statuscode.Code, cancelled bool) Outcome {
+	failures := c.FailureCodes
+	if failures == 0 {
+		failures = DefaultFailureCodes
+	}
+	switch {
+	case code == statuscode.OK:
+		return Success
+	case cancelled || code == statuscode.Canceled:
+		return Neutral
+	case failures.Has(code):
+		return Failure
+	}
+	return Neutral
+}
+
 func (c *LoadBalancerConfig) validate() error {
 	switch {
 	case c.MaxRetries < 0:
 		return fmt.Errorf("max retries %d is negative", c.MaxRetries)
 	case c.RetryDelay < 0:
 		return fmt.Errorf("retry delay %s is negative", c.RetryDelay)
-	case c.StickySession && c.SessionTimeout <= 0:
-		return fmt.Errorf("sticky sessions need a positive session timeout, not %s", c.SessionTimeout)
 	case c.UnhealthyThreshold < 0 || c.HealthyThreshold < 0:
 		return fmt.Errorf("health thresholds must not be negative")
 	}

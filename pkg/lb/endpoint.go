@@ -94,24 +94,17 @@ type Endpoint struct {
 	discovery atomic.Int32 // as discovery reports it
 	removed   atomic.Bool
 
-	// counts packs the requests picked (high bits) and those still in flight
-	// (low inflightBits) into one word, so that a pick costs one atomic add,
-	// not two. The padding keeps this hot word off the cache lines of the
-	// read-mostly fields above and of neighbouring endpoints.
-	_      cacheLinePad
-	counts atomic.Uint64
-	_      cacheLinePad
+	// load counts calls in flight, kept only while the strategy reads it
+	// (least_connections): one word that every core writes is the price
+	// of exact load, and strategies that do not read it do not pay.
+	_    cacheLinePad
+	load atomic.Int64
+	_    cacheLinePad
+	// stripes hold the counters the statistics read. A pick and an outcome
+	// each add to the stripe of the calling goroutine's stack, so that
+	// calls on different cores rarely write the same cache line.
+	stripes [stripeCount]stripe
 }
-
-const (
-	inflightBits = 24 // up to 16M calls in flight on one endpoint
-	inflightMask = 1<<inflightBits - 1
-	pickDelta    = 1<<inflightBits | 1 // one more request, one more in flight
-)
-
-// acquire counts a pick; release ends it.
-func (e *Endpoint) acquire() { e.counts.Add(pickDelta) }
-func (e *Endpoint) release() { e.counts.Add(^uint64(0)) }
 
 func newEndpoint(s EndpointSpec) *Endpoint {
 	e := &Endpoint{
@@ -148,11 +141,9 @@ func (e *Endpoint) ActiveHealth() HealthStatus { return HealthStatus(e.health.Lo
 // DiscoveryHealth is the endpoint's health as discovery reports it.
 func (e *Endpoint) DiscoveryHealth() HealthStatus { return HealthStatus(e.discovery.Load()) }
 
-// InFlight returns how many picks of this endpoint have not been released.
-func (e *Endpoint) InFlight() int64 { return int64(e.counts.Load() & inflightMask) }
-
-// Requests returns how many times this endpoint has been picked.
-func (e *Endpoint) Requests() uint64 { return e.counts.Load() >> inflightBits }
+// Removed reports whether the endpoint has left its LoadBalancer; a
+// connection kept for it can drain and close.
+func (e *Endpoint) Removed() bool { return e.removed.Load() }
 
 // usable reports whether the endpoint may take new traffic right now.
 func (e *Endpoint) usable() bool {

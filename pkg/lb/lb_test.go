@@ -158,8 +158,8 @@ func TestLeastConnectionsPrefersIdleAndSharesTies(t *testing.T) {
 	// Hold two calls on s1 and one on s2: the next pick must be s3.
 	s1, _ := lb.Endpoint("s1")
 	s2, _ := lb.Endpoint("s2")
-	s1.counts.Add(2)
-	s2.counts.Add(1)
+	s1.load.Add(2)
+	s2.load.Add(1)
 	for range 10 {
 		e, _ := lb.Pick(context.Background())
 		if e.ID != "s3" {
@@ -178,7 +178,7 @@ func TestLeastConnectionsSampledChoices(t *testing.T) {
 	// one often, and never pick a loaded one over it when both are drawn.
 	for _, e := range lb.Endpoints() {
 		if e.ID != "s10" {
-			e.counts.Add(100)
+			e.load.Add(100)
 		}
 	}
 	got := pickCounts(t, lb, context.Background(), 1000)

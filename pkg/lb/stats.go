@@ -20,7 +20,8 @@ type HealthCounts struct {
 	UnknownServers   int `json:"unknown_servers"`
 }
 
-func (c *HealthCounts) count(h HealthStatus) {
+// Count adds one endpoint of health h.
+func (c *HealthCounts) Count(h HealthStatus) {
 	switch h {
 	case HealthHealthy:
 		c.HealthyServers++
@@ -41,6 +42,11 @@ type EndpointStats struct {
 	Health            HealthStatus      `json:"health"`
 	ActiveConnections int64             `json:"active_connections"`
 	TotalRequests     uint64            `json:"total_requests"`
+	// OutcomeCounts counts the calls that ended, by what they said about this
+	// endpoint, and its health checks.
+	OutcomeCounts
+	// LatencyEWMAMS is the moving average of recent calls' latency.
+	LatencyEWMAMS float64 `json:"latency_ewma_ms"`
 }
 
 // GetServerStats returns the current statistics, servers sorted by id.
@@ -63,8 +69,10 @@ func (lb *LoadBalancer) GetServerStats() ServerStats {
 			Health:            e.Health(),
 			ActiveConnections: e.InFlight(),
 			TotalRequests:     e.Requests(),
+			OutcomeCounts:     e.Outcomes(),
 		}
-		st.count(es.Health)
+		es.LatencyEWMAMS = float64(es.LatencyEWMA.Microseconds()) / 1000
+		st.Count(es.Health)
 		st.TotalConnections += es.ActiveConnections
 		st.Servers = append(st.Servers, es)
 	}

@@ -210,6 +210,8 @@ type leastConnections struct {
 	choices int
 }
 
+func (s *leastConnections) readsLoad() bool { return true }
+
 func (s *leastConnections) NewPicker(eligible []*Endpoint) Picker {
 	p := &leastConnPicker{eps: eligible, choices: s.choices}
 	p.next.Store(s.seeds.next())
@@ -238,7 +240,7 @@ func (p *leastConnPicker) Pick(triedList []*Endpoint) *Endpoint {
 	var best *Endpoint
 	var bestLoad int64
 	consider := func(e *Endpoint) {
-		if load := e.InFlight(); best == nil || load < bestLoad {
+		if load := e.load.Load(); best == nil || load < bestLoad {
 			if len(triedList) == 0 || !tried(triedList, e) {
 				best, bestLoad = e, load
 			}
@@ -265,7 +267,7 @@ func (p *leastConnPicker) pickSampled(triedList []*Endpoint) *Endpoint {
 		if len(triedList) != 0 && tried(triedList, e) {
 			continue
 		}
-		if load := e.InFlight(); best == nil || load < bestLoad {
+		if load := e.load.Load(); best == nil || load < bestLoad {
 			best, bestLoad = e, load
 		}
 	}

@@ -15,15 +15,16 @@ import (
 	"github.com/peervault/pvlb/pkg/config"
 	"github.com/peervault/pvlb/pkg/discovery"
 	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/rpc"
 )
 
 // Service is a configured service, running.
 type Service struct {
 	Name     string
 	Balancer *lb.LoadBalancer
-	Pool     *lb.ConnPool
-	Health   *lb.HealthChecker // nil unless Options.HealthChecks
-	Client   *lb.LoadBalancedClient
+	Pool     *rpc.ConnPool
+	Health   *rpc.HealthChecker // nil unless Options.HealthChecks
+	Client   *rpc.LoadBalancedClient
 	// Source follows the discovery plugin; nil when a static list was
 	// loaded in process (no Options.Host).
 	Source *discovery.Source
@@ -67,7 +68,7 @@ func New(svc *config.Service, opts Options) (_ *Service, err error) {
 			s.Close()
 		}
 	}()
-	if s.Balancer, err = lb.NewLoadBalancer(svc.LoadBalancerConfig(), opts.Logger); err != nil {
+	if s.Balancer, err = lb.New(svc.BalancerConfig(), opts.Logger); err != nil {
 		return nil, fmt.Errorf("service %q: %w", svc.Name, err)
 	}
 	if opts.Host != nil {
@@ -88,24 +89,24 @@ func New(svc *config.Service, opts Options) (_ *Service, err error) {
 			}
 		}
 	}
-	clientCfg := svc.ClientConfig()
-	if s.Pool, err = lb.NewConnPool(s.Balancer, clientCfg, opts.Logger, opts.DialOptions...); err != nil {
+	clientCfg := &rpc.LoadBalancedClientConfig{Retry: svc.Retry, Client: svc.Client}
+	if s.Pool, err = rpc.NewConnPool(s.Balancer, &svc.Client, opts.Logger, opts.DialOptions...); err != nil {
 		return nil, fmt.Errorf("service %q: %w", svc.Name, err)
 	}
 	if opts.HealthChecks {
-		hopts := []lb.HealthOption{
-			lb.WithThresholds(svc.Health.UnhealthyThreshold, svc.Health.HealthyThreshold),
-			lb.WithHealthService(svc.Health.Service),
+		hopts := []rpc.HealthOption{
+			rpc.WithThresholds(svc.Health.UnhealthyThreshold, svc.Health.HealthyThreshold),
+			rpc.WithHealthService(svc.Health.Service),
 		}
 		if opts.OneShot {
-			hopts = append(hopts, lb.WithThresholds(1, 1), lb.WithManualChecks())
+			hopts = append(hopts, rpc.WithThresholds(1, 1), rpc.WithManualChecks())
 		}
-		s.Health = lb.NewHealthChecker(svc.Health.Interval, svc.Health.Timeout, opts.Logger, hopts...)
+		s.Health = rpc.NewHealthChecker(svc.Health.Interval, svc.Health.Timeout, opts.Logger, hopts...)
 		if err := s.Health.Start(s.Balancer, s.Pool); err != nil {
 			return nil, fmt.Errorf("service %q: %w", svc.Name, err)
 		}
 	}
-	if s.Client, err = lb.NewLoadBalancedClient(s.Balancer, clientCfg, opts.Logger, lb.WithConnPool(s.Pool)); err != nil {
+	if s.Client, err = rpc.NewLoadBalancedClient(s.Balancer, clientCfg, opts.Logger, rpc.WithConnPool(s.Pool)); err != nil {
 		return nil, fmt.Errorf("service %q: %w", svc.Name, err)
 	}
 	return s, nil

@@ -13,8 +13,8 @@ func BenchmarkSimulate(b *testing.B) {
 	for _, kind := range []string{lb.RoundRobin, lb.Weighted, lb.LeastConnections} {
 		b.Run(kind, func(b *testing.B) {
 			const n = 100000
-			cfg := Config{Balancer: balancer(kind), Servers: servers(5, 2, 1), Requests: n, RPS: 10000, Seed: 1,
-				Outages: []Outage{{Server: "server2", From: 2 * time.Second, To: 5 * time.Second}}}
+			cfg := withBase(kind, Config{Servers: servers(5, 2, 1), Requests: n, RPS: 10000, Seed: 1,
+				Outages: []Outage{{Server: "server2", From: 2 * time.Second, To: 5 * time.Second}}})
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := Run(cfg); err != nil {

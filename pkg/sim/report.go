@@ -48,6 +48,12 @@ type ServerReport struct {
 	AttemptTime   Percentiles     `json:"latency"` // per attempt, queueing included
 	PeakInFlight  int             `json:"peak_in_flight"`
 	FinalHealth   lb.HealthStatus `json:"final_health"`
+	// Outcomes are the balancer's own counts for this server: what every
+	// finished attempt said about it, and its health checks.
+	Outcomes lb.OutcomeCounts `json:"outcomes"`
+	// LatencyEWMA is the balancer's moving average of the server's
+	// latency at the end of the run.
+	LatencyEWMA Millis `json:"latency_ewma_ms"`
 }
 
 // Percentiles summarises a latency distribution.
@@ -90,7 +96,7 @@ func (s *simulation) report() *Report {
 	b := s.cfg.Balancer
 	r := &Report{
 		Service:       b.Service,
-		Strategy:      b.Strategy,
+		Strategy:      b.Strategy.Kind,
 		Seed:          s.cfg.Seed,
 		RPS:           s.cfg.RPS,
 		Concurrency:   s.cfg.Concurrency,
@@ -124,11 +130,13 @@ func (s *simulation) report() *Report {
 			AttemptTime:  percentiles(&sv.hist),
 			PeakInFlight: sv.peak,
 			FinalHealth:  sv.ep.Health(),
+			Outcomes:     sv.ep.Outcomes(),
 		}
+		sr.LatencyEWMA = Millis(sr.Outcomes.LatencyEWMA)
 		if totalAttempts > 0 {
 			sr.Share = float64(sv.attempts) / float64(totalAttempts)
 		}
-		if b.Strategy == lb.Weighted {
+		if b.Strategy.Kind == lb.Weighted {
 			sr.ExpectedShare = float64(sv.Weight) / float64(totalWeight)
 		} else {
 			sr.ExpectedShare = 1 / float64(len(s.servers))

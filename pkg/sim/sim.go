@@ -16,7 +16,10 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/peervault/pvlb/pkg/latency"
 	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/policy"
+	"github.com/peervault/pvlb/pkg/statuscode"
 )
 
 // Server is one simulated endpoint.
@@ -25,8 +28,8 @@ type Server struct {
 	Host      string
 	Port      int
 	Weight    int
-	Latency   LatencyModel
-	ErrorRate float64 // share of answers that fail with a non-retryable error
+	Latency   latency.Model
+	ErrorRate float64 // share of answers that fail with ServerErrorCode
 	Capacity  int     // requests served at once; more wait in a queue; 0 is unlimited
 }
 
@@ -39,9 +42,14 @@ type Outage struct {
 
 // Config describes one simulation run.
 type Config struct {
-	// Balancer is the service's balancing configuration: strategy, sticky
-	// sessions, retries and health checking all act as configured.
-	Balancer *lb.LoadBalancerConfig
+	// Balancer is what the service's LoadBalancer reads: strategy, sticky
+	// sessions and outcome classification act as configured.
+	Balancer lb.Config
+	// Health is the service's health checking; a zero Interval runs no
+	// checks.
+	Health policy.HealthCheck
+	// Retry is how failed requests are retried, as the client would.
+	Retry    policy.Retry
 	Servers  []Server
 	Requests int
 	// RPS sends requests open-loop at this mean rate (Poisson arrivals).
@@ -62,8 +70,6 @@ type Config struct {
 
 func (c *Config) validate() error {
 	switch {
-	case c.Balancer == nil:
-		return errors.New("no balancer configuration")
 	case len(c.Servers) == 0:
 		return errors.New("no servers to simulate")
 	case c.Requests < 1:
@@ -137,7 +143,7 @@ const maxAttempts = 11
 type server struct {
 	Server
 	ep       *lb.Endpoint
-	sample   sampler
+	sample   latency.Sampler
 	down     bool
 	busy     int
 	queue    []int32 // FIFO of waiting request slots
@@ -187,7 +193,7 @@ func Run(cfg Config) (*Report, error) {
 		seed = 1 // the balancer treats 0 as "unseeded"; a run must repeat
 	}
 	var err error
-	s.balancer, err = lb.NewLoadBalancer(cfg.Balancer, logger,
+	s.balancer, err = lb.New(cfg.Balancer, logger,
 		lb.WithClock(func() time.Time { return time.Unix(0, s.now) }), lb.WithSeed(seed))
 	if err != nil {
 		return nil, fmt.Errorf("simulate: %w", err)
@@ -197,7 +203,7 @@ func Run(cfg Config) (*Report, error) {
 			return nil, fmt.Errorf("simulate: %w", err)
 		}
 		ep, _ := s.balancer.Endpoint(sc.ID)
-		s.servers = append(s.servers, &server{Server: sc, ep: ep, sample: sc.Latency.sampler(), hist: newHistogram()})
+		s.servers = append(s.servers, &server{Server: sc, ep: ep, sample: sc.Latency.Sampler(), hist: newHistogram()})
 		s.byEP[ep] = int32(i)
 	}
 	for i := range cfg.Sessions {
@@ -208,7 +214,10 @@ func Run(cfg Config) (*Report, error) {
 		s.schedule(int64(o.From), evOutageStart, idx, 0)
 		s.schedule(int64(o.To), evOutageEnd, idx, 0)
 	}
-	if cfg.Balancer.HealthCheckInterval > 0 {
+	if cfg.Retry.RetryableCodes == 0 {
+		s.cfg.Retry.RetryableCodes = policy.DefaultRetryableCodes
+	}
+	if cfg.Health.Interval > 0 {
 		for i := range s.servers {
 			s.schedule(0, evHealthCheck, int32(i), 0)
 		}
@@ -309,14 +318,14 @@ func (s *simulation) attempt(slot int32) {
 	if sv.down { // connection refused
 		sv.errors++
 		s.markUnhealthy(idx, "connection refused")
-		s.balancer.Release(ep)
+		s.balancer.Done(ep, 0, s.outcome(statuscode.Unavailable))
 		r.server = -1
 		s.retryOrFail(slot)
 		return
 	}
 	if sv.Capacity == 0 || sv.busy < sv.Capacity {
 		sv.busy++
-		s.schedule(s.now+sv.sample.sample(s.rng), evAttemptDone, slot, r.token)
+		s.schedule(s.now+sv.sample.Sample(s.rng), evAttemptDone, slot, r.token)
 	} else {
 		r.queued = true
 		sv.queue = append(sv.queue, slot)
@@ -333,14 +342,20 @@ func (s *simulation) attemptDone(slot int32, token uint32) {
 	sv := s.servers[idx]
 	sv.busy--
 	s.startQueued(sv)
-	sv.hist.record(s.now - r.attemptStart)
-	s.balancer.Release(sv.ep)
+	took := s.now - r.attemptStart
+	sv.hist.record(took)
 	r.server = -1
 	if sv.ErrorRate > 0 && s.rng.Float64() < sv.ErrorRate {
 		sv.errors++
-		s.finish(slot, false)
+		s.balancer.Done(sv.ep, time.Duration(took), s.outcome(ServerErrorCode))
+		if s.cfg.Retry.RetryableCodes.Has(ServerErrorCode) {
+			s.retryOrFail(slot)
+		} else {
+			s.finish(slot, false)
+		}
 		return
 	}
+	s.balancer.Done(sv.ep, time.Duration(took), lb.Success)
 	if r.tries > 1 {
 		s.recovered++
 	}
@@ -356,17 +371,17 @@ func (s *simulation) startQueued(sv *server) {
 	sv.queue = sv.queue[1:]
 	s.reqs[next].queued = false
 	sv.busy++
-	s.schedule(s.now+sv.sample.sample(s.rng), evAttemptDone, next, s.reqs[next].token)
+	s.schedule(s.now+sv.sample.Sample(s.rng), evAttemptDone, next, s.reqs[next].token)
 }
 
 // retryOrFail backs off exponentially with ±20% jitter and tries again while
 // retries and the failover budget last.
 func (s *simulation) retryOrFail(slot int32) {
 	r := &s.reqs[slot]
-	b := s.cfg.Balancer
+	b := s.cfg.Retry
 	attempts := int(r.attempts)
 	if attempts <= b.MaxRetries && attempts < maxAttempts {
-		backoff := float64(b.RetryDelay) * math.Pow(2, float64(attempts-1)) * (0.8 + 0.4*s.rng.Float64())
+		backoff := float64(b.Delay) * math.Pow(2, float64(attempts-1)) * (0.8 + 0.4*s.rng.Float64())
 		at := s.now + int64(backoff)
 		if at-r.start <= int64(b.FailoverTimeout) {
 			s.schedule(at, evRetry, slot, 0)
@@ -410,7 +425,7 @@ func (s *simulation) outageStart(idx int32) {
 			r.server = -1
 			r.queued = false
 			sv.errors++
-			s.balancer.Release(sv.ep)
+			s.balancer.Done(sv.ep, time.Duration(s.now-r.attemptStart), s.outcome(statuscode.Unavailable))
 			s.retryOrFail(int32(slot))
 		}
 	}
@@ -431,9 +446,10 @@ func (s *simulation) markUnhealthy(idx int32, why string) {
 // server is down, and the thresholds act as the HealthChecker's do.
 func (s *simulation) healthCheck(idx int32) {
 	sv := s.servers[idx]
-	b := s.cfg.Balancer
+	h := s.cfg.Health
 	before := sv.ep.Health()
-	after := lb.HealthThresholds{Unhealthy: b.UnhealthyThreshold, Healthy: b.HealthyThreshold}.Observe(&sv.checks, before, !sv.down)
+	after := h.Thresholds().Observe(&sv.checks, before, !sv.down)
+	s.balancer.Probed(sv.ep, !sv.down)
 	switch {
 	case after == lb.HealthUnhealthy && before != lb.HealthUnhealthy:
 		s.markUnhealthy(idx, fmt.Sprintf("%d failed checks", sv.checks.Failures))
@@ -443,7 +459,16 @@ func (s *simulation) healthCheck(idx int32) {
 			s.note(idx, fmt.Sprintf("healthy again after %d passed checks", sv.checks.Passes))
 		}
 	}
-	s.schedule(s.now+int64(b.HealthCheckInterval), evHealthCheck, idx, 0)
+	s.schedule(s.now+int64(h.Interval), evHealthCheck, idx, 0)
+}
+
+// ServerErrorCode is the status of a simulated server's errors (its
+// error_rate): a failure on the server's side, as INTERNAL is.
+const ServerErrorCode = statuscode.Internal
+
+// outcome classifies a simulated call's status as the real client does.
+func (s *simulation) outcome(code statuscode.Code) lb.Outcome {
+	return s.cfg.Balancer.Outcomes.Classify(code, false)
 }
 
 func (s *simulation) note(idx int32, what string) {

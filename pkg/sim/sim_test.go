@@ -7,22 +7,26 @@ import (
 	"testing"
 	"time"
 
+	"github.com/peervault/pvlb/pkg/latency"
 	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/policy"
 )
 
 func servers(weights ...int) []Server {
 	out := make([]Server, len(weights))
 	for i, w := range weights {
-		out[i] = Server{ID: fmt.Sprintf("server%d", i+1), Host: "127.0.0.1", Port: 50051 + i, Weight: w, Latency: DefaultLatency}
+		out[i] = Server{ID: fmt.Sprintf("server%d", i+1), Host: "127.0.0.1", Port: 50051 + i, Weight: w, Latency: latency.Default}
 	}
 	return out
 }
 
-func balancer(kind string) *lb.LoadBalancerConfig {
-	c := lb.DefaultLoadBalancerConfig()
-	c.Service = "peervault"
-	c.Strategy = kind
-	return c
+// base returns a run of the given strategy with the original design's
+// health and retry defaults and no servers yet.
+func base(kind string) Config {
+	b := lb.DefaultConfig()
+	b.Service = "peervault"
+	b.Strategy.Kind = kind
+	return Config{Balancer: b, Health: policy.DefaultHealthCheck(), Retry: policy.DefaultRetry()}
 }
 
 func run(t *testing.T, cfg Config) *Report {
@@ -44,7 +48,7 @@ func TestSharesMatchWeightsWithinOnePercent(t *testing.T) {
 			if kind == lb.Weighted {
 				weights = []int{5, 2, 1}
 			}
-			r := run(t, Config{Balancer: balancer(kind), Servers: servers(weights...), Requests: 10000, RPS: 1000, Seed: 3})
+			r := run(t, withBase(kind, Config{Servers: servers(weights...), Requests: 10000, RPS: 1000, Seed: 3}))
 			for _, s := range r.Servers {
 				if d := math.Abs(s.Share - s.ExpectedShare); d > 0.01 {
 					t.Errorf("%s: share %.4f, expected %.4f", s.ID, s.Share, s.ExpectedShare)
@@ -62,8 +66,8 @@ func TestDeterministicForASeed(t *testing.T) {
 		srv := servers(3, 2, 1)
 		srv[1].ErrorRate = 0.05
 		srv[2].Capacity = 4
-		return Config{Balancer: balancer(lb.Random), Servers: srv, Requests: 5000, RPS: 2000, Sessions: 20, Seed: seed,
-			Outages: []Outage{{Server: "server1", From: time.Second, To: 2 * time.Second}}}
+		return withBase(lb.Random, Config{Servers: srv, Requests: 5000, RPS: 2000, Sessions: 20, Seed: seed,
+			Outages: []Outage{{Server: "server1", From: time.Second, To: 2 * time.Second}}})
 	}
 	encode := func(r *Report) string {
 		b, err := json.Marshal(r)
@@ -82,15 +86,15 @@ func TestDeterministicForASeed(t *testing.T) {
 }
 
 func TestFailoverMovesTrafficDuringAnOutage(t *testing.T) {
-	b := balancer(lb.RoundRobin)
-	b.HealthCheckInterval = 500 * time.Millisecond
-	b.HealthCheckTimeout = 100 * time.Millisecond
-	b.RetryDelay = 10 * time.Millisecond
-	b.FailoverTimeout = time.Second
-	srv := servers(1, 1, 1)
+	c := base(lb.RoundRobin)
+	c.Health.Interval = 500 * time.Millisecond
+	c.Health.Timeout = 100 * time.Millisecond
+	c.Retry.Delay = 10 * time.Millisecond
+	c.Retry.FailoverTimeout = time.Second
 	// 10,000 requests at 1,000/s: 10 simulated seconds, server2 out 2s-5s.
-	r := run(t, Config{Balancer: b, Servers: srv, Requests: 10000, RPS: 1000, Seed: 1,
-		Outages: []Outage{{Server: "server2", From: 2 * time.Second, To: 5 * time.Second}}})
+	c.Servers, c.Requests, c.RPS, c.Seed = servers(1, 1, 1), 10000, 1000, 1
+	c.Outages = []Outage{{Server: "server2", From: 2 * time.Second, To: 5 * time.Second}}
+	r := run(t, c)
 	if r.Failed != 0 {
 		t.Errorf("%d requests failed; retries should have moved them", r.Failed)
 	}
@@ -123,10 +127,11 @@ func TestFailoverMovesTrafficDuringAnOutage(t *testing.T) {
 }
 
 func TestNoRetriesMeansFailuresDuringOutage(t *testing.T) {
-	b := balancer(lb.RoundRobin)
-	b.MaxRetries = 0
-	r := run(t, Config{Balancer: b, Servers: servers(1, 1), Requests: 2000, RPS: 1000, Seed: 1,
-		Outages: []Outage{{Server: "server1", From: time.Second, To: 3 * time.Second}}})
+	c := base(lb.RoundRobin)
+	c.Retry.MaxRetries = 0
+	c.Servers, c.Requests, c.RPS, c.Seed = servers(1, 1), 2000, 1000, 1
+	c.Outages = []Outage{{Server: "server1", From: time.Second, To: 3 * time.Second}}
+	r := run(t, c)
 	if r.Failed == 0 {
 		t.Fatal("with no retries, calls in flight on the dying server must fail")
 	}
@@ -134,11 +139,11 @@ func TestNoRetriesMeansFailuresDuringOutage(t *testing.T) {
 
 func TestClosedLoopAndCapacityQueueing(t *testing.T) {
 	srv := servers(1, 1)
-	srv[0].Latency = LatencyModel{Kind: Fixed, A: 10 * time.Millisecond}
-	srv[1].Latency = LatencyModel{Kind: Fixed, A: 10 * time.Millisecond}
+	srv[0].Latency = latency.Model{Kind: latency.Fixed, A: 10 * time.Millisecond}
+	srv[1].Latency = latency.Model{Kind: latency.Fixed, A: 10 * time.Millisecond}
 	srv[0].Capacity, srv[1].Capacity = 2, 2
 	// 8 in flight over 4 slots: half wait one service time.
-	r := run(t, Config{Balancer: balancer(lb.RoundRobin), Servers: srv, Requests: 4000, Concurrency: 8, Seed: 1})
+	r := run(t, withBase(lb.RoundRobin, Config{Servers: srv, Requests: 4000, Concurrency: 8, Seed: 1}))
 	if p := time.Duration(r.Latency.P50); p < 19*time.Millisecond || p > 21*time.Millisecond {
 		t.Errorf("p50 %v, want ~20ms (10ms waiting + 10ms served)", p)
 	}
@@ -155,12 +160,12 @@ func TestClosedLoopAndCapacityQueueing(t *testing.T) {
 
 func TestLeastConnectionsAvoidsTheSlowServer(t *testing.T) {
 	srv := servers(1, 1, 1)
-	srv[2].Latency = LatencyModel{Kind: Fixed, A: 100 * time.Millisecond}
+	srv[2].Latency = latency.Model{Kind: latency.Fixed, A: 100 * time.Millisecond}
 	for i := range 2 {
-		srv[i].Latency = LatencyModel{Kind: Fixed, A: 10 * time.Millisecond}
+		srv[i].Latency = latency.Model{Kind: latency.Fixed, A: 10 * time.Millisecond}
 	}
-	rr := run(t, Config{Balancer: balancer(lb.RoundRobin), Servers: srv, Requests: 3000, Concurrency: 12, Seed: 1})
-	lc := run(t, Config{Balancer: balancer(lb.LeastConnections), Servers: srv, Requests: 3000, Concurrency: 12, Seed: 1})
+	rr := run(t, withBase(lb.RoundRobin, Config{Servers: srv, Requests: 3000, Concurrency: 12, Seed: 1}))
+	lc := run(t, withBase(lb.LeastConnections, Config{Servers: srv, Requests: 3000, Concurrency: 12, Seed: 1}))
 	if lc.Servers[2].Share >= rr.Servers[2].Share/2 {
 		t.Errorf("least_connections sent %.3f to the slow server, round_robin %.3f; want far less", lc.Servers[2].Share, rr.Servers[2].Share)
 	}
@@ -170,9 +175,9 @@ func TestLeastConnectionsAvoidsTheSlowServer(t *testing.T) {
 }
 
 func TestStickySessionsStayPut(t *testing.T) {
-	b := balancer(lb.RoundRobin)
-	b.StickySession = true
-	r := run(t, Config{Balancer: b, Servers: servers(1, 1, 1), Requests: 3000, RPS: 1000, Sessions: 1, Seed: 1})
+	c := withBase(lb.RoundRobin, Config{Servers: servers(1, 1, 1), Requests: 3000, RPS: 1000, Sessions: 1, Seed: 1})
+	c.Balancer.Sticky.Enabled = true
+	r := run(t, c)
 	busy := 0
 	for _, s := range r.Servers {
 		if s.Requests > 0 {
@@ -187,14 +192,14 @@ func TestStickySessionsStayPut(t *testing.T) {
 func TestErrorRateIsObserved(t *testing.T) {
 	srv := servers(1)
 	srv[0].ErrorRate = 0.1
-	r := run(t, Config{Balancer: balancer(lb.RoundRobin), Servers: srv, Requests: 20000, RPS: 5000, Seed: 5})
+	r := run(t, withBase(lb.RoundRobin, Config{Servers: srv, Requests: 20000, RPS: 5000, Seed: 5}))
 	if rate := float64(r.Failed) / 20000; rate < 0.09 || rate > 0.11 {
 		t.Fatalf("failure rate %.3f, want ~0.10", rate)
 	}
 }
 
 func TestInvalidConfigs(t *testing.T) {
-	good := Config{Balancer: balancer(lb.RoundRobin), Servers: servers(1), Requests: 10, RPS: 10}
+	good := withBase(lb.RoundRobin, Config{Servers: servers(1), Requests: 10, RPS: 10})
 	bad := []func(c *Config){
 		func(c *Config) { c.Requests = 0 },
 		func(c *Config) { c.Concurrency = 4 },
@@ -213,33 +218,10 @@ func TestInvalidConfigs(t *testing.T) {
 	}
 }
 
-func TestParseLatency(t *testing.T) {
-	good := map[string]LatencyModel{
-		"20ms":                  {Kind: Fixed, A: 20 * time.Millisecond},
-		"fixed(1s)":             {Kind: Fixed, A: time.Second},
-		"normal(20ms, 5ms)":     {Kind: Normal, A: 20 * time.Millisecond, B: 5 * time.Millisecond},
-		" lognormal(8ms,30ms) ": {Kind: LogNormal, A: 8 * time.Millisecond, B: 30 * time.Millisecond},
-	}
-	for in, want := range good {
-		got, err := ParseLatency(in)
-		if err != nil || got != want {
-			t.Errorf("%q = %+v, %v; want %+v", in, got, err, want)
-		}
-		if again, err := ParseLatency(got.String()); err != nil || again != got {
-			t.Errorf("%q does not round-trip through %q", in, got.String())
-		}
-	}
-	for _, bad := range []string{"", "fast", "-5ms", "normal(20ms)", "lognormal(20ms, 5ms)", "gamma(1s, 2s)", "normal(20ms, 5ms"} {
-		if _, err := ParseLatency(bad); err == nil {
-			t.Errorf("%q: no error", bad)
-		}
-	}
-}
-
 func TestLogNormalHitsItsPercentiles(t *testing.T) {
 	srv := servers(1)
-	srv[0].Latency = LatencyModel{Kind: LogNormal, A: 20 * time.Millisecond, B: 80 * time.Millisecond}
-	r := run(t, Config{Balancer: balancer(lb.RoundRobin), Servers: srv, Requests: 50000, RPS: 1000, Seed: 2})
+	srv[0].Latency = latency.Model{Kind: latency.LogNormal, A: 20 * time.Millisecond, B: 80 * time.Millisecond}
+	r := run(t, withBase(lb.RoundRobin, Config{Servers: srv, Requests: 50000, RPS: 1000, Seed: 2}))
 	p50, p99 := time.Duration(r.Servers[0].AttemptTime.P50), time.Duration(r.Servers[0].AttemptTime.P99)
 	if p50 < 19*time.Millisecond || p50 > 21*time.Millisecond || p99 < 74*time.Millisecond || p99 > 86*time.Millisecond {
 		t.Fatalf("lognormal(20ms, 80ms) gave p50 %v, p99 %v", p50, p99)
@@ -247,14 +229,22 @@ func TestLogNormalHitsItsPercentiles(t *testing.T) {
 }
 
 func TestEveryServerDownWithoutDelayEnds(t *testing.T) {
-	b := balancer(lb.RoundRobin)
-	b.RetryDelay = 0 // retries at the same instant must still be bounded
-	r := run(t, Config{Balancer: b, Servers: servers(1, 1), Requests: 100, RPS: 100, Seed: 1,
+	c := withBase(lb.RoundRobin, Config{Servers: servers(1, 1), Requests: 100, RPS: 100, Seed: 1,
 		Outages: []Outage{{Server: "server1", From: 0, To: time.Hour}, {Server: "server2", From: 0, To: time.Hour}}})
+	c.Retry.Delay = 0 // retries at the same instant must still be bounded
+	r := run(t, c)
+	b := c.Retry
 	if r.Failed != 100 || r.NoHealthy == 0 {
 		t.Fatalf("failed %d (want 100), no-healthy picks %d", r.Failed, r.NoHealthy)
 	}
 	if r.Retries != 100*b.MaxRetries {
 		t.Fatalf("retries %d, want %d", r.Retries, 100*b.MaxRetries)
 	}
+}
+
+// withBase fills in c's balancer, health and retry settings from base(kind).
+func withBase(kind string, c Config) Config {
+	b := base(kind)
+	c.Balancer, c.Health, c.Retry = b.Balancer, b.Health, b.Retry
+	return c
 }

@@ -23,8 +23,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/pluginapi"
+	"github.com/peervault/pvlb/pkg/tlsfiles"
 	"github.com/peervault/pvlb/plugins/internal/providerkit"
 )
 
@@ -122,7 +122,7 @@ func (s *settings) check() (*clientv3.Config, error) {
 		return nil, errors.New("a password needs a username")
 	}
 	if s.TLS != nil {
-		t := lb.TLSConfig{CAFile: providerkit.String(s.TLS.CAFile), CertFile: providerkit.String(s.TLS.CertFile), KeyFile: providerkit.String(s.TLS.KeyFile), ServerName: providerkit.String(s.TLS.ServerName)}
+		t := tlsfiles.Config{CAFile: providerkit.String(s.TLS.CAFile), CertFile: providerkit.String(s.TLS.CertFile), KeyFile: providerkit.String(s.TLS.KeyFile), ServerName: providerkit.String(s.TLS.ServerName)}
 		tc, err := t.Load()
 		if err != nil {
 			return nil, err

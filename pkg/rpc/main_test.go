@@ -1,4 +1,4 @@
-package lb_test
+package rpc_test
 
 import (
 	"testing"

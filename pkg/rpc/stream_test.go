@@ -1,4 +1,4 @@
-package lb_test
+package rpc_test
 
 import (
 	"context"
@@ -10,8 +10,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/peervault/pvlb/internal/testtools"
 	"github.com/peervault/pvlb/pkg/demoserver"
 	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/rpc"
 	pb "github.com/peervault/pvlb/proto/peervault/v1"
 )
 
@@ -35,7 +37,7 @@ func TestStreamRetriedBeforeAnyResponse(t *testing.T) {
 
 	retried := 0
 	for range 10 {
-		report := &lb.CallReport{}
+		report := &rpc.CallReport{}
 		stream, err := f.stub.WatchUserEvents(context.Background(), &pb.WatchUserEventsRequest{UserId: "u1", Count: 3}, report)
 		if err != nil {
 			t.Fatal(err)
@@ -77,9 +79,9 @@ func TestStreamRetriedBeforeAnyResponse(t *testing.T) {
 // Once a stream has delivered a message, a failure goes to the caller: the
 // stream is never restarted midway.
 func TestStreamNotRetriedAfterAResponse(t *testing.T) {
-	servers := startServers(t, 2)
+	servers := testtools.DemoServers(t, 2)
 	f := newFixture(t, config(lb.RoundRobin), servers, nil, 0)
-	report := &lb.CallReport{}
+	report := &rpc.CallReport{}
 	stream, err := f.stub.WatchUserEvents(context.Background(), &pb.WatchUserEventsRequest{UserId: "u1", Count: 1000, IntervalMs: 10}, report)
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +110,7 @@ func TestStreamNotRetriedAfterAResponse(t *testing.T) {
 }
 
 func TestStatsJSONKeys(t *testing.T) {
-	f := newFixture(t, config(lb.RoundRobin), startServers(t, 1), nil, 0)
+	f := newFixture(t, config(lb.RoundRobin), testtools.DemoServers(t, 1), nil, 0)
 	b, _ := json.Marshal(f.client.GetStats())
 	var m map[string]any
 	_ = json.Unmarshal(b, &m)
@@ -117,7 +119,7 @@ func TestStatsJSONKeys(t *testing.T) {
 			t.Errorf("client stats lack %q: %s", k, b)
 		}
 	}
-	h := lb.NewHealthChecker(1e9, 5e8, nil)
+	h := rpc.NewHealthChecker(1e9, 5e8, nil)
 	b, _ = json.Marshal(h.GetHealthStats())
 	m = nil
 	_ = json.Unmarshal(b, &m)

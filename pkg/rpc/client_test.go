@@ -1,4 +1,4 @@
-package lb_test
+package rpc_test
 
 import (
 	"context"
@@ -17,32 +17,19 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/peervault/pvlb/internal/testtools"
 	"github.com/peervault/pvlb/pkg/demoserver"
+	"github.com/peervault/pvlb/pkg/latency"
 	"github.com/peervault/pvlb/pkg/lb"
-	"github.com/peervault/pvlb/pkg/sim"
+	"github.com/peervault/pvlb/pkg/rpc"
 	pb "github.com/peervault/pvlb/proto/peervault/v1"
 )
 
-// startServers runs n demo servers on 127.0.0.1 with port 0.
-func startServers(t testing.TB, n int) []*demoserver.Server {
-	t.Helper()
-	servers := make([]*demoserver.Server, n)
-	for i := range servers {
-		s, err := demoserver.Start("127.0.0.1:0", demoserver.Config{Name: fmt.Sprintf("server%d", i+1)}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(s.Stop)
-		servers[i] = s
-	}
-	return servers
-}
-
 type fixture struct {
 	balancer *lb.LoadBalancer
-	pool     *lb.ConnPool
-	health   *lb.HealthChecker
-	client   *lb.LoadBalancedClient
+	pool     *rpc.ConnPool
+	health   *rpc.HealthChecker
+	client   *rpc.LoadBalancedClient
 	stub     pb.PeerVaultServiceClient
 }
 
@@ -55,23 +42,13 @@ func newFixture(t testing.TB, cfg *lb.LoadBalancerConfig, servers []*demoserver.
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, s := range servers {
-		host, port := splitAddr(t, s.Addr())
-		w := 1
-		if weights != nil {
-			w = weights[i]
-		}
-		if err := balancer.AddServer(s.Name(), host, port, w); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ccfg := lb.DefaultLoadBalancedClientConfig()
+	testtools.AddServers(t, balancer, servers, weights...)
+	ccfg := rpc.DefaultLoadBalancedClientConfig()
 	ccfg.MaxRetries = cfg.MaxRetries
-	ccfg.RetryDelay = cfg.RetryDelay
+	ccfg.Delay = cfg.RetryDelay
 	ccfg.FailoverTimeout = cfg.FailoverTimeout
-	ccfg.SessionMetadataKey = "session-id"
 	// Reconnect quickly, so a restarted server is seen within the test.
-	pool, err := lb.NewConnPool(balancer, ccfg, nil, grpc.WithConnectParams(grpc.ConnectParams{
+	pool, err := rpc.NewConnPool(balancer, &ccfg.Client, nil, grpc.WithConnectParams(grpc.ConnectParams{
 		Backoff:           backoffQuick,
 		MinConnectTimeout: time.Second,
 	}))
@@ -80,12 +57,12 @@ func newFixture(t testing.TB, cfg *lb.LoadBalancerConfig, servers []*demoserver.
 	}
 	f := &fixture{balancer: balancer, pool: pool}
 	if interval > 0 {
-		f.health = lb.NewHealthChecker(interval, interval/2, nil, lb.WithThresholds(cfg.UnhealthyThreshold, cfg.HealthyThreshold), lb.WithHealthService(demoserver.ServiceName))
+		f.health = rpc.NewHealthChecker(interval, interval/2, nil, rpc.WithThresholds(cfg.UnhealthyThreshold, cfg.HealthyThreshold), rpc.WithHealthService(demoserver.ServiceName))
 		if err := f.health.Start(balancer, pool); err != nil {
 			t.Fatal(err)
 		}
 	}
-	f.client, err = lb.NewLoadBalancedClient(balancer, ccfg, nil, lb.WithConnPool(pool))
+	f.client, err = rpc.NewLoadBalancedClient(balancer, ccfg, nil, rpc.WithConnPool(pool))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,16 +79,6 @@ func (f *fixture) close() {
 	_ = f.pool.Close()
 }
 
-func splitAddr(t testing.TB, addr string) (string, int) {
-	host, portStr, err := net.SplitHostPort(addr)
-	if err != nil {
-		panic(fmt.Sprintf("address %q: %v", addr, err))
-	}
-	var port int
-	fmt.Sscan(portStr, &port)
-	return host, port
-}
-
 func config(kind string) *lb.LoadBalancerConfig {
 	c := lb.DefaultLoadBalancerConfig()
 	c.Strategy = kind
@@ -120,23 +87,9 @@ func config(kind string) *lb.LoadBalancerConfig {
 	return c
 }
 
-// servedBy makes n GetUserData calls and counts the answering servers.
-func servedBy(t *testing.T, ctx context.Context, stub pb.PeerVaultServiceClient, n int) map[string]int {
-	t.Helper()
-	counts := map[string]int{}
-	for i := range n {
-		resp, err := stub.GetUserData(ctx, &pb.GetUserDataRequest{UserId: fmt.Sprint("u", i)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		counts[resp.GetServer()]++
-	}
-	return counts
-}
-
 func TestRoundRobinOverRealServers(t *testing.T) {
-	f := newFixture(t, config(lb.RoundRobin), startServers(t, 3), nil, 0)
-	got := servedBy(t, context.Background(), f.stub, 300)
+	f := newFixture(t, config(lb.RoundRobin), testtools.DemoServers(t, 3), nil, 0)
+	got := testtools.ServedBy(t, context.Background(), f.stub, 300)
 	for _, name := range []string{"server1", "server2", "server3"} {
 		if got[name] != 100 {
 			t.Fatalf("served %v, want 100 each", got)
@@ -149,15 +102,15 @@ func TestRoundRobinOverRealServers(t *testing.T) {
 }
 
 func TestWeightedOverRealServers(t *testing.T) {
-	f := newFixture(t, config(lb.Weighted), startServers(t, 3), []int{5, 2, 1}, 0)
-	got := servedBy(t, context.Background(), f.stub, 800)
+	f := newFixture(t, config(lb.Weighted), testtools.DemoServers(t, 3), []int{5, 2, 1}, 0)
+	got := testtools.ServedBy(t, context.Background(), f.stub, 800)
 	if got["server1"] != 500 || got["server2"] != 200 || got["server3"] != 100 {
 		t.Fatalf("served %v, want 500/200/100", got)
 	}
 }
 
 func TestStreamsThroughTheClient(t *testing.T) {
-	f := newFixture(t, config(lb.RoundRobin), startServers(t, 2), nil, 0)
+	f := newFixture(t, config(lb.RoundRobin), testtools.DemoServers(t, 2), nil, 0)
 	seen := map[string]int{}
 	for range 4 {
 		stream, err := f.stub.WatchUserEvents(context.Background(), &pb.WatchUserEventsRequest{UserId: "u1", Count: 5})
@@ -195,12 +148,12 @@ func TestStreamsThroughTheClient(t *testing.T) {
 func TestStickySessionOverRealServersMovesWhenItsServerDies(t *testing.T) {
 	cfg := config(lb.RoundRobin)
 	cfg.StickySession = true
-	servers := startServers(t, 3)
+	servers := testtools.DemoServers(t, 3)
 	f := newFixture(t, cfg, servers, nil, 50*time.Millisecond)
 	waitHealthy(t, f.balancer, 3)
 
 	ctx := lb.WithSession(context.Background(), "user123")
-	first := servedBy(t, ctx, f.stub, 30)
+	first := testtools.ServedBy(t, ctx, f.stub, 30)
 	if len(first) != 1 {
 		t.Fatalf("session spread over %v", first)
 	}
@@ -210,7 +163,7 @@ func TestStickySessionOverRealServersMovesWhenItsServerDies(t *testing.T) {
 	}
 	// The metadata key carries a session too.
 	mdCtx := metadata.AppendToOutgoingContext(context.Background(), "session-id", "user456")
-	if got := servedBy(t, mdCtx, f.stub, 30); len(got) != 1 {
+	if got := testtools.ServedBy(t, mdCtx, f.stub, 30); len(got) != 1 {
 		t.Fatalf("metadata session spread over %v", got)
 	}
 
@@ -219,15 +172,15 @@ func TestStickySessionOverRealServersMovesWhenItsServerDies(t *testing.T) {
 			s.Stop()
 		}
 	}
-	moved := servedBy(t, ctx, f.stub, 30)
+	moved := testtools.ServedBy(t, ctx, f.stub, 30)
 	if len(moved) != 1 || moved[home] != 0 {
 		t.Fatalf("after %s died the session went to %v, want one other server", home, moved)
 	}
 }
 
 func TestNonRetryableErrorsAreNotRetried(t *testing.T) {
-	f := newFixture(t, config(lb.RoundRobin), startServers(t, 3), nil, 0)
-	report := &lb.CallReport{}
+	f := newFixture(t, config(lb.RoundRobin), testtools.DemoServers(t, 3), nil, 0)
+	report := &rpc.CallReport{}
 	_, err := f.stub.GetUserData(context.Background(), &pb.GetUserDataRequest{UserId: "missing-1"}, report)
 	if status.Code(err) != codes.NotFound {
 		t.Fatalf("err = %v, want NotFound", err)
@@ -238,19 +191,19 @@ func TestNonRetryableErrorsAreNotRetried(t *testing.T) {
 }
 
 func TestRetriesMoveToADifferentServer(t *testing.T) {
-	servers := startServers(t, 2)
+	servers := testtools.DemoServers(t, 2)
 	// A third endpoint whose port refuses connections; no health checker,
 	// so the balancer keeps offering it and only retries save the calls.
 	lis, _ := net.Listen("tcp", "127.0.0.1:0")
 	dead := lis.Addr().String()
 	lis.Close()
 	f := newFixture(t, config(lb.RoundRobin), servers, nil, 0)
-	host, port := splitAddr(t, dead)
+	host, port := testtools.HostPort(dead)
 	if err := f.balancer.AddServer("dead", host, port, 1); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 30 {
-		report := &lb.CallReport{}
+		report := &rpc.CallReport{}
 		resp, err := f.stub.GetUserData(context.Background(), &pb.GetUserDataRequest{UserId: "u"}, report)
 		if err != nil {
 			t.Fatalf("call %d: %v", i, err)
@@ -278,16 +231,16 @@ func TestRetriesMoveToADifferentServer(t *testing.T) {
 }
 
 func TestEveryServerDownFailsWithUnavailable(t *testing.T) {
-	servers := startServers(t, 2)
+	servers := testtools.DemoServers(t, 2)
 	cfg := config(lb.RoundRobin)
 	f := newFixture(t, cfg, servers, nil, 0)
 	for _, s := range servers {
 		_ = f.balancer.SetHealth(s.Name(), lb.HealthUnhealthy)
 	}
-	report := &lb.CallReport{}
+	report := &rpc.CallReport{}
 	_, err := f.stub.HealthCheck(context.Background(), &pb.HealthCheckRequest{}, report)
 	if status.Code(err) != codes.Unavailable || !errors.Is(err, lb.ErrNoHealthyServers) {
-		t.Fatalf("err = %v, want UNAVAILABLE wrapping ErrNoHealthyServers", err)
+		t.Fatalf("err = %v, want UNAVAILABLE wrapping lb.ErrNoHealthyServers", err)
 	}
 	if st := f.client.GetStats(); st.Failures != 1 || st.Retries != uint64(cfg.MaxRetries) {
 		t.Fatalf("stats %+v, want 1 failure after %d retries", st, cfg.MaxRetries)
@@ -295,7 +248,7 @@ func TestEveryServerDownFailsWithUnavailable(t *testing.T) {
 }
 
 func TestHealthCheckerThresholdsAndForce(t *testing.T) {
-	servers := startServers(t, 2)
+	servers := testtools.DemoServers(t, 2)
 	cfg := config(lb.RoundRobin)
 	cfg.UnhealthyThreshold, cfg.HealthyThreshold = 2, 3
 	f := newFixture(t, cfg, servers, nil, time.Hour) // checks run only when forced, after the first
@@ -308,7 +261,7 @@ func TestHealthCheckerThresholdsAndForce(t *testing.T) {
 	if st, _ := f.health.ForceHealthCheck("server2"); st != lb.HealthUnhealthy {
 		t.Fatalf("two failures left it %v", st)
 	}
-	got := servedBy(t, context.Background(), f.stub, 20)
+	got := testtools.ServedBy(t, context.Background(), f.stub, 20)
 	if got["server2"] != 0 {
 		t.Fatalf("unhealthy server2 served %d calls", got["server2"])
 	}
@@ -337,7 +290,7 @@ func TestHealthCheckerThresholdsAndForce(t *testing.T) {
 // the stopped server takes no pick once it is marked unhealthy, and it
 // rejoins after it is back and passes healthy_threshold checks.
 func TestFailoverUnderLoad(t *testing.T) {
-	servers := startServers(t, 3)
+	servers := testtools.DemoServers(t, 3)
 	cfg := config(lb.RoundRobin)
 	cfg.UnhealthyThreshold, cfg.HealthyThreshold = 2, 2
 	f := newFixture(t, cfg, servers, nil, 50*time.Millisecond)
@@ -363,10 +316,10 @@ func TestFailoverUnderLoad(t *testing.T) {
 		})
 	}
 	// Stop the victim a third of the way in.
-	waitFor(t, "a third of the calls", func() bool { return sent.Load() > total/3 })
+	testtools.WaitFor(t, "a third of the calls", func() bool { return sent.Load() > total/3 })
 	victim.Stop()
 	close(stopped)
-	waitFor(t, "the victim to be marked unhealthy", func() bool { return ep.Health() == lb.HealthUnhealthy })
+	testtools.WaitFor(t, "the victim to be marked unhealthy", func() bool { return ep.Health() == lb.HealthUnhealthy })
 	picksAtUnhealthy.Store(int64(ep.Requests()))
 	wg.Wait()
 	if failed.Load() != 0 {
@@ -382,8 +335,8 @@ func TestFailoverUnderLoad(t *testing.T) {
 		t.Fatalf("restart on %s: %v", addr, err)
 	}
 	t.Cleanup(back.Stop)
-	waitFor(t, "the victim to rejoin", func() bool { return ep.Health() == lb.HealthHealthy })
-	got := servedBy(t, context.Background(), f.stub, 30)
+	testtools.WaitFor(t, "the victim to rejoin", func() bool { return ep.Health() == lb.HealthHealthy })
+	got := testtools.ServedBy(t, context.Background(), f.stub, 30)
 	if got[victim.Name()] != 10 {
 		t.Fatalf("after rejoining, served %v; want 10 each", got)
 	}
@@ -396,29 +349,17 @@ func TestFailoverUnderLoad(t *testing.T) {
 
 func waitHealthy(t *testing.T, b *lb.LoadBalancer, n int) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%d healthy servers", n), func() bool { return b.GetServerStats().HealthyServers == n })
-}
-
-// waitFor polls cond until it holds or 10 seconds pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testtools.WaitFor(t, fmt.Sprintf("%d healthy servers", n), func() bool { return b.GetServerStats().HealthyServers == n })
 }
 
 func TestMessageSizeLimitsApply(t *testing.T) {
-	servers := startServers(t, 1)
+	servers := testtools.DemoServers(t, 1)
 	balancer, _ := lb.NewLoadBalancer(nil, nil)
-	host, port := splitAddr(t, servers[0].Addr())
+	host, port := testtools.HostPort(servers[0].Addr())
 	_ = balancer.AddServer("server1", host, port, 1)
-	cfg := lb.DefaultLoadBalancedClientConfig()
+	cfg := rpc.DefaultLoadBalancedClientConfig()
 	cfg.MaxSendSize = 64
-	client, err := lb.NewLoadBalancedClient(balancer, cfg, nil)
+	client, err := rpc.NewLoadBalancedClient(balancer, cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -453,11 +394,11 @@ func TestUserAgentReachesTheServer(t *testing.T) {
 	}
 	defer srv.Stop()
 	balancer, _ := lb.NewLoadBalancer(nil, nil)
-	host, port := splitAddr(t, srv.Addr())
+	host, port := testtools.HostPort(srv.Addr())
 	_ = balancer.AddServer("ua", host, port, 1)
-	cfg := lb.DefaultLoadBalancedClientConfig()
+	cfg := rpc.DefaultLoadBalancedClientConfig()
 	cfg.UserAgent = "pvlb-test/2.0"
-	client, err := lb.NewLoadBalancedClient(balancer, cfg, nil)
+	client, err := rpc.NewLoadBalancedClient(balancer, cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -473,12 +414,12 @@ func TestUserAgentReachesTheServer(t *testing.T) {
 // A connection in TRANSIENT_FAILURE makes its endpoint unhealthy at once,
 // long before the next periodic check.
 func TestTransientFailureIsUnhealthyAtOnce(t *testing.T) {
-	servers := startServers(t, 2)
+	servers := testtools.DemoServers(t, 2)
 	f := newFixture(t, config(lb.RoundRobin), servers, nil, time.Hour)
 	waitHealthy(t, f.balancer, 2)
 	servers[0].Stop()
 	ep, _ := f.balancer.Endpoint(servers[0].Name())
-	waitFor(t, "the stopped server to be marked unhealthy without a check", func() bool { return ep.Health() == lb.HealthUnhealthy })
+	testtools.WaitFor(t, "the stopped server to be marked unhealthy without a check", func() bool { return ep.Health() == lb.HealthUnhealthy })
 	st := f.health.GetHealthStats()
 	if st.Servers[0].Error == "" {
 		t.Fatalf("no reason recorded: %+v", st.Servers[0])
@@ -488,7 +429,7 @@ func TestTransientFailureIsUnhealthyAtOnce(t *testing.T) {
 // Removing an endpoint lets its calls in flight finish: the connection
 // drains before it closes.
 func TestRemovedEndpointDrains(t *testing.T) {
-	slow := sim.LatencyModel{Kind: sim.Fixed, A: 300 * time.Millisecond}
+	slow := latency.Model{Kind: latency.Fixed, A: 300 * time.Millisecond}
 	srv, err := demoserver.Start("127.0.0.1:0", demoserver.Config{Name: "slow", Latency: &slow}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -501,7 +442,7 @@ func TestRemovedEndpointDrains(t *testing.T) {
 		errc <- err
 	}()
 	ep, _ := f.balancer.Endpoint("slow")
-	waitFor(t, "the call to be in flight", func() bool { return ep.InFlight() == 1 })
+	testtools.WaitFor(t, "the call to be in flight", func() bool { return ep.InFlight() == 1 })
 	if err := f.balancer.RemoveServer("slow"); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,8 @@
-package sim
+// Package latency describes how long a server takes to answer: fixed,
+// normal and lognormal models, parsed from strings such as
+// "lognormal(10ms, 40ms)" and sampled without allocating. The simulator and
+// the demo server share it, and so does the configuration that names them.
+package latency
 
 import (
 	"fmt"
@@ -8,12 +12,12 @@ import (
 	"time"
 )
 
-// LatencyKind names a latency distribution.
-type LatencyKind int
+// Kind names a latency distribution.
+type Kind int
 
 const (
 	// Fixed always takes A.
-	Fixed LatencyKind = iota
+	Fixed Kind = iota
 	// Normal has mean A and standard deviation B, cut off at zero.
 	Normal
 	// LogNormal has median A and 99th percentile B: the long right tail of
@@ -21,39 +25,39 @@ const (
 	LogNormal
 )
 
-// LatencyModel is how long a simulated server takes to answer.
-type LatencyModel struct {
-	Kind LatencyKind
+// Model is how long a simulated server takes to answer.
+type Model struct {
+	Kind Kind
 	A, B time.Duration
 }
 
 // z99 is the standard normal's 99th percentile.
 const z99 = 2.3263478740408408
 
-// DefaultLatency is used for servers without a latency model of their own.
-var DefaultLatency = LatencyModel{Kind: LogNormal, A: 10 * time.Millisecond, B: 40 * time.Millisecond}
+// Default is used for servers without a latency model of their own.
+var Default = Model{Kind: LogNormal, A: 10 * time.Millisecond, B: 40 * time.Millisecond}
 
-// ParseLatency reads "20ms", "fixed(20ms)", "normal(20ms, 5ms)" or
+// Parse reads "20ms", "fixed(20ms)", "normal(20ms, 5ms)" or
 // "lognormal(20ms, 80ms)" (median, then 99th percentile).
-func ParseLatency(s string) (LatencyModel, error) {
+func Parse(s string) (Model, error) {
 	s = strings.TrimSpace(s)
 	name, args, call := strings.Cut(s, "(")
 	if !call {
 		d, err := parsePositiveDuration(s)
 		if err != nil {
-			return LatencyModel{}, fmt.Errorf("latency %q: %w (want a duration like 20ms, or normal(20ms, 5ms), or lognormal(20ms, 80ms))", s, err)
+			return Model{}, fmt.Errorf("latency %q: %w (want a duration like 20ms, or normal(20ms, 5ms), or lognormal(20ms, 80ms))", s, err)
 		}
-		return LatencyModel{Kind: Fixed, A: d}, nil
+		return Model{Kind: Fixed, A: d}, nil
 	}
 	if !strings.HasSuffix(args, ")") {
-		return LatencyModel{}, fmt.Errorf("latency %q: missing closing parenthesis", s)
+		return Model{}, fmt.Errorf("latency %q: missing closing parenthesis", s)
 	}
 	parts := strings.Split(strings.TrimSuffix(args, ")"), ",")
 	durs := make([]time.Duration, len(parts))
 	for i, p := range parts {
 		d, err := parsePositiveDuration(strings.TrimSpace(p))
 		if err != nil {
-			return LatencyModel{}, fmt.Errorf("latency %q: argument %d: %w", s, i+1, err)
+			return Model{}, fmt.Errorf("latency %q: argument %d: %w", s, i+1, err)
 		}
 		durs[i] = d
 	}
@@ -66,24 +70,24 @@ func ParseLatency(s string) (LatencyModel, error) {
 	switch strings.TrimSpace(name) {
 	case "fixed":
 		if err := want(1, "fixed(duration)"); err != nil {
-			return LatencyModel{}, err
+			return Model{}, err
 		}
-		return LatencyModel{Kind: Fixed, A: durs[0]}, nil
+		return Model{Kind: Fixed, A: durs[0]}, nil
 	case "normal":
 		if err := want(2, "normal(mean, stddev)"); err != nil {
-			return LatencyModel{}, err
+			return Model{}, err
 		}
-		return LatencyModel{Kind: Normal, A: durs[0], B: durs[1]}, nil
+		return Model{Kind: Normal, A: durs[0], B: durs[1]}, nil
 	case "lognormal":
 		if err := want(2, "lognormal(median, p99)"); err != nil {
-			return LatencyModel{}, err
+			return Model{}, err
 		}
 		if durs[1] <= durs[0] {
-			return LatencyModel{}, fmt.Errorf("latency %q: the 99th percentile (%s) must exceed the median (%s)", s, durs[1], durs[0])
+			return Model{}, fmt.Errorf("latency %q: the 99th percentile (%s) must exceed the median (%s)", s, durs[1], durs[0])
 		}
-		return LatencyModel{Kind: LogNormal, A: durs[0], B: durs[1]}, nil
+		return Model{Kind: LogNormal, A: durs[0], B: durs[1]}, nil
 	}
-	return LatencyModel{}, fmt.Errorf("latency %q: unknown distribution %q (want fixed, normal or lognormal)", s, name)
+	return Model{}, fmt.Errorf("latency %q: unknown distribution %q (want fixed, normal or lognormal)", s, name)
 }
 
 func parsePositiveDuration(s string) (time.Duration, error) {
@@ -97,7 +101,7 @@ func parsePositiveDuration(s string) (time.Duration, error) {
 	return d, nil
 }
 
-func (m LatencyModel) String() string {
+func (m Model) String() string {
 	switch m.Kind {
 	case Normal:
 		return fmt.Sprintf("normal(%s, %s)", m.A, m.B)
@@ -107,15 +111,16 @@ func (m LatencyModel) String() string {
 	return m.A.String()
 }
 
-// sampler draws latencies in nanoseconds with precomputed parameters.
-type sampler struct {
-	kind  LatencyKind
+// Sampler draws latencies in nanoseconds with precomputed parameters.
+type Sampler struct {
+	kind  Kind
 	a     float64
 	sigma float64
 }
 
-func (m LatencyModel) sampler() sampler {
-	s := sampler{kind: m.Kind, a: float64(m.A)}
+// Sampler returns a sampler for the model.
+func (m Model) Sampler() Sampler {
+	s := Sampler{kind: m.Kind, a: float64(m.A)}
 	switch m.Kind {
 	case Normal:
 		s.sigma = float64(m.B)
@@ -125,7 +130,8 @@ func (m LatencyModel) sampler() sampler {
 	return s
 }
 
-func (s sampler) sample(r *rand.Rand) int64 {
+// Sample draws one latency in nanoseconds.
+func (s Sampler) Sample(r *rand.Rand) int64 {
 	switch s.kind {
 	case Normal:
 		return int64(max(0, s.a+s.sigma*r.NormFloat64()))
@@ -136,6 +142,6 @@ func (s sampler) sample(r *rand.Rand) int64 {
 }
 
 // Sample draws one latency from the model.
-func (m LatencyModel) Sample(r *rand.Rand) time.Duration {
-	return time.Duration(m.sampler().sample(r))
+func (m Model) Sample(r *rand.Rand) time.Duration {
+	return time.Duration(m.Sampler().Sample(r))
 }

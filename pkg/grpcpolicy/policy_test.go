@@ -1,4 +1,4 @@
-package lb_test
+package grpcpolicy_test
 
 import (
 	"context"
@@ -10,7 +10,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/peervault/pvlb/internal/testtools"
 	"github.com/peervault/pvlb/pkg/demoserver"
+	"github.com/peervault/pvlb/pkg/grpcpolicy"
 	"github.com/peervault/pvlb/pkg/lb"
 	pb "github.com/peervault/pvlb/proto/peervault/v1"
 )
@@ -20,7 +22,7 @@ import (
 func newChannel(t testing.TB, balancer *lb.LoadBalancer, servers int) pb.PeerVaultServiceClient {
 	t.Helper()
 	cc, err := grpc.NewClient("pvlb:///peervault",
-		grpc.WithResolvers(lb.NewResolverBuilder(balancer)),
+		grpc.WithResolvers(grpcpolicy.NewResolverBuilder(balancer)),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -42,6 +44,12 @@ func newChannel(t testing.TB, balancer *lb.LoadBalancer, servers int) pb.PeerVau
 	return stub
 }
 
+func config(kind string) *lb.LoadBalancerConfig {
+	c := lb.DefaultLoadBalancerConfig()
+	c.Strategy = kind
+	return c
+}
+
 func newBalancer(t testing.TB, cfg *lb.LoadBalancerConfig, servers []*demoserver.Server, weights ...int) *lb.LoadBalancer {
 	t.Helper()
 	cfg.Service = "peervault"
@@ -49,24 +57,15 @@ func newBalancer(t testing.TB, cfg *lb.LoadBalancerConfig, servers []*demoserver
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, s := range servers {
-		host, port := splitAddr(t, s.Addr())
-		w := 1
-		if len(weights) > 0 {
-			w = weights[i]
-		}
-		if err := balancer.AddServer(s.Name(), host, port, w); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testtools.AddServers(t, balancer, servers, weights...)
 	return balancer
 }
 
 func TestGRPCChannelUsesThePvlbStrategy(t *testing.T) {
-	servers := startServers(t, 3)
+	servers := testtools.DemoServers(t, 3)
 	balancer := newBalancer(t, config(lb.Weighted), servers, 5, 2, 1)
 	stub := newChannel(t, balancer, 3)
-	got := servedBy(t, context.Background(), stub, 800)
+	got := testtools.ServedBy(t, context.Background(), stub, 800)
 	if got["server1"] != 500 || got["server2"] != 200 || got["server3"] != 100 {
 		t.Fatalf("served %v, want 500/200/100", got)
 	}
@@ -76,7 +75,7 @@ func TestGRPCChannelUsesThePvlbStrategy(t *testing.T) {
 }
 
 func TestGRPCChannelFollowsHealthAndMembership(t *testing.T) {
-	servers := startServers(t, 3)
+	servers := testtools.DemoServers(t, 3)
 	balancer := newBalancer(t, config(lb.RoundRobin), servers)
 	stub := newChannel(t, balancer, 3)
 
@@ -85,7 +84,7 @@ func TestGRPCChannelFollowsHealthAndMembership(t *testing.T) {
 	if err := balancer.SetHealth("server2", lb.HealthUnhealthy); err != nil {
 		t.Fatal(err)
 	}
-	if got := servedBy(t, context.Background(), stub, 60); got["server2"] != 0 || got["server1"] != 30 {
+	if got := testtools.ServedBy(t, context.Background(), stub, 60); got["server2"] != 0 || got["server1"] != 30 {
 		t.Fatalf("with server2 unhealthy: %v", got)
 	}
 	// A removed endpoint leaves the channel; an added one joins it.
@@ -97,25 +96,25 @@ func TestGRPCChannelFollowsHealthAndMembership(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(extra.Stop)
-	host, port := splitAddr(t, extra.Addr())
+	host, port := testtools.HostPort(extra.Addr())
 	if err := balancer.AddServer("server4", host, port, 1); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "server4 to answer", func() bool {
+	testtools.WaitFor(t, "server4 to answer", func() bool {
 		resp, err := stub.GetUserData(context.Background(), &pb.GetUserDataRequest{UserId: "u"})
 		return err == nil && resp.GetServer() == extra.Name()
 	})
-	if got := servedBy(t, context.Background(), stub, 40); got["server1"] != 20 || got["server4"] != 20 {
+	if got := testtools.ServedBy(t, context.Background(), stub, 40); got["server1"] != 20 || got["server4"] != 20 {
 		t.Fatalf("after membership changes: %v", got)
 	}
 }
 
 func TestGRPCChannelStickySessions(t *testing.T) {
-	servers := startServers(t, 3)
+	servers := testtools.DemoServers(t, 3)
 	cfg := config(lb.RoundRobin)
 	cfg.StickySession = true
 	stub := newChannel(t, newBalancer(t, cfg, servers), 3)
-	got := servedBy(t, lb.WithSession(context.Background(), "alice"), stub, 30)
+	got := testtools.ServedBy(t, lb.WithSession(context.Background(), "alice"), stub, 30)
 	if len(got) != 1 {
 		t.Fatalf("one session was served by %v", got)
 	}
@@ -124,7 +123,7 @@ func TestGRPCChannelStickySessions(t *testing.T) {
 func TestGRPCResolverUnknownService(t *testing.T) {
 	balancer := newBalancer(t, config(lb.RoundRobin), nil)
 	cc, err := grpc.NewClient("pvlb:///nope",
-		grpc.WithResolvers(lb.NewResolverBuilder(balancer)),
+		grpc.WithResolvers(grpcpolicy.NewResolverBuilder(balancer)),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -149,12 +148,12 @@ func ExampleNewResolverBuilder() {
 		s, _ := demoserver.Start("127.0.0.1:0", demoserver.Config{Name: fmt.Sprintf("server%d", i+1)}, nil)
 		defer s.Stop()
 		servers = append(servers, s)
-		host, port := splitAddr(nil, s.Addr())
+		host, port := testtools.HostPort(s.Addr())
 		_ = balancer.AddServer(s.Name(), host, port, 1)
 	}
 
 	cc, err := grpc.NewClient("pvlb:///peervault",
-		grpc.WithResolvers(lb.NewResolverBuilder(balancer)),
+		grpc.WithResolvers(grpcpolicy.NewResolverBuilder(balancer)),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		panic(err)

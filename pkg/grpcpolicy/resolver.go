@@ -1,4 +1,4 @@
-package lb
+package grpcpolicy
 
 import (
 	"fmt"
@@ -8,6 +8,8 @@ import (
 	"google.golang.org/grpc/attributes"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
+
+	"github.com/peervault/pvlb/pkg/lb"
 )
 
 // Scheme is the target scheme of pvlb's resolver: "pvlb:///SERVICE".
@@ -29,18 +31,18 @@ type (
 // LoadBalancer:
 //
 //	cc, err := grpc.NewClient("pvlb:///peervault",
-//		grpc.WithResolvers(lb.NewResolverBuilder(balancer)),
+//		grpc.WithResolvers(grpcpolicy.NewResolverBuilder(balancer)),
 //		grpc.WithTransportCredentials(insecure.NewCredentials()))
-func NewResolverBuilder(balancers ...*LoadBalancer) resolver.Builder {
-	b := &resolverBuilder{balancers: map[string]*LoadBalancer{}}
-	for _, lb := range balancers {
-		b.balancers[lb.cfg.Service] = lb
+func NewResolverBuilder(balancers ...*lb.LoadBalancer) resolver.Builder {
+	b := &resolverBuilder{balancers: map[string]*lb.LoadBalancer{}}
+	for _, balancer := range balancers {
+		b.balancers[balancer.Service()] = balancer
 	}
 	return b
 }
 
 type resolverBuilder struct {
-	balancers map[string]*LoadBalancer
+	balancers map[string]*lb.LoadBalancer
 }
 
 func (b *resolverBuilder) Scheme() string { return Scheme }
@@ -56,23 +58,23 @@ func (b *resolverBuilder) Build(target resolver.Target, cc resolver.ClientConn, 
 		return nil, fmt.Errorf("pvlb resolver: no balancer for service %q (have %v)", name, known)
 	}
 	r := &pvlbResolver{cc: cc, balancer: balancer}
-	r.serviceConfig = cc.ParseServiceConfig(`{"loadBalancingConfig":[{"` + BalancerName + `":{}}]}`)
+	r.serviceConfig = cc.ParseServiceConfig(`{"loadBalancingConfig":[{"` + Name + `":{}}]}`)
 	r.cancel = balancer.Subscribe(r.update)
 	return r, nil
 }
 
 type pvlbResolver struct {
 	cc            resolver.ClientConn
-	balancer      *LoadBalancer
+	balancer      *lb.LoadBalancer
 	serviceConfig *serviceconfig.ParseResult
 	cancel        func()
 
 	mu   sync.Mutex
-	last []*Endpoint
+	last []*lb.Endpoint
 }
 
 // update publishes the balancer's endpoints to the channel.
-func (r *pvlbResolver) update(all []*Endpoint) {
+func (r *pvlbResolver) update(all []*lb.Endpoint) {
 	r.mu.Lock()
 	r.last = all
 	r.mu.Unlock()

@@ -1,4 +1,4 @@
-package lb_test
+package grpcpolicy_test
 
 import (
 	"context"
@@ -9,7 +9,9 @@ import (
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 
+	"github.com/peervault/pvlb/internal/testtools"
 	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/rpc"
 	pb "github.com/peervault/pvlb/proto/peervault/v1"
 )
 
@@ -17,7 +19,7 @@ import (
 // servers, a unary call through LoadBalancedClient with one through a plain
 // grpc.ClientConn balanced by grpc-go's round_robin.
 func BenchmarkUnaryRPC(b *testing.B) {
-	servers := startServers(b, 3)
+	servers := testtools.DemoServers(b, 3)
 	req := &pb.GetUserDataRequest{UserId: "u1"}
 
 	b.Run("grpc-go_round_robin", func(b *testing.B) {
@@ -39,8 +41,12 @@ func BenchmarkUnaryRPC(b *testing.B) {
 	})
 
 	b.Run("pvlb_LoadBalancedClient", func(b *testing.B) {
-		f := newFixture(b, config(lb.RoundRobin), servers, nil, 0)
-		runUnary(b, f.stub, req)
+		client, err := rpc.NewLoadBalancedClient(newBalancer(b, config(lb.RoundRobin), servers), nil, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer client.Close()
+		runUnary(b, pb.NewPeerVaultServiceClient(client), req)
 	})
 
 	b.Run("pvlb_grpc_channel", func(b *testing.B) {

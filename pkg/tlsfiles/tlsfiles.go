@@ -1,4 +1,7 @@
-package lb
+// Package tlsfiles loads TLS settings given as file names (a CA, a client
+// certificate and key) into a tls.Config. The configuration, the gRPC layer
+// and the discovery providers share it without importing one another.
+package tlsfiles
 
 import (
 	"crypto/tls"
@@ -8,9 +11,9 @@ import (
 	"os"
 )
 
-// TLSConfig names the files for TLS to backends. With only CAFile it is
+// Config names the files for TLS to backends. With only CAFile it is
 // TLS with a private CA; with CertFile and KeyFile too, mutual TLS.
-type TLSConfig struct {
+type Config struct {
 	CAFile     string `json:"ca_file,omitempty"`
 	CertFile   string `json:"cert_file,omitempty"`
 	KeyFile    string `json:"key_file,omitempty"`
@@ -19,7 +22,7 @@ type TLSConfig struct {
 
 // Load reads the files into a tls.Config. Errors name the file, never its
 // contents.
-func (c *TLSConfig) Load() (*tls.Config, error) {
+func (c *Config) Load() (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName}
 	if c.CAFile != "" {
 		pem, err := os.ReadFile(c.CAFile)

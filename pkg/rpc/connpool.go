@@ -1,4 +1,4 @@
-package lb
+package rpc
 
 import (
 	"context"
@@ -14,6 +14,9 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/policy"
 )
 
 // ErrClosed is returned by a closed ConnPool or LoadBalancedClient.
@@ -36,15 +39,15 @@ type ConnPool struct {
 
 	mu     sync.Mutex
 	closed bool
-	conns  atomic.Pointer[map[*Endpoint]*grpc.ClientConn] // copy on write
+	conns  atomic.Pointer[map[*lb.Endpoint]*grpc.ClientConn] // copy on write
 }
 
 // NewConnPool returns a pool for balancer's endpoints, dialling with the
-// settings of cfg (nil means DefaultLoadBalancedClientConfig()) and then
-// extra.
-func NewConnPool(balancer *LoadBalancer, cfg *LoadBalancedClientConfig, logger *slog.Logger, extra ...grpc.DialOption) (*ConnPool, error) {
+// settings of cfg (nil means policy.DefaultClient()) and then extra.
+func NewConnPool(balancer *lb.LoadBalancer, cfg *policy.Client, logger *slog.Logger, extra ...grpc.DialOption) (*ConnPool, error) {
 	if cfg == nil {
-		cfg = DefaultLoadBalancedClientConfig()
+		d := policy.DefaultClient()
+		cfg = &d
 	}
 	opts, err := DialOptions(cfg)
 	if err != nil {
@@ -52,16 +55,16 @@ func NewConnPool(balancer *LoadBalancer, cfg *LoadBalancedClientConfig, logger *
 	}
 	p := &ConnPool{dialOpts: append(opts, extra...), log: loggerOrDiscard(logger)}
 	p.drainCtx, p.stopDrains = context.WithCancel(context.Background())
-	empty := map[*Endpoint]*grpc.ClientConn{}
+	empty := map[*lb.Endpoint]*grpc.ClientConn{}
 	p.conns.Store(&empty)
 	p.cancel = balancer.Subscribe(p.retain)
 	return p, nil
 }
 
-// DialOptions turns a client configuration into grpc-go dial options:
+// DialOptions turns a `client` block into grpc-go dial options:
 // credentials, connect timeout and backoff, keepalive, message sizes and
 // user agent.
-func DialOptions(cfg *LoadBalancedClientConfig) ([]grpc.DialOption, error) {
+func DialOptions(cfg *policy.Client) ([]grpc.DialOption, error) {
 	creds := insecure.NewCredentials()
 	if cfg.TLS != nil {
 		tc, err := cfg.TLS.Load()
@@ -99,7 +102,7 @@ func DialOptions(cfg *LoadBalancedClientConfig) ([]grpc.DialOption, error) {
 
 // Get returns the connection to e, dialling it on first use. The common
 // path is an atomic load and a map lookup.
-func (p *ConnPool) Get(e *Endpoint) (*grpc.ClientConn, error) {
+func (p *ConnPool) Get(e *lb.Endpoint) (*grpc.ClientConn, error) {
 	if cc, ok := (*p.conns.Load())[e]; ok {
 		return cc, nil
 	}
@@ -112,15 +115,15 @@ func (p *ConnPool) Get(e *Endpoint) (*grpc.ClientConn, error) {
 	if cc, ok := old[e]; ok {
 		return cc, nil
 	}
-	if e.removed.Load() {
-		return nil, fmt.Errorf("%w %q: it was removed", ErrUnknownServer, e.ID)
+	if e.Removed() {
+		return nil, fmt.Errorf("%w %q: it was removed", lb.ErrUnknownServer, e.ID)
 	}
 	cc, err := grpc.NewClient("passthrough:///"+e.Address, p.dialOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s (%s): %w", e.ID, e.Address, err)
 	}
 	cc.Connect()
-	next := make(map[*Endpoint]*grpc.ClientConn, len(old)+1)
+	next := make(map[*lb.Endpoint]*grpc.ClientConn, len(old)+1)
 	for k, v := range old {
 		next[k] = v
 	}
@@ -134,15 +137,15 @@ func (p *ConnPool) Get(e *Endpoint) (*grpc.ClientConn, error) {
 func (p *ConnPool) Len() int { return len(*p.conns.Load()) }
 
 // retain closes the connections of endpoints that left the balancer.
-func (p *ConnPool) retain(all []*Endpoint) {
+func (p *ConnPool) retain(all []*lb.Endpoint) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	keep := make(map[*Endpoint]bool, len(all))
+	keep := make(map[*lb.Endpoint]bool, len(all))
 	for _, e := range all {
 		keep[e] = true
 	}
 	old := *p.conns.Load()
-	next := make(map[*Endpoint]*grpc.ClientConn, len(old))
+	next := make(map[*lb.Endpoint]*grpc.ClientConn, len(old))
 	for e, cc := range old {
 		if keep[e] {
 			next[e] = cc
@@ -160,7 +163,7 @@ const DrainTimeout = 30 * time.Second
 
 // drain closes a removed endpoint's connection once its calls in flight
 // have ended, so that removing an endpoint never cuts a call short.
-func (p *ConnPool) drain(e *Endpoint, cc *grpc.ClientConn) {
+func (p *ConnPool) drain(e *lb.Endpoint, cc *grpc.ClientConn) {
 	defer p.drains.Done()
 	deadline := time.Now().Add(DrainTimeout)
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -193,7 +196,7 @@ func (p *ConnPool) Close() error {
 			errs = append(errs, err)
 		}
 	}
-	empty := map[*Endpoint]*grpc.ClientConn{}
+	empty := map[*lb.Endpoint]*grpc.ClientConn{}
 	p.conns.Store(&empty)
 	return errors.Join(errs...)
 }

@@ -1,9 +1,8 @@
-package lb
+package rpc
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -15,6 +14,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/policy"
+	"github.com/peervault/pvlb/pkg/statuscode"
 )
 
 // LoadBalancedClient is a grpc.ClientConnInterface that sends every call to
@@ -28,13 +31,14 @@ import (
 // with jitter, as long as FailoverTimeout allows. A stream is retried only
 // while no response has begun; after that its errors go to the caller.
 type LoadBalancedClient struct {
-	balancer   *LoadBalancer
+	balancer   *lb.LoadBalancer
 	pool       *ConnPool
 	ownPool    bool
 	cfg        LoadBalancedClientConfig
 	log        *slog.Logger
-	retryable  uint64 // bit i set: codes.Code(i) is retried
-	sessionKey string
+	retryable  statuscode.Set
+	outcomes   lb.OutcomeConfig
+	sessionKey string // metadata key of the sticky session id; "" when not sticky
 
 	calls, retries, failures atomic.Uint64
 	closed                   atomic.Bool
@@ -62,7 +66,7 @@ func WithDialOptions(opts ...grpc.DialOption) ClientOption {
 
 // NewLoadBalancedClient returns a client over balancer. A nil config means
 // DefaultLoadBalancedClientConfig(); a nil logger discards logs.
-func NewLoadBalancedClient(balancer *LoadBalancer, config *LoadBalancedClientConfig, logger *slog.Logger, opts ...ClientOption) (*LoadBalancedClient, error) {
+func NewLoadBalancedClient(balancer *lb.LoadBalancer, config *LoadBalancedClientConfig, logger *slog.Logger, opts ...ClientOption) (*LoadBalancedClient, error) {
 	if config == nil {
 		config = DefaultLoadBalancedClientConfig()
 	}
@@ -71,24 +75,21 @@ func NewLoadBalancedClient(balancer *LoadBalancer, config *LoadBalancedClientCon
 		opt(&o)
 	}
 	c := &LoadBalancedClient{
-		balancer:   balancer,
-		pool:       o.pool,
-		cfg:        *config,
-		log:        loggerOrDiscard(logger),
-		sessionKey: config.SessionMetadataKey,
+		balancer: balancer,
+		pool:     o.pool,
+		cfg:      *config,
+		log:      loggerOrDiscard(logger),
 	}
-	codesToRetry := config.RetryableCodes
-	if len(codesToRetry) == 0 {
-		codesToRetry = DefaultRetryableCodes
+	c.retryable = config.RetryableCodes
+	if c.retryable == 0 {
+		c.retryable = policy.DefaultRetryableCodes
 	}
-	for _, code := range codesToRetry {
-		if code >= 64 {
-			return nil, fmt.Errorf("retryable code %d is not a gRPC status code", code)
-		}
-		c.retryable |= 1 << code
+	c.outcomes = balancer.Config().Outcomes
+	if sticky := balancer.Config().Sticky; sticky.Enabled {
+		c.sessionKey = sticky.Key
 	}
 	if c.pool == nil {
-		pool, err := NewConnPool(balancer, config, logger, o.dialOpts...)
+		pool, err := NewConnPool(balancer, &config.Client, logger, o.dialOpts...)
 		if err != nil {
 			return nil, err
 		}
@@ -121,10 +122,18 @@ func findReport(opts []grpc.CallOption) *CallReport {
 	return nil
 }
 
-func (r *CallReport) add(e *Endpoint, started time.Time, err error) {
+func (r *CallReport) add(e *lb.Endpoint, took time.Duration, err error) {
 	if r != nil {
-		r.Attempts = append(r.Attempts, Attempt{Server: e.ID, Address: e.Address, Latency: time.Since(started), Err: err})
+		r.Attempts = append(r.Attempts, Attempt{Server: e.ID, Address: e.Address, Latency: took, Err: err})
 	}
+}
+
+// classify turns an attempt's error into its outcome for the endpoint.
+func (c *LoadBalancedClient) classify(ctx context.Context, err error) lb.Outcome {
+	if err == nil {
+		return lb.Success
+	}
+	return c.outcomes.Classify(statuscode.Code(status.Code(err)), errors.Is(ctx.Err(), context.Canceled))
 }
 
 // noHealthyError is ErrNoHealthyServers as a gRPC UNAVAILABLE status.
@@ -145,7 +154,7 @@ func (c *LoadBalancedClient) Invoke(ctx context.Context, method string, args, re
 	report := findReport(opts)
 	c.calls.Add(1)
 	start := time.Now()
-	var triedList []*Endpoint // nil until a retry: a first attempt allocates nothing
+	var triedList []*lb.Endpoint // nil until a retry: a first attempt allocates nothing
 	for attempt := 1; ; attempt++ {
 		err := c.invokeOnce(ctx, method, args, reply, opts, report, &triedList)
 		if err == nil {
@@ -158,7 +167,7 @@ func (c *LoadBalancedClient) Invoke(ctx context.Context, method string, args, re
 	}
 }
 
-func (c *LoadBalancedClient) invokeOnce(ctx context.Context, method string, args, reply any, opts []grpc.CallOption, report *CallReport, triedList *[]*Endpoint) error {
+func (c *LoadBalancedClient) invokeOnce(ctx context.Context, method string, args, reply any, opts []grpc.CallOption, report *CallReport, triedList *[]*lb.Endpoint) error {
 	e, err := c.balancer.PickExcluding(ctx, *triedList)
 	if err != nil {
 		return noHealthyError{err}
@@ -170,8 +179,9 @@ func (c *LoadBalancedClient) invokeOnce(ctx context.Context, method string, args
 	} else {
 		err = status.Error(codes.Unavailable, err.Error())
 	}
-	c.balancer.Release(e)
-	report.add(e, started, err)
+	took := time.Since(started)
+	c.balancer.Done(e, took, c.classify(ctx, err))
+	report.add(e, took, err)
 	if err != nil {
 		*triedList = append(*triedList, e)
 		c.log.Debug("call failed", "method", method, "server", e.ID, "error", err)
@@ -182,11 +192,10 @@ func (c *LoadBalancedClient) invokeOnce(ctx context.Context, method string, args
 // backoff decides whether a failed attempt is retried and, if so, waits
 // RetryDelay·2^(attempt-1) ±20% first. It reports whether to try again.
 func (c *LoadBalancedClient) backoff(ctx context.Context, err error, attempt int, start time.Time) bool {
-	code := status.Code(err)
-	if code >= 64 || c.retryable&(1<<code) == 0 || attempt > c.cfg.MaxRetries || ctx.Err() != nil {
+	if !c.retryable.Has(statuscode.Code(status.Code(err))) || attempt > c.cfg.MaxRetries || ctx.Err() != nil {
 		return false
 	}
-	delay := time.Duration(float64(c.cfg.RetryDelay) * float64(uint64(1)<<min(attempt-1, 30)) * (0.8 + 0.4*rand.Float64()))
+	delay := time.Duration(float64(c.cfg.Delay) * float64(uint64(1)<<min(attempt-1, 30)) * (0.8 + 0.4*rand.Float64()))
 	if time.Since(start)+delay > c.cfg.FailoverTimeout {
 		return false
 	}
@@ -210,15 +219,15 @@ func (c *LoadBalancedClient) backoff(ctx context.Context, err error, attempt int
 // sessionContext carries a session id from request metadata into the
 // context, when the context has none and a metadata key is configured.
 func (c *LoadBalancedClient) sessionContext(ctx context.Context) context.Context {
-	if c.sessionKey == "" || c.balancer.sessions == nil {
+	if c.sessionKey == "" {
 		return ctx
 	}
-	if _, ok := SessionFromContext(ctx); ok {
+	if _, ok := lb.SessionFromContext(ctx); ok {
 		return ctx
 	}
 	md, _ := metadata.FromOutgoingContext(ctx)
 	if v := md.Get(c.sessionKey); len(v) > 0 && v[0] != "" {
-		return WithSession(ctx, v[0])
+		return lb.WithSession(ctx, v[0])
 	}
 	return ctx
 }
@@ -261,9 +270,9 @@ type balancedStream struct {
 	attempt           int
 
 	cancel    context.CancelFunc // ends the current attempt
-	endpoint  *Endpoint
+	endpoint  *lb.Endpoint
 	opened    time.Time
-	tried     []*Endpoint
+	tried     []*lb.Endpoint
 	stopAfter func() bool
 	done      atomic.Bool
 
@@ -284,19 +293,15 @@ func (s *balancedStream) open() error {
 	s.opened = time.Now()
 	cc, err := s.c.pool.Get(e)
 	if err != nil {
-		s.c.balancer.Release(e)
 		err = status.Error(codes.Unavailable, err.Error())
-		s.report.add(e, s.opened, err)
-		s.tried = append(s.tried, e)
+		s.failOpen(e, err)
 		return err
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
 	cs, err := cc.NewStream(ctx, s.desc, s.method, s.opts...)
 	if err != nil {
 		cancel()
-		s.c.balancer.Release(e)
-		s.report.add(e, s.opened, err)
-		s.tried = append(s.tried, e)
+		s.failOpen(e, err)
 		return err
 	}
 	s.ClientStream, s.endpoint, s.cancel = cs, e, cancel
@@ -306,10 +311,29 @@ func (s *balancedStream) open() error {
 	return nil
 }
 
-// finish releases the current attempt's endpoint once.
+// failOpen ends an attempt that could not open the stream.
+func (s *balancedStream) failOpen(e *lb.Endpoint, err error) {
+	took := time.Since(s.opened)
+	s.c.balancer.Done(e, took, s.c.classify(s.ctx, err))
+	s.report.add(e, took, err)
+	s.tried = append(s.tried, e)
+}
+
+// finish ends the current attempt's pick once, with its outcome. A stream
+// abandoned by its caller (its context cancelled) ends neutral.
 func (s *balancedStream) finish() {
+	s.finishWith(context.Canceled)
+}
+
+func (s *balancedStream) finishWith(err error) {
 	if s.done.CompareAndSwap(false, true) {
-		s.c.balancer.Release(s.endpoint)
+		outcome := lb.Neutral
+		if err == nil || err == io.EOF {
+			outcome = lb.Success
+		} else if err != context.Canceled {
+			outcome = s.c.classify(s.ctx, err)
+		}
+		s.c.balancer.Done(s.endpoint, time.Since(s.opened), outcome)
 	}
 }
 
@@ -374,11 +398,11 @@ func (s *balancedStream) endAttempt(err error) {
 	if err == io.EOF {
 		err = nil
 	}
-	s.report.add(s.endpoint, s.opened, err)
+	s.report.add(s.endpoint, time.Since(s.opened), err)
 	if err != nil {
 		s.tried = append(s.tried, s.endpoint)
 	}
-	s.finish()
+	s.finishWith(err)
 	s.cancel()
 }
 
@@ -404,14 +428,14 @@ func (s *balancedStream) reopen() bool {
 // ClientStats is a LoadBalancedClient's state; its JSON keys are those of
 // the original design's GetStats.
 type ClientStats struct {
-	TotalConnections int         `json:"total_connections"`
-	MaxRetries       int         `json:"max_retries"`
-	RetryDelay       string      `json:"retry_delay"`
-	FailoverTimeout  string      `json:"failover_timeout"`
-	Calls            uint64      `json:"calls"`
-	Retries          uint64      `json:"retries"`
-	Failures         uint64      `json:"failures"`
-	LoadBalancer     ServerStats `json:"load_balancer"`
+	TotalConnections int            `json:"total_connections"`
+	MaxRetries       int            `json:"max_retries"`
+	RetryDelay       string         `json:"retry_delay"`
+	FailoverTimeout  string         `json:"failover_timeout"`
+	Calls            uint64         `json:"calls"`
+	Retries          uint64         `json:"retries"`
+	Failures         uint64         `json:"failures"`
+	LoadBalancer     lb.ServerStats `json:"load_balancer"`
 }
 
 // GetStats returns the client's statistics.
@@ -419,7 +443,7 @@ func (c *LoadBalancedClient) GetStats() ClientStats {
 	return ClientStats{
 		TotalConnections: c.pool.Len(),
 		MaxRetries:       c.cfg.MaxRetries,
-		RetryDelay:       c.cfg.RetryDelay.String(),
+		RetryDelay:       c.cfg.Delay.String(),
 		FailoverTimeout:  c.cfg.FailoverTimeout.String(),
 		Calls:            c.calls.Load(),
 		Retries:          c.retries.Load(),

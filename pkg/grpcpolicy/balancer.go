@@ -1,19 +1,24 @@
-package lb
+package grpcpolicy
 
 import (
+	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/status"
+
+	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/statuscode"
 )
 
-// BalancerName is the grpc-go load balancing policy that picks with a
+// Name is the grpc-go load balancing policy that picks with a
 // LoadBalancer; the pvlb resolver selects it.
-const BalancerName = "pvlb"
+const Name = "pvlb"
 
 func init() {
 	balancer.Register(balancerBuilder{})
@@ -21,10 +26,10 @@ func init() {
 
 type balancerBuilder struct{}
 
-func (balancerBuilder) Name() string { return BalancerName }
+func (balancerBuilder) Name() string { return Name }
 
 func (balancerBuilder) Build(cc balancer.ClientConn, _ balancer.BuildOptions) balancer.Balancer {
-	return &grpcBalancer{cc: cc, subConns: map[*Endpoint]*subConn{}}
+	return &grpcBalancer{cc: cc, subConns: map[*lb.Endpoint]*subConn{}}
 }
 
 // grpcBalancer keeps one subchannel per endpoint and hands grpc-go a picker
@@ -35,30 +40,62 @@ type grpcBalancer struct {
 	cc balancer.ClientConn
 
 	mu       sync.Mutex
-	balancer *LoadBalancer
-	subConns map[*Endpoint]*subConn
+	balancer *lb.LoadBalancer
+	subConns map[*lb.Endpoint]*subConn
 	lastErr  error
 	closed   bool
 }
 
 type subConn struct {
-	sc      balancer.SubConn
-	state   connectivity.State
-	release func(balancer.DoneInfo) // made once, so a pick allocates no closure
+	sc    balancer.SubConn
+	state connectivity.State
+}
+
+// callDone carries one pick to its Done callback: the endpoint, when the
+// call started, and the callback itself, bound once when the carrier is
+// made. Carriers are pooled, so that a pick allocates no closure.
+type callDone struct {
+	balancer *lb.LoadBalancer
+	endpoint *lb.Endpoint
+	started  time.Time
+	fn       func(balancer.DoneInfo)
+}
+
+var callDones sync.Pool
+
+func getCallDone() *callDone {
+	if d, ok := callDones.Get().(*callDone); ok {
+		return d
+	}
+	d := &callDone{}
+	d.fn = d.done
+	return d
+}
+
+// done reports the call's outcome to the core, as LoadBalancedClient does.
+func (d *callDone) done(info balancer.DoneInfo) {
+	outcome := lb.Success
+	if info.Err != nil {
+		code := status.Code(info.Err)
+		outcome = d.balancer.Config().Outcomes.Classify(statuscode.Code(code), errors.Is(info.Err, context.Canceled))
+	}
+	d.balancer.Done(d.endpoint, time.Since(d.started), outcome)
+	d.balancer, d.endpoint = nil, nil
+	callDones.Put(d)
 }
 
 func (b *grpcBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
-	lb, _ := s.ResolverState.Attributes.Value(balancerKey{}).(*LoadBalancer)
-	if lb == nil {
-		b.ResolverError(errors.New("pvlb balancer: the resolver state carries no pvlb LoadBalancer; use lb.NewResolverBuilder"))
+	core, _ := s.ResolverState.Attributes.Value(balancerKey{}).(*lb.LoadBalancer)
+	if core == nil {
+		b.ResolverError(errors.New("pvlb balancer: the resolver state carries no pvlb LoadBalancer; use grpcpolicy.NewResolverBuilder"))
 		return balancer.ErrBadResolverState
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.balancer = lb
-	present := map[*Endpoint]bool{}
+	b.balancer = core
+	present := map[*lb.Endpoint]bool{}
 	for _, re := range s.ResolverState.Endpoints {
-		e, _ := re.Attributes.Value(endpointKey{}).(*Endpoint)
+		e, _ := re.Attributes.Value(endpointKey{}).(*lb.Endpoint)
 		if e == nil || len(re.Addresses) == 0 {
 			continue
 		}
@@ -66,7 +103,7 @@ func (b *grpcBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 		if _, ok := b.subConns[e]; ok {
 			continue
 		}
-		entry := &subConn{state: connectivity.Idle, release: func(balancer.DoneInfo) { lb.Release(e) }}
+		entry := &subConn{state: connectivity.Idle}
 		sc, err := b.cc.NewSubConn(re.Addresses, balancer.NewSubConnOptions{
 			StateListener: func(st balancer.SubConnState) { b.subConnStateChanged(e, entry, st) },
 		})
@@ -87,7 +124,7 @@ func (b *grpcBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 	return nil
 }
 
-func (b *grpcBalancer) subConnStateChanged(e *Endpoint, entry *subConn, st balancer.SubConnState) {
+func (b *grpcBalancer) subConnStateChanged(e *lb.Endpoint, entry *subConn, st balancer.SubConnState) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed || b.subConns[e] != entry {
@@ -108,7 +145,7 @@ func (b *grpcBalancer) subConnStateChanged(e *Endpoint, entry *subConn, st balan
 // publishLocked gives the channel a picker for the current subchannel
 // states and an overall state.
 func (b *grpcBalancer) publishLocked() {
-	p := &grpcPicker{balancer: b.balancer, ready: map[*Endpoint]*subConn{}}
+	p := &grpcPicker{balancer: b.balancer, ready: map[*lb.Endpoint]*subConn{}}
 	var connecting, failing int
 	for e, entry := range b.subConns {
 		switch entry.state {
@@ -172,9 +209,9 @@ func (b *grpcBalancer) Close() {
 // grpcPicker is immutable: the balancer publishes a new one on every
 // subchannel state change.
 type grpcPicker struct {
-	balancer   *LoadBalancer
-	ready      map[*Endpoint]*subConn
-	notReady   []*Endpoint
+	balancer   *lb.LoadBalancer
+	ready      map[*lb.Endpoint]*subConn
+	notReady   []*lb.Endpoint
 	connecting bool
 	lastErr    error
 }
@@ -188,7 +225,9 @@ func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		return balancer.PickResult{}, status.Error(codes.Unavailable, err.Error())
 	}
 	if entry, ok := p.ready[e]; ok {
-		return balancer.PickResult{SubConn: entry.sc, Done: entry.release}, nil
+		d := getCallDone()
+		d.balancer, d.endpoint, d.started = p.balancer, e, time.Now()
+		return balancer.PickResult{SubConn: entry.sc, Done: d.fn}, nil
 	}
 	// Every healthy endpoint is still connecting or failing.
 	p.balancer.Release(e)

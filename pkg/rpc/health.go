@@ -1,4 +1,4 @@
-package lb
+package rpc
 
 import (
 	"context"
@@ -15,6 +15,9 @@ import (
 	"google.golang.org/grpc/connectivity"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+
+	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/policy"
 )
 
 // HealthChecker checks a LoadBalancer's endpoints with grpc.health.v1 every
@@ -24,15 +27,15 @@ import (
 // connection enters TRANSIENT_FAILURE.
 type HealthChecker struct {
 	interval, timeout time.Duration
-	thresholds        HealthThresholds
+	thresholds        lb.HealthThresholds
 	service           string
 	manual            bool
 	log               *slog.Logger
 
 	mu       sync.Mutex
-	balancer *LoadBalancer
+	balancer *lb.LoadBalancer
 	pool     *ConnPool
-	targets  map[*Endpoint]*healthTarget
+	targets  map[*lb.Endpoint]*healthTarget
 	cancel   func() // unsubscribes from the balancer
 	ctx      context.Context
 	stop     context.CancelFunc
@@ -40,12 +43,12 @@ type HealthChecker struct {
 }
 
 type healthTarget struct {
-	endpoint *Endpoint
+	endpoint *lb.Endpoint
 	stop     context.CancelFunc
 	checkMu  sync.Mutex // one check at a time per endpoint, forced or not
 
 	mu          sync.Mutex // guards the fields below
-	run         HealthRun
+	run         lb.HealthRun
 	lastChecked time.Time
 	latency     time.Duration
 	lastErr     error
@@ -57,7 +60,7 @@ type HealthOption func(*HealthChecker)
 // WithThresholds sets the consecutive failures that take an endpoint out and
 // the passes that bring it back (defaults 3 and 2).
 func WithThresholds(unhealthy, healthy int) HealthOption {
-	return func(h *HealthChecker) { h.thresholds = HealthThresholds{Unhealthy: unhealthy, Healthy: healthy} }
+	return func(h *HealthChecker) { h.thresholds = lb.HealthThresholds{Unhealthy: unhealthy, Healthy: healthy} }
 }
 
 // WithHealthService sets the service name sent in each check; empty (the
@@ -75,13 +78,12 @@ func WithManualChecks() HealthOption {
 
 // NewHealthChecker returns a checker; Start attaches it to a LoadBalancer.
 func NewHealthChecker(interval, timeout time.Duration, logger *slog.Logger, opts ...HealthOption) *HealthChecker {
-	d := DefaultLoadBalancerConfig()
 	h := &HealthChecker{
 		interval:   interval,
 		timeout:    timeout,
-		thresholds: HealthThresholds{Unhealthy: d.UnhealthyThreshold, Healthy: d.HealthyThreshold},
+		thresholds: policy.DefaultHealthCheck().Thresholds(),
 		log:        loggerOrDiscard(logger),
-		targets:    map[*Endpoint]*healthTarget{},
+		targets:    map[*lb.Endpoint]*healthTarget{},
 	}
 	for _, opt := range opts {
 		opt(h)
@@ -91,7 +93,7 @@ func NewHealthChecker(interval, timeout time.Duration, logger *slog.Logger, opts
 
 // Start checks balancer's endpoints, present and future, over pool's
 // connections, until Close.
-func (h *HealthChecker) Start(balancer *LoadBalancer, pool *ConnPool) error {
+func (h *HealthChecker) Start(balancer *lb.LoadBalancer, pool *ConnPool) error {
 	if h.interval <= 0 || h.timeout <= 0 {
 		return fmt.Errorf("health checker: interval (%s) and timeout (%s) must be positive", h.interval, h.timeout)
 	}
@@ -109,13 +111,13 @@ func (h *HealthChecker) Start(balancer *LoadBalancer, pool *ConnPool) error {
 
 // follow starts checking new endpoints and stops checking removed ones.
 // It runs under the balancer's lock (see Subscribe).
-func (h *HealthChecker) follow(all []*Endpoint) {
+func (h *HealthChecker) follow(all []*lb.Endpoint) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.ctx.Err() != nil {
 		return
 	}
-	present := make(map[*Endpoint]bool, len(all))
+	present := make(map[*lb.Endpoint]bool, len(all))
 	for _, e := range all {
 		present[e] = true
 		if _, ok := h.targets[e]; ok {
@@ -190,7 +192,7 @@ func (h *HealthChecker) check(ctx context.Context, t *healthTarget) {
 	h.apply(t, pass, latency, err, false)
 }
 
-func (h *HealthChecker) probe(ctx context.Context, e *Endpoint) (bool, time.Duration, error) {
+func (h *HealthChecker) probe(ctx context.Context, e *lb.Endpoint) (bool, time.Duration, error) {
 	cc, err := h.pool.Get(e)
 	if err != nil {
 		return false, 0, err
@@ -218,10 +220,10 @@ func (h *HealthChecker) probe(ctx context.Context, e *Endpoint) (bool, time.Dura
 func (h *HealthChecker) apply(t *healthTarget, pass bool, latency time.Duration, err error, connectionFailed bool) {
 	t.mu.Lock()
 	before := t.endpoint.ActiveHealth()
-	var after HealthStatus
+	var after lb.HealthStatus
 	if connectionFailed {
-		after = HealthUnhealthy
-		t.run = HealthRun{}
+		after = lb.HealthUnhealthy
+		t.run = lb.HealthRun{}
 		// A check's own error (the dial error, say) says more than the
 		// connection state; keep it when there is one.
 		if t.lastErr == nil {
@@ -232,21 +234,24 @@ func (h *HealthChecker) apply(t *healthTarget, pass bool, latency time.Duration,
 		t.lastChecked, t.latency, t.lastErr = time.Now(), latency, err
 	}
 	t.mu.Unlock()
+	if !connectionFailed {
+		h.balancer.Probed(t.endpoint, pass)
+	}
 	if after == before {
 		return
 	}
 	if setErr := h.balancer.SetHealth(t.endpoint.ID, after); setErr != nil {
 		return // removed meanwhile
 	}
-	if after == HealthUnhealthy {
-		h.log.Info("server unhealthy", "service", h.balancer.cfg.Service, "server", t.endpoint.ID, "address", t.endpoint.Address, "error", err)
+	if after == lb.HealthUnhealthy {
+		h.log.Info("server unhealthy", "service", h.balancer.Service(), "server", t.endpoint.ID, "address", t.endpoint.Address, "error", err)
 	} else {
-		h.log.Info("server healthy", "service", h.balancer.cfg.Service, "server", t.endpoint.ID, "address", t.endpoint.Address)
+		h.log.Info("server healthy", "service", h.balancer.Service(), "server", t.endpoint.ID, "address", t.endpoint.Address)
 	}
 }
 
 // ForceHealthCheck checks one endpoint now and returns its resulting status.
-func (h *HealthChecker) ForceHealthCheck(id string) (HealthStatus, error) {
+func (h *HealthChecker) ForceHealthCheck(id string) (lb.HealthStatus, error) {
 	h.mu.Lock()
 	var target *healthTarget
 	for e, t := range h.targets {
@@ -257,7 +262,7 @@ func (h *HealthChecker) ForceHealthCheck(id string) (HealthStatus, error) {
 	ctx := h.ctx
 	h.mu.Unlock()
 	if target == nil {
-		return HealthUnknown, fmt.Errorf("health check: %w %q", ErrUnknownServer, id)
+		return lb.HealthUnknown, fmt.Errorf("health check: %w %q", lb.ErrUnknownServer, id)
 	}
 	h.check(ctx, target)
 	return target.endpoint.Health(), nil
@@ -284,7 +289,7 @@ func (h *HealthChecker) ForceHealthCheckAll() {
 // original design's GetHealthStats.
 type HealthStats struct {
 	TotalServers int `json:"total_servers"`
-	HealthCounts
+	lb.HealthCounts
 	CheckInterval string         `json:"check_interval"`
 	CheckTimeout  string         `json:"check_timeout"`
 	Servers       []ServerHealth `json:"servers"`
@@ -292,14 +297,14 @@ type HealthStats struct {
 
 // ServerHealth is one endpoint's part of HealthStats.
 type ServerHealth struct {
-	ID                   string       `json:"id"`
-	Address              string       `json:"address"`
-	Status               HealthStatus `json:"status"`
-	LastChecked          time.Time    `json:"last_checked,omitzero"`
-	LatencyMS            float64      `json:"latency_ms"`
-	Error                string       `json:"error,omitempty"`
-	ConsecutiveFailures  int          `json:"consecutive_failures"`
-	ConsecutiveSuccesses int          `json:"consecutive_successes"`
+	ID                   string          `json:"id"`
+	Address              string          `json:"address"`
+	Status               lb.HealthStatus `json:"status"`
+	LastChecked          time.Time       `json:"last_checked,omitzero"`
+	LatencyMS            float64         `json:"latency_ms"`
+	Error                string          `json:"error,omitempty"`
+	ConsecutiveFailures  int             `json:"consecutive_failures"`
+	ConsecutiveSuccesses int             `json:"consecutive_successes"`
 }
 
 // GetHealthStats returns every endpoint's health, sorted by id.
@@ -332,7 +337,7 @@ func (h *HealthChecker) GetHealthStats() HealthStats {
 			sh.Error = t.lastErr.Error()
 		}
 		t.mu.Unlock()
-		st.count(sh.Status)
+		st.Count(sh.Status)
 		st.Servers = append(st.Servers, sh)
 	}
 	return st

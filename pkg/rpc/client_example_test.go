@@ -1,12 +1,15 @@
-package lb_test
+package rpc_test
 
 import (
 	"context"
 	"fmt"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/peervault/pvlb/pkg/demoserver"
 	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/rpc"
 	pb "github.com/peervault/pvlb/proto/peervault/v1"
 )
 
@@ -19,18 +22,19 @@ func ExampleLoadBalancedClient() {
 	for i := range 3 {
 		s, _ := demoserver.Start("127.0.0.1:0", demoserver.Config{Name: fmt.Sprintf("server%d", i+1)}, nil)
 		defer s.Stop()
-		host, port := splitAddr(nil, s.Addr())
-		_ = balancer.AddServer(s.Name(), host, port, 1)
+		host, port, _ := net.SplitHostPort(s.Addr())
+		portNum, _ := strconv.Atoi(port)
+		_ = balancer.AddServer(s.Name(), host, portNum, 1)
 	}
 
-	pool, _ := lb.NewConnPool(balancer, nil, nil)
+	pool, _ := rpc.NewConnPool(balancer, nil, nil)
 	defer pool.Close()
-	health := lb.NewHealthChecker(time.Second, 500*time.Millisecond, nil, lb.WithHealthService(demoserver.ServiceName))
+	health := rpc.NewHealthChecker(time.Second, 500*time.Millisecond, nil, rpc.WithHealthService(demoserver.ServiceName))
 	_ = health.Start(balancer, pool)
 	defer health.Close()
 	health.ForceHealthCheckAll()
 
-	client, _ := lb.NewLoadBalancedClient(balancer, nil, nil, lb.WithConnPool(pool))
+	client, _ := rpc.NewLoadBalancedClient(balancer, nil, nil, rpc.WithConnPool(pool))
 	defer client.Close()
 	stub := pb.NewPeerVaultServiceClient(client)
 

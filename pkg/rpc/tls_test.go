@@ -1,4 +1,4 @@
-package lb_test
+package rpc_test
 
 import (
 	"context"
@@ -21,8 +21,11 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/peervault/pvlb/internal/testtools"
 	"github.com/peervault/pvlb/pkg/demoserver"
 	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/rpc"
+	"github.com/peervault/pvlb/pkg/tlsfiles"
 	pb "github.com/peervault/pvlb/proto/peervault/v1"
 )
 
@@ -87,15 +90,15 @@ func writePEM(t *testing.T, path, typ string, der []byte) {
 func (p *testPKI) file(name string) string { return filepath.Join(p.dir, name) }
 
 // call makes one call over a fresh client with the given TLS settings.
-func callWithTLS(t *testing.T, addr string, tlsCfg *lb.TLSConfig) error {
+func callWithTLS(t *testing.T, addr string, tlsCfg *tlsfiles.Config) error {
 	t.Helper()
 	balancer, _ := lb.NewLoadBalancer(nil, nil)
-	host, port := splitAddr(t, addr)
+	host, port := testtools.HostPort(addr)
 	_ = balancer.AddServer("secure", host, port, 1)
-	cfg := lb.DefaultLoadBalancedClientConfig()
+	cfg := rpc.DefaultLoadBalancedClientConfig()
 	cfg.TLS = tlsCfg
 	cfg.MaxRetries = 0
-	client, err := lb.NewLoadBalancedClient(balancer, cfg, nil)
+	client, err := rpc.NewLoadBalancedClient(balancer, cfg, nil)
 	if err != nil {
 		return err
 	}
@@ -119,16 +122,16 @@ func TestMutualTLSToBackends(t *testing.T) {
 	}
 	defer srv.Stop()
 
-	mtls := &lb.TLSConfig{CAFile: pki.file("ca.pem"), CertFile: pki.file("client.pem"), KeyFile: pki.file("client-key.pem"), ServerName: "peervault.test"}
+	mtls := &tlsfiles.Config{CAFile: pki.file("ca.pem"), CertFile: pki.file("client.pem"), KeyFile: pki.file("client-key.pem"), ServerName: "peervault.test"}
 	if err := callWithTLS(t, srv.Addr(), mtls); err != nil {
 		t.Fatalf("mutual TLS call failed: %v", err)
 	}
 	// Without a client certificate the server refuses the handshake.
-	if err := callWithTLS(t, srv.Addr(), &lb.TLSConfig{CAFile: pki.file("ca.pem"), ServerName: "peervault.test"}); status.Code(err) != codes.Unavailable {
+	if err := callWithTLS(t, srv.Addr(), &tlsfiles.Config{CAFile: pki.file("ca.pem"), ServerName: "peervault.test"}); status.Code(err) != codes.Unavailable {
 		t.Fatalf("without a client certificate: %v, want UNAVAILABLE", err)
 	}
 	// A server name that its certificate does not carry fails verification.
-	if err := callWithTLS(t, srv.Addr(), &lb.TLSConfig{CAFile: pki.file("ca.pem"), CertFile: pki.file("client.pem"), KeyFile: pki.file("client-key.pem"), ServerName: "other.test"}); status.Code(err) != codes.Unavailable {
+	if err := callWithTLS(t, srv.Addr(), &tlsfiles.Config{CAFile: pki.file("ca.pem"), CertFile: pki.file("client.pem"), KeyFile: pki.file("client-key.pem"), ServerName: "other.test"}); status.Code(err) != codes.Unavailable {
 		t.Fatalf("wrong server name: %v, want UNAVAILABLE", err)
 	}
 	// Plaintext to a TLS server fails too.
@@ -139,7 +142,7 @@ func TestMutualTLSToBackends(t *testing.T) {
 
 func TestTLSConfigErrorsNameTheFile(t *testing.T) {
 	pki := newTestPKI(t)
-	cases := map[string]lb.TLSConfig{
+	cases := map[string]tlsfiles.Config{
 		"ca_file":           {CAFile: pki.file("missing.pem")},
 		"holds no PEM":      {CAFile: pki.file("client-key.pem")},
 		"go together":       {CertFile: pki.file("client.pem")},

@@ -1,0 +1,214 @@
+package sim
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/peervault/pvlb/pkg/config"
+	"github.com/peervault/pvlb/pkg/latency"
+	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/pluginapi"
+)
+
+// Overrides are what a user changes for one run, beyond the configuration:
+// the traffic, and per-server behaviour written [SERVER=]VALUE, where a
+// value without SERVER applies to every server.
+type Overrides struct {
+	Requests    int
+	RPS         float64 // zero, without Concurrency, means 1000
+	Concurrency int
+	Sessions    int
+	Seed        uint64
+	// Strategy replaces the configured strategy kind (and its tuning).
+	Strategy  string
+	Latency   []string // latency models, as latency.Parse reads them
+	ErrorRate []string // 0 to 1
+	Capacity  []string // concurrent requests; 0 is unlimited
+	Down      []string // SERVER@FROM[-TO]
+}
+
+// InputError is a problem with what the user asked for; its text names the
+// setting or flag.
+type InputError struct{ msg string }
+
+func (e *InputError) Error() string { return e.msg }
+
+func inputErrorf(format string, args ...any) error {
+	return &InputError{msg: fmt.Sprintf(format, args...)}
+}
+
+// Assemble builds a run of svc over the instances its discovery found: the
+// service's balancer, health and retry settings, each server's behaviour
+// from its simulate block, then the overrides. A static list keeps the
+// order it was written in. Every problem is an *InputError.
+func Assemble(svc *config.Service, discovered []pluginapi.ServiceInstance, o Overrides) (*Config, error) {
+	out := &Config{
+		Balancer: svc.BalancerConfig(), Health: svc.Health.HealthCheck, Retry: svc.Retry,
+		Requests: o.Requests, Sessions: o.Sessions, Seed: o.Seed, RPS: o.RPS, Concurrency: o.Concurrency,
+	}
+	if o.Strategy != "" {
+		if !slices.Contains(lb.StrategyKinds(), o.Strategy) {
+			return nil, inputErrorf("--strategy %q is not a strategy kind (known: %s)", o.Strategy, strings.Join(lb.StrategyKinds(), ", "))
+		}
+		if o.Strategy != out.Balancer.Strategy.Kind {
+			out.Balancer.Strategy = lb.StrategyConfig{Kind: o.Strategy}
+		}
+	}
+	switch {
+	case o.Requests < 1:
+		return nil, inputErrorf("--requests must be at least 1, not %d", o.Requests)
+	case o.RPS < 0 || math.IsNaN(o.RPS) || math.IsInf(o.RPS, 0):
+		return nil, inputErrorf("--rps must be positive, not %v", o.RPS)
+	case o.Concurrency < 0:
+		return nil, inputErrorf("--concurrency must be positive, not %d", o.Concurrency)
+	case o.RPS > 0 && o.Concurrency > 0:
+		return nil, inputErrorf("--rps and --concurrency exclude each other: choose open loop or closed loop")
+	case o.Sessions < 0:
+		return nil, inputErrorf("--sessions must not be negative, not %d", o.Sessions)
+	case o.RPS == 0 && o.Concurrency == 0:
+		out.RPS = 1000
+	}
+	if o.Sessions > 0 && !out.Balancer.Sticky.Enabled {
+		return nil, inputErrorf("--sessions needs sticky sessions, but strategy %q of service %q has none; add a sticky_session block", svc.Strategy.Name, svc.Name)
+	}
+	if len(discovered) == 0 {
+		return nil, inputErrorf("service %q: its %s discovery found no instances to simulate", svc.Name, svc.Discovery.Kind)
+	}
+	order := map[string]int{}
+	for i, ep := range svc.Discovery.Endpoints {
+		order[ep.Name] = i
+	}
+	discovered = slices.Clone(discovered)
+	slices.SortStableFunc(discovered, func(a, b pluginapi.ServiceInstance) int {
+		ia, oka := order[a.ID]
+		ib, okb := order[b.ID]
+		if oka && okb {
+			return ia - ib
+		}
+		return 0
+	})
+	index := make(map[string]int, len(discovered))
+	ids := make([]string, 0, len(discovered))
+	for _, in := range discovered {
+		index[in.ID] = len(out.Servers)
+		ids = append(ids, in.ID)
+		out.Servers = append(out.Servers, Server{ID: in.ID, Host: in.Address, Port: in.Port, Weight: max(in.Weight, 1), Latency: latency.Default})
+	}
+	for _, ep := range svc.Discovery.Endpoints {
+		i, ok := index[ep.Name]
+		if !ok || ep.Simulate == nil {
+			continue
+		}
+		if ep.Simulate.Latency != nil {
+			out.Servers[i].Latency = *ep.Simulate.Latency
+		}
+		out.Servers[i].ErrorRate, out.Servers[i].Capacity = ep.Simulate.ErrorRate, ep.Simulate.Capacity
+	}
+	targets := func(flag, target string) ([]int, error) {
+		if target == "" {
+			all := make([]int, len(ids))
+			for i := range all {
+				all[i] = i
+			}
+			return all, nil
+		}
+		i, ok := index[target]
+		if !ok {
+			return nil, inputErrorf("--%s: service %q has no endpoint %q (endpoints: %s)", flag, svc.Name, target, strings.Join(ids, ", "))
+		}
+		return []int{i}, nil
+	}
+	// override applies one [SERVER=]VALUE flag to the servers it names.
+	override := func(flag string, values []string, apply func(s *Server, value string) error) error {
+		for _, v := range values {
+			target, value := splitTarget(v)
+			idx, err := targets(flag, target)
+			if err != nil {
+				return err
+			}
+			for _, i := range idx {
+				if err := apply(&out.Servers[i], value); err != nil {
+					return inputErrorf("--%s %s: %v", flag, v, err)
+				}
+			}
+		}
+		return nil
+	}
+	if err := override("latency", o.Latency, func(s *Server, value string) (err error) {
+		s.Latency, err = latency.Parse(value)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	if err := override("error-rate", o.ErrorRate, func(s *Server, value string) error {
+		rate, err := strconv.ParseFloat(value, 64)
+		if err != nil || rate < 0 || rate > 1 || math.IsNaN(rate) {
+			return fmt.Errorf("want a number from 0 to 1, like server2=0.1")
+		}
+		s.ErrorRate = rate
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if err := override("capacity", o.Capacity, func(s *Server, value string) error {
+		n, err := strconv.Atoi(value)
+		if err != nil || n < 0 {
+			return fmt.Errorf("want a whole number of concurrent requests, like server1=64 (0 is unlimited)")
+		}
+		s.Capacity = n
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	for _, v := range o.Down {
+		outage, err := ParseOutage(v)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := targets("down", outage.Server); err != nil {
+			return nil, err
+		}
+		out.Outages = append(out.Outages, outage)
+	}
+	return out, nil
+}
+
+// splitTarget splits "server1=value" into its parts; a bare value has no
+// target. A latency model's "(" marks where a value without target starts.
+func splitTarget(s string) (target, value string) {
+	eq := strings.IndexByte(s, '=')
+	if eq < 0 || strings.ContainsRune(s[:eq], '(') {
+		return "", s
+	}
+	return s[:eq], s[eq+1:]
+}
+
+// ParseOutage reads SERVER@FROM-TO or SERVER@FROM.
+func ParseOutage(s string) (Outage, error) {
+	bad := func(why string) (Outage, error) {
+		return Outage{}, inputErrorf("--down %s: %s; write SERVER@FROM-TO, like server2@2s-5s, or SERVER@FROM to stay down", s, why)
+	}
+	server, window, ok := strings.Cut(s, "@")
+	if !ok || server == "" || window == "" {
+		return bad("missing server or time")
+	}
+	fromStr, toStr, hasTo := strings.Cut(window, "-")
+	from, err := time.ParseDuration(fromStr)
+	if err != nil || from < 0 {
+		return bad(fmt.Sprintf("%q is not a time like 2s", fromStr))
+	}
+	to := time.Duration(math.MaxInt64)
+	if hasTo {
+		if to, err = time.ParseDuration(toStr); err != nil {
+			return bad(fmt.Sprintf("%q is not a time like 5s", toStr))
+		}
+		if to <= from {
+			return bad("it must end after it starts")
+		}
+	}
+	return Outage{Server: server, From: from, To: to}, nil
+}
