@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/peervault/pvlb/pkg/demoserver"
 	"github.com/peervault/pvlb/pkg/latency"
+	"github.com/peervault/pvlb/pkg/statuscode"
 )
 
 // DemoServerCmd runs a PeerVault demo server.
@@ -16,7 +18,8 @@ type DemoServerCmd struct {
 	Listen         string        `default:"127.0.0.1:50051" help:"Address to listen on; port 0 picks a free port."`
 	Name           string        `help:"Name the server answers with (default: the listen address)."`
 	Latency        string        `placeholder:"MODEL" help:"Delay every answer: 20ms, normal(20ms,5ms) or lognormal(MEDIAN,P99)."`
-	ErrorRate      float64       `placeholder:"RATE" help:"Share of calls that fail with INTERNAL, 0 to 1."`
+	ErrorRate      float64       `placeholder:"RATE" help:"Share of calls that fail, 0 to 1, with --error-code."`
+	ErrorCode      string        `default:"INTERNAL" placeholder:"CODE" help:"Status of the failures --error-rate injects, such as INTERNAL or UNAVAILABLE."`
 	UnhealthyAfter time.Duration `placeholder:"DURATION" help:"Report NOT_SERVING on grpc.health.v1 this long after starting."`
 	AddrFile       string        `type:"path" placeholder:"FILE" help:"Write the address listened on to FILE once serving (handy with port 0)."`
 }
@@ -49,6 +52,11 @@ func (c *DemoServerCmd) Run(a *app) error {
 	if c.ErrorRate < 0 || c.ErrorRate > 1 {
 		return userErrorf("--error-rate must be between 0 and 1, not %g", c.ErrorRate)
 	}
+	code, ok := statuscode.Parse(c.ErrorCode)
+	if !ok || code == statuscode.OK {
+		return userErrorf("--error-code %q is not a gRPC error status (known: %s)", c.ErrorCode, strings.Join(statuscode.Names()[1:], ", "))
+	}
+	cfg.ErrorCode = code
 	if cfg.Name == "" {
 		cfg.Name = c.Listen
 	}

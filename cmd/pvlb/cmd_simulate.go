@@ -39,7 +39,8 @@ func (c *SimulateCmd) Help() string {
 same strategy code that serves real traffic) against simulated servers, on a
 simulated clock, and reports how the traffic spread: requests, share and
 expected share, errors, latency percentiles and peak in-flight per server,
-then totals and what failover did.
+the balancer's own moving average of each server's latency (EWMA, learnt
+from every attempt's outcome), then totals and what failover did.
 
 The service's strategy, sticky sessions, retries and health policy all act
 as configured. How each server behaves comes from its endpoint's simulate
@@ -156,15 +157,18 @@ func writeReport(w io.Writer, r *sim.Report) {
 
 	var table strings.Builder
 	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVER\tWEIGHT\tREQUESTS\tSHARE\tEXPECTED\tERRORS\tP50\tP90\tP99\tPEAK")
+	fmt.Fprintln(tw, "SERVER\tWEIGHT\tREQUESTS\tSHARE\tEXPECTED\tERRORS\tP50\tP90\tP99\tEWMA\tPEAK")
 	for _, s := range r.Servers {
-		p50, p90, p99 := "-", "-", "-"
+		p50, p90, p99, ewma := "-", "-", "-", "-"
 		if s.Requests > s.Errors {
 			p50, p90, p99 = dur(s.AttemptTime.P50), dur(s.AttemptTime.P90), dur(s.AttemptTime.P99)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%d\t%s\n",
+		if s.LatencyEWMA > 0 {
+			ewma = dur(s.LatencyEWMA)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\t%s\n",
 			s.ID, s.Weight, s.Requests, pct(s.Share), pct(s.ExpectedShare), s.Errors,
-			p50, p90, p99, s.PeakInFlight, bar(s.Share, 30))
+			p50, p90, p99, ewma, s.PeakInFlight, bar(s.Share, 30))
 	}
 	_ = tw.Flush()
 	for _, line := range strings.Split(strings.TrimSuffix(table.String(), "\n"), "\n") {

@@ -28,6 +28,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/peervault/pvlb/pkg/latency"
+	"github.com/peervault/pvlb/pkg/statuscode"
 	pb "github.com/peervault/pvlb/proto/peervault/v1"
 )
 
@@ -40,8 +41,10 @@ type Config struct {
 	Name string
 	// Latency, when set, delays every answer by a sample of the model.
 	Latency *latency.Model
-	// ErrorRate is the share of calls that fail with INTERNAL.
+	// ErrorRate is the share of calls that fail with ErrorCode.
 	ErrorRate float64
+	// ErrorCode is the status of injected failures; zero means INTERNAL.
+	ErrorCode statuscode.Code
 	// UnhealthyAfter, when positive, turns health to NOT_SERVING this long
 	// after the server starts serving.
 	UnhealthyAfter time.Duration
@@ -203,7 +206,11 @@ func (s *Server) behave(ctx context.Context) error {
 		}
 	}
 	if fail {
-		return status.Errorf(codes.Internal, "%s: injected failure (error rate %g)", s.cfg.Name, s.cfg.ErrorRate)
+		code := codes.Internal
+		if s.cfg.ErrorCode != statuscode.OK {
+			code = codes.Code(s.cfg.ErrorCode)
+		}
+		return status.Errorf(code, "%s: injected failure (error rate %g)", s.cfg.Name, s.cfg.ErrorRate)
 	}
 	return nil
 }

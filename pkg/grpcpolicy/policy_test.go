@@ -17,9 +17,8 @@ import (
 	pb "github.com/peervault/pvlb/proto/peervault/v1"
 )
 
-// newChannel dials "pvlb:///peervault" through the pvlb resolver, and
-// warms it up until every server has answered.
-func newChannel(t testing.TB, balancer *lb.LoadBalancer, servers int) pb.PeerVaultServiceClient {
+// newChannelTo dials "pvlb:///peervault" through the pvlb resolver.
+func newChannelTo(t testing.TB, balancer *lb.LoadBalancer) pb.PeerVaultServiceClient {
 	t.Helper()
 	cc, err := grpc.NewClient("pvlb:///peervault",
 		grpc.WithResolvers(grpcpolicy.NewResolverBuilder(balancer)),
@@ -28,7 +27,13 @@ func newChannel(t testing.TB, balancer *lb.LoadBalancer, servers int) pb.PeerVau
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	stub := pb.NewPeerVaultServiceClient(cc)
+	return pb.NewPeerVaultServiceClient(cc)
+}
+
+// newChannel is newChannelTo, warmed up until every server has answered.
+func newChannel(t testing.TB, balancer *lb.LoadBalancer, servers int) pb.PeerVaultServiceClient {
+	t.Helper()
+	stub := newChannelTo(t, balancer)
 	seen := map[string]bool{}
 	deadline := time.Now().Add(10 * time.Second)
 	for len(seen) < servers {

@@ -59,9 +59,15 @@ type snapshot struct {
 type Option func(*options)
 
 type options struct {
-	now  func() time.Time
-	seed uint64
+	now      func() time.Time
+	seed     uint64
+	strategy Strategy
 }
+
+// WithStrategy makes the LoadBalancer pick with s instead of the strategy
+// its configuration names; a Strategy that implements OutcomeObserver is
+// told every call's outcome.
+func WithStrategy(s Strategy) Option { return func(o *options) { o.strategy = s } }
 
 // WithClock replaces the wall clock used for session expiry; the simulator
 // passes its simulated clock.
@@ -96,9 +102,13 @@ func New(config Config, logger *slog.Logger, opts ...Option) (*LoadBalancer, err
 	for _, opt := range opts {
 		opt(&o)
 	}
-	strategy, err := NewStrategy(config.Strategy.Kind, StrategyOptions{Seed: o.seed, ChoiceCount: config.Strategy.ChoiceCount})
-	if err != nil {
-		return nil, fmt.Errorf("load balancer config: %w", err)
+	strategy := o.strategy
+	if strategy == nil {
+		var err error
+		strategy, err = NewStrategy(config.Strategy.Kind, StrategyOptions{Seed: o.seed, ChoiceCount: config.Strategy.ChoiceCount})
+		if err != nil {
+			return nil, fmt.Errorf("load balancer config: %w", err)
+		}
 	}
 	lb := &LoadBalancer{
 		cfg:       config,

@@ -10,6 +10,7 @@ import (
 	"github.com/peervault/pvlb/pkg/latency"
 	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/policy"
+	"github.com/peervault/pvlb/pkg/statuscode"
 )
 
 func servers(weights ...int) []Server {
@@ -247,4 +248,38 @@ func withBase(kind string, c Config) Config {
 	b := base(kind)
 	c.Balancer, c.Health, c.Retry = b.Balancer, b.Health, b.Retry
 	return c
+}
+
+// The simulator reports every attempt to the balancer as the real client
+// does, so its outcome counters match what the simulated servers did.
+func TestOutcomesReachTheBalancer(t *testing.T) {
+	srv := servers(1, 1, 1)
+	srv[1].ErrorRate = 0.2
+	srv[2].Latency = latency.Model{Kind: latency.Fixed, A: 100 * time.Millisecond}
+	c := withBase(lb.RoundRobin, Config{Servers: srv, Requests: 3000, RPS: 1000, Seed: 4,
+		Outages: []Outage{{Server: "server1", From: time.Second, To: 2 * time.Second}}})
+	c.Retry.Delay = time.Millisecond
+	c.Health.Interval, c.Health.Timeout = 200*time.Millisecond, 100*time.Millisecond
+	r := run(t, c)
+	for _, s := range r.Servers {
+		o := s.Outcomes
+		if int(o.Successes+o.Failures) != s.Requests || int(o.Failures) != s.Errors {
+			t.Errorf("%s: %d attempts, %d errors; the balancer counted %+v", s.ID, s.Requests, s.Errors, o)
+		}
+		if o.ChecksPassed == 0 {
+			t.Errorf("%s: no health check reached the balancer", s.ID)
+		}
+	}
+	if r.Servers[0].Outcomes.Failures == 0 || r.Servers[0].Outcomes.ChecksFailed == 0 {
+		t.Errorf("server1's outage left no failures or failed checks: %+v", r.Servers[0].Outcomes)
+	}
+	if ewma := time.Duration(r.Servers[2].LatencyEWMA); ewma != 100*time.Millisecond {
+		t.Errorf("server3's latency average %v, want its fixed 100ms", ewma)
+	}
+	// Failures a service does not blame on the endpoint are neutral.
+	c.Balancer.Outcomes.FailureCodes = statuscode.SetOf(statuscode.Unavailable)
+	r = run(t, c)
+	if o := r.Servers[1].Outcomes; o.Failures != 0 || int(o.Neutral) != r.Servers[1].Errors {
+		t.Errorf("with only UNAVAILABLE blamed, server2's INTERNAL errors counted %+v", o)
+	}
 }
