@@ -49,10 +49,28 @@ type LoadBalancer struct {
 }
 
 // snapshot is an immutable view of the endpoints, swapped whole on change.
+// Its picker is built once, by the writer that publishes it or, after
+// AddEndpoint and RemoveServer, by the first pick.
 type snapshot struct {
+	// stale marks the placeholder a single add or removal publishes when
+	// nothing subscribes to membership: the next reader builds the real
+	// snapshot, so adding endpoints one at a time costs O(1) each.
+	stale    bool
 	all      []*Endpoint // sorted by ID
 	eligible []*Endpoint // not unhealthy, sorted by ID
-	picker   Picker      // nil when eligible is empty
+	strategy Strategy
+	once     sync.Once
+	picker   Picker // nil when eligible is empty
+}
+
+// getPicker returns the snapshot's picker, building it on first use.
+func (s *snapshot) getPicker() Picker {
+	s.once.Do(func() {
+		if len(s.eligible) > 0 {
+			s.picker = s.strategy.NewPicker(s.eligible)
+		}
+	})
+	return s.picker
 }
 
 // Option adjusts a LoadBalancer at construction.
@@ -130,7 +148,7 @@ func New(config Config, logger *slog.Logger, opts ...Option) (*LoadBalancer, err
 	if config.Sticky.Enabled {
 		lb.sessions = newSessionTable(int64(config.Sticky.TTL))
 	}
-	lb.snap.Store(&snapshot{})
+	lb.snap.Store(&snapshot{strategy: strategy})
 	return lb, nil
 }
 
@@ -158,7 +176,7 @@ func (lb *LoadBalancer) AddEndpoint(spec EndpointSpec) error {
 	}
 	e := newEndpoint(spec)
 	lb.endpoints[spec.ID] = e
-	lb.publishMembership()
+	lb.membershipChanged()
 	lb.log.Debug("server added", "server", spec.ID, "address", e.Address, "weight", spec.Weight)
 	return nil
 }
@@ -203,11 +221,11 @@ func (lb *LoadBalancer) Sync(specs []EndpointSpec) error {
 	}
 	if !changed {
 		if healthChanged {
-			lb.publish()
+			lb.publish(lb.allLocked(), true)
 		}
 		return nil
 	}
-	lb.publishMembership()
+	lb.publishMembership(lb.sortedEndpoints(), true)
 	if lb.sessions != nil {
 		for _, e := range gone {
 			lb.sessions.forget(e)
@@ -232,7 +250,7 @@ func (lb *LoadBalancer) RemoveServer(id string) error {
 	}
 	e.removed.Store(true)
 	delete(lb.endpoints, id)
-	lb.publishMembership()
+	lb.membershipChanged()
 	if lb.sessions != nil {
 		lb.sessions.forget(e)
 	}
@@ -258,7 +276,7 @@ func (lb *LoadBalancer) SetHealth(id string, status HealthStatus) error {
 		return nil
 	}
 	if (before == HealthUnhealthy) != (e.Health() == HealthUnhealthy) {
-		lb.publish()
+		lb.publish(lb.allLocked(), true)
 	}
 	lb.log.Info("server health changed", "server", id, "from", old, "to", status)
 	return nil
@@ -274,32 +292,76 @@ func (lb *LoadBalancer) Endpoint(id string) (*Endpoint, bool) {
 
 // Endpoints returns every endpoint, sorted by id.
 func (lb *LoadBalancer) Endpoints() []*Endpoint {
-	return slices.Clone(lb.snap.Load().all)
+	return slices.Clone(lb.current().all)
 }
 
-// publish builds and stores a new snapshot; the caller holds lb.mu.
-func (lb *LoadBalancer) publish() {
-	s := &snapshot{all: make([]*Endpoint, 0, len(lb.endpoints))}
-	for _, e := range lb.endpoints {
-		s.all = append(s.all, e)
+// stalePlaceholder is the snapshot published while a rebuild is pending.
+var stalePlaceholder = &snapshot{stale: true}
+
+// current returns the snapshot, building it first if a single add or
+// removal left it stale. Only the first reader after such changes takes the
+// lock.
+func (lb *LoadBalancer) current() *snapshot {
+	if s := lb.snap.Load(); !s.stale {
+		return s
 	}
-	slices.SortFunc(s.all, func(a, b *Endpoint) int { return strings.Compare(a.ID, b.ID) })
-	for _, e := range s.all {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	if lb.snap.Load().stale {
+		lb.publish(lb.sortedEndpoints(), false)
+	}
+	return lb.snap.Load()
+}
+
+// allLocked returns every endpoint sorted by id; the caller holds lb.mu.
+func (lb *LoadBalancer) allLocked() []*Endpoint {
+	if s := lb.snap.Load(); !s.stale {
+		return s.all
+	}
+	return lb.sortedEndpoints()
+}
+
+// membershipChanged follows one add or removal; the caller holds lb.mu.
+// Subscribers must hear of it now; without them the rebuild waits for the
+// next reader.
+func (lb *LoadBalancer) membershipChanged() {
+	if len(lb.subscribers) == 0 {
+		lb.snap.Store(stalePlaceholder)
+		return
+	}
+	lb.publishMembership(lb.sortedEndpoints(), false)
+}
+
+// sortedEndpoints lists every endpoint sorted by id; the caller holds lb.mu.
+func (lb *LoadBalancer) sortedEndpoints() []*Endpoint {
+	all := make([]*Endpoint, 0, len(lb.endpoints))
+	for _, e := range lb.endpoints {
+		all = append(all, e)
+	}
+	slices.SortFunc(all, func(a, b *Endpoint) int { return strings.Compare(a.ID, b.ID) })
+	return all
+}
+
+// publish stores a new snapshot over all, which is sorted by id and is not
+// modified afterwards; the caller holds lb.mu. With eager, the writer
+// builds the picker now rather than leaving it to the next pick.
+func (lb *LoadBalancer) publish(all []*Endpoint, eager bool) {
+	s := &snapshot{all: all, strategy: lb.strategy}
+	for _, e := range all {
 		if e.Health() != HealthUnhealthy {
 			s.eligible = append(s.eligible, e)
 		}
 	}
-	if len(s.eligible) > 0 {
-		s.picker = lb.strategy.NewPicker(s.eligible)
+	if eager {
+		s.getPicker()
 	}
 	lb.snap.Store(s)
 }
 
 // publishMembership publishes a snapshot after endpoints were added or
 // removed, and tells the subscribers; the caller holds lb.mu.
-func (lb *LoadBalancer) publishMembership() {
-	lb.publish()
-	all := lb.snap.Load().all
+func (lb *LoadBalancer) publishMembership(all []*Endpoint, eager bool) {
+	lb.publish(all, eager)
 	for _, fn := range lb.subscribers {
 		fn(all)
 	}
@@ -319,7 +381,11 @@ func (lb *LoadBalancer) Subscribe(fn func(all []*Endpoint)) (cancel func()) {
 	id := lb.nextSub
 	lb.nextSub++
 	lb.subscribers[id] = fn
-	fn(lb.snap.Load().all)
+	all := lb.allLocked()
+	if lb.snap.Load().stale {
+		lb.publish(all, false)
+	}
+	fn(all)
 	return func() {
 		lb.mu.Lock()
 		delete(lb.subscribers, id)
@@ -337,29 +403,30 @@ func (lb *LoadBalancer) Pick(ctx context.Context) (*Endpoint, error) {
 // PickExcluding is Pick for a retry: it avoids the endpoints in tried while
 // any other endpoint may take traffic.
 func (lb *LoadBalancer) PickExcluding(ctx context.Context, tried []*Endpoint) (*Endpoint, error) {
-	s := lb.snap.Load()
-	if s.picker == nil {
+	s := lb.current()
+	picker := s.getPicker()
+	if picker == nil {
 		return nil, lb.noHealthy(s)
 	}
 	var e *Endpoint
 	if lb.sessions != nil {
 		if id, ok := SessionFromContext(ctx); ok {
-			e = lb.pickSticky(s, id, tried)
+			e = lb.pickSticky(picker, id, tried)
 		}
 	}
 	if e == nil {
-		e = s.picker.Pick(tried)
+		e = picker.Pick(tried)
 	}
 	lb.acquire(e)
 	return e, nil
 }
 
-func (lb *LoadBalancer) pickSticky(s *snapshot, id string, triedList []*Endpoint) *Endpoint {
+func (lb *LoadBalancer) pickSticky(picker Picker, id string, triedList []*Endpoint) *Endpoint {
 	now := lb.now()
 	if e := lb.sessions.lookup(id, now); e != nil && e.usable() && !tried(triedList, e) {
 		return e
 	}
-	e := s.picker.Pick(triedList)
+	e := picker.Pick(triedList)
 	lb.sessions.bind(id, e, now)
 	return e
 }

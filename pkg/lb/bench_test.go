@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 )
 
 // BenchmarkPick measures one Pick+Release per strategy at 3 and 1,000
@@ -68,20 +69,58 @@ func BenchmarkPickSticky(b *testing.B) {
 // BenchmarkSetHealth measures a health flip, which rebuilds the snapshot and
 // the picker: the cost a writer pays so that readers pay nothing.
 func BenchmarkSetHealth(b *testing.B) {
-	for _, n := range []int{3, 1000} {
-		weights := make([]int, n)
-		for i := range weights {
-			weights[i] = i%5 + 1
+	for _, kind := range StrategyKinds() {
+		for _, n := range []int{3, 1000, 10000} {
+			lb := newTestLB(b, withStrategy(kind))
+			must(b, lb.Sync(specs(n)))
+			b.Run(fmt.Sprintf("%s/n=%d", kind, n), func(b *testing.B) {
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					_ = lb.SetHealth("s1", HealthStatus(1+i%2))
+					i++
+				}
+			})
 		}
-		lb := newTestLB(b, withStrategy(Weighted), weights...)
-		b.Run(fmt.Sprintf("weighted/n=%d", n), func(b *testing.B) {
-			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				_ = lb.SetHealth("s1", HealthStatus(1+i%2))
-				i++
-			}
-		})
+	}
+}
+
+// specs returns n endpoints s1…sN with weights cycling 1..5.
+func specs(n int) []EndpointSpec {
+	out := make([]EndpointSpec, n)
+	for i := range out {
+		out[i] = EndpointSpec{ID: fmt.Sprintf("s%d", i+1), Host: "10.0.0.1", Port: 1 + i%65535, Weight: i%5 + 1}
+	}
+	return out
+}
+
+// BenchmarkBuild measures making a balancer over n endpoints by each public
+// path: one Sync, or AddServer one endpoint at a time; then a first pick.
+func BenchmarkBuild(b *testing.B) {
+	for _, kind := range StrategyKinds() {
+		for _, n := range []int{1000, 10000} {
+			list := specs(n)
+			b.Run(fmt.Sprintf("%s/sync/n=%d", kind, n), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					lb := newTestLB(b, withStrategy(kind))
+					must(b, lb.Sync(list))
+					e, _ := lb.Pick(context.Background())
+					lb.Release(e)
+				}
+			})
+			b.Run(fmt.Sprintf("%s/add_server/n=%d", kind, n), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					lb := newTestLB(b, withStrategy(kind))
+					for _, s := range list {
+						must(b, lb.AddServer(s.ID, s.Host, s.Port, s.Weight))
+					}
+					e, _ := lb.Pick(context.Background())
+					lb.Release(e)
+				}
+			})
+		}
 	}
 }
 
@@ -94,4 +133,27 @@ func newBenchLB(b *testing.B, cfg *LoadBalancerConfig, weights []int) *LoadBalan
 		must(b, lb.AddServer(fmt.Sprintf("s%d", i+1), "127.0.0.1", 50051+i, w))
 	}
 	return lb
+}
+
+// BenchmarkDone measures recording one call's outcome: counters on the
+// caller's stripe and the latency average.
+func BenchmarkDone(b *testing.B) {
+	for _, kind := range []string{RoundRobin, LeastConnections} {
+		lb := newBenchLB(b, withStrategy(kind), []int{1, 1, 1})
+		e, _ := lb.Endpoint("s1")
+		b.Run(kind+"/serial", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				lb.Done(e, time.Millisecond, Success)
+			}
+		})
+		b.Run(kind+"/parallel", func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					lb.Done(e, time.Millisecond, Success)
+				}
+			})
+		})
+	}
 }

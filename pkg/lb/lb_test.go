@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"testing"
@@ -137,7 +138,7 @@ func TestWeightedLiveScheduleForHugePeriods(t *testing.T) {
 		t.Fatalf("period %d does not exceed the table limit", sum)
 	}
 	lb := newTestLB(t, withStrategy(Weighted), weights...)
-	if lb.snap.Load().picker.(*weightedPicker).live == nil {
+	if lb.current().getPicker().(*weightedPicker).live == nil {
 		t.Fatal("expected the live schedule")
 	}
 	got := pickCounts(t, lb, context.Background(), sum)
@@ -543,5 +544,26 @@ func TestDiscoveryHealthCombinesWithActiveHealth(t *testing.T) {
 	must(t, lb.SetHealth("a", HealthUnhealthy))
 	if got := pickCounts(t, lb, context.Background(), 30); got["a"] != 0 {
 		t.Fatalf("a is unhealthy by its checks yet served %v", got)
+	}
+}
+
+// The bucketed table is exactly the sequence the EDF heap emits.
+func TestEDFTableMatchesTheHeap(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for trial := range 200 {
+		n := 1 + rng.IntN(40)
+		weights := make([]uint64, n)
+		var period uint64
+		for i := range weights {
+			weights[i] = 1 + rng.Uint64N(uint64(1+trial%7*9))
+			period += weights[i]
+		}
+		table := edfTable(weights, period)
+		heap := newEDF(weights)
+		for i, got := range table {
+			if want := heap.next(); int(got) != want {
+				t.Fatalf("weights %v: slot %d is %d, the heap says %d", weights, i, got, want)
+			}
+		}
 	}
 }

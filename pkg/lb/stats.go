@@ -51,7 +51,7 @@ type EndpointStats struct {
 
 // GetServerStats returns the current statistics, servers sorted by id.
 func (lb *LoadBalancer) GetServerStats() ServerStats {
-	s := lb.snap.Load()
+	s := lb.current()
 	st := ServerStats{
 		Service:       lb.cfg.Service,
 		TotalServers:  len(s.all),

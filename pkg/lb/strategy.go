@@ -1,9 +1,11 @@
 package lb
 
 import (
+	"cmp"
 	"fmt"
 	"math/bits"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -303,17 +305,63 @@ func (s *weighted) NewPicker(eligible []*Endpoint) Picker {
 		period += weights[i]
 	}
 	p := &weightedPicker{eps: eligible}
-	sched := newEDF(weights)
 	if period <= maxScheduleLen {
-		p.table = make([]uint32, period)
-		for i := range p.table {
-			p.table[i] = uint32(sched.next())
-		}
+		p.table = edfTable(weights, period)
 		p.next.Store(s.seeds.next() % period)
 	} else {
-		p.live = &liveSchedule{edf: sched}
+		p.live = &liveSchedule{edf: newEDF(weights)}
 	}
 	return p
+}
+
+// edfTable lists one period of the earliest-deadline-first schedule: every
+// deadline (2k+1)/(2w_i), k < w_i, in increasing order, ties to the lower
+// index, exactly the sequence the edf heap emits. Placing deadlines into
+// one bucket per slot of [0,1) makes that a linear-time sort: an endpoint's
+// deadlines are 1/w_i apart, so a bucket holds only deadlines of different
+// endpoints, already in index order. Equal fractions round to equal floats
+// (division is correctly rounded), so ties stay ties.
+func edfTable(weights []uint64, period uint64) []uint32 {
+	type deadline struct {
+		at    float64
+		index uint32
+	}
+	slot := func(at float64) uint64 { return min(uint64(at*float64(period)), period-1) }
+	starts := make([]uint32, period+1)
+	for _, w := range weights {
+		for k := range w {
+			starts[slot(float64(2*k+1)/float64(2*w))+1]++
+		}
+	}
+	for i := uint64(1); i <= period; i++ {
+		starts[i] += starts[i-1]
+	}
+	sorted := make([]deadline, period)
+	fill := slices.Clone(starts[:period])
+	for i, w := range weights {
+		for k := range w {
+			at := float64(2*k+1) / float64(2*w)
+			b := slot(at)
+			sorted[fill[b]] = deadline{at, uint32(i)}
+			fill[b]++
+		}
+	}
+	byDeadline := func(a, b deadline) int {
+		if c := cmp.Compare(a.at, b.at); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.index, b.index)
+	}
+	for b := range period {
+		if bucket := sorted[starts[b]:starts[b+1]]; len(bucket) > 1 {
+			slices.SortStableFunc(bucket, byDeadline)
+		}
+	}
+	table := make([]uint32, period)
+	for i, d := range sorted {
+		table[i] = d.index
+	}
+	return table
 }
 
 type weightedPicker struct {
