@@ -3,6 +3,8 @@ package grpcpolicy
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -157,10 +159,8 @@ func (b *grpcBalancer) publishLocked() {
 			p.ready[e] = entry
 		case connectivity.Connecting, connectivity.Idle:
 			connecting++
-			p.notReady = append(p.notReady, e)
 		default:
 			failing++
-			p.notReady = append(p.notReady, e)
 		}
 	}
 	state := connectivity.Idle
@@ -173,6 +173,8 @@ func (b *grpcBalancer) publishLocked() {
 		state = connectivity.TransientFailure
 	}
 	p.connecting = connecting > 0
+	p.subset = b.balancer.NewSubset()
+	p.subset.Allow(slices.Collect(maps.Keys(p.ready)))
 	p.lastErr = b.lastErr
 	b.cc.UpdateState(balancer.State{ConnectivityState: state, Picker: p})
 }
@@ -215,34 +217,36 @@ func (b *grpcBalancer) Close() {
 type grpcPicker struct {
 	balancer   *lb.LoadBalancer
 	ready      map[*lb.Endpoint]*subConn
-	notReady   []*lb.Endpoint
+	subset     *lb.Subset // the endpoints in ready
 	connecting bool
 	lastErr    error
 }
 
 func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
-	e, err := p.balancer.PickExcluding(info.Ctx, p.notReady)
-	if err != nil {
+	e, err := p.subset.Pick(info.Ctx, nil)
+	switch {
+	case errors.Is(err, lb.ErrNoneAllowed), err == nil && p.ready[e] == nil:
+		// Every healthy endpoint is still connecting or failing.
+		if e != nil {
+			p.balancer.Release(e)
+		}
+		if p.connecting {
+			return balancer.PickResult{}, balancer.ErrNoSubConnAvailable
+		}
+		msg := "no ready connection to any healthy endpoint"
+		if p.lastErr != nil {
+			msg += ": " + p.lastErr.Error()
+		}
+		return balancer.PickResult{}, status.Error(codes.Unavailable, msg)
+	case err != nil:
 		if len(p.ready) == 0 && p.connecting {
 			return balancer.PickResult{}, balancer.ErrNoSubConnAvailable
 		}
 		return balancer.PickResult{}, status.Error(codes.Unavailable, err.Error())
 	}
-	if entry, ok := p.ready[e]; ok {
-		d := getCallDone()
-		d.balancer, d.endpoint, d.started = p.balancer, e, time.Since(epoch)
-		return balancer.PickResult{SubConn: entry.sc, Done: d.fn}, nil
-	}
-	// Every healthy endpoint is still connecting or failing.
-	p.balancer.Release(e)
-	if p.connecting {
-		return balancer.PickResult{}, balancer.ErrNoSubConnAvailable
-	}
-	msg := "no ready connection to any healthy endpoint"
-	if p.lastErr != nil {
-		msg += ": " + p.lastErr.Error()
-	}
-	return balancer.PickResult{}, status.Error(codes.Unavailable, msg)
+	d := getCallDone()
+	d.balancer, d.endpoint, d.started = p.balancer, e, time.Since(epoch)
+	return balancer.PickResult{SubConn: p.ready[e].sc, Done: d.fn}, nil
 }
 
 type errPicker struct{ err error }

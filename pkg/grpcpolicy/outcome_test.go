@@ -2,6 +2,8 @@ package grpcpolicy_test
 
 import (
 	"context"
+	"net"
+	"sync"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -44,4 +46,49 @@ func TestChannelReportsEveryOutcome(t *testing.T) {
 		}
 	}
 	testtools.CheckOutcomes(t, balancer, neutral+3)
+}
+
+// While one endpoint's connection is still coming up, its share is spread
+// over the ready ones alike rather than handed to its neighbour.
+func TestConnectingEndpointsShareIsSpreadEvenly(t *testing.T) {
+	servers := testtools.DemoServers(t, 3)
+	// A listener that accepts and never speaks HTTP/2 keeps the
+	// connection CONNECTING.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		silent.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	balancer := newBalancer(t, config(lb.RoundRobin), servers)
+	host, port := testtools.HostPort(silent.Addr().String())
+	if err := balancer.AddServer("silent", host, port, 1); err != nil {
+		t.Fatal(err)
+	}
+	stub := newChannel(t, balancer, 3)
+	got := testtools.ServedBy(t, context.Background(), stub, 600)
+	for _, name := range []string{"server1", "server2", "server3"} {
+		if got[name] < 180 || got[name] > 220 {
+			t.Fatalf("served %v; want about 200 each while silent connects", got)
+		}
+	}
 }

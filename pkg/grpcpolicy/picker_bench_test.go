@@ -46,10 +46,7 @@ func BenchmarkPickAndDone(b *testing.B) {
 			grpcRR.pickers = append(grpcRR.pickers, &readyPicker{balancer.PickResult{SubConn: fakeSubConn{}}})
 		}
 		core := newBenchBalancer(b, lb.RoundRobin, n)
-		pvlbPicker := &grpcPicker{balancer: core, ready: map[*lb.Endpoint]*subConn{}}
-		for _, e := range core.Endpoints() {
-			pvlbPicker.ready[e] = &subConn{sc: fakeSubConn{}}
-		}
+		pvlbPicker := readyPickerOver(core, core.Endpoints())
 		info := balancer.PickInfo{Ctx: context.Background()}
 		paths := []struct {
 			name string
@@ -87,6 +84,39 @@ func BenchmarkPickAndDone(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkPickHalfReady measures a pick and its Done by pvlb's grpc-go
+// picker when half of 1,000 endpoints have no ready connection: the
+// picker's subset holds the ready half, so the cost does not grow with the
+// endpoints left out.
+func BenchmarkPickHalfReady(b *testing.B) {
+	core := newBenchBalancer(b, lb.RoundRobin, 1000)
+	all := core.Endpoints()
+	p := readyPickerOver(core, all[:500])
+	info := balancer.PickInfo{Ctx: context.Background()}
+	if _, err := p.Pick(info); err != nil { // builds the subset's picker
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		r, err := p.Pick(info)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r.Done(balancer.DoneInfo{})
+	}
+}
+
+// readyPickerOver is the picker the balancer publishes when the
+// connections of ready, and only those, are READY.
+func readyPickerOver(core *lb.LoadBalancer, ready []*lb.Endpoint) *grpcPicker {
+	p := &grpcPicker{balancer: core, ready: map[*lb.Endpoint]*subConn{}, subset: core.NewSubset()}
+	for _, e := range ready {
+		p.ready[e] = &subConn{sc: fakeSubConn{}}
+	}
+	p.subset.Allow(ready)
+	return p
 }
 
 func newBenchBalancer(b *testing.B, kind string, n int) *lb.LoadBalancer {

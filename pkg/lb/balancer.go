@@ -408,22 +408,28 @@ func (lb *LoadBalancer) PickExcluding(ctx context.Context, tried []*Endpoint) (*
 	if picker == nil {
 		return nil, lb.noHealthy(s)
 	}
+	return lb.pickFrom(ctx, picker, nil, tried), nil
+}
+
+// pickFrom picks with picker, honouring a sticky session whose endpoint is
+// in allowed (nil allows all), and counts the pick.
+func (lb *LoadBalancer) pickFrom(ctx context.Context, picker Picker, allowed map[*Endpoint]bool, tried []*Endpoint) *Endpoint {
 	var e *Endpoint
 	if lb.sessions != nil {
 		if id, ok := SessionFromContext(ctx); ok {
-			e = lb.pickSticky(picker, id, tried)
+			e = lb.pickSticky(picker, allowed, id, tried)
 		}
 	}
 	if e == nil {
 		e = picker.Pick(tried)
 	}
 	lb.acquire(e)
-	return e, nil
+	return e
 }
 
-func (lb *LoadBalancer) pickSticky(picker Picker, id string, triedList []*Endpoint) *Endpoint {
+func (lb *LoadBalancer) pickSticky(picker Picker, allowed map[*Endpoint]bool, id string, triedList []*Endpoint) *Endpoint {
 	now := lb.now()
-	if e := lb.sessions.lookup(id, now); e != nil && e.usable() && !tried(triedList, e) {
+	if e := lb.sessions.lookup(id, now); e != nil && e.usable() && !tried(triedList, e) && (allowed == nil || allowed[e]) {
 		return e
 	}
 	e := picker.Pick(triedList)

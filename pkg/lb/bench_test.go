@@ -3,6 +3,7 @@ package lb
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 )
@@ -156,4 +157,31 @@ func BenchmarkDone(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkSubset measures a pick from a subset holding half of 1,000
+// endpoints (the other half, say, still connecting), and the worst case: the
+// first pick after the subset or the balancer changed, which builds the
+// subset's picker.
+func BenchmarkSubset(b *testing.B) {
+	lb := newBenchLB(b, withStrategy(RoundRobin), slices.Repeat([]int{1}, 1000))
+	ctx := context.Background()
+	half := lb.Endpoints()[:500]
+	sub := lb.NewSubset()
+	sub.Allow(half)
+	b.Run("pick/half_of_1000", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			e, _ := sub.Pick(ctx, nil)
+			lb.Release(e)
+		}
+	})
+	b.Run("first_pick_after_change/half_of_1000", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			sub.Allow(half)
+			e, _ := sub.Pick(ctx, nil)
+			lb.Release(e)
+		}
+	})
 }

@@ -2,6 +2,7 @@ package lb
 
 import (
 	"context"
+	"errors"
 	"os/exec"
 	"strings"
 	"sync"
@@ -144,4 +145,75 @@ func TestCoreImportsNoGRPC(t *testing.T) {
 			}
 		}
 	}
+}
+
+func TestSubsetSpreadsOverItsOwnEndpoints(t *testing.T) {
+	for _, kind := range StrategyKinds() {
+		lb := newTestLB(t, withStrategy(kind), 1, 1, 1, 1)
+		s1, _ := lb.Endpoint("s1")
+		s3, _ := lb.Endpoint("s3")
+		s4, _ := lb.Endpoint("s4")
+		sub := lb.NewSubset()
+		if _, err := sub.Pick(context.Background(), nil); !errors.Is(err, ErrNoneAllowed) {
+			t.Fatalf("%s: empty subset: %v", kind, err)
+		}
+		// s2 is left out: its share goes to the other three alike, not
+		// to its neighbour in the rotation.
+		sub.Allow([]*Endpoint{s1, s3, s4})
+		got := map[string]int{}
+		for range 3000 {
+			e, err := sub.Pick(context.Background(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[e.ID]++
+			lb.Release(e)
+		}
+		if got["s2"] != 0 {
+			t.Fatalf("%s: left-out s2 picked %d times", kind, got["s2"])
+		}
+		for _, id := range []string{"s1", "s3", "s4"} {
+			if got[id] < 900 || got[id] > 1100 {
+				t.Errorf("%s: %s got %d of 3000 picks, want about 1000: %v", kind, id, got[id], got)
+			}
+		}
+		// The subset follows the balancer's health.
+		must(t, lb.SetHealth("s3", HealthUnhealthy))
+		for range 30 {
+			e, _ := sub.Pick(context.Background(), nil)
+			if e.ID == "s3" {
+				t.Fatalf("%s: unhealthy s3 picked from the subset", kind)
+			}
+			lb.Release(e)
+		}
+		must(t, lb.SetHealth("s1", HealthUnhealthy))
+		must(t, lb.SetHealth("s4", HealthUnhealthy))
+		if _, err := sub.Pick(context.Background(), nil); !errors.Is(err, ErrNoneAllowed) {
+			t.Fatalf("%s: only s2 eligible, outside the subset: %v", kind, err)
+		}
+		must(t, lb.SetHealth("s2", HealthUnhealthy))
+		if _, err := sub.Pick(context.Background(), nil); !errors.Is(err, ErrNoHealthyServers) {
+			t.Fatalf("%s: nothing eligible: %v", kind, err)
+		}
+	}
+}
+
+func TestSubsetKeepsStickySessionsInside(t *testing.T) {
+	cfg := withStrategy(RoundRobin)
+	cfg.StickySession = true
+	lb := newTestLB(t, cfg, 1, 1)
+	ctx := WithSession(context.Background(), "alice")
+	first, _ := lb.Pick(ctx)
+	lb.Release(first)
+	other := lb.Endpoints()[0]
+	if other == first {
+		other = lb.Endpoints()[1]
+	}
+	sub := lb.NewSubset()
+	sub.Allow([]*Endpoint{other})
+	e, err := sub.Pick(ctx, nil)
+	if err != nil || e != other {
+		t.Fatalf("session bound to %s, subset holds only %s: picked %v, %v", first.ID, other.ID, e, err)
+	}
+	lb.Release(e)
 }
