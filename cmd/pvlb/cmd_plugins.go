@@ -16,16 +16,14 @@ import (
 	"github.com/peervault/pvlb/plugins/consul"
 	"github.com/peervault/pvlb/plugins/etcd"
 	"github.com/peervault/pvlb/plugins/kubernetes"
-	"github.com/peervault/pvlb/plugins/static"
 )
 
 // bundled are the discovery providers linked into pvlb. pvlb still runs
 // each out of process, as itself with the hidden internal-plugin command.
 var bundled = map[string]func() pluginapi.Provider{
-	config.StaticKind: func() pluginapi.Provider { return &static.Provider{} },
-	"etcd":            func() pluginapi.Provider { return &etcd.Provider{} },
-	"consul":          func() pluginapi.Provider { return &consul.Provider{} },
-	"kubernetes":      func() pluginapi.Provider { return &kubernetes.Provider{} },
+	"etcd":       func() pluginapi.Provider { return &etcd.Provider{} },
+	"consul":     func() pluginapi.Provider { return &consul.Provider{} },
+	"kubernetes": func() pluginapi.Provider { return &kubernetes.Provider{} },
 }
 
 // InternalPluginCmd serves a bundled provider over the plugin protocol.

@@ -43,9 +43,9 @@ the balancer's own moving average of each server's latency (EWMA, learnt
 from every attempt's outcome), then totals and what failover did.
 
 The service's strategy, sticky sessions, retries and health policy all act
-as configured. How each server behaves comes from its endpoint's simulate
-block, overridden by the flags; servers without one answer in
-lognormal(10ms, 40ms). A server taken --down breaks its connections (calls
+as configured. How each server behaves comes from the service's simulation
+block (server "ID-OR-PATTERN" { latency error_rate capacity }), overridden by
+the flags; servers it does not set answer in lognormal(10ms, 40ms). A server taken --down breaks its connections (calls
 on it fail and are retried elsewhere), is marked unhealthy at once, and
 returns after healthy_threshold passed health checks once it is back.
 
@@ -66,15 +66,15 @@ func (c *SimulateCmd) Run(a *app) error {
 	if err != nil {
 		return err
 	}
-	// Endpoints come through the discovery plugin, static ones too, as they
-	// would at run time; a static list adds its simulate blocks.
+	// Endpoints come from discovery as they would at run time: a static
+	// list as written, any other kind through its plugin.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*discovery.StartTimeout)
-	discovered, err := a.pluginHost(cfg).Resolve(ctx, cfg, svc.Discovery, svc.Name)
+	discovered, err := a.pluginHost(cfg).Endpoints(ctx, cfg, svc.Discovery, svc.Name)
 	cancel()
 	if err != nil {
 		return userError{err}
 	}
-	simCfg, err := sim.Assemble(svc, discovered, sim.Overrides{
+	simCfg, err := sim.Assemble(cfg, svc, discovered, sim.Overrides{
 		Requests: c.Requests, RPS: c.RPS, Concurrency: c.Concurrency, Sessions: c.Sessions, Seed: c.Seed,
 		Strategy: c.Strategy, Latency: c.Latency, ErrorRate: c.ErrorRate, Capacity: c.Capacity, Down: c.Down,
 	})

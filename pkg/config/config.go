@@ -20,6 +20,7 @@ type Config struct {
 	HealthPolicies []*HealthPolicy
 	Discoveries    []*Discovery
 	Plugins        []*Plugin
+	Simulations    []*Simulation
 	// PluginDir is the top-level plugin_dir, made absolute against the
 	// file that sets it; empty when not set.
 	PluginDir string
@@ -29,6 +30,13 @@ type Config struct {
 	strategies     map[string]*Strategy
 	healthPolicies map[string]*HealthPolicy
 	discoveries    map[string]*Discovery // by "kind.name"
+	simulations    map[string]*Simulation
+}
+
+// Simulation returns the simulation block of the named service, if any.
+func (c *Config) Simulation(service string) (*Simulation, bool) {
+	s, ok := c.simulations[service]
+	return s, ok
 }
 
 // Plugin returns the `plugin "KIND"` block for kind, if any.
@@ -78,13 +86,13 @@ type HealthPolicy struct {
 	DeclRange hcl.Range
 }
 
-// Discovery is a `discovery "kind" "name"` block. Static sources are decoded
-// fully into Endpoints; the body of any other kind is kept for its plugin to
-// decode with its own schema.
+// Discovery is a `discovery "kind" "name"` block. Static sources are built
+// in: pvlb decodes them fully into Endpoints and no plugin runs. The body of
+// any other kind is kept for its plugin to decode with its own schema.
 type Discovery struct {
 	Kind      string
 	Name      string
-	Endpoints []*Endpoint // static only
+	Endpoints []*Endpoint // static only, in written order
 	Body      hcl.Body    // kinds other than static
 	DeclRange hcl.Range
 	KindRange hcl.Range
@@ -93,26 +101,33 @@ type Discovery struct {
 // Ref returns the reference other blocks use for it: discovery.KIND.NAME.
 func (d *Discovery) Ref() string { return "discovery." + d.Kind + "." + d.Name }
 
-// Endpoint is a static discovery source's `endpoint "name"` block.
+// Endpoint is a static discovery source's `endpoint "id"` block: the
+// endpoint as the balancer takes it, and where it was written.
 type Endpoint struct {
-	Name     string
-	Address  string // as written, host:port
-	Host     string
-	Port     int
-	Weight   int
-	Zone     string
-	Metadata map[string]string
-	// Simulate holds what `pvlb simulate` assumes of this server; nil
-	// when the block has none.
-	Simulate  *EndpointSimulation
+	lb.EndpointSpec
+	Address   string // as written, host:port
 	DeclRange hcl.Range
 }
 
-// EndpointSimulation is an endpoint's `simulate` block.
-type EndpointSimulation struct {
-	Latency   *latency.Model // nil: the simulator's default
-	ErrorRate float64
-	Capacity  int // concurrent requests served; 0 means unlimited
+// Simulation is a `simulation "SERVICE"` block: how `pvlb simulate` models
+// the service's servers, whatever discovery finds them. It has no effect on
+// real traffic.
+type Simulation struct {
+	Service   string
+	Servers   []*SimulatedServer // in written order
+	DeclRange hcl.Range
+}
+
+// SimulatedServer is a simulation's `server "PATTERN"` block. The pattern
+// is an endpoint id or a shell pattern over ids (path.Match syntax, such as
+// "db-*"); every block that matches an endpoint applies, in written order,
+// a later one overriding what an earlier one set.
+type SimulatedServer struct {
+	Pattern   string
+	Latency   *latency.Model // nil: not set here
+	ErrorRate *float64
+	Capacity  *int // concurrent requests served; 0 means unlimited
+	DeclRange hcl.Range
 }
 
 // Service is a `service "name"` block, with its references resolved.
@@ -139,4 +154,14 @@ func defaultHealthPolicy() *HealthPolicy {
 // BalancerConfig returns what the service's LoadBalancer reads.
 func (s *Service) BalancerConfig() lb.Config {
 	return lb.Config{Service: s.Name, Strategy: s.Strategy.StrategyConfig, Sticky: s.Strategy.Sticky, Outcomes: s.Outcomes}
+}
+
+// Specs returns a static source's endpoints as the balancer takes them, in
+// written order.
+func (d *Discovery) Specs() []lb.EndpointSpec {
+	specs := make([]lb.EndpointSpec, len(d.Endpoints))
+	for i, e := range d.Endpoints {
+		specs[i] = e.EndpointSpec
+	}
+	return specs
 }

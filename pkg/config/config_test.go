@@ -258,18 +258,29 @@ strategy "x" { kind = "random" }`, "Duplicate strategy", "already declared at te
   discovery = discovery.static.local
   retry { max_retries = -1 }
 }`, "Value out of range", "between 0 and 10"},
-		{"error rate above one", `discovery "static" "s" {
-  endpoint "a" {
-    address = "h:1"
-    simulate { error_rate = 1.5 }
-  }
+		{"error rate above one", base + `service "s" { discovery = discovery.static.local }
+simulation "s" {
+  server "a" { error_rate = 1.5 }
 }`, "Value out of range", "between 0 and 1"},
-		{"bad latency model", `discovery "static" "s" {
+		{"bad latency model", base + `service "s" { discovery = discovery.static.local }
+simulation "s" {
+  server "*" { latency = "lognormal(20ms, 10ms)" }
+}`, "Invalid latency model", "must exceed the median"},
+		{"simulation of an unknown service", base + `service "peervault" { discovery = discovery.static.local }
+simulation "peervalt" {}`, "Simulation of an undeclared service", `Did you mean "peervault"?`},
+		{"bad server pattern", base + `service "s" { discovery = discovery.static.local }
+simulation "s" {
+  server "[a" { capacity = 4 }
+}`, "Invalid server pattern", "db-*"},
+		{"duplicate simulation", base + `service "s" { discovery = discovery.static.local }
+simulation "s" {}
+simulation "s" {}`, "Duplicate simulation of service", "already declared"},
+		{"simulate inside an endpoint", `discovery "static" "s" {
   endpoint "a" {
     address = "h:1"
-    simulate { latency = "lognormal(20ms, 10ms)" }
+    simulate { error_rate = 0.5 }
   }
-}`, "Invalid latency model", "must exceed the median"},
+}`, "Simulation settings have moved", `simulation "SERVICE"`},
 		{"bad port", `discovery "static" "s" {
   endpoint "a" { address = "h:99999" }
 }`, "Invalid address", "1 to 65535"},
@@ -294,6 +305,40 @@ strategy "x" { kind = "random" }`, "Duplicate strategy", "already declared at te
 			}
 			t.Fatalf("want error %q containing %q, got %v", c.summary, c.detail, diags)
 		})
+	}
+}
+
+func TestSimulationBlocks(t *testing.T) {
+	cfg, diags := load(t, `discovery "static" "local" {
+  endpoint "web-1" { address = "h:1" }
+  endpoint "web-2" { address = "h:2" }
+  endpoint "db-1" { address = "h:3" }
+}
+service "s" { discovery = discovery.static.local }
+simulation "s" {
+  server "*" {
+    latency  = "20ms"
+    capacity = 8
+  }
+  server "db-*" { error_rate = 0.1 }
+  server "cache" { capacity = 1 }
+}`)
+	var warned bool
+	for _, d := range diags {
+		if d.Severity == hcl.DiagError {
+			t.Fatal(diags)
+		}
+		warned = warned || (d.Summary == "Server pattern matches no endpoint" && strings.Contains(d.Detail, `"cache"`) && d.Subject.Start.Line == 13)
+	}
+	if !warned {
+		t.Errorf("a pattern that matches no static endpoint gives no located warning: %v", diags)
+	}
+	sim, ok := cfg.Simulation("s")
+	if !ok || len(sim.Servers) != 3 {
+		t.Fatalf("simulation %+v", sim)
+	}
+	if !sim.Servers[1].Matches("db-1") || sim.Servers[1].Matches("web-1") || *sim.Servers[1].ErrorRate != 0.1 || sim.Servers[1].Latency != nil {
+		t.Errorf("db-* block %+v", sim.Servers[1])
 	}
 }
 

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -25,6 +26,7 @@ var fileSchema = &hcl.BodySchema{
 		{Type: "health_policy", LabelNames: []string{"name"}},
 		{Type: "discovery", LabelNames: []string{"kind", "name"}},
 		{Type: "plugin", LabelNames: []string{"kind"}},
+		{Type: "simulation", LabelNames: []string{"service"}},
 	},
 }
 
@@ -32,18 +34,19 @@ var pluginSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{{Name: "sha256"}},
 }
 
-// StaticKind is the discovery kind whose body pvlb decodes itself (its
-// provider still runs as a plugin); every other kind's body is decoded with
-// its plugin's schema.
+// StaticKind is the built-in discovery kind: pvlb decodes its endpoint list
+// itself and starts no plugin for it. Every other kind's body is decoded
+// with its plugin's schema.
 const StaticKind = "static"
 
 // decoder collects declarations from every file, then resolves references,
 // so blocks may refer to blocks declared later or in other files.
 type decoder struct {
-	cfg      *Config
-	ctx      *hcl.EvalContext
-	diags    hcl.Diagnostics
-	services []*hcl.Block // decoded after everything they may refer to
+	cfg         *Config
+	ctx         *hcl.EvalContext
+	diags       hcl.Diagnostics
+	services    []*hcl.Block // decoded after everything they may refer to
+	simulations []*hcl.Block // decoded after the services they name
 }
 
 func decode(bodies []hcl.Body) (*Config, hcl.Diagnostics) {
@@ -54,6 +57,7 @@ func decode(bodies []hcl.Body) (*Config, hcl.Diagnostics) {
 			healthPolicies: map[string]*HealthPolicy{},
 			discoveries:    map[string]*Discovery{},
 			plugins:        map[string]*Plugin{},
+			simulations:    map[string]*Simulation{},
 		},
 		ctx: EvalContext(),
 	}
@@ -75,11 +79,16 @@ func decode(bodies []hcl.Body) (*Config, hcl.Diagnostics) {
 				d.decodeDiscoveryBlock(block)
 			case "service":
 				d.services = append(d.services, block)
+			case "simulation":
+				d.simulations = append(d.simulations, block)
 			}
 		}
 	}
 	for _, block := range d.services {
 		d.decodeServiceBlock(block)
+	}
+	for _, block := range d.simulations {
+		d.decodeSimulationBlock(block)
 	}
 	return d.cfg, d.diags
 }
@@ -113,6 +122,7 @@ func (d *Discovery) declRange() hcl.Range    { return d.DeclRange }
 func (e *Endpoint) declRange() hcl.Range     { return e.DeclRange }
 func (s *Service) declRange() hcl.Range      { return s.DeclRange }
 func (p *Plugin) declRange() hcl.Range       { return p.DeclRange }
+func (s *Simulation) declRange() hcl.Range   { return s.DeclRange }
 
 // declare records v under key in table and list, or reports a duplicate
 // that cites the first declaration, as Packer does.
@@ -243,10 +253,6 @@ var endpointSchema = &hcl.BodySchema{
 	Blocks: []hcl.BlockHeaderSchema{{Type: "simulate"}},
 }
 
-var simulateSchema = &hcl.BodySchema{
-	Attributes: []hcl.AttributeSchema{{Name: "latency"}, {Name: "error_rate"}, {Name: "capacity"}},
-}
-
 func (d *decoder) decodeDiscoveryBlock(block *hcl.Block) {
 	kind := block.Labels[0]
 	if !d.validName(block, 0) || !d.validName(block, 1) {
@@ -267,7 +273,7 @@ func (d *decoder) decodeStaticBody(disc *Discovery, block *hcl.Block) {
 	for _, eb := range content.Blocks.OfType("endpoint") {
 		if d.validName(eb, 0) {
 			ep := d.decodeEndpointBlock(eb)
-			declare(d, "endpoint", ep.Name, ep, seen, &disc.Endpoints)
+			declare(d, "endpoint", ep.ID, ep, seen, &disc.Endpoints)
 		}
 	}
 	if len(content.Blocks.OfType("endpoint")) == 0 {
@@ -276,7 +282,7 @@ func (d *decoder) decodeStaticBody(disc *Discovery, block *hcl.Block) {
 }
 
 func (d *decoder) decodeEndpointBlock(block *hcl.Block) *Endpoint {
-	ep := &Endpoint{Name: block.Labels[0], Weight: 1, DeclRange: block.DefRange}
+	ep := &Endpoint{EndpointSpec: lb.EndpointSpec{ID: block.Labels[0], Weight: 1}, DeclRange: block.DefRange}
 	content := d.content(block.Body, endpointSchema)
 	a := d.attrs(content)
 	if attr, ok := a.decode("address", &ep.Address); ok {
@@ -289,7 +295,7 @@ func (d *decoder) decodeEndpointBlock(block *hcl.Block) *Endpoint {
 	if attr, ok := content.Attributes["weight"]; ok {
 		var w int
 		if _, ok := a.decode("weight", &w); ok {
-			if w <= 0 || w > lb.MaxWeight {
+			if !lb.ValidWeight(w) {
 				a.errorf(attr.Expr.Range(), "Invalid weight", "weight must be a whole number from 1 to %d, not %d. To take a server out of rotation, remove its endpoint block.", lb.MaxWeight, w)
 			} else {
 				ep.Weight = w
@@ -299,15 +305,54 @@ func (d *decoder) decodeEndpointBlock(block *hcl.Block) *Endpoint {
 	a.string("zone", &ep.Zone)
 	a.stringMap("metadata", &ep.Metadata)
 	d.merge(a)
-	if sb := d.singleBlock(content.Blocks, "simulate", "endpoint"); sb != nil {
-		ep.Simulate = d.decodeSimulateBlock(sb)
+	for _, sb := range content.Blocks.OfType("simulate") {
+		d.errorf(sb.DefRange, "Simulation settings have moved", "How a server behaves in pvlb simulate is set in a top-level simulation block, which applies to endpoints from any discovery kind:\n  simulation \"SERVICE\" {\n    server %q { latency = \"lognormal(10ms, 40ms)\" }\n  }", ep.ID)
 	}
 	return ep
 }
 
-func (d *decoder) decodeSimulateBlock(block *hcl.Block) *EndpointSimulation {
-	s := &EndpointSimulation{}
-	content := d.content(block.Body, simulateSchema)
+// --- simulation ---
+
+var simulationSchema = &hcl.BodySchema{
+	Blocks: []hcl.BlockHeaderSchema{{Type: "server", LabelNames: []string{"pattern"}}},
+}
+
+var simulatedServerSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "latency"}, {Name: "error_rate"}, {Name: "capacity"}},
+}
+
+func (d *decoder) decodeSimulationBlock(block *hcl.Block) {
+	sim := &Simulation{Service: block.Labels[0], DeclRange: block.DefRange}
+	svc, ok := d.cfg.services[sim.Service]
+	if !ok {
+		known := d.cfg.ServiceNames()
+		d.errorf(block.LabelRanges[0], "Simulation of an undeclared service", "No service named %q is declared.%s%s", sim.Service, didYouMean(sim.Service, known), listKnown("service", known))
+	}
+	content := d.content(block.Body, simulationSchema)
+	for _, sb := range content.Blocks.OfType("server") {
+		srv := d.decodeSimulatedServer(sb)
+		if srv == nil {
+			continue
+		}
+		sim.Servers = append(sim.Servers, srv)
+		if svc != nil && svc.Discovery != nil && svc.Discovery.Kind == StaticKind && !srv.matchesAny(svc.Discovery.Endpoints) {
+			ids := make([]string, len(svc.Discovery.Endpoints))
+			for i, ep := range svc.Discovery.Endpoints {
+				ids[i] = ep.ID
+			}
+			d.warnf(sb.LabelRanges[0], "Server pattern matches no endpoint", "%q matches none of service %q's endpoints (%s), so it has no effect.%s", srv.Pattern, sim.Service, strings.Join(ids, ", "), didYouMean(srv.Pattern, ids))
+		}
+	}
+	declare(d, "simulation of service", sim.Service, sim, d.cfg.simulations, &d.cfg.Simulations)
+}
+
+func (d *decoder) decodeSimulatedServer(block *hcl.Block) *SimulatedServer {
+	s := &SimulatedServer{Pattern: block.Labels[0], DeclRange: block.DefRange}
+	if _, err := path.Match(s.Pattern, ""); err != nil || s.Pattern == "" {
+		d.errorf(block.LabelRanges[0], "Invalid server pattern", "%q is neither an endpoint id nor a valid pattern. Write an id like \"server3\", or a pattern like \"db-*\" or \"server[12]\".", s.Pattern)
+		return nil
+	}
+	content := d.content(block.Body, simulatedServerSchema)
 	a := d.attrs(content)
 	var model string
 	if attr, ok := a.decode("latency", &model); ok {
@@ -318,10 +363,46 @@ func (d *decoder) decodeSimulateBlock(block *hcl.Block) *EndpointSimulation {
 			s.Latency = &m
 		}
 	}
-	a.float("error_rate", 0, 1, &s.ErrorRate)
-	a.int("capacity", 0, 1<<20, &s.Capacity)
+	if _, ok := content.Attributes["error_rate"]; ok {
+		var rate float64
+		a.float("error_rate", 0, 1, &rate)
+		s.ErrorRate = &rate
+	}
+	if _, ok := content.Attributes["capacity"]; ok {
+		var capacity int
+		a.int("capacity", 0, 1<<20, &capacity)
+		s.Capacity = &capacity
+	}
 	d.merge(a)
 	return s
+}
+
+// Matches reports whether the block applies to the endpoint id.
+func (s *SimulatedServer) Matches(id string) bool {
+	ok, _ := path.Match(s.Pattern, id)
+	return ok
+}
+
+// ApplyTo sets what the block sets, leaving the rest as it is.
+func (s *SimulatedServer) ApplyTo(model *latency.Model, errorRate *float64, capacity *int) {
+	if s.Latency != nil {
+		*model = *s.Latency
+	}
+	if s.ErrorRate != nil {
+		*errorRate = *s.ErrorRate
+	}
+	if s.Capacity != nil {
+		*capacity = *s.Capacity
+	}
+}
+
+func (s *SimulatedServer) matchesAny(eps []*Endpoint) bool {
+	for _, ep := range eps {
+		if s.Matches(ep.ID) {
+			return true
+		}
+	}
+	return false
 }
 
 // splitAddress parses host:port, requiring a host and a port in 1-65535.
@@ -337,8 +418,8 @@ func splitAddress(addr string) (string, int, error) {
 		return "", 0, fmt.Errorf("no host")
 	}
 	port, err := strconv.Atoi(portStr)
-	if err != nil || port < 1 || port > 65535 {
-		return "", 0, fmt.Errorf("port %q is not a number from 1 to 65535", portStr)
+	if err != nil || !lb.ValidPort(port) {
+		return "", 0, fmt.Errorf("port %q is not a number from 1 to %d", portStr, lb.MaxPort)
 	}
 	return host, port, nil
 }
@@ -501,7 +582,7 @@ func (d *decoder) checkWeightsUsed(s *Service, content *hcl.BodyContent) {
 				rng = attr.Expr.Range()
 			}
 			d.warnf(rng, "Endpoint weights have no effect", "Service %q uses the %s strategy, which ignores weights, but %s gives endpoint %q weight %d. Use a strategy with kind = \"weighted\" to honour them.",
-				s.Name, s.Strategy.Kind, s.Discovery.Ref(), ep.Name, ep.Weight)
+				s.Name, s.Strategy.Kind, s.Discovery.Ref(), ep.ID, ep.Weight)
 			return
 		}
 	}

@@ -16,7 +16,7 @@ func ExampleLoad() {
 	svc, _ := cfg.Service("peervault")
 	fmt.Println(svc.Strategy.Kind, svc.Health.Interval, svc.Retry.MaxRetries)
 	for _, ep := range svc.Discovery.Endpoints {
-		fmt.Println(ep.Name, ep.Address, ep.Weight)
+		fmt.Println(ep.ID, ep.Address, ep.Weight)
 	}
 	// Output:
 	// weighted 1s 3

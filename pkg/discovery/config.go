@@ -2,7 +2,6 @@ package discovery
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -12,6 +11,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/peervault/pvlb/pkg/config"
+	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/pluginapi"
 )
 
@@ -23,13 +23,17 @@ func Pin(cfg *config.Config, kind string) string {
 	return ""
 }
 
-// Settings returns what d's plugin is configured with. For static
-// discovery it is the endpoint list pvlb decoded (with its own, more
-// specific checks); for any other kind, d's body decoded with the schema of
-// its plugin, which is started once to ask for it.
+// Settings returns what d's plugin is configured with: d's body decoded
+// with the schema of its plugin, which is started once to ask for it.
+// Static discovery is built in and has no plugin.
 func (h *Host) Settings(ctx context.Context, cfg *config.Config, d *config.Discovery) (pluginapi.Settings, hcl.Diagnostics) {
 	if d.Kind == config.StaticKind {
-		return staticSettings(d), nil
+		return pluginapi.Settings{}, hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Static discovery has no plugin",
+			Detail:   "A static endpoint list is built in; it is read from the configuration, not from a plugin.",
+			Subject:  d.KindRange.Ptr(),
+		}}
 	}
 	r, err := h.Launch(ctx, d.Kind, Pin(cfg, d.Kind))
 	if err != nil {
@@ -51,10 +55,11 @@ func (h *Host) Settings(ctx context.Context, cfg *config.Config, d *config.Disco
 func (h *Host) launchDiagnostics(d *config.Discovery, err error) hcl.Diagnostics {
 	var nf *NotFoundError
 	if errors.As(err, &nf) {
-		var kinds []string
+		kinds := []string{config.StaticKind} // built in, no plugin
 		for _, p := range h.finder.List() {
 			kinds = append(kinds, p.Kind)
 		}
+		slices.Sort(kinds)
 		return hcl.Diagnostics{{
 			Severity: hcl.DiagError,
 			Summary:  "Unknown discovery kind",
@@ -90,23 +95,6 @@ func listKinds(kinds []string) string {
 	return " Kinds available: " + strings.Join(kinds, ", ") + "."
 }
 
-// staticSettings encodes a static block's endpoints as the static plugin's
-// settings.
-func staticSettings(d *config.Discovery) pluginapi.Settings {
-	type endpoint struct {
-		Address  string            `json:"address"`
-		Weight   int               `json:"weight"`
-		Zone     string            `json:"zone,omitempty"`
-		Metadata map[string]string `json:"metadata,omitempty"`
-	}
-	eps := map[string]endpoint{}
-	for _, e := range d.Endpoints {
-		eps[e.Name] = endpoint{Address: e.Address, Weight: e.Weight, Zone: e.Zone, Metadata: e.Metadata}
-	}
-	b, _ := json.Marshal(map[string]any{"endpoint": eps})
-	return pluginapi.NewSettings(b)
-}
-
 // Check decodes every discovery block of a plugin kind with its plugin's
 // schema, as `pvlb validate` does; static blocks were checked on load.
 func (h *Host) Check(ctx context.Context, cfg *config.Config) hcl.Diagnostics {
@@ -121,8 +109,22 @@ func (h *Host) Check(ctx context.Context, cfg *config.Config) hcl.Diagnostics {
 	return diags
 }
 
+// Endpoints returns service's endpoints as d finds them once, for commands
+// that need a list rather than a live feed: a static list as written, or
+// what d's plugin resolves, sorted by id.
+func (h *Host) Endpoints(ctx context.Context, cfg *config.Config, d *config.Discovery, service string) ([]lb.EndpointSpec, error) {
+	if d.Kind == config.StaticKind {
+		return d.Specs(), nil
+	}
+	instances, err := h.Resolve(ctx, cfg, d, service)
+	if err != nil {
+		return nil, err
+	}
+	return Specs(instances), nil
+}
+
 // Resolve starts d's plugin, configures it and asks once for service's
-// instances, for commands that need a list rather than a live feed.
+// instances.
 func (h *Host) Resolve(ctx context.Context, cfg *config.Config, d *config.Discovery, service string) ([]pluginapi.ServiceInstance, error) {
 	settings, diags := h.Settings(ctx, cfg, d)
 	if diags.HasErrors() {

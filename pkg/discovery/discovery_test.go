@@ -331,12 +331,12 @@ func TestFinderSearchOrderAndBundled(t *testing.T) {
 	other := t.TempDir()
 	f := &discovery.Finder{
 		Dirs:    []string{other, pluginDir},
-		Bundled: map[string][]string{"static": {"internal-plugin", "static"}, "file": {"internal-plugin", "file"}},
+		Bundled: map[string][]string{"etcd": {"internal-plugin", "etcd"}, "file": {"internal-plugin", "file"}},
 		Self:    "/usr/local/bin/pvlb",
 	}
-	static, err := f.Find("static")
-	if err != nil || !static.Bundled || static.Path != "/usr/local/bin/pvlb" {
-		t.Fatalf("static = %+v, %v", static, err)
+	etcd, err := f.Find("etcd")
+	if err != nil || !etcd.Bundled || etcd.Path != "/usr/local/bin/pvlb" {
+		t.Fatalf("etcd = %+v, %v", etcd, err)
 	}
 	file, err := f.Find("file")
 	if err != nil || file.Bundled || !file.Overrides || file.Path != filepath.Join(pluginDir, "pvlb-discovery-file") {
@@ -346,7 +346,7 @@ func TestFinderSearchOrderAndBundled(t *testing.T) {
 	for _, p := range f.List() {
 		kinds = append(kinds, p.Kind)
 	}
-	if got := strings.Join(kinds, ","); got != "exit,file,garbage,hang,nonsense,protocol2,static" {
+	if got := strings.Join(kinds, ","); got != "etcd,exit,file,garbage,hang,nonsense,protocol2" {
 		t.Fatalf("list = %s", got)
 	}
 	t.Setenv(discovery.PluginPathEnv, "/a"+string(filepath.ListSeparator)+"/b")

@@ -153,18 +153,7 @@ func (s *Source) fail(err error) {
 
 // apply turns a snapshot into the balancer's endpoints.
 func (s *Source) apply(instances []pluginapi.ServiceInstance) error {
-	specs := make([]lb.EndpointSpec, 0, len(instances))
-	for _, in := range instances {
-		w := in.Weight
-		if w == 0 {
-			w = 1
-		}
-		specs = append(specs, lb.EndpointSpec{
-			ID: in.ID, Host: in.Address, Port: in.Port, Weight: w, Zone: in.Zone, Metadata: in.Metadata,
-			Health: discoveryHealth(in.Health),
-		})
-	}
-	if err := s.balancer.Sync(specs); err != nil {
+	if err := s.balancer.Sync(Specs(instances)); err != nil {
 		return fmt.Errorf("snapshot from the plugin: %w", err)
 	}
 	s.mu.Lock()
@@ -224,6 +213,23 @@ func (b *backoff) wait(ctx context.Context) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// Specs turns a plugin's instances into the balancer's endpoints: an
+// instance without a weight has weight 1.
+func Specs(instances []pluginapi.ServiceInstance) []lb.EndpointSpec {
+	specs := make([]lb.EndpointSpec, 0, len(instances))
+	for _, in := range instances {
+		w := in.Weight
+		if w == 0 {
+			w = 1
+		}
+		specs = append(specs, lb.EndpointSpec{
+			ID: in.ID, Host: in.Address, Port: in.Port, Weight: w, Zone: in.Zone, Metadata: in.Metadata,
+			Health: discoveryHealth(in.Health),
+		})
+	}
+	return specs
 }
 
 func discoveryHealth(h pluginapi.Health) lb.HealthStatus {

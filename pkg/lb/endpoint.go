@@ -61,15 +61,26 @@ type EndpointSpec struct {
 // service weights and keeps weighted schedules small.
 const MaxWeight = 65535
 
+// MaxPort is the largest TCP port.
+const MaxPort = 65535
+
+// ValidWeight and ValidPort are the limits on an endpoint's weight and
+// port; the configuration, the discovery host and the LoadBalancer all
+// check with them.
+func ValidWeight(w int) bool { return w >= 1 && w <= MaxWeight }
+
+// ValidPort reports whether p is a TCP port an endpoint can listen on.
+func ValidPort(p int) bool { return p >= 1 && p <= MaxPort }
+
 func (s EndpointSpec) validate() error {
 	switch {
 	case s.ID == "":
 		return fmt.Errorf("endpoint id is empty")
 	case s.Host == "":
 		return fmt.Errorf("endpoint %q: host is empty", s.ID)
-	case s.Port < 1 || s.Port > 65535:
-		return fmt.Errorf("endpoint %q: port %d is outside 1-65535", s.ID, s.Port)
-	case s.Weight < 1 || s.Weight > MaxWeight:
+	case !ValidPort(s.Port):
+		return fmt.Errorf("endpoint %q: port %d is outside 1-%d", s.ID, s.Port, MaxPort)
+	case !ValidWeight(s.Weight):
 		return fmt.Errorf("endpoint %q: weight %d is outside 1-%d", s.ID, s.Weight, MaxWeight)
 	case s.Health < HealthUnknown || s.Health > HealthUnhealthy:
 		return fmt.Errorf("endpoint %q: invalid health %d", s.ID, s.Health)

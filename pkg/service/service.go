@@ -25,8 +25,7 @@ type Service struct {
 	Pool     *rpc.ConnPool
 	Health   *rpc.HealthChecker // nil unless Options.HealthChecks
 	Client   *rpc.LoadBalancedClient
-	// Source follows the discovery plugin; nil when a static list was
-	// loaded in process (no Options.Host).
+	// Source follows the discovery plugin; nil for a static list.
 	Source *discovery.Source
 }
 
@@ -40,9 +39,8 @@ type Options struct {
 	OneShot bool
 	// DialOptions are added to those the configuration implies.
 	DialOptions []grpc.DialOption
-	// Host runs the service's discovery plugin (the bundled static one
-	// too). Without a host, only a static list can be used, loaded in
-	// process.
+	// Host runs the service's discovery plugin. A static list, built in,
+	// needs none.
 	Host *discovery.Host
 	// Config is the configuration svc belongs to, for plugin checksums.
 	Config *config.Config
@@ -71,7 +69,11 @@ func New(svc *config.Service, opts Options) (_ *Service, err error) {
 	if s.Balancer, err = lb.New(svc.BalancerConfig(), opts.Logger); err != nil {
 		return nil, fmt.Errorf("service %q: %w", svc.Name, err)
 	}
-	if opts.Host != nil {
+	if svc.Discovery.Kind == config.StaticKind {
+		if err := s.Balancer.Sync(svc.Discovery.Specs()); err != nil {
+			return nil, fmt.Errorf("service %q: %w", svc.Name, err)
+		}
+	} else {
 		ctx := context.Background()
 		settings, diags := opts.Host.Settings(ctx, opts.Config, svc.Discovery)
 		if diags.HasErrors() {
@@ -80,13 +82,6 @@ func New(svc *config.Service, opts Options) (_ *Service, err error) {
 		s.Source, err = opts.Host.Follow(ctx, svc.Discovery.Kind, discovery.Pin(opts.Config, svc.Discovery.Kind), settings, svc.Name, s.Balancer)
 		if err != nil {
 			return nil, fmt.Errorf("service %q: %w", svc.Name, err)
-		}
-	} else {
-		for _, ep := range svc.Discovery.Endpoints {
-			spec := lb.EndpointSpec{ID: ep.Name, Host: ep.Host, Port: ep.Port, Weight: ep.Weight, Zone: ep.Zone, Metadata: ep.Metadata}
-			if err := s.Balancer.AddEndpoint(spec); err != nil {
-				return nil, fmt.Errorf("service %q: %w", svc.Name, err)
-			}
 		}
 	}
 	clientCfg := &rpc.LoadBalancedClientConfig{Retry: svc.Retry, Client: svc.Client}

@@ -11,7 +11,6 @@ import (
 	"github.com/peervault/pvlb/pkg/config"
 	"github.com/peervault/pvlb/pkg/latency"
 	"github.com/peervault/pvlb/pkg/lb"
-	"github.com/peervault/pvlb/pkg/pluginapi"
 )
 
 // Overrides are what a user changes for one run, beyond the configuration:
@@ -41,11 +40,12 @@ func inputErrorf(format string, args ...any) error {
 	return &InputError{msg: fmt.Sprintf(format, args...)}
 }
 
-// Assemble builds a run of svc over the instances its discovery found: the
+// Assemble builds a run of svc over the endpoints its discovery found: the
 // service's balancer, health and retry settings, each server's behaviour
-// from its simulate block, then the overrides. A static list keeps the
-// order it was written in. Every problem is an *InputError.
-func Assemble(svc *config.Service, discovered []pluginapi.ServiceInstance, o Overrides) (*Config, error) {
+// from cfg's simulation block for the service, then the overrides. Servers
+// keep discovery's order (a static list's is the written one). Every
+// problem is an *InputError.
+func Assemble(cfg *config.Config, svc *config.Service, discovered []lb.EndpointSpec, o Overrides) (*Config, error) {
 	out := &Config{
 		Balancer: svc.BalancerConfig(), Health: svc.Health.HealthCheck, Retry: svc.Retry,
 		Requests: o.Requests, Sessions: o.Sessions, Seed: o.Seed, RPS: o.RPS, Concurrency: o.Concurrency,
@@ -78,35 +78,21 @@ func Assemble(svc *config.Service, discovered []pluginapi.ServiceInstance, o Ove
 	if len(discovered) == 0 {
 		return nil, inputErrorf("service %q: its %s discovery found no instances to simulate", svc.Name, svc.Discovery.Kind)
 	}
-	order := map[string]int{}
-	for i, ep := range svc.Discovery.Endpoints {
-		order[ep.Name] = i
-	}
-	discovered = slices.Clone(discovered)
-	slices.SortStableFunc(discovered, func(a, b pluginapi.ServiceInstance) int {
-		ia, oka := order[a.ID]
-		ib, okb := order[b.ID]
-		if oka && okb {
-			return ia - ib
-		}
-		return 0
-	})
 	index := make(map[string]int, len(discovered))
 	ids := make([]string, 0, len(discovered))
-	for _, in := range discovered {
-		index[in.ID] = len(out.Servers)
-		ids = append(ids, in.ID)
-		out.Servers = append(out.Servers, Server{ID: in.ID, Host: in.Address, Port: in.Port, Weight: max(in.Weight, 1), Latency: latency.Default})
+	for _, spec := range discovered {
+		index[spec.ID] = len(out.Servers)
+		ids = append(ids, spec.ID)
+		out.Servers = append(out.Servers, Server{EndpointSpec: spec, Latency: latency.Default})
 	}
-	for _, ep := range svc.Discovery.Endpoints {
-		i, ok := index[ep.Name]
-		if !ok || ep.Simulate == nil {
-			continue
+	if simulation, ok := cfg.Simulation(svc.Name); ok {
+		for i := range out.Servers {
+			for _, b := range simulation.Servers {
+				if b.Matches(out.Servers[i].ID) {
+					b.ApplyTo(&out.Servers[i].Latency, &out.Servers[i].ErrorRate, &out.Servers[i].Capacity)
+				}
+			}
 		}
-		if ep.Simulate.Latency != nil {
-			out.Servers[i].Latency = *ep.Simulate.Latency
-		}
-		out.Servers[i].ErrorRate, out.Servers[i].Capacity = ep.Simulate.ErrorRate, ep.Simulate.Capacity
 	}
 	targets := func(flag, target string) ([]int, error) {
 		if target == "" {

@@ -22,12 +22,10 @@ import (
 	"github.com/peervault/pvlb/pkg/statuscode"
 )
 
-// Server is one simulated endpoint.
+// Server is one simulated endpoint: the endpoint as discovery gives it (its
+// health too), and how it behaves.
 type Server struct {
-	ID        string
-	Host      string
-	Port      int
-	Weight    int
+	lb.EndpointSpec
 	Latency   latency.Model
 	ErrorRate float64 // share of answers that fail with ServerErrorCode
 	Capacity  int     // requests served at once; more wait in a queue; 0 is unlimited
@@ -198,10 +196,14 @@ func Run(cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("simulate: %w", err)
 	}
+	specs := make([]lb.EndpointSpec, len(cfg.Servers))
 	for i, sc := range cfg.Servers {
-		if err := s.balancer.AddEndpoint(lb.EndpointSpec{ID: sc.ID, Host: sc.Host, Port: sc.Port, Weight: sc.Weight}); err != nil {
-			return nil, fmt.Errorf("simulate: %w", err)
-		}
+		specs[i] = sc.EndpointSpec
+	}
+	if err := s.balancer.Sync(specs); err != nil {
+		return nil, fmt.Errorf("simulate: %w", err)
+	}
+	for i, sc := range cfg.Servers {
 		ep, _ := s.balancer.Endpoint(sc.ID)
 		s.servers = append(s.servers, &server{Server: sc, ep: ep, sample: sc.Latency.Sampler(), hist: newHistogram()})
 		s.byEP[ep] = int32(i)

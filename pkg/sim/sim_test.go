@@ -16,7 +16,7 @@ import (
 func servers(weights ...int) []Server {
 	out := make([]Server, len(weights))
 	for i, w := range weights {
-		out[i] = Server{ID: fmt.Sprintf("server%d", i+1), Host: "127.0.0.1", Port: 50051 + i, Weight: w, Latency: latency.Default}
+		out[i] = Server{EndpointSpec: lb.EndpointSpec{ID: fmt.Sprintf("server%d", i+1), Host: "127.0.0.1", Port: 50051 + i, Weight: w}, Latency: latency.Default}
 	}
 	return out
 }
