@@ -72,15 +72,36 @@ func TestScripts(t *testing.T) {
 			if err := os.CopyFS(filepath.Join(env.WorkDir, "proto"), os.DirFS(filepath.Join("..", "..", "proto"))); err != nil {
 				return err
 			}
+			readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(filepath.Join(env.WorkDir, "README.md"), readme, 0o644); err != nil {
+				return err
+			}
 			return os.CopyFS(filepath.Join(env.WorkDir, "examples"), os.DirFS(filepath.Join("..", "..", "examples")))
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"waitaddr": waitAddr,
+			"readme":   readmeCmd,
 			"etcd":     etcdCmd,
 			"consul":   consulCmd,
 			"kube":     kubeCmd,
 		},
 	})
+}
+
+// readmeCmd: "readme shows FILE" checks that the README quotes FILE's text
+// exactly, so the output it shows is the output pvlb gives.
+func readmeCmd(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 || args[0] != "shows" {
+		ts.Fatalf("usage: readme shows FILE")
+	}
+	readme := ts.ReadFile("README.md")
+	want := ts.ReadFile(args[1])
+	if !strings.Contains(readme, want) {
+		ts.Fatalf("README.md does not show %s as pvlb prints it:\n%s", args[1], want)
+	}
 }
 
 // waitAddr VAR FILE waits (at most 10s) for a demo server's --addr-file and
