@@ -146,7 +146,6 @@ func TestFileChangesReachTheBalancerWithinASecond(t *testing.T) {
 // through the balancer to real servers: none fails, the plugin comes back,
 // and later changes flow again.
 func TestCrashKeepsEndpointsAndRestarts(t *testing.T) {
-	var servers []*demoserver.Server
 	var serverPorts []int
 	for i := range 2 {
 		s, err := demoserver.Start("127.0.0.1:0", demoserver.Config{Name: fmt.Sprintf("server%d", i+1)}, nil)
@@ -154,7 +153,6 @@ func TestCrashKeepsEndpointsAndRestarts(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer s.Stop()
-		servers = append(servers, s)
 		_, port, _ := net.SplitHostPort(s.Addr())
 		p, _ := strconv.Atoi(port)
 		serverPorts = append(serverPorts, p)

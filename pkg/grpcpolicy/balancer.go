@@ -110,7 +110,10 @@ func (b *grpcBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 			continue
 		}
 		entry := &subConn{state: connectivity.Idle}
-		sc, err := b.cc.NewSubConn(re.Addresses, balancer.NewSubConnOptions{
+		// One address per subchannel, as grpc-go's notice asks; it offers
+		// no other way for a policy that owns its subchannels.
+		//lint:ignore SA1019 see above
+		sc, err := b.cc.NewSubConn(re.Addresses[:1], balancer.NewSubConnOptions{
 			StateListener: func(st balancer.SubConnState) { b.subConnStateChanged(e, entry, st) },
 		})
 		if err != nil {

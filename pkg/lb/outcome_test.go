@@ -138,7 +138,7 @@ func TestCoreImportsNoGRPC(t *testing.T) {
 			}
 		}
 	}
-	for _, pkg := range []string{"plugins/static", "plugins/etcd", "plugins/consul", "plugins/kubernetes"} {
+	for _, pkg := range []string{"plugins/etcd", "plugins/consul", "plugins/kubernetes"} {
 		for _, d := range deps(module + pkg) {
 			if d == module+"pkg/lb" || d == module+"pkg/rpc" {
 				t.Errorf("provider %s depends on %s", pkg, d)
