@@ -64,6 +64,12 @@ service "peervault" {
     failover_timeout = "15s"
   }
 
+  # Which results count against the server that answered; other errors
+  # (INVALID_ARGUMENT, NOT_FOUND, a call the caller cancelled) are neutral.
+  outcomes {
+    failure_codes = ["UNKNOWN", "DEADLINE_EXCEEDED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "RESOURCE_EXHAUSTED"]
+  }
+
   client {
     connection_timeout = "30s"
     keepalive_interval = "30s"

@@ -83,5 +83,8 @@ func summarize(cfg *config.Config) string {
 	if n := len(cfg.HealthPolicies); n > 0 {
 		parts = append(parts, plural(n, "health policy", "health policies"))
 	}
+	if n := len(cfg.Simulations); n > 0 {
+		parts = append(parts, plural(n, "simulation", "simulations"))
+	}
 	return strings.Join(parts, ", ") + ": OK"
 }

@@ -154,6 +154,7 @@ func TestAdvancedExampleDecodesEverySetting(t *testing.T) {
 		Service:  "peervault",
 		Strategy: lb.StrategyConfig{Kind: "weighted"},
 		Sticky:   lb.StickyConfig{Enabled: true, TTL: 10 * time.Minute, Key: "session-id"},
+		Outcomes: lb.OutcomeConfig{FailureCodes: lb.DefaultFailureCodes | statuscode.SetOf(statuscode.ResourceExhausted)},
 	}
 	if got := s.BalancerConfig(); got != want {
 		t.Errorf("balancer config\n got %+v\nwant %+v", got, want)

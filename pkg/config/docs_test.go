@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
 )
 
@@ -43,21 +42,11 @@ func TestDocsExamples(t *testing.T) {
 				t.Fatal(err)
 			}
 			if _, diags := Load(filepath.Join(dir, "example.hcl")); diags.HasErrors() {
-				t.Errorf("%s: example does not load:\n%s\n%v", name, src, errorsOnly(diags))
+				t.Errorf("%s: example does not load:\n%s\n%v", name, src, errorsOf(diags))
 			}
 		}
 	}
 	if checked < 5 {
 		t.Fatalf("only %d HCL examples found in the docs", checked)
 	}
-}
-
-func errorsOnly(diags hcl.Diagnostics) hcl.Diagnostics {
-	var out hcl.Diagnostics
-	for _, d := range diags {
-		if d.Severity == hcl.DiagError {
-			out = append(out, d)
-		}
-	}
-	return out
 }

@@ -3,7 +3,9 @@ package grpcpolicy_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"sort"
+	"strconv"
 	"testing"
 	"time"
 
@@ -153,8 +155,9 @@ func ExampleNewResolverBuilder() {
 		s, _ := demoserver.Start("127.0.0.1:0", demoserver.Config{Name: fmt.Sprintf("server%d", i+1)}, nil)
 		defer s.Stop()
 		servers = append(servers, s)
-		host, port := testtools.HostPort(s.Addr())
-		_ = balancer.AddServer(s.Name(), host, port, 1)
+		host, port, _ := net.SplitHostPort(s.Addr())
+		portNum, _ := strconv.Atoi(port)
+		_ = balancer.AddServer(s.Name(), host, portNum, 1)
 	}
 
 	cc, err := grpc.NewClient("pvlb:///peervault",

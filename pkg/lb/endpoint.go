@@ -113,15 +113,12 @@ type Endpoint struct {
 	_    cacheLinePad
 	// stripes hold the counters the statistics read. A pick and an outcome
 	// each add to the stripe of the calling goroutine's stack, so that
-	// calls on different cores rarely write the same cache line. They are
-	// allocated apart, so that a scan over many endpoints' loads stays in
-	// few cache lines.
-	stripes *[stripeCount]stripe
+	// calls on different cores rarely write the same cache line.
+	stripes [stripeCount]stripe
 }
 
 func newEndpoint(s EndpointSpec) *Endpoint {
 	e := &Endpoint{
-		stripes:  new([stripeCount]stripe),
 		ID:       s.ID,
 		Host:     s.Host,
 		Port:     s.Port,

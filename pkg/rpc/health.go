@@ -91,6 +91,13 @@ func NewHealthChecker(interval, timeout time.Duration, logger *slog.Logger, opts
 	return h
 }
 
+// NewHealthCheckerFromPolicy returns a checker that checks as a
+// `health_policy` block says; opts come after, so they may override it.
+func NewHealthCheckerFromPolicy(p policy.HealthCheck, logger *slog.Logger, opts ...HealthOption) *HealthChecker {
+	base := []HealthOption{WithThresholds(p.UnhealthyThreshold, p.HealthyThreshold), WithHealthService(p.Service)}
+	return NewHealthChecker(p.Interval, p.Timeout, logger, append(base, opts...)...)
+}
+
 // Start checks balancer's endpoints, present and future, over pool's
 // connections, until Close.
 func (h *HealthChecker) Start(balancer *lb.LoadBalancer, pool *ConnPool) error {

@@ -89,14 +89,11 @@ func New(svc *config.Service, opts Options) (_ *Service, err error) {
 		return nil, fmt.Errorf("service %q: %w", svc.Name, err)
 	}
 	if opts.HealthChecks {
-		hopts := []rpc.HealthOption{
-			rpc.WithThresholds(svc.Health.UnhealthyThreshold, svc.Health.HealthyThreshold),
-			rpc.WithHealthService(svc.Health.Service),
-		}
+		var hopts []rpc.HealthOption
 		if opts.OneShot {
 			hopts = append(hopts, rpc.WithThresholds(1, 1), rpc.WithManualChecks())
 		}
-		s.Health = rpc.NewHealthChecker(svc.Health.Interval, svc.Health.Timeout, opts.Logger, hopts...)
+		s.Health = rpc.NewHealthCheckerFromPolicy(svc.Health.HealthCheck, opts.Logger, hopts...)
 		if err := s.Health.Start(s.Balancer, s.Pool); err != nil {
 			return nil, fmt.Errorf("service %q: %w", svc.Name, err)
 		}
