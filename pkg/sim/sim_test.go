@@ -283,3 +283,19 @@ func TestOutcomesReachTheBalancer(t *testing.T) {
 		t.Errorf("with only UNAVAILABLE blamed, server2's INTERNAL errors counted %+v", o)
 	}
 }
+
+// Ten thousand servers are as easy as ten: one publish builds the
+// balancer, and every server takes its share.
+func TestTenThousandServers(t *testing.T) {
+	srv := make([]Server, 10000)
+	for i := range srv {
+		srv[i] = Server{EndpointSpec: lb.EndpointSpec{ID: fmt.Sprintf("s%05d", i), Host: "10.0.0.1", Port: 1 + i}, Latency: latency.Default}
+		srv[i].Weight = 1
+	}
+	r := run(t, withBase(lb.RoundRobin, Config{Servers: srv, Requests: 20000, RPS: 20000, Seed: 1}))
+	for _, s := range r.Servers {
+		if s.Requests != 2 {
+			t.Fatalf("%s took %d requests, want 2 of 20,000 over 10,000 servers", s.ID, s.Requests)
+		}
+	}
+}
