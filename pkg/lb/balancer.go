@@ -60,17 +60,27 @@ type snapshot struct {
 	eligible []*Endpoint // not unhealthy, sorted by ID
 	strategy Strategy
 	once     sync.Once
-	picker   Picker // nil when eligible is empty
+	built    atomic.Pointer[builtPicker]
 }
+
+// builtPicker holds a snapshot's picker; p is nil when eligible is empty.
+type builtPicker struct{ p Picker }
 
 // getPicker returns the snapshot's picker, building it on first use.
 func (s *snapshot) getPicker() Picker {
-	s.once.Do(func() {
-		if len(s.eligible) > 0 {
-			s.picker = s.strategy.NewPicker(s.eligible)
-		}
-	})
-	return s.picker
+	if b := s.built.Load(); b != nil {
+		return b.p
+	}
+	s.once.Do(s.build)
+	return s.built.Load().p
+}
+
+func (s *snapshot) build() {
+	b := &builtPicker{}
+	if len(s.eligible) > 0 {
+		b.p = s.strategy.NewPicker(s.eligible)
+	}
+	s.built.Store(b)
 }
 
 // Option adjusts a LoadBalancer at construction.
@@ -403,12 +413,20 @@ func (lb *LoadBalancer) Pick(ctx context.Context) (*Endpoint, error) {
 // PickExcluding is Pick for a retry: it avoids the endpoints in tried while
 // any other endpoint may take traffic.
 func (lb *LoadBalancer) PickExcluding(ctx context.Context, tried []*Endpoint) (*Endpoint, error) {
-	s := lb.current()
+	s := lb.snap.Load()
+	if s.stale {
+		s = lb.current()
+	}
 	picker := s.getPicker()
 	if picker == nil {
 		return nil, lb.noHealthy(s)
 	}
-	return lb.pickFrom(ctx, picker, nil, tried), nil
+	if lb.sessions != nil {
+		return lb.pickFrom(ctx, picker, nil, tried), nil
+	}
+	e := picker.Pick(tried)
+	lb.acquire(e)
+	return e, nil
 }
 
 // pickFrom picks with picker, honouring a sticky session whose endpoint is

@@ -105,17 +105,28 @@ type Endpoint struct {
 	discovery atomic.Int32 // as discovery reports it
 	removed   atomic.Bool
 
-	// load counts calls in flight, kept only while the strategy reads it
-	// (least_connections): one word that every core writes is the price
-	// of exact load, and strategies that do not read it do not pay.
+	// load packs the picks (high bits) and the calls in flight (low
+	// inflightBits) of a strategy that reads load (least_connections), so
+	// that its pick costs one atomic add; one word every core writes is the
+	// price of exact load, and strategies that do not read it do not pay:
+	// their picks count on the stripes.
 	_    cacheLinePad
-	load atomic.Int64
+	load atomic.Uint64
 	_    cacheLinePad
 	// stripes hold the counters the statistics read. A pick and an outcome
 	// each add to the stripe of the calling goroutine's stack, so that
 	// calls on different cores rarely write the same cache line.
 	stripes [stripeCount]stripe
 }
+
+const (
+	inflightBits = 24 // up to 16M calls in flight on one endpoint
+	inflightMask = 1<<inflightBits - 1
+	pickDelta    = 1<<inflightBits | 1 // one more pick, one more in flight
+)
+
+// inFlight is the calls in flight of a strategy that reads load.
+func (e *Endpoint) inFlight() int64 { return int64(e.load.Load() & inflightMask) }
 
 func newEndpoint(s EndpointSpec) *Endpoint {
 	e := &Endpoint{

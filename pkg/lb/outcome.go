@@ -151,7 +151,7 @@ func (e *Endpoint) Outcomes() OutcomeCounts {
 
 // Requests returns how many times this endpoint has been picked.
 func (e *Endpoint) Requests() uint64 {
-	var n uint64
+	n := e.load.Load() >> inflightBits
 	for i := range e.stripes {
 		n += e.stripes[i].picks.Load()
 	}
@@ -174,11 +174,8 @@ func (e *Endpoint) InFlight() int64 {
 // its outcome. Every pick must end with exactly one Done or Release. It is
 // lock-free and allocates nothing.
 func (lb *LoadBalancer) Done(e *Endpoint, took time.Duration, outcome Outcome) {
-	if e == nil {
-		return
-	}
 	if lb.trackLoad {
-		e.load.Add(-1)
+		e.load.Add(^uint64(0))
 	}
 	lb.stripe(e).record(took, outcome)
 	if lb.observer != nil {
@@ -186,8 +183,20 @@ func (lb *LoadBalancer) Done(e *Endpoint, took time.Duration, outcome Outcome) {
 	}
 }
 
-// Release ends a pick whose outcome is unknown; it counts as Neutral.
-func (lb *LoadBalancer) Release(e *Endpoint) { lb.Done(e, 0, Neutral) }
+// Release ends a pick whose outcome is unknown; it counts as Neutral. A nil
+// endpoint is ignored.
+func (lb *LoadBalancer) Release(e *Endpoint) {
+	if e == nil {
+		return
+	}
+	if lb.trackLoad {
+		e.load.Add(^uint64(0))
+	}
+	lb.stripe(e).neutral.Add(1)
+	if lb.observer != nil {
+		lb.observer.ObserveOutcome(e, 0, Neutral)
+	}
+}
 
 // Probed records whether a health check of e passed. A check is not a
 // call, so it neither ends a pick nor reaches the strategy; it shows in the
@@ -204,7 +213,8 @@ func (lb *LoadBalancer) Probed(e *Endpoint, passed bool) {
 // acquire counts a pick.
 func (lb *LoadBalancer) acquire(e *Endpoint) {
 	if lb.trackLoad {
-		e.load.Add(1)
+		e.load.Add(pickDelta)
+		return
 	}
 	lb.stripe(e).picks.Add(1)
 }

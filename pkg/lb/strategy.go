@@ -242,7 +242,7 @@ func (p *leastConnPicker) Pick(triedList []*Endpoint) *Endpoint {
 	var best *Endpoint
 	var bestLoad int64
 	consider := func(e *Endpoint) {
-		if load := e.load.Load(); best == nil || load < bestLoad {
+		if load := e.inFlight(); best == nil || load < bestLoad {
 			if len(triedList) == 0 || !tried(triedList, e) {
 				best, bestLoad = e, load
 			}
@@ -269,7 +269,7 @@ func (p *leastConnPicker) pickSampled(triedList []*Endpoint) *Endpoint {
 		if len(triedList) != 0 && tried(triedList, e) {
 			continue
 		}
-		if load := e.load.Load(); best == nil || load < bestLoad {
+		if load := e.inFlight(); best == nil || load < bestLoad {
 			best, bestLoad = e, load
 		}
 	}
