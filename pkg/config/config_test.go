@@ -276,6 +276,14 @@ simulation "s" {
 		{"duplicate simulation", base + `service "s" { discovery = discovery.static.local }
 simulation "s" {}
 simulation "s" {}`, "Duplicate simulation of service", "already declared"},
+		{"peak_ewma setting on round robin", `strategy "s" {
+  kind  = "round_robin"
+  decay = "5s"
+}`, "Setting not used by this strategy", `decay applies only to kind = "peak_ewma"`},
+		{"peak_ewma comparing nothing", `strategy "s" {
+  kind         = "peak_ewma"
+  choice_count = 0
+}`, "Invalid choice_count", "number of endpoints or more"},
 		{"simulate inside an endpoint", `discovery "static" "s" {
   endpoint "a" {
     address = "h:1"

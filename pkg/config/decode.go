@@ -161,8 +161,11 @@ func (d *decoder) validName(block *hcl.Block, i int) bool {
 // --- strategy ---
 
 var strategySchema = &hcl.BodySchema{
-	Attributes: []hcl.AttributeSchema{{Name: "kind", Required: true}, {Name: "choice_count"}},
-	Blocks:     []hcl.BlockHeaderSchema{{Type: "sticky_session"}},
+	Attributes: []hcl.AttributeSchema{
+		{Name: "kind", Required: true}, {Name: "choice_count"},
+		{Name: "decay"}, {Name: "default_rtt"}, {Name: "failure_penalty"},
+	},
+	Blocks: []hcl.BlockHeaderSchema{{Type: "sticky_session"}},
 }
 
 var stickySchema = &hcl.BodySchema{
@@ -184,12 +187,22 @@ func (d *decoder) decodeStrategyBlock(block *hcl.Block) {
 	if attr, ok := content.Attributes["choice_count"]; ok {
 		a.int("choice_count", 0, 100, &s.ChoiceCount)
 		switch {
-		case s.Kind != lb.LeastConnections:
-			a.errorf(attr.Range, "Setting not used by this strategy", "choice_count applies only to kind = %q; strategy %q is %q.", lb.LeastConnections, s.Name, s.Kind)
+		case s.Kind != lb.LeastConnections && s.Kind != lb.PeakEWMA:
+			a.errorf(attr.Range, "Setting not used by this strategy", "choice_count applies only to kind = %q and %q; strategy %q is %q.", lb.LeastConnections, lb.PeakEWMA, s.Name, s.Kind)
 		case s.ChoiceCount == 1:
-			a.errorf(attr.Expr.Range(), "Invalid choice_count", "choice_count is 0 (compare every endpoint) or at least 2 (compare that many random endpoints), not 1.")
+			a.errorf(attr.Expr.Range(), "Invalid choice_count", "choice_count is at least 2 (compare that many random endpoints), or 0 to compare every endpoint (least_connections), not 1.")
+		case s.ChoiceCount == 0 && s.Kind == lb.PeakEWMA:
+			a.errorf(attr.Expr.Range(), "Invalid choice_count", "peak_ewma compares at least 2 endpoints (the default); to compare every endpoint, set choice_count to the number of endpoints or more.")
 		}
 	}
+	for _, name := range []string{"decay", "default_rtt", "failure_penalty"} {
+		if attr, ok := content.Attributes[name]; ok && s.Kind != lb.PeakEWMA {
+			a.errorf(attr.Range, "Setting not used by this strategy", "%s applies only to kind = %q; strategy %q is %q.", name, lb.PeakEWMA, s.Name, s.Kind)
+		}
+	}
+	a.duration("decay", false, &s.Decay)
+	a.duration("default_rtt", false, &s.DefaultRTT)
+	a.duration("failure_penalty", false, &s.FailurePenalty)
 	if sb := d.singleBlock(content.Blocks, "sticky_session", "strategy"); sb != nil {
 		sc := d.content(sb.Body, stickySchema)
 		sa := d.attrs(sc)

@@ -133,7 +133,11 @@ func New(config Config, logger *slog.Logger, opts ...Option) (*LoadBalancer, err
 	strategy := o.strategy
 	if strategy == nil {
 		var err error
-		strategy, err = NewStrategy(config.Strategy.Kind, StrategyOptions{Seed: o.seed, ChoiceCount: config.Strategy.ChoiceCount})
+		var now func() int64
+		if o.now != nil {
+			now = func() int64 { return o.now().UnixNano() }
+		}
+		strategy, err = NewStrategy(config.Strategy, StrategyOptions{Seed: o.seed, Now: now})
 		if err != nil {
 			return nil, fmt.Errorf("load balancer config: %w", err)
 		}

@@ -23,6 +23,7 @@ func BenchmarkPick(b *testing.B) {
 		{"weighted", Weighted, 0},
 		{"least_connections", LeastConnections, 0},
 		{"least_connections_p2c", LeastConnections, 2},
+		{"peak_ewma", PeakEWMA, 0},
 	}
 	for _, v := range variants {
 		for _, n := range []int{3, 1000} {

@@ -21,8 +21,43 @@ type Config struct {
 type StrategyConfig struct {
 	// Kind is one of StrategyKinds().
 	Kind string `json:"kind"`
-	// ChoiceCount tunes least_connections; see StrategyOptions.
+	// ChoiceCount applies to least_connections and peak_ewma: N >= 2
+	// compares N endpoints drawn at random (Envoy's and grpc-go's
+	// least_request, tower's and Finagle's power of two choices), O(N)
+	// instead of O(endpoints) per pick; N at least the number of
+	// endpoints compares them all. Zero compares every endpoint for
+	// least_connections and means DefaultPeakEWMAChoices for peak_ewma.
 	ChoiceCount int `json:"choice_count,omitempty"`
+	// Decay, DefaultRTT and FailurePenalty tune peak_ewma: how fast a
+	// latency peak fades (the EWMA's time constant; default 10s), the
+	// estimate of an endpoint without samples (default 30ms, Linkerd's),
+	// and the least latency a failed call counts as (default 300ms), so
+	// that an endpoint failing fast does not look fast.
+	Decay          time.Duration `json:"decay,omitempty"`
+	DefaultRTT     time.Duration `json:"default_rtt,omitempty"`
+	FailurePenalty time.Duration `json:"failure_penalty,omitempty"`
+}
+
+// Defaults of peak_ewma.
+const (
+	DefaultDecay          = 10 * time.Second
+	DefaultRTT            = 30 * time.Millisecond
+	DefaultFailurePenalty = 300 * time.Millisecond
+)
+
+func (c StrategyConfig) validate() error {
+	loadAware := c.Kind == LeastConnections || c.Kind == PeakEWMA
+	switch {
+	case c.ChoiceCount != 0 && !loadAware:
+		return fmt.Errorf("choice_count applies only to %s and %s, not %s", LeastConnections, PeakEWMA, c.Kind)
+	case c.ChoiceCount == 1 || c.ChoiceCount < 0:
+		return fmt.Errorf("choice_count must be 0 (compare every endpoint) or at least 2, not %d", c.ChoiceCount)
+	case (c.Decay != 0 || c.DefaultRTT != 0 || c.FailurePenalty != 0) && c.Kind != PeakEWMA:
+		return fmt.Errorf("decay, default_rtt and failure_penalty apply only to %s, not %s", PeakEWMA, c.Kind)
+	case c.Decay < 0 || c.DefaultRTT < 0 || c.FailurePenalty < 0:
+		return fmt.Errorf("decay, default_rtt and failure_penalty must not be negative")
+	}
+	return nil
 }
 
 // StickyConfig is a strategy's `sticky_session` block.

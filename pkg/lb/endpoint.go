@@ -112,7 +112,10 @@ type Endpoint struct {
 	// their picks count on the stripes.
 	_    cacheLinePad
 	load atomic.Uint64
-	_    cacheLinePad
+	// rtt is peak_ewma's latency estimate (see packEstimate), written
+	// with load by the calls of that strategy alone.
+	rtt atomic.Uint64
+	_   cacheLinePad
 	// stripes hold the counters the statistics read. A pick and an outcome
 	// each add to the stripe of the calling goroutine's stack, so that
 	// calls on different cores rarely write the same cache line.

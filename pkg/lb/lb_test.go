@@ -389,7 +389,7 @@ func TestBadInputIsRejected(t *testing.T) {
 	if _, err := NewLoadBalancer(&LoadBalancerConfig{Strategy: "fastest"}, nil); err == nil {
 		t.Error("unknown strategy accepted")
 	}
-	if _, err := NewStrategy(RoundRobin, StrategyOptions{ChoiceCount: 2}); err == nil {
+	if _, err := NewStrategy(StrategyConfig{Kind: RoundRobin, ChoiceCount: 2}, StrategyOptions{}); err == nil {
 		t.Error("choice_count accepted for round_robin")
 	}
 }

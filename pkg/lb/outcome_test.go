@@ -63,7 +63,7 @@ func (s *observingStrategy) ObserveOutcome(_ *Endpoint, _ time.Duration, o Outco
 }
 
 func TestStrategiesThatObserveAreToldEveryOutcome(t *testing.T) {
-	rr, err := NewStrategy(RoundRobin, StrategyOptions{Seed: 1})
+	rr, err := NewStrategy(StrategyConfig{Kind: RoundRobin}, StrategyOptions{Seed: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

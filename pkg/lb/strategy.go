@@ -17,11 +17,12 @@ const (
 	Random           = "random"
 	Weighted         = "weighted"
 	LeastConnections = "least_connections"
+	PeakEWMA         = "peak_ewma"
 )
 
 // StrategyKinds lists every strategy kind, for help texts and suggestions.
 func StrategyKinds() []string {
-	return []string{RoundRobin, Random, Weighted, LeastConnections}
+	return []string{RoundRobin, Random, Weighted, LeastConnections, PeakEWMA}
 }
 
 // A Strategy builds Pickers. The LoadBalancer calls NewPicker each time the
@@ -44,28 +45,24 @@ type Picker interface {
 	Pick(tried []*Endpoint) *Endpoint
 }
 
-// StrategyOptions tunes a strategy.
+// StrategyOptions are what a strategy needs besides its configuration.
 type StrategyOptions struct {
 	// Seed makes the strategy's random choices (starting offsets, random
 	// picks, sampled choices) repeatable, as the simulator needs. Zero
 	// draws them from the runtime's per-thread generator instead, which
 	// concurrent picks do not contend on.
 	Seed uint64
-	// ChoiceCount applies to least_connections only. Zero scans every
-	// endpoint and picks the one with the fewest requests in flight; N >= 2
-	// samples N endpoints at random and picks the least loaded of those
-	// (Envoy's and grpc-go's least_request), which costs O(N) instead of
-	// O(endpoints) per pick.
-	ChoiceCount int
+	// Now is the clock of strategies that learn latencies over time, in
+	// nanoseconds; nil is the monotonic wall clock. The simulator passes
+	// its simulated clock.
+	Now func() int64
 }
 
-// NewStrategy returns the strategy of the given kind.
-func NewStrategy(kind string, opts StrategyOptions) (Strategy, error) {
-	if opts.ChoiceCount != 0 && kind != LeastConnections {
-		return nil, fmt.Errorf("choice_count applies only to %s, not %s", LeastConnections, kind)
-	}
-	if opts.ChoiceCount == 1 || opts.ChoiceCount < 0 {
-		return nil, fmt.Errorf("choice_count must be 0 (scan every endpoint) or at least 2, not %d", opts.ChoiceCount)
+// NewStrategy returns the strategy cfg describes.
+func NewStrategy(cfg StrategyConfig, opts StrategyOptions) (Strategy, error) {
+	kind := cfg.Kind
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	seed, seeded := opts.Seed, opts.Seed != 0
 	if !seeded {
@@ -84,8 +81,11 @@ func NewStrategy(kind string, opts StrategyOptions) (Strategy, error) {
 		w := &weighted{}
 		s, base = w, &w.strategyBase
 	case LeastConnections:
-		lc := &leastConnections{choices: opts.ChoiceCount}
+		lc := &leastConnections{choices: cfg.ChoiceCount}
 		s, base = lc, &lc.strategyBase
+	case PeakEWMA:
+		pe := newPeakEWMA(cfg, opts.Now)
+		s, base = pe, &pe.strategyBase
 	default:
 		return nil, fmt.Errorf("unknown strategy %q (known: %s)", kind, strings.Join(StrategyKinds(), ", "))
 	}

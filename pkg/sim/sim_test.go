@@ -299,3 +299,32 @@ func TestTenThousandServers(t *testing.T) {
 		}
 	}
 }
+
+// One server ten times slower than the others: peak_ewma keeps it from
+// setting the tail, as round robin lets it (issue 11's "Why").
+func TestPeakEWMAKeepsASlowServerOutOfTheTail(t *testing.T) {
+	run3 := func(kind string, down bool) *Report {
+		srv := servers(1, 1, 1)
+		for i := range srv {
+			srv[i].Latency, _ = latency.Parse("lognormal(10ms,30ms)")
+		}
+		srv[1].Latency, _ = latency.Parse("lognormal(100ms,300ms)")
+		c := withBase(kind, Config{Servers: srv, Requests: 20000, RPS: 2000, Seed: 1})
+		if down {
+			c.Outages = []Outage{{Server: "server2", From: 0, To: time.Hour}}
+		}
+		return run(t, c)
+	}
+	rr, pe, floor := run3(lb.RoundRobin, false), run3(lb.PeakEWMA, false), run3(lb.RoundRobin, true)
+	t.Logf("p99: round_robin %v, peak_ewma %v, floor (slow server removed) %v",
+		time.Duration(rr.Latency.P99), time.Duration(pe.Latency.P99), time.Duration(floor.Latency.P99))
+	if pe.Latency.P99 > rr.Latency.P99/4 {
+		t.Errorf("peak_ewma p99 %v is over a quarter of round robin's %v", time.Duration(pe.Latency.P99), time.Duration(rr.Latency.P99))
+	}
+	if pe.Latency.P99 > floor.Latency.P99*3/2 {
+		t.Errorf("peak_ewma p99 %v is over 1.5 × the floor %v", time.Duration(pe.Latency.P99), time.Duration(floor.Latency.P99))
+	}
+	if share := pe.Servers[1].Share; share > 0.02 {
+		t.Errorf("the slow server took %.1f%% of peak_ewma's traffic", share*100)
+	}
+}

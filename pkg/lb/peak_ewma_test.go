@@ -1,0 +1,103 @@
+package lb
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+func newPeakLB(t *testing.T, clock *fakeClock, weights ...int) *LoadBalancer {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Strategy = StrategyConfig{Kind: PeakEWMA, ChoiceCount: max(len(weights), 2)} // compare all: exact expectations
+	lb, err := New(cfg, nil, WithClock(clock.now), WithSeed(7))
+	must(t, err)
+	for i, w := range weights {
+		must(t, lb.AddServer("s"+string(rune('1'+i)), "127.0.0.1", 50051+i, w))
+	}
+	return lb
+}
+
+func TestPeakEWMAFollowsPeaksAndDecays(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(0, int64(time.Hour))}
+	lb := newPeakLB(t, clock, 1)
+	e, _ := lb.Endpoint("s1")
+	s := lb.strategy.(*peakEWMA)
+	estimate := func() time.Duration {
+		return time.Duration(s.decayed(e.rtt.Load(), millis(clock.now().UnixNano())))
+	}
+	p, _ := lb.Pick(context.Background())
+	if got := estimate(); got != DefaultRTT {
+		t.Fatalf("estimate without samples %v, want the default %v", got, DefaultRTT)
+	}
+	lb.Done(p, 100*time.Millisecond, Success)
+	if got := estimate(); got != 100*time.Millisecond {
+		t.Fatalf("a slower sample sets the estimate at once: %v", got)
+	}
+	// A faster sample right away barely moves it; after one decay period
+	// it has moved most of the way (1 - 1/e).
+	p, _ = lb.Pick(context.Background())
+	lb.Done(p, 10*time.Millisecond, Success)
+	if got := estimate(); got < 99*time.Millisecond {
+		t.Fatalf("an immediate fast sample moved the peak to %v", got)
+	}
+	clock.advance(DefaultDecay)
+	p, _ = lb.Pick(context.Background())
+	lb.Done(p, 10*time.Millisecond, Success)
+	if got := estimate(); got < 40*time.Millisecond || got > 45*time.Millisecond {
+		t.Fatalf("after one decay period the estimate is %v, want about 10 + 90/e = 43ms", got)
+	}
+	// Without samples it fades towards zero, so an avoided endpoint is
+	// tried again.
+	clock.advance(2 * DefaultDecay)
+	if got := estimate(); got > 6*time.Millisecond {
+		t.Fatalf("after two idle decay periods the estimate is %v", got)
+	}
+	// A fast failure counts as slow.
+	p, _ = lb.Pick(context.Background())
+	lb.Done(p, time.Millisecond, Failure)
+	if got := estimate(); got != DefaultFailurePenalty {
+		t.Fatalf("a 1ms failure set the estimate to %v, want the %v penalty", got, DefaultFailurePenalty)
+	}
+}
+
+func TestPeakEWMAPrefersTheFastAndTheIdle(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(0, int64(time.Hour))}
+	lb := newPeakLB(t, clock, 1, 1, 1)
+	ctx := context.Background()
+	// Teach it: s2 answers in 100ms, the others in 10ms.
+	for range 30 {
+		e, _ := lb.Pick(ctx)
+		took := 10 * time.Millisecond
+		if e.ID == "s2" {
+			took = 100 * time.Millisecond
+		}
+		clock.advance(time.Millisecond)
+		lb.Done(e, took, Success)
+	}
+	got := map[string]int{}
+	for range 300 {
+		e, _ := lb.Pick(ctx)
+		got[e.ID]++
+		lb.Release(e)
+	}
+	if got["s2"] != 0 || got["s1"]+got["s3"] != 300 {
+		t.Fatalf("picks %v: want s1 and s3 only", got)
+	}
+	// Calls in flight raise the cost: with 20 held on s1 and s3 each, the
+	// slow but idle s2 is cheaper (100ms × 1 < 10ms × 21).
+	var held []*Endpoint
+	for _, id := range []string{"s1", "s3"} {
+		e, _ := lb.Endpoint(id)
+		for range 20 {
+			lb.acquire(e)
+			held = append(held, e)
+		}
+	}
+	if e, _ := lb.Pick(ctx); e.ID != "s2" {
+		t.Fatalf("picked %s with s1 and s3 busy", e.ID)
+	}
+	for _, e := range held {
+		lb.Release(e)
+	}
+}
