@@ -284,6 +284,14 @@ simulation "s" {}`, "Duplicate simulation of service", "already declared"},
   kind         = "peak_ewma"
   choice_count = 0
 }`, "Invalid choice_count", "number of endpoints or more"},
+		{"bias on round robin", `strategy "s" {
+  kind                = "round_robin"
+  active_request_bias = 0.5
+}`, "Setting not used by this strategy", `active_request_bias applies only to kind = "least_connections"`},
+		{"bias out of range", `strategy "s" {
+  kind                = "least_connections"
+  active_request_bias = 11
+}`, "Value out of range", "between 0 and 10"},
 		{"simulate inside an endpoint", `discovery "static" "s" {
   endpoint "a" {
     address = "h:1"

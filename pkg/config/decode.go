@@ -164,6 +164,7 @@ var strategySchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{
 		{Name: "kind", Required: true}, {Name: "choice_count"},
 		{Name: "decay"}, {Name: "default_rtt"}, {Name: "failure_penalty"},
+		{Name: "active_request_bias"},
 	},
 	Blocks: []hcl.BlockHeaderSchema{{Type: "sticky_session"}},
 }
@@ -199,6 +200,14 @@ func (d *decoder) decodeStrategyBlock(block *hcl.Block) {
 		if attr, ok := content.Attributes[name]; ok && s.Kind != lb.PeakEWMA {
 			a.errorf(attr.Range, "Setting not used by this strategy", "%s applies only to kind = %q; strategy %q is %q.", name, lb.PeakEWMA, s.Name, s.Kind)
 		}
+	}
+	if attr, ok := content.Attributes["active_request_bias"]; ok {
+		if s.Kind != lb.LeastConnections {
+			a.errorf(attr.Range, "Setting not used by this strategy", "active_request_bias applies only to kind = %q; strategy %q is %q.", lb.LeastConnections, s.Name, s.Kind)
+		}
+		bias := 1.0
+		a.float("active_request_bias", 0, lb.MaxActiveRequestBias, &bias)
+		s.ActiveRequestBias = &bias
 	}
 	a.duration("decay", false, &s.Decay)
 	a.duration("default_rtt", false, &s.DefaultRTT)
@@ -585,7 +594,11 @@ func (d *decoder) decodeTLSBlock(block *hcl.Block) *tlsfiles.Config {
 // checkWeightsUsed warns when endpoints carry weights that the service's
 // strategy ignores: a setting that silently does nothing is a bug waiting.
 func (d *decoder) checkWeightsUsed(s *Service, content *hcl.BodyContent) {
-	if s.Discovery == nil || s.Strategy.Kind == lb.Weighted {
+	switch s.Strategy.Kind {
+	case lb.Weighted, lb.LeastConnections, lb.PeakEWMA:
+		return // they honour weights
+	}
+	if s.Discovery == nil {
 		return
 	}
 	for _, ep := range s.Discovery.Endpoints {
@@ -594,7 +607,7 @@ func (d *decoder) checkWeightsUsed(s *Service, content *hcl.BodyContent) {
 			if attr, ok := content.Attributes["strategy"]; ok {
 				rng = attr.Expr.Range()
 			}
-			d.warnf(rng, "Endpoint weights have no effect", "Service %q uses the %s strategy, which ignores weights, but %s gives endpoint %q weight %d. Use a strategy with kind = \"weighted\" to honour them.",
+			d.warnf(rng, "Endpoint weights have no effect", "Service %q uses the %s strategy, which ignores weights, but %s gives endpoint %q weight %d. Use a strategy of kind weighted, least_connections or peak_ewma to honour them.",
 				s.Name, s.Strategy.Kind, s.Discovery.Ref(), ep.ID, ep.Weight)
 			return
 		}

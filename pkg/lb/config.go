@@ -36,7 +36,15 @@ type StrategyConfig struct {
 	Decay          time.Duration `json:"decay,omitempty"`
 	DefaultRTT     time.Duration `json:"default_rtt,omitempty"`
 	FailurePenalty time.Duration `json:"failure_penalty,omitempty"`
+	// ActiveRequestBias tunes least_connections over unequal weights, as
+	// Envoy's least request does: an endpoint's effective weight is
+	// weight / (in flight + 1)^bias, and the highest wins. nil means 1.0;
+	// 0 ignores load and follows the weights alone.
+	ActiveRequestBias *float64 `json:"active_request_bias,omitempty"`
 }
+
+// MaxActiveRequestBias bounds least_connections' active_request_bias.
+const MaxActiveRequestBias = 10
 
 // Defaults of peak_ewma.
 const (
@@ -56,6 +64,10 @@ func (c StrategyConfig) validate() error {
 		return fmt.Errorf("decay, default_rtt and failure_penalty apply only to %s, not %s", PeakEWMA, c.Kind)
 	case c.Decay < 0 || c.DefaultRTT < 0 || c.FailurePenalty < 0:
 		return fmt.Errorf("decay, default_rtt and failure_penalty must not be negative")
+	case c.ActiveRequestBias != nil && c.Kind != LeastConnections:
+		return fmt.Errorf("active_request_bias applies only to %s, not %s", LeastConnections, c.Kind)
+	case c.ActiveRequestBias != nil && !(*c.ActiveRequestBias >= 0 && *c.ActiveRequestBias <= MaxActiveRequestBias):
+		return fmt.Errorf("active_request_bias must be between 0 and %g, not %g", float64(MaxActiveRequestBias), *c.ActiveRequestBias)
 	}
 	return nil
 }

@@ -101,3 +101,32 @@ func TestPeakEWMAPrefersTheFastAndTheIdle(t *testing.T) {
 		lb.Release(e)
 	}
 }
+
+// least_connections over unequal weights spreads calls in flight in
+// proportion to weight, as Envoy's least request does.
+func TestWeightedLeastRequest(t *testing.T) {
+	for _, bias := range []float64{1, 0} {
+		cfg := DefaultConfig()
+		cfg.Strategy = StrategyConfig{Kind: LeastConnections, ActiveRequestBias: &bias}
+		lb, err := New(cfg, nil, WithSeed(3))
+		must(t, err)
+		must(t, lb.AddServer("heavy", "h", 1, 3))
+		must(t, lb.AddServer("light", "h", 2, 1))
+		held := map[string]int{}
+		for range 40 {
+			e, err := lb.Pick(context.Background())
+			must(t, err)
+			held[e.ID]++ // never released: calls pile up in flight
+		}
+		switch bias {
+		case 1: // (active+1)/weight levels out at 3:1
+			if held["heavy"] < 29 || held["heavy"] > 31 {
+				t.Errorf("bias 1: held %v, want about 30:10", held)
+			}
+		case 0: // load ignored: the weight alone decides
+			if held["heavy"] != 40 {
+				t.Errorf("bias 0: held %v, want all on the heavier", held)
+			}
+		}
+	}
+}

@@ -3,6 +3,7 @@ package lb
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"math/bits"
 	"math/rand/v2"
 	"slices"
@@ -81,7 +82,10 @@ func NewStrategy(cfg StrategyConfig, opts StrategyOptions) (Strategy, error) {
 		w := &weighted{}
 		s, base = w, &w.strategyBase
 	case LeastConnections:
-		lc := &leastConnections{choices: cfg.ChoiceCount}
+		lc := &leastConnections{choices: cfg.ChoiceCount, bias: 1}
+		if cfg.ActiveRequestBias != nil {
+			lc.bias = *cfg.ActiveRequestBias
+		}
 		s, base = lc, &lc.strategyBase
 	case PeakEWMA:
 		pe := newPeakEWMA(cfg, opts.Now)
@@ -210,12 +214,16 @@ func (p *randomPicker) Pick(triedList []*Endpoint) *Endpoint {
 type leastConnections struct {
 	strategyBase
 	choices int
+	bias    float64
 }
 
 func (s *leastConnections) readsLoad() bool { return true }
 
 func (s *leastConnections) NewPicker(eligible []*Endpoint) Picker {
-	p := &leastConnPicker{eps: eligible, choices: s.choices}
+	p := &leastConnPicker{eps: eligible, choices: s.choices, bias: s.bias}
+	for _, e := range eligible[1:] {
+		p.weighted = p.weighted || e.Weight != eligible[0].Weight
+	}
 	p.next.Store(s.seeds.next())
 	p.rnd.seed(&s.strategyBase)
 	return p
@@ -224,10 +232,15 @@ func (s *leastConnections) NewPicker(eligible []*Endpoint) Picker {
 type leastConnPicker struct {
 	eps     []*Endpoint
 	choices int
-	_       cacheLinePad
-	next    atomic.Uint64 // rotating scan start: ties go round robin
-	_       cacheLinePad
-	rnd     splitmix
+	// weighted is set when weights differ: then the cost of an endpoint
+	// is (in flight + 1)^bias / weight (Envoy's least request), else
+	// simply its calls in flight.
+	weighted bool
+	bias     float64
+	_        cacheLinePad
+	next     atomic.Uint64 // rotating scan start: ties go round robin
+	_        cacheLinePad
+	rnd      splitmix
 }
 
 func (p *leastConnPicker) Pick(triedList []*Endpoint) *Endpoint {
@@ -240,9 +253,9 @@ func (p *leastConnPicker) Pick(triedList []*Endpoint) *Endpoint {
 	// equal loads makes equally loaded endpoints share picks evenly.
 	start := int(p.next.Add(1) % uint64(len(p.eps)))
 	var best *Endpoint
-	var bestLoad int64
+	var bestLoad float64
 	consider := func(e *Endpoint) {
-		if load := e.inFlight(); best == nil || load < bestLoad {
+		if load := p.cost(e); best == nil || load < bestLoad {
 			if len(triedList) == 0 || !tried(triedList, e) {
 				best, bestLoad = e, load
 			}
@@ -261,15 +274,27 @@ func (p *leastConnPicker) Pick(triedList []*Endpoint) *Endpoint {
 }
 
 // pickSampled is power-of-N-choices; nil when every sample was tried.
+// cost orders endpoints: the lower, the better.
+func (p *leastConnPicker) cost(e *Endpoint) float64 {
+	active := float64(e.inFlight())
+	switch {
+	case !p.weighted:
+		return active
+	case p.bias == 1:
+		return (active + 1) / float64(e.Weight)
+	}
+	return math.Pow(active+1, p.bias) / float64(e.Weight)
+}
+
 func (p *leastConnPicker) pickSampled(triedList []*Endpoint) *Endpoint {
 	var best *Endpoint
-	var bestLoad int64
+	var bestLoad float64
 	for range p.choices {
 		e := p.eps[below(p.rnd.next(), len(p.eps))]
 		if len(triedList) != 0 && tried(triedList, e) {
 			continue
 		}
-		if load := e.inFlight(); best == nil || load < bestLoad {
+		if load := p.cost(e); best == nil || load < bestLoad {
 			best, bestLoad = e, load
 		}
 	}
