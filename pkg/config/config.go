@@ -139,7 +139,10 @@ type Service struct {
 	Retry     policy.Retry
 	Client    policy.Client
 	Outcomes  lb.OutcomeConfig
-	DeclRange hcl.Range
+	// PanicThreshold is the service's panic_threshold, a percentage; zero
+	// is off. See lb.Config.
+	PanicThreshold float64
+	DeclRange      hcl.Range
 }
 
 func defaultStrategy() *Strategy {
@@ -153,7 +156,7 @@ func defaultHealthPolicy() *HealthPolicy {
 
 // BalancerConfig returns what the service's LoadBalancer reads.
 func (s *Service) BalancerConfig() lb.Config {
-	return lb.Config{Service: s.Name, Strategy: s.Strategy.StrategyConfig, Sticky: s.Strategy.Sticky, Outcomes: s.Outcomes}
+	return lb.Config{Service: s.Name, Strategy: s.Strategy.StrategyConfig, Sticky: s.Strategy.Sticky, Outcomes: s.Outcomes, PanicThreshold: s.PanicThreshold}
 }
 
 // Specs returns a static source's endpoints as the balancer takes them, in

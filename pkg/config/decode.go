@@ -488,7 +488,7 @@ func (d *decoder) decodePluginBlock(block *hcl.Block) {
 // --- service ---
 
 var serviceSchema = &hcl.BodySchema{
-	Attributes: []hcl.AttributeSchema{{Name: "discovery"}, {Name: "strategy"}, {Name: "health"}},
+	Attributes: []hcl.AttributeSchema{{Name: "discovery"}, {Name: "strategy"}, {Name: "health"}, {Name: "panic_threshold"}},
 	Blocks:     []hcl.BlockHeaderSchema{{Type: "retry"}, {Type: "client"}, {Type: "outcomes"}},
 }
 
@@ -539,6 +539,11 @@ func (d *decoder) decodeServiceBlock(block *hcl.Block) {
 		if hp := resolve(d, attr, "health_policy", d.cfg.healthPolicies); hp != nil {
 			s.Health = hp
 		}
+	}
+	if _, ok := content.Attributes["panic_threshold"]; ok {
+		a := d.attrs(content)
+		a.float("panic_threshold", 0, 100, &s.PanicThreshold)
+		d.merge(a)
 	}
 	if rb := d.singleBlock(content.Blocks, "retry", "service"); rb != nil {
 		a := d.attrs(d.content(rb.Body, retrySchema))

@@ -59,8 +59,11 @@ type snapshot struct {
 	all      []*Endpoint // sorted by ID
 	eligible []*Endpoint // not unhealthy, sorted by ID
 	strategy Strategy
-	once     sync.Once
-	built    atomic.Pointer[builtPicker]
+	// panic is set when too few endpoints may take traffic and eligible
+	// holds them all (see Config.PanicThreshold).
+	panic bool
+	once  sync.Once
+	built atomic.Pointer[builtPicker]
 }
 
 // builtPicker holds a snapshot's picker; p is nil when eligible is empty.
@@ -168,6 +171,10 @@ func New(config Config, logger *slog.Logger, opts ...Option) (*LoadBalancer, err
 
 // Config returns the configuration the LoadBalancer runs with.
 func (lb *LoadBalancer) Config() Config { return lb.cfg }
+
+// Panicking reports whether the balancer is in panic mode: fewer endpoints
+// may take traffic than the panic threshold, so it balances over all.
+func (lb *LoadBalancer) Panicking() bool { return lb.current().panic }
 
 // Service returns the name of the balanced service.
 func (lb *LoadBalancer) Service() string { return lb.cfg.Service }
@@ -364,6 +371,18 @@ func (lb *LoadBalancer) publish(all []*Endpoint, eager bool) {
 	for _, e := range all {
 		if e.Health() != HealthUnhealthy {
 			s.eligible = append(s.eligible, e)
+		}
+	}
+	// Panic mode, as Envoy's: with too few endpoints left, balance over all
+	// of them rather than pile every call onto the few.
+	if t := lb.cfg.PanicThreshold; t > 0 && len(all) > 0 && float64(len(s.eligible))*100 < t*float64(len(all)) {
+		s.eligible, s.panic = all, true
+	}
+	if was := lb.snap.Load(); s.panic != was.panic && !was.stale {
+		if s.panic {
+			lb.log.Warn("panic mode: too few healthy endpoints, balancing over all", "healthy", len(s.eligible), "endpoints", len(all), "panic_threshold", lb.cfg.PanicThreshold)
+		} else {
+			lb.log.Info("panic mode over", "endpoints", len(all))
 		}
 	}
 	if eager {

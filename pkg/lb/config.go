@@ -15,6 +15,12 @@ type Config struct {
 	Strategy StrategyConfig `json:"strategy"`
 	Sticky   StickyConfig   `json:"sticky_session"`
 	Outcomes OutcomeConfig  `json:"outcomes"`
+	// PanicThreshold, a percentage, is Envoy's healthy panic threshold:
+	// when fewer than this share of the endpoints may take traffic, the
+	// balancer picks among all of them, unhealthy ones too, rather than
+	// piling every call onto the few left. Zero (the default) is off;
+	// Envoy's usual value is 50.
+	PanicThreshold float64 `json:"panic_threshold,omitempty"`
 }
 
 // StrategyConfig chooses and tunes the strategy: a `strategy` block.
@@ -98,6 +104,9 @@ func DefaultConfig() Config {
 }
 
 func (c *Config) validate() error {
+	if !(c.PanicThreshold >= 0 && c.PanicThreshold <= 100) {
+		return fmt.Errorf("panic threshold %g is not a percentage from 0 to 100", c.PanicThreshold)
+	}
 	if c.Sticky.Enabled && c.Sticky.TTL <= 0 {
 		return fmt.Errorf("sticky sessions need a positive session timeout, not %s", c.Sticky.TTL)
 	}

@@ -130,3 +130,40 @@ func TestWeightedLeastRequest(t *testing.T) {
 		}
 	}
 }
+
+func TestPanicThresholdSpreadsOverAll(t *testing.T) {
+	for _, threshold := range []float64{0, 50} {
+		cfg := DefaultConfig()
+		cfg.PanicThreshold = threshold
+		lb, err := New(cfg, nil, WithSeed(1))
+		must(t, err)
+		for _, id := range []string{"a", "b", "c"} {
+			must(t, lb.AddServer(id, "h", 1, 1))
+		}
+		must(t, lb.SetHealth("a", HealthUnhealthy))
+		if lb.Panicking() {
+			t.Fatalf("threshold %g: panic with 2 of 3 healthy", threshold)
+		}
+		must(t, lb.SetHealth("b", HealthUnhealthy))
+		got := map[string]int{}
+		for range 300 {
+			e, err := lb.Pick(context.Background())
+			must(t, err)
+			got[e.ID]++
+			lb.Release(e)
+		}
+		if threshold == 0 {
+			if got["c"] != 300 || lb.Panicking() {
+				t.Errorf("no threshold: picks %v, want all on the one healthy", got)
+			}
+			continue
+		}
+		if !lb.Panicking() || !lb.GetServerStats().Panic || got["a"] != 100 || got["b"] != 100 || got["c"] != 100 {
+			t.Errorf("threshold 50, 1 of 3 healthy: panic %v, picks %v; want all three alike", lb.Panicking(), got)
+		}
+		must(t, lb.SetHealth("a", HealthHealthy))
+		if lb.Panicking() {
+			t.Error("still in panic with 2 of 3 healthy")
+		}
+	}
+}

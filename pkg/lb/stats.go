@@ -9,6 +9,7 @@ type ServerStats struct {
 	TotalConnections int64           `json:"total_connections"`
 	Strategy         string          `json:"strategy"`
 	StickySession    bool            `json:"sticky_session"`
+	Panic            bool            `json:"panic,omitempty"`
 	ActiveSessions   int             `json:"active_sessions"`
 	Servers          []EndpointStats `json:"servers"`
 }
@@ -57,6 +58,7 @@ func (lb *LoadBalancer) GetServerStats() ServerStats {
 		TotalServers:  len(s.all),
 		Strategy:      lb.strategy.Name(),
 		StickySession: lb.sessions != nil,
+		Panic:         s.panic,
 		Servers:       make([]EndpointStats, 0, len(s.all)),
 	}
 	for _, e := range s.all {

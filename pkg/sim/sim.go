@@ -166,6 +166,8 @@ type simulation struct {
 	sessions []context.Context
 	scratch  []*lb.Endpoint // the current request's tried endpoints, for a pick
 
+	panicking bool
+
 	issued, done, succeeded, failed, retries, recovered, noHealthy int
 	latency                                                        histogram
 	log                                                            []Event
@@ -442,6 +444,19 @@ func (s *simulation) markUnhealthy(idx int32, why string) {
 	_ = s.balancer.SetHealth(sv.ID, lb.HealthUnhealthy)
 	sv.checks = lb.HealthRun{}
 	s.note(idx, "marked unhealthy ("+why+")")
+	s.notePanic()
+}
+
+// notePanic records the balancer entering or leaving panic mode.
+func (s *simulation) notePanic() {
+	if p := s.balancer.Panicking(); p != s.panicking {
+		s.panicking = p
+		what := "panic mode ends"
+		if p {
+			what = fmt.Sprintf("panic mode: under %g%% of servers healthy, balancing over all", s.cfg.Balancer.PanicThreshold)
+		}
+		s.log = append(s.log, Event{At: time.Duration(s.now), Server: "(all)", What: what})
+	}
 }
 
 // healthCheck runs one grpc.health.v1-style check: it passes unless the
@@ -457,6 +472,7 @@ func (s *simulation) healthCheck(idx int32) {
 		s.markUnhealthy(idx, fmt.Sprintf("%d failed checks", sv.checks.Failures))
 	case after != before:
 		_ = s.balancer.SetHealth(sv.ID, after)
+		s.notePanic()
 		if before == lb.HealthUnhealthy {
 			s.note(idx, fmt.Sprintf("healthy again after %d passed checks", sv.checks.Passes))
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -326,5 +327,35 @@ func TestPeakEWMAKeepsASlowServerOutOfTheTail(t *testing.T) {
 	}
 	if share := pe.Servers[1].Share; share > 0.02 {
 		t.Errorf("the slow server took %.1f%% of peak_ewma's traffic", share*100)
+	}
+}
+
+// With two of three servers down and panic_threshold 50, traffic spreads
+// over all three (and retries save the calls the down ones refuse);
+// without it, everything goes to the one left.
+func TestPanicThresholdInTheSimulator(t *testing.T) {
+	for _, threshold := range []float64{0, 50} {
+		c := withBase(lb.RoundRobin, Config{Servers: servers(1, 1, 1), Requests: 3000, RPS: 1000, Seed: 2,
+			Outages: []Outage{{Server: "server1", From: 0, To: time.Hour}, {Server: "server2", From: 0, To: time.Hour}}})
+		c.Balancer.PanicThreshold = threshold
+		c.Retry.Delay = time.Millisecond
+		r := run(t, c)
+		var panicked bool
+		for _, e := range r.Events {
+			panicked = panicked || strings.HasPrefix(e.What, "panic mode:")
+		}
+		if threshold == 0 {
+			if panicked || r.Servers[0].Requests > 1 || r.Servers[2].Requests < 2990 {
+				t.Errorf("no threshold: %+v", r.Servers)
+			}
+			continue
+		}
+		if !panicked || r.Servers[0].Requests < 500 || r.Servers[1].Requests < 500 {
+			t.Errorf("threshold 50: panic event %v, requests %d/%d/%d; want them spread", panicked,
+				r.Servers[0].Requests, r.Servers[1].Requests, r.Servers[2].Requests)
+		}
+		if r.Succeeded < 2900 {
+			t.Errorf("threshold 50: only %d of 3000 succeeded; retries should carry refused calls to server3", r.Succeeded)
+		}
 	}
 }
