@@ -142,7 +142,10 @@ type Service struct {
 	// PanicThreshold is the service's panic_threshold, a percentage; zero
 	// is off. See lb.Config.
 	PanicThreshold float64
-	DeclRange      hcl.Range
+	// OutlierDetection is the service's outlier_detection block; nil
+	// when it has none.
+	OutlierDetection *lb.OutlierDetection
+	DeclRange        hcl.Range
 }
 
 func defaultStrategy() *Strategy {
@@ -156,7 +159,7 @@ func defaultHealthPolicy() *HealthPolicy {
 
 // BalancerConfig returns what the service's LoadBalancer reads.
 func (s *Service) BalancerConfig() lb.Config {
-	return lb.Config{Service: s.Name, Strategy: s.Strategy.StrategyConfig, Sticky: s.Strategy.Sticky, Outcomes: s.Outcomes, PanicThreshold: s.PanicThreshold}
+	return lb.Config{Service: s.Name, Strategy: s.Strategy.StrategyConfig, Sticky: s.Strategy.Sticky, Outcomes: s.Outcomes, PanicThreshold: s.PanicThreshold, OutlierDetection: s.OutlierDetection}
 }
 
 // Specs returns a static source's endpoints as the balancer takes them, in

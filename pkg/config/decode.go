@@ -489,7 +489,23 @@ func (d *decoder) decodePluginBlock(block *hcl.Block) {
 
 var serviceSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{{Name: "discovery"}, {Name: "strategy"}, {Name: "health"}, {Name: "panic_threshold"}},
-	Blocks:     []hcl.BlockHeaderSchema{{Type: "retry"}, {Type: "client"}, {Type: "outcomes"}},
+	Blocks:     []hcl.BlockHeaderSchema{{Type: "retry"}, {Type: "client"}, {Type: "outcomes"}, {Type: "outlier_detection"}},
+}
+
+var outlierSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "interval"}, {Name: "base_ejection_time"}, {Name: "max_ejection_time"},
+		{Name: "max_ejection_percent"}, {Name: "consecutive_failures"},
+	},
+	Blocks: []hcl.BlockHeaderSchema{{Type: "success_rate"}, {Type: "failure_percentage"}},
+}
+
+var successRateSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "stdev_factor"}, {Name: "enforcement_percentage"}, {Name: "minimum_hosts"}, {Name: "request_volume"}},
+}
+
+var failurePercentageSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "threshold"}, {Name: "enforcement_percentage"}, {Name: "minimum_hosts"}, {Name: "request_volume"}},
 }
 
 var outcomesSchema = &hcl.BodySchema{
@@ -562,6 +578,9 @@ func (d *decoder) decodeServiceBlock(block *hcl.Block) {
 		}
 		d.merge(a)
 	}
+	if ob := d.singleBlock(content.Blocks, "outlier_detection", "service"); ob != nil {
+		s.OutlierDetection = d.decodeOutlierBlock(ob)
+	}
 	if cb := d.singleBlock(content.Blocks, "client", "service"); cb != nil {
 		cc := d.content(cb.Body, clientSchema)
 		a := d.attrs(cc)
@@ -578,6 +597,42 @@ func (d *decoder) decodeServiceBlock(block *hcl.Block) {
 	}
 	d.checkWeightsUsed(s, content)
 	declare(d, "service", s.Name, s, d.cfg.services, &d.cfg.Services)
+}
+
+// decodeOutlierBlock reads an outlier_detection block: A50's and Envoy's
+// names and defaults; success_rate and failure_percentage are on when their
+// blocks are present.
+func (d *decoder) decodeOutlierBlock(block *hcl.Block) *lb.OutlierDetection {
+	od := lb.DefaultOutlierDetection()
+	content := d.content(block.Body, outlierSchema)
+	a := d.attrs(content)
+	a.duration("interval", false, &od.Interval)
+	a.duration("base_ejection_time", false, &od.BaseEjectionTime)
+	a.duration("max_ejection_time", false, &od.MaxEjectionTime)
+	a.int("max_ejection_percent", 0, 100, &od.MaxEjectionPercent)
+	a.int("consecutive_failures", 0, 1000, &od.ConsecutiveFailures)
+	d.merge(a)
+	if b := d.singleBlock(content.Blocks, "success_rate", "outlier_detection block"); b != nil {
+		sr := lb.DefaultSuccessRate()
+		a := d.attrs(d.content(b.Body, successRateSchema))
+		a.int("stdev_factor", 0, 1<<20, &sr.StdevFactor)
+		a.int("enforcement_percentage", 0, 100, &sr.EnforcementPercentage)
+		a.int("minimum_hosts", 1, 1<<20, &sr.MinimumHosts)
+		a.int("request_volume", 1, 1<<30, &sr.RequestVolume)
+		d.merge(a)
+		od.SuccessRate = &sr
+	}
+	if b := d.singleBlock(content.Blocks, "failure_percentage", "outlier_detection block"); b != nil {
+		fp := lb.DefaultFailurePercentage()
+		a := d.attrs(d.content(b.Body, failurePercentageSchema))
+		a.int("threshold", 0, 100, &fp.Threshold)
+		a.int("enforcement_percentage", 0, 100, &fp.EnforcementPercentage)
+		a.int("minimum_hosts", 1, 1<<20, &fp.MinimumHosts)
+		a.int("request_volume", 1, 1<<30, &fp.RequestVolume)
+		d.merge(a)
+		od.FailurePercentage = &fp
+	}
+	return &od
 }
 
 // decodeTLSBlock reads the file names for TLS to backends. The files are

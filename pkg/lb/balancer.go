@@ -36,7 +36,9 @@ type LoadBalancer struct {
 	// keeps each endpoint's in-flight word when the strategy reads it.
 	observer  OutcomeObserver
 	trackLoad bool
-	oneStripe bool // seeded: counters on one stripe, for repeatable runs
+	oneStripe bool             // seeded: counters on one stripe, for repeatable runs
+	outliers  *outlierDetector // nil without outlier detection
+	events    func(Event)
 	log       *slog.Logger
 	now       func() int64
 	sessions  *sessionTable // nil unless sticky sessions are on
@@ -93,6 +95,27 @@ type options struct {
 	now      func() time.Time
 	seed     uint64
 	strategy Strategy
+	events   func(Event)
+}
+
+// Event is something the balancer did to an endpoint on its own: an
+// ejection by outlier detection and its end.
+type Event struct {
+	Endpoint string
+	What     string
+}
+
+// WithEvents calls fn with every Event, as it happens; fn runs with the
+// balancer's lock held, so it must be quick and must not call back into
+// the LoadBalancer. The simulator shows them in its report.
+func WithEvents(fn func(Event)) Option { return func(o *options) { o.events = fn } }
+
+// event logs what the balancer did and tells the WithEvents hook.
+func (lb *LoadBalancer) event(e *Endpoint, what string) {
+	lb.log.Info("server "+what, "server", e.ID, "address", e.Address)
+	if lb.events != nil {
+		lb.events(Event{Endpoint: e.ID, What: what})
+	}
 }
 
 // WithStrategy makes the LoadBalancer pick with s instead of the strategy
@@ -164,6 +187,10 @@ func New(config Config, logger *slog.Logger, opts ...Option) (*LoadBalancer, err
 	}
 	if config.Sticky.Enabled {
 		lb.sessions = newSessionTable(int64(config.Sticky.TTL))
+	}
+	lb.events = o.events
+	if config.OutlierDetection != nil {
+		lb.outliers = newOutlierDetector(*config.OutlierDetection, lb.now, o.seed)
 	}
 	lb.snap.Store(&snapshot{strategy: strategy})
 	return lb, nil
@@ -369,7 +396,7 @@ func (lb *LoadBalancer) sortedEndpoints() []*Endpoint {
 func (lb *LoadBalancer) publish(all []*Endpoint, eager bool) {
 	s := &snapshot{all: all, strategy: lb.strategy}
 	for _, e := range all {
-		if e.Health() != HealthUnhealthy {
+		if e.Health() != HealthUnhealthy && !e.ejected.Load() {
 			s.eligible = append(s.eligible, e)
 		}
 	}
@@ -441,6 +468,13 @@ func (lb *LoadBalancer) PickExcluding(ctx context.Context, tried []*Endpoint) (*
 		s = lb.current()
 	}
 	picker := s.getPicker()
+	if picker == nil && lb.outliers != nil {
+		// Every endpoint may be ejected, with no call left to end the
+		// interval: the pick does.
+		lb.sweepOutliers(lb.now())
+		s = lb.current()
+		picker = s.getPicker()
+	}
 	if picker == nil {
 		return nil, lb.noHealthy(s)
 	}

@@ -21,6 +21,9 @@ type Config struct {
 	// piling every call onto the few left. Zero (the default) is off;
 	// Envoy's usual value is 50.
 	PanicThreshold float64 `json:"panic_threshold,omitempty"`
+	// OutlierDetection, when set, ejects endpoints that the outcomes of
+	// real calls show failing; nil is off.
+	OutlierDetection *OutlierDetection `json:"outlier_detection,omitempty"`
 }
 
 // StrategyConfig chooses and tunes the strategy: a `strategy` block.
@@ -106,6 +109,11 @@ func DefaultConfig() Config {
 func (c *Config) validate() error {
 	if !(c.PanicThreshold >= 0 && c.PanicThreshold <= 100) {
 		return fmt.Errorf("panic threshold %g is not a percentage from 0 to 100", c.PanicThreshold)
+	}
+	if c.OutlierDetection != nil {
+		if err := c.OutlierDetection.validate(); err != nil {
+			return err
+		}
 	}
 	if c.Sticky.Enabled && c.Sticky.TTL <= 0 {
 		return fmt.Errorf("sticky sessions need a positive session timeout, not %s", c.Sticky.TTL)

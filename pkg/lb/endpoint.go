@@ -115,7 +115,11 @@ type Endpoint struct {
 	// rtt is peak_ewma's latency estimate (see packEstimate), written
 	// with load by the calls of that strategy alone.
 	rtt atomic.Uint64
-	_   cacheLinePad
+	// consecutive counts failures in a row, for outlier detection.
+	consecutive atomic.Int32
+	_           cacheLinePad
+	ejected     atomic.Bool   // by outlier detection
+	ejections   atomic.Uint64 // times ejected
 	// stripes hold the counters the statistics read. A pick and an outcome
 	// each add to the stripe of the calling goroutine's stack, so that
 	// calls on different cores rarely write the same cache line.
@@ -166,13 +170,16 @@ func (e *Endpoint) ActiveHealth() HealthStatus { return HealthStatus(e.health.Lo
 // DiscoveryHealth is the endpoint's health as discovery reports it.
 func (e *Endpoint) DiscoveryHealth() HealthStatus { return HealthStatus(e.discovery.Load()) }
 
+// Ejected reports whether outlier detection has taken the endpoint out.
+func (e *Endpoint) Ejected() bool { return e.ejected.Load() }
+
 // Removed reports whether the endpoint has left its LoadBalancer; a
 // connection kept for it can drain and close.
 func (e *Endpoint) Removed() bool { return e.removed.Load() }
 
 // usable reports whether the endpoint may take new traffic right now.
 func (e *Endpoint) usable() bool {
-	return !e.removed.Load() && e.Health() != HealthUnhealthy
+	return !e.removed.Load() && e.Health() != HealthUnhealthy && !e.ejected.Load()
 }
 
 func (e *Endpoint) String() string { return e.ID + "(" + e.Address + ")" }

@@ -181,6 +181,9 @@ func (lb *LoadBalancer) Done(e *Endpoint, took time.Duration, outcome Outcome) {
 	if lb.observer != nil {
 		lb.observer.ObserveOutcome(e, took, outcome)
 	}
+	if lb.outliers != nil {
+		lb.observeOutlier(e, outcome)
+	}
 }
 
 // Release ends a pick whose outcome is unknown; it counts as Neutral. A nil

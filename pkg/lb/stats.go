@@ -43,6 +43,10 @@ type EndpointStats struct {
 	Health            HealthStatus      `json:"health"`
 	ActiveConnections int64             `json:"active_connections"`
 	TotalRequests     uint64            `json:"total_requests"`
+	// Ejected is set while outlier detection keeps the endpoint out;
+	// Ejections counts the times it did.
+	Ejected   bool   `json:"ejected,omitempty"`
+	Ejections uint64 `json:"ejections,omitempty"`
 	// OutcomeCounts counts the calls that ended, by what they said about this
 	// endpoint, and its health checks.
 	OutcomeCounts
@@ -72,6 +76,8 @@ func (lb *LoadBalancer) GetServerStats() ServerStats {
 			ActiveConnections: e.InFlight(),
 			TotalRequests:     e.Requests(),
 			OutcomeCounts:     e.Outcomes(),
+			Ejected:           e.ejected.Load(),
+			Ejections:         e.ejections.Load(),
 		}
 		es.LatencyEWMAMS = float64(es.LatencyEWMA.Microseconds()) / 1000
 		st.Count(es.Health)

@@ -194,6 +194,9 @@ func Run(cfg Config) (*Report, error) {
 	}
 	var err error
 	s.balancer, err = lb.New(cfg.Balancer, logger,
+		lb.WithEvents(func(e lb.Event) {
+			s.log = append(s.log, Event{At: time.Duration(s.now), Server: e.Endpoint, What: e.What})
+		}),
 		lb.WithClock(func() time.Time { return time.Unix(0, s.now) }), lb.WithSeed(seed))
 	if err != nil {
 		return nil, fmt.Errorf("simulate: %w", err)

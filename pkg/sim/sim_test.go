@@ -359,3 +359,45 @@ func TestPanicThresholdInTheSimulator(t *testing.T) {
 		}
 	}
 }
+
+// A server failing half its calls while passing health checks: outlier
+// detection ejects it from the outcomes of real calls, cutting the failed
+// requests to a tenth or less (issue 11's target).
+func TestOutlierDetectionEjectsAFailingServer(t *testing.T) {
+	runWith := func(od *lb.OutlierDetection) *Report {
+		srv := servers(1, 1, 1)
+		srv[1].ErrorRate = 0.5
+		c := withBase(lb.RoundRobin, Config{Servers: srv, Requests: 10000, RPS: 1000, Seed: 3})
+		c.Balancer.OutlierDetection = od
+		return run(t, c)
+	}
+	without := runWith(nil)
+	consecutive := lb.DefaultOutlierDetection()
+	byPercentage := lb.DefaultOutlierDetection()
+	byPercentage.ConsecutiveFailures = 0
+	byPercentage.Interval = time.Second
+	fp := lb.DefaultFailurePercentage()
+	fp.Threshold, fp.MinimumHosts = 40, 3
+	byPercentage.FailurePercentage = &fp
+	for name, od := range map[string]*lb.OutlierDetection{"consecutive_failures": &consecutive, "failure_percentage": &byPercentage} {
+		with := runWith(od)
+		var ejectedAt time.Duration = -1
+		for _, e := range with.Events {
+			if e.Server == "server2" && strings.HasPrefix(e.What, "ejected") && ejectedAt < 0 {
+				ejectedAt = e.At
+			}
+		}
+		t.Logf("%s: %d failed requests, %d without; ejected at %v", name, with.Failed, without.Failed, ejectedAt)
+		if with.Failed*10 > without.Failed {
+			t.Errorf("%s: %d failed requests, over a tenth of the %d without", name, with.Failed, without.Failed)
+		}
+		if ejectedAt < 0 || ejectedAt > 2*od.Interval {
+			t.Errorf("%s: ejected at %v, want within two intervals (%v)", name, ejectedAt, 2*od.Interval)
+		}
+		for _, s := range with.Servers {
+			if s.ID != "server2" && s.Outcomes.Failures != 0 {
+				t.Errorf("%s: healthy %s failed", name, s.ID)
+			}
+		}
+	}
+}
