@@ -186,3 +186,36 @@ func BenchmarkSubset(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkOutlierDetection measures what outlier detection adds: to a
+// pick (nothing: ejection is decided when a snapshot is built) and to an
+// outcome (a consecutive-failure counter and the interval check).
+func BenchmarkOutlierDetection(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		cfg := DefaultConfig()
+		if on {
+			od := DefaultOutlierDetection()
+			cfg.OutlierDetection = &od
+		}
+		lb, err := New(cfg, nil)
+		must(b, err)
+		for i := range 3 {
+			must(b, lb.AddServer(fmt.Sprintf("s%d", i), "h", 1+i, 1))
+		}
+		ctx := context.Background()
+		b.Run(fmt.Sprintf("outlier_detection=%v/pick", on), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				e, _ := lb.Pick(ctx)
+				lb.Release(e)
+			}
+		})
+		e, _ := lb.Endpoint("s1")
+		b.Run(fmt.Sprintf("outlier_detection=%v/outcome", on), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				lb.Done(e, time.Millisecond, Success)
+			}
+		})
+	}
+}
