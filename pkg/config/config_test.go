@@ -292,6 +292,14 @@ simulation "s" {}`, "Duplicate simulation of service", "already declared"},
   kind                = "least_connections"
   active_request_bias = 11
 }`, "Value out of range", "between 0 and 10"},
+		{"slow start without a window", `strategy "s" {
+  kind = "round_robin"
+  slow_start { aggression = 2 }
+}`, "Missing required argument", "window"},
+		{"slow start on random", `strategy "s" {
+  kind = "random"
+  slow_start { window = "30s" }
+}`, "Setting not used by this strategy", "slow_start applies"},
 		{"simulate inside an endpoint", `discovery "static" "s" {
   endpoint "a" {
     address = "h:1"

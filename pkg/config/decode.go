@@ -166,7 +166,11 @@ var strategySchema = &hcl.BodySchema{
 		{Name: "decay"}, {Name: "default_rtt"}, {Name: "failure_penalty"},
 		{Name: "active_request_bias"},
 	},
-	Blocks: []hcl.BlockHeaderSchema{{Type: "sticky_session"}},
+	Blocks: []hcl.BlockHeaderSchema{{Type: "sticky_session"}, {Type: "slow_start"}},
+}
+
+var slowStartSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "window", Required: true}, {Name: "aggression"}, {Name: "min_weight_percent"}},
 }
 
 var stickySchema = &hcl.BodySchema{
@@ -212,6 +216,20 @@ func (d *decoder) decodeStrategyBlock(block *hcl.Block) {
 	a.duration("decay", false, &s.Decay)
 	a.duration("default_rtt", false, &s.DefaultRTT)
 	a.duration("failure_penalty", false, &s.FailurePenalty)
+	if sb := d.singleBlock(content.Blocks, "slow_start", "strategy"); sb != nil {
+		ss := lb.DefaultSlowStart(0)
+		a := d.attrs(d.content(sb.Body, slowStartSchema))
+		a.duration("window", false, &ss.Window)
+		a.float("aggression", 0.01, 100, &ss.Aggression)
+		a.float("min_weight_percent", 0, 100, &ss.MinWeightPercent)
+		d.merge(a)
+		if s.Kind == lb.Random {
+			d.errorf(sb.DefRange, "Setting not used by this strategy", "slow_start applies to kinds round_robin, weighted, least_connections and peak_ewma; strategy %q is %q.", s.Name, s.Kind)
+		}
+		if ss.Window > 0 {
+			s.SlowStart = &ss
+		}
+	}
 	if sb := d.singleBlock(content.Blocks, "sticky_session", "strategy"); sb != nil {
 		sc := d.content(sb.Body, stickySchema)
 		sa := d.attrs(sc)

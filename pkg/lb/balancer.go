@@ -38,6 +38,7 @@ type LoadBalancer struct {
 	trackLoad bool
 	oneStripe bool             // seeded: counters on one stripe, for repeatable runs
 	outliers  *outlierDetector // nil without outlier detection
+	published *snapshot        // the last snapshot built (slow start compares with it); guarded by mu
 	events    func(Event)
 	log       *slog.Logger
 	now       func() int64
@@ -64,8 +65,12 @@ type snapshot struct {
 	// panic is set when too few endpoints may take traffic and eligible
 	// holds them all (see Config.PanicThreshold).
 	panic bool
-	once  sync.Once
-	built atomic.Pointer[builtPicker]
+	// rampUntil is when the last slow start of an eligible endpoint ends;
+	// zero when none is warming.
+	rampUntil int64
+	lb        *LoadBalancer
+	once      sync.Once
+	built     atomic.Pointer[builtPicker]
 }
 
 // builtPicker holds a snapshot's picker; p is nil when eligible is empty.
@@ -84,6 +89,9 @@ func (s *snapshot) build() {
 	b := &builtPicker{}
 	if len(s.eligible) > 0 {
 		b.p = s.strategy.NewPicker(s.eligible)
+		if s.lb != nil {
+			b.p = s.wrapRamp(b.p, s.lb)
+		}
 	}
 	s.built.Store(b)
 }
@@ -411,6 +419,11 @@ func (lb *LoadBalancer) publish(all []*Endpoint, eager bool) {
 		} else {
 			lb.log.Info("panic mode over", "endpoints", len(all))
 		}
+	}
+	if lb.cfg.Strategy.SlowStart != nil {
+		s.lb = lb
+		lb.startRamps(lb.published, s)
+		lb.published = s
 	}
 	if eager {
 		s.getPicker()

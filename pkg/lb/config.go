@@ -50,6 +50,9 @@ type StrategyConfig struct {
 	// weight / (in flight + 1)^bias, and the highest wins. nil means 1.0;
 	// 0 ignores load and follows the weights alone.
 	ActiveRequestBias *float64 `json:"active_request_bias,omitempty"`
+	// SlowStart, when set, ramps up endpoints that join or return; nil is
+	// off.
+	SlowStart *SlowStart `json:"slow_start,omitempty"`
 }
 
 // MaxActiveRequestBias bounds least_connections' active_request_bias.
@@ -73,10 +76,15 @@ func (c StrategyConfig) validate() error {
 		return fmt.Errorf("decay, default_rtt and failure_penalty apply only to %s, not %s", PeakEWMA, c.Kind)
 	case c.Decay < 0 || c.DefaultRTT < 0 || c.FailurePenalty < 0:
 		return fmt.Errorf("decay, default_rtt and failure_penalty must not be negative")
+	case c.SlowStart != nil && c.Kind == Random:
+		return fmt.Errorf("slow_start applies to %s, %s, %s and %s, not %s", RoundRobin, Weighted, LeastConnections, PeakEWMA, c.Kind)
 	case c.ActiveRequestBias != nil && c.Kind != LeastConnections:
 		return fmt.Errorf("active_request_bias applies only to %s, not %s", LeastConnections, c.Kind)
 	case c.ActiveRequestBias != nil && !(*c.ActiveRequestBias >= 0 && *c.ActiveRequestBias <= MaxActiveRequestBias):
 		return fmt.Errorf("active_request_bias must be between 0 and %g, not %g", float64(MaxActiveRequestBias), *c.ActiveRequestBias)
+	}
+	if c.SlowStart != nil {
+		return c.SlowStart.validate()
 	}
 	return nil
 }

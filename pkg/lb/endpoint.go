@@ -119,6 +119,7 @@ type Endpoint struct {
 	consecutive atomic.Int32
 	_           cacheLinePad
 	ejected     atomic.Bool   // by outlier detection
+	rampStart   atomic.Int64  // when slow start began, on the balancer's clock; 0: not warming
 	ejections   atomic.Uint64 // times ejected
 	// stripes hold the counters the statistics read. A pick and an outcome
 	// each add to the stripe of the calling goroutine's stack, so that

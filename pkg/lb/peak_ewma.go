@@ -20,6 +20,7 @@ type peakEWMA struct {
 	tau            float64 // decay, in milliseconds
 	defaultRTT     float64 // nanoseconds
 	failurePenalty time.Duration
+	slowStart      *SlowStart   // applied in the cost, not by redrawing
 	now            func() int64 // nanoseconds
 	// clock is the latest time an outcome was observed, in nanoseconds: a
 	// pick reads it instead of the clock, which costs more than the pick.
@@ -27,7 +28,7 @@ type peakEWMA struct {
 }
 
 func newPeakEWMA(cfg StrategyConfig, now func() int64) *peakEWMA {
-	p := &peakEWMA{choices: cfg.ChoiceCount, failurePenalty: cfg.FailurePenalty}
+	p := &peakEWMA{choices: cfg.ChoiceCount, failurePenalty: cfg.FailurePenalty, slowStart: cfg.SlowStart}
 	if p.choices == 0 {
 		p.choices = DefaultPeakEWMAChoices
 	}
@@ -44,8 +45,7 @@ func newPeakEWMA(cfg StrategyConfig, now func() int64) *peakEWMA {
 	p.tau, p.defaultRTT = float64(decay)/float64(time.Millisecond), float64(rtt)
 	p.now = now
 	if p.now == nil {
-		start := time.Now()
-		p.now = func() int64 { return int64(time.Since(start)) + 1 }
+		p.now = monotonicNow()
 	}
 	p.clock.Store(p.now())
 	return p
@@ -56,6 +56,8 @@ func newPeakEWMA(cfg StrategyConfig, now func() int64) *peakEWMA {
 const DefaultPeakEWMAChoices = 2
 
 func (s *peakEWMA) readsLoad() bool { return true }
+
+func (s *peakEWMA) rampsItself() bool { return true }
 
 // An estimate packs a float32 latency in nanoseconds (high half) with the
 // millisecond it was last updated at (low half, wrapping after 49 days,
@@ -143,7 +145,13 @@ type peakEWMAPicker struct {
 }
 
 func (p *peakEWMAPicker) cost(e *Endpoint, nowMS uint32) float64 {
-	return p.s.decayed(e.rtt.Load(), nowMS) * float64(e.inFlight()+1) / float64(e.Weight)
+	weight := float64(e.Weight)
+	if p.s.slowStart != nil {
+		if start := e.rampStart.Load(); start != 0 {
+			weight *= p.s.slowStart.factor(p.s.clock.Load() - start)
+		}
+	}
+	return p.s.decayed(e.rtt.Load(), nowMS) * float64(e.inFlight()+1) / weight
 }
 
 func (p *peakEWMAPicker) Pick(triedList []*Endpoint) *Endpoint {

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // Strategy kinds understood by NewStrategy.
@@ -82,7 +83,10 @@ func NewStrategy(cfg StrategyConfig, opts StrategyOptions) (Strategy, error) {
 		w := &weighted{}
 		s, base = w, &w.strategyBase
 	case LeastConnections:
-		lc := &leastConnections{choices: cfg.ChoiceCount, bias: 1}
+		lc := &leastConnections{choices: cfg.ChoiceCount, bias: 1, slowStart: cfg.SlowStart, now: opts.Now}
+		if lc.now == nil {
+			lc.now = monotonicNow()
+		}
 		if cfg.ActiveRequestBias != nil {
 			lc.bias = *cfg.ActiveRequestBias
 		}
@@ -213,16 +217,32 @@ func (p *randomPicker) Pick(triedList []*Endpoint) *Endpoint {
 
 type leastConnections struct {
 	strategyBase
-	choices int
-	bias    float64
+	choices   int
+	bias      float64
+	slowStart *SlowStart // applied in the cost, not by redrawing
+	now       func() int64
+}
+
+func (s *leastConnections) rampsItself() bool { return true }
+
+// monotonicNow is a nanosecond clock for strategies given none.
+func monotonicNow() func() int64 {
+	start := time.Now()
+	return func() int64 { return int64(time.Since(start)) + 1 }
 }
 
 func (s *leastConnections) readsLoad() bool { return true }
 
 func (s *leastConnections) NewPicker(eligible []*Endpoint) Picker {
-	p := &leastConnPicker{eps: eligible, choices: s.choices, bias: s.bias}
+	p := &leastConnPicker{eps: eligible, choices: s.choices, bias: s.bias, s: s}
 	for _, e := range eligible[1:] {
 		p.weighted = p.weighted || e.Weight != eligible[0].Weight
+	}
+	if s.slowStart != nil {
+		for _, e := range eligible {
+			p.warming = p.warming || e.rampStart.Load() != 0
+		}
+		p.weighted = p.weighted || p.warming
 	}
 	p.next.Store(s.seeds.next())
 	p.rnd.seed(&s.strategyBase)
@@ -237,6 +257,8 @@ type leastConnPicker struct {
 	// simply its calls in flight.
 	weighted bool
 	bias     float64
+	warming  bool // some endpoint is in slow start
+	s        *leastConnections
 	_        cacheLinePad
 	next     atomic.Uint64 // rotating scan start: ties go round robin
 	_        cacheLinePad
@@ -277,13 +299,19 @@ func (p *leastConnPicker) Pick(triedList []*Endpoint) *Endpoint {
 // cost orders endpoints: the lower, the better.
 func (p *leastConnPicker) cost(e *Endpoint) float64 {
 	active := float64(e.inFlight())
-	switch {
-	case !p.weighted:
+	if !p.weighted {
 		return active
-	case p.bias == 1:
-		return (active + 1) / float64(e.Weight)
 	}
-	return math.Pow(active+1, p.bias) / float64(e.Weight)
+	weight := float64(e.Weight)
+	if p.warming {
+		if start := e.rampStart.Load(); start != 0 {
+			weight *= p.s.slowStart.factor(p.s.now() - start)
+		}
+	}
+	if p.bias == 1 {
+		return (active + 1) / weight
+	}
+	return math.Pow(active+1, p.bias) / weight
 }
 
 func (p *leastConnPicker) pickSampled(triedList []*Endpoint) *Endpoint {

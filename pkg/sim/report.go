@@ -54,6 +54,8 @@ type ServerReport struct {
 	// LatencyEWMA is the balancer's moving average of the server's
 	// latency at the end of the run.
 	LatencyEWMA Millis `json:"latency_ewma_ms"`
+	// Timeline counts attempts per Config.TimelineStep, when set.
+	Timeline []int `json:"timeline,omitempty"`
 }
 
 // Percentiles summarises a latency distribution.
@@ -131,6 +133,7 @@ func (s *simulation) report() *Report {
 			PeakInFlight: sv.peak,
 			FinalHealth:  sv.ep.Health(),
 			Outcomes:     sv.ep.Outcomes(),
+			Timeline:     sv.timeline,
 		}
 		sr.LatencyEWMA = Millis(sr.Outcomes.LatencyEWMA)
 		if totalAttempts > 0 {

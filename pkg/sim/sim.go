@@ -60,6 +60,9 @@ type Config struct {
 	Sessions int
 	Outages  []Outage
 	Seed     uint64
+	// TimelineStep, when positive, counts each server's attempts per step
+	// of simulated time, for shares over time (Report's timelines).
+	TimelineStep time.Duration
 	// Progress, when set, is called now and then with the number of
 	// requests finished so far.
 	Progress func(done int)
@@ -150,6 +153,7 @@ type server struct {
 	errors   int
 	peak     int
 	hist     histogram
+	timeline []int // attempts per TimelineStep
 }
 
 type simulation struct {
@@ -320,6 +324,13 @@ func (s *simulation) attempt(slot int32) {
 	r.tries++
 	sv := s.servers[idx]
 	sv.attempts++
+	if step := int64(s.cfg.TimelineStep); step > 0 {
+		b := int(s.now / step)
+		for len(sv.timeline) <= b {
+			sv.timeline = append(sv.timeline, 0)
+		}
+		sv.timeline[b]++
+	}
 	r.server, r.attemptStart = idx, s.now
 	r.token++
 	if sv.down { // connection refused

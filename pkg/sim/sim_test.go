@@ -401,3 +401,51 @@ func TestOutlierDetectionEjectsAFailingServer(t *testing.T) {
 		}
 	}
 }
+
+// A server returning after an outage ramps up over the slow start window:
+// its share per tenth of the window rises from about the minimum to its
+// full third.
+func TestSlowStartRampsAReturningServer(t *testing.T) {
+	for _, kind := range []string{lb.RoundRobin, lb.Weighted, lb.LeastConnections, lb.PeakEWMA} {
+		c := withBase(kind, Config{Servers: servers(1, 1, 1), Requests: 30000, RPS: 2000, Seed: 1,
+			Outages: []Outage{{Server: "server2", From: time.Second, To: 2 * time.Second}}, TimelineStep: 500 * time.Millisecond})
+		ss := lb.DefaultSlowStart(5 * time.Second)
+		c.Balancer.Strategy.SlowStart = &ss
+		c.Health.Interval, c.Health.Timeout = 250*time.Millisecond, 100*time.Millisecond
+		r := run(t, c)
+		var back time.Duration
+		for _, e := range r.Events {
+			if e.Server == "server2" && strings.HasPrefix(e.What, "healthy again") {
+				back = e.At
+			}
+		}
+		if back == 0 {
+			t.Fatalf("%s: server2 never returned: %v", kind, r.Events)
+		}
+		first := int(back/c.TimelineStep) + 1 // the first whole step after its return
+		var shares []float64
+		for b := first; b < first+10; b++ {
+			total := 0
+			for _, s := range r.Servers {
+				total += s.Timeline[b]
+			}
+			shares = append(shares, float64(r.Servers[1].Timeline[b])/float64(total))
+		}
+		t.Logf("%s: server2's share per half second after its return: %.3f", kind, shares)
+		// peak_ewma also remembers the outage's failed calls (each counts
+		// as failure_penalty), so it gives the server its third back only
+		// as that fades, after the window.
+		full := 0.27
+		if kind == lb.PeakEWMA {
+			full = 0.1
+		}
+		if shares[0] > 0.15 || shares[len(shares)-1] < full {
+			t.Errorf("%s: share from %.3f to %.3f; want from near the 10%% minimum up to %.2f", kind, shares[0], shares[len(shares)-1], full)
+		}
+		for i := 1; i < len(shares); i++ {
+			if shares[i] < shares[i-1]-0.03 {
+				t.Errorf("%s: share fell from %.3f to %.3f in the ramp", kind, shares[i-1], shares[i])
+			}
+		}
+	}
+}
