@@ -12,6 +12,11 @@ strategy "fastest" {
   choice_count = 2
   decay        = "10s"
   default_rtt  = "30ms"
+
+  # A server that joins or comes back gets its share over 30 seconds.
+  slow_start {
+    window = "30s"
+  }
 }
 
 discovery "static" "fleet" {

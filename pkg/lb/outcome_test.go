@@ -217,3 +217,26 @@ func TestSubsetKeepsStickySessionsInside(t *testing.T) {
 	}
 	lb.Release(e)
 }
+
+func TestRampingPicksAllocateNothing(t *testing.T) {
+	for _, kind := range []string{RoundRobin, Weighted, LeastConnections, PeakEWMA} {
+		cfg := DefaultConfig()
+		ss := DefaultSlowStart(time.Hour)
+		cfg.Strategy = StrategyConfig{Kind: kind, SlowStart: &ss}
+		lb, err := New(cfg, nil)
+		must(t, err)
+		must(t, lb.Sync([]EndpointSpec{{ID: "a", Host: "h", Port: 1, Weight: 1}}))
+		must(t, lb.Sync([]EndpointSpec{{ID: "a", Host: "h", Port: 1, Weight: 1}, {ID: "b", Host: "h", Port: 2, Weight: 1}}))
+		if b, _ := lb.Endpoint("b"); b.rampStart.Load() == 0 {
+			t.Fatalf("%s: a joining endpoint is not warming", kind)
+		}
+		ctx := context.Background()
+		allocs := testing.AllocsPerRun(1000, func() {
+			e, _ := lb.Pick(ctx)
+			lb.Done(e, time.Millisecond, Success)
+		})
+		if allocs != 0 {
+			t.Errorf("%s: a pick while an endpoint warms allocates %.1f times", kind, allocs)
+		}
+	}
+}
