@@ -86,3 +86,62 @@ func TestPeakEWMAAgainstASlowRealServer(t *testing.T) {
 		}
 	}
 }
+
+// A real server failing half its calls with INTERNAL while its health
+// checks pass: outlier detection, fed by the calls' outcomes, cuts the
+// failed calls to a tenth or less of those without it, through
+// LoadBalancedClient and through a pvlb:/// channel.
+func TestOutlierDetectionAgainstAFailingRealServer(t *testing.T) {
+	servers := testtools.DemoServers(t, 3, demoserver.Config{}, demoserver.Config{ErrorRate: 0.5, Seed: 4}, demoserver.Config{})
+	failures := func(balancer *lb.LoadBalancer, stub pb.PeerVaultServiceClient) int {
+		failed := 0
+		for range 3000 {
+			if _, err := stub.GetUserData(context.Background(), &pb.GetUserDataRequest{UserId: "u"}); err != nil {
+				failed++
+			}
+		}
+		return failed
+	}
+	newLB := func(detect bool) *lb.LoadBalancer {
+		cfg := lb.DefaultConfig()
+		cfg.Service = "peervault"
+		if detect {
+			od := lb.DefaultOutlierDetection()
+			cfg.OutlierDetection = &od
+		}
+		balancer, err := lb.New(cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testtools.AddServers(t, balancer, servers)
+		return balancer
+	}
+	for _, path := range []string{"client", "channel"} {
+		var failed [2]int
+		for i, detect := range []bool{false, true} {
+			balancer := newLB(detect)
+			var stub pb.PeerVaultServiceClient
+			if path == "client" {
+				client, err := rpc.NewLoadBalancedClient(balancer, nil, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer client.Close()
+				stub = pb.NewPeerVaultServiceClient(client)
+			} else {
+				stub = newChannelTo(t, balancer)
+			}
+			failed[i] = failures(balancer, stub)
+			if detect {
+				s2 := balancer.GetServerStats().Servers[1]
+				if !s2.Ejected || s2.Ejections == 0 {
+					t.Errorf("%s: the failing server was not ejected: %+v", path, s2)
+				}
+			}
+		}
+		t.Logf("%s: %d failed calls without outlier detection, %d with", path, failed[0], failed[1])
+		if failed[1]*10 > failed[0] {
+			t.Errorf("%s: %d failed calls with outlier detection, over a tenth of the %d without", path, failed[1], failed[0])
+		}
+	}
+}
