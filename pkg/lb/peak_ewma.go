@@ -14,10 +14,13 @@ import (
 // estimate jumps to any slower sample at once and otherwise follows
 // samples, and it decays towards zero with time constant Decay, so an
 // endpoint that was avoided becomes attractive again and gets probed.
+// While calls wait on an endpoint, the time since its last answer counts
+// as a sample too, so a server that hangs is left alone within a handful
+// of calls rather than looking as fast as it last was.
 type peakEWMA struct {
 	strategyBase
 	choices        int
-	tau            float64 // decay, in milliseconds
+	tau            float64 // decay, in ticks
 	defaultRTT     float64 // nanoseconds
 	failurePenalty time.Duration
 	slowStart      *SlowStart   // applied in the cost, not by redrawing
@@ -42,7 +45,7 @@ func newPeakEWMA(cfg StrategyConfig, now func() int64) *peakEWMA {
 	if p.failurePenalty == 0 {
 		p.failurePenalty = DefaultFailurePenalty
 	}
-	p.tau, p.defaultRTT = float64(decay)/float64(time.Millisecond), float64(rtt)
+	p.tau, p.defaultRTT = float64(decay)/float64(tick), float64(rtt)
 	p.now = now
 	if p.now == nil {
 		p.now = monotonicNow()
@@ -60,9 +63,9 @@ func (s *peakEWMA) readsLoad() bool { return true }
 func (s *peakEWMA) rampsItself() bool { return true }
 
 // An estimate packs a float32 latency in nanoseconds (high half) with the
-// millisecond it was last updated at (low half, wrapping after 49 days,
-// which differences of uint32 tolerate), so that one atomic word holds
-// both and an update is one compare-and-swap.
+// tick it was last updated at (low half, wrapping after five days, which
+// differences of uint32 tolerate), so that one atomic word holds both and
+// an update is one compare-and-swap.
 func packEstimate(ns float64, atMS uint32) uint64 {
 	return uint64(math.Float32bits(float32(ns)))<<32 | uint64(atMS)
 }
@@ -71,7 +74,12 @@ func unpackEstimate(v uint64) (ns float64, atMS uint32) {
 	return float64(math.Float32frombits(uint32(v >> 32))), uint32(v)
 }
 
-func millis(ns int64) uint32 { return uint32(ns / int64(time.Millisecond)) }
+// tick is the resolution of estimate times and of the clock picks read:
+// fine enough that a server which stops answering stands out within a
+// fraction of a millisecond of calls.
+const tick = 100 * time.Microsecond
+
+func ticks(ns int64) uint32 { return uint32(ns / int64(tick)) }
 
 // decayed is the estimate as of nowMS: it fades towards zero.
 func (s *peakEWMA) decayed(v uint64, nowMS uint32) float64 {
@@ -94,10 +102,10 @@ func (s *peakEWMA) ObserveOutcome(e *Endpoint, took time.Duration, outcome Outco
 		took = max(took, s.failurePenalty)
 	}
 	now := s.now()
-	if now-s.clock.Load() >= int64(time.Millisecond) {
+	if now-s.clock.Load() >= int64(tick) {
 		s.clock.Store(now)
 	}
-	nowMS, sample := millis(now), float64(took)
+	nowMS, sample := ticks(now), float64(took)
 	for {
 		old := e.rtt.Load()
 		est := sample
@@ -115,7 +123,7 @@ func (s *peakEWMA) ObserveOutcome(e *Endpoint, took time.Duration, outcome Outco
 }
 
 func (s *peakEWMA) NewPicker(eligible []*Endpoint) Picker {
-	nowMS := millis(s.clock.Load())
+	nowMS := ticks(s.clock.Load())
 	for _, e := range eligible {
 		// An endpoint without samples starts at the default estimate,
 		// which decays like any other.
@@ -151,11 +159,22 @@ func (p *peakEWMAPicker) cost(e *Endpoint, nowMS uint32) float64 {
 			weight *= p.s.slowStart.factor(p.s.clock.Load() - start)
 		}
 	}
-	return p.s.decayed(e.rtt.Load(), nowMS) * float64(e.inFlight()+1) / weight
+	v := e.rtt.Load()
+	est := p.s.decayed(v, nowMS)
+	inFlight := e.inFlight()
+	if inFlight > 0 {
+		// Calls are waiting, and none has ended for this long: a server
+		// that stopped answering is at least this slow, whatever its past.
+		_, at := unpackEstimate(v)
+		if stall := float64(int32(nowMS-at)) * float64(tick); stall > 1.25*est {
+			est = stall
+		}
+	}
+	return est * float64(inFlight+1) / weight
 }
 
 func (p *peakEWMAPicker) Pick(triedList []*Endpoint) *Endpoint {
-	nowMS := millis(p.s.clock.Load())
+	nowMS := ticks(p.s.clock.Load())
 	n := len(p.eps)
 	var best *Endpoint
 	var bestCost float64

@@ -24,7 +24,7 @@ func TestPeakEWMAFollowsPeaksAndDecays(t *testing.T) {
 	e, _ := lb.Endpoint("s1")
 	s := lb.strategy.(*peakEWMA)
 	estimate := func() time.Duration {
-		return time.Duration(s.decayed(e.rtt.Load(), millis(clock.now().UnixNano())))
+		return time.Duration(s.decayed(e.rtt.Load(), ticks(clock.now().UnixNano())))
 	}
 	p, _ := lb.Pick(context.Background())
 	if got := estimate(); got != DefaultRTT {
