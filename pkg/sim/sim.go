@@ -38,6 +38,14 @@ type Outage struct {
 	From, To time.Duration
 }
 
+// LatencyChange gives a server a new latency model from At on, as when a
+// slow server recovers or a fast one degrades.
+type LatencyChange struct {
+	Server  string
+	At      time.Duration
+	Latency latency.Model
+}
+
 // Config describes one simulation run.
 type Config struct {
 	// Balancer is what the service's LoadBalancer reads: strategy, sticky
@@ -59,6 +67,8 @@ type Config struct {
 	// sends no session ids.
 	Sessions int
 	Outages  []Outage
+	// LatencyChanges change servers' latency models during the run.
+	LatencyChanges []LatencyChange
 	Seed     uint64
 	// TimelineStep, when positive, counts each server's attempts per step
 	// of simulated time, for shares over time (Report's timelines).
@@ -100,6 +110,14 @@ func (c *Config) validate() error {
 			return fmt.Errorf("outage of %s: it must end (%s) after it starts (%s)", o.Server, o.To, o.From)
 		}
 	}
+	for _, lc := range c.LatencyChanges {
+		if !ids[lc.Server] {
+			return fmt.Errorf("latency change of unknown server %q", lc.Server)
+		}
+		if lc.At < 0 {
+			return fmt.Errorf("latency change of %s: at %s is before the start", lc.Server, lc.At)
+		}
+	}
 	return nil
 }
 
@@ -112,6 +130,7 @@ const (
 	evHealthCheck
 	evOutageStart
 	evOutageEnd
+	evLatencyChange
 )
 
 type event struct {
@@ -220,6 +239,9 @@ func Run(cfg Config) (*Report, error) {
 	for i := range cfg.Sessions {
 		s.sessions = append(s.sessions, lb.WithSession(context.Background(), fmt.Sprintf("session-%d", i)))
 	}
+	for i, lc := range cfg.LatencyChanges {
+		s.schedule(int64(lc.At), evLatencyChange, s.serverIndex(lc.Server), uint32(i))
+	}
 	for _, o := range cfg.Outages {
 		idx := s.serverIndex(o.Server)
 		s.schedule(int64(o.From), evOutageStart, idx, 0)
@@ -277,6 +299,11 @@ func (s *simulation) loop() {
 		case evOutageEnd:
 			s.servers[ev.target].down = false
 			s.note(ev.target, "back up")
+		case evLatencyChange:
+			lc := s.cfg.LatencyChanges[ev.token]
+			sv := s.servers[ev.target]
+			sv.Latency, sv.sample = lc.Latency, lc.Latency.Sampler()
+			s.note(ev.target, "latency now "+lc.Latency.String())
 		}
 	}
 }

@@ -458,3 +458,32 @@ func TestSlowStartRampsAReturningServer(t *testing.T) {
 		}
 	}
 }
+
+// When the slow server becomes fast again, peak_ewma gives it its fair
+// share back within two decay periods.
+func TestPeakEWMAGivesARecoveredServerItsShareBack(t *testing.T) {
+	srv := servers(1, 1, 1)
+	fast, _ := latency.Parse("lognormal(10ms,30ms)")
+	for i := range srv {
+		srv[i].Latency = fast
+	}
+	srv[1].Latency, _ = latency.Parse("lognormal(100ms,300ms)")
+	const recovered = 5 * time.Second
+	c := withBase(lb.PeakEWMA, Config{Servers: srv, Requests: 40000, RPS: 1000, Seed: 1, TimelineStep: time.Second,
+		LatencyChanges: []LatencyChange{{Server: "server2", At: recovered, Latency: fast}}})
+	r := run(t, c)
+	share := func(second int) float64 {
+		total := 0
+		for _, s := range r.Servers {
+			total += s.Timeline[second]
+		}
+		return float64(r.Servers[1].Timeline[second]) / float64(total)
+	}
+	before := share(int(recovered/time.Second) - 1)
+	deadline := int((recovered + 2*lb.DefaultDecay) / time.Second)
+	after := share(deadline)
+	t.Logf("server2's share: %.3f while slow, %.3f at recovery + 2 × decay", before, after)
+	if before > 0.05 || after < 0.28 {
+		t.Errorf("share %.3f while slow and %.3f two decay periods after recovering; want little, then about a third", before, after)
+	}
+}
