@@ -69,7 +69,7 @@ type Config struct {
 	Outages  []Outage
 	// LatencyChanges change servers' latency models during the run.
 	LatencyChanges []LatencyChange
-	Seed     uint64
+	Seed           uint64
 	// TimelineStep, when positive, counts each server's attempts per step
 	// of simulated time, for shares over time (Report's timelines).
 	TimelineStep time.Duration
