@@ -227,8 +227,12 @@ type grpcPicker struct {
 
 func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	e, err := p.subset.Pick(info.Ctx, nil)
+	var ready *subConn
+	if err == nil {
+		ready = p.ready[e]
+	}
 	switch {
-	case errors.Is(err, lb.ErrNoneAllowed), err == nil && p.ready[e] == nil:
+	case errors.Is(err, lb.ErrNoneAllowed), err == nil && ready == nil:
 		// Every healthy endpoint is still connecting or failing.
 		if e != nil {
 			p.balancer.Release(e)
@@ -249,7 +253,7 @@ func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	}
 	d := getCallDone()
 	d.balancer, d.endpoint, d.started = p.balancer, e, time.Since(epoch)
-	return balancer.PickResult{SubConn: p.ready[e].sc, Done: d.fn}, nil
+	return balancer.PickResult{SubConn: ready.sc, Done: d.fn}, nil
 }
 
 type errPicker struct{ err error }

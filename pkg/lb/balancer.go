@@ -410,12 +410,13 @@ func (lb *LoadBalancer) publish(all []*Endpoint, eager bool) {
 	}
 	// Panic mode, as Envoy's: with too few endpoints left, balance over all
 	// of them rather than pile every call onto the few.
-	if t := lb.cfg.PanicThreshold; t > 0 && len(all) > 0 && float64(len(s.eligible))*100 < t*float64(len(all)) {
+	healthy := len(s.eligible)
+	if t := lb.cfg.PanicThreshold; t > 0 && len(all) > 0 && float64(healthy)*100 < t*float64(len(all)) {
 		s.eligible, s.panic = all, true
 	}
 	if was := lb.snap.Load(); s.panic != was.panic && !was.stale {
 		if s.panic {
-			lb.log.Warn("panic mode: too few healthy endpoints, balancing over all", "healthy", len(s.eligible), "endpoints", len(all), "panic_threshold", lb.cfg.PanicThreshold)
+			lb.log.Info("panic mode: too few endpoints may take traffic, balancing over all", "eligible", healthy, "endpoints", len(all), "panic_threshold", lb.cfg.PanicThreshold)
 		} else {
 			lb.log.Info("panic mode over", "endpoints", len(all))
 		}

@@ -3,7 +3,6 @@ package lb
 import (
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"sync/atomic"
 	"time"
 )
@@ -129,10 +128,9 @@ func (s *snapshot) wrapRamp(p Picker, lb *LoadBalancer) Picker {
 		return p
 	}
 	r := &rampPicker{inner: p, lb: lb, until: s.rampUntil}
+	// Seeded (the simulator), the draws repeat; otherwise they come from
+	// the runtime's per-thread generator.
 	r.rnd.seeded = lb.oneStripe
-	r.rnd.state.Store(rand.Uint64())
-	if lb.oneStripe {
-		r.rnd.state.Store(uint64(s.rampUntil))
-	}
+	r.rnd.state.Store(uint64(s.rampUntil))
 	return r
 }

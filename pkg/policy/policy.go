@@ -28,6 +28,15 @@ type Retry struct {
 	RetryableCodes statuscode.Set `json:"retryable_codes"`
 }
 
+// Retries reports whether a call that failed with code is retried.
+func (r Retry) Retries(code statuscode.Code) bool {
+	codes := r.RetryableCodes
+	if codes == 0 {
+		codes = DefaultRetryableCodes
+	}
+	return codes.Has(code)
+}
+
 // DefaultRetryableCodes are retried by default: UNAVAILABLE is what gRPC
 // reports for refused and broken connections, before the server could act
 // on the call, so a retry cannot run it twice.

@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/peervault/pvlb/pkg/lb"
-	"github.com/peervault/pvlb/pkg/policy"
 	"github.com/peervault/pvlb/pkg/statuscode"
 )
 
@@ -36,7 +35,6 @@ type LoadBalancedClient struct {
 	ownPool    bool
 	cfg        LoadBalancedClientConfig
 	log        *slog.Logger
-	retryable  statuscode.Set
 	outcomes   lb.OutcomeConfig
 	sessionKey string // metadata key of the sticky session id; "" when not sticky
 
@@ -79,10 +77,6 @@ func NewLoadBalancedClient(balancer *lb.LoadBalancer, config *LoadBalancedClient
 		pool:     o.pool,
 		cfg:      *config,
 		log:      loggerOrDiscard(logger),
-	}
-	c.retryable = config.RetryableCodes
-	if c.retryable == 0 {
-		c.retryable = policy.DefaultRetryableCodes
 	}
 	c.outcomes = balancer.Config().Outcomes
 	if sticky := balancer.Config().Sticky; sticky.Enabled {
@@ -192,7 +186,7 @@ func (c *LoadBalancedClient) invokeOnce(ctx context.Context, method string, args
 // backoff decides whether a failed attempt is retried and, if so, waits
 // RetryDelay·2^(attempt-1) ±20% first. It reports whether to try again.
 func (c *LoadBalancedClient) backoff(ctx context.Context, err error, attempt int, start time.Time) bool {
-	if !c.retryable.Has(statuscode.Code(status.Code(err))) || attempt > c.cfg.MaxRetries || ctx.Err() != nil {
+	if !c.cfg.Retries(statuscode.Code(status.Code(err))) || attempt > c.cfg.MaxRetries || ctx.Err() != nil {
 		return false
 	}
 	delay := time.Duration(float64(c.cfg.Delay) * float64(uint64(1)<<min(attempt-1, 30)) * (0.8 + 0.4*rand.Float64()))

@@ -247,9 +247,6 @@ func Run(cfg Config) (*Report, error) {
 		s.schedule(int64(o.From), evOutageStart, idx, 0)
 		s.schedule(int64(o.To), evOutageEnd, idx, 0)
 	}
-	if cfg.Retry.RetryableCodes == 0 {
-		s.cfg.Retry.RetryableCodes = policy.DefaultRetryableCodes
-	}
 	if cfg.Health.Interval > 0 {
 		for i := range s.servers {
 			s.schedule(0, evHealthCheck, int32(i), 0)
@@ -393,7 +390,7 @@ func (s *simulation) attemptDone(slot int32, token uint32) {
 	if sv.ErrorRate > 0 && s.rng.Float64() < sv.ErrorRate {
 		sv.errors++
 		s.balancer.Done(sv.ep, time.Duration(took), s.outcome(ServerErrorCode))
-		if s.cfg.Retry.RetryableCodes.Has(ServerErrorCode) {
+		if s.cfg.Retry.Retries(ServerErrorCode) {
 			s.retryOrFail(slot)
 		} else {
 			s.finish(slot, false)
