@@ -206,8 +206,8 @@ func (d *decoder) decodeStrategyBlock(block *hcl.Block) {
 		}
 	}
 	if attr, ok := content.Attributes["active_request_bias"]; ok {
-		if s.Kind != lb.LeastConnections {
-			a.errorf(attr.Range, "Setting not used by this strategy", "active_request_bias applies only to kind = %q; strategy %q is %q.", lb.LeastConnections, s.Name, s.Kind)
+		if s.Kind != lb.LeastConnections && s.Kind != lb.PeakEWMA {
+			a.errorf(attr.Range, "Setting not used by this strategy", "active_request_bias applies only to kind = %q and %q; strategy %q is %q.", lb.LeastConnections, lb.PeakEWMA, s.Name, s.Kind)
 		}
 		bias := 1.0
 		a.float("active_request_bias", 0, lb.MaxActiveRequestBias, &bias)

@@ -38,7 +38,7 @@ type LoadBalancer struct {
 	trackLoad bool
 	oneStripe bool             // seeded: counters on one stripe, for repeatable runs
 	outliers  *outlierDetector // nil without outlier detection
-	published *snapshot        // the last snapshot built (slow start compares with it); guarded by mu
+	published *snapshot        // the last snapshot built (noteReturns compares with it); guarded by mu
 	events    func(Event)
 	log       *slog.Logger
 	now       func() int64
@@ -421,11 +421,9 @@ func (lb *LoadBalancer) publish(all []*Endpoint, eager bool) {
 			lb.log.Info("panic mode over", "endpoints", len(all))
 		}
 	}
-	if lb.cfg.Strategy.SlowStart != nil {
-		s.lb = lb
-		lb.startRamps(lb.published, s)
-		lb.published = s
-	}
+	s.lb = lb
+	lb.noteReturns(lb.published, s)
+	lb.published = s
 	if eager {
 		s.getPicker()
 	}

@@ -45,17 +45,21 @@ type StrategyConfig struct {
 	Decay          time.Duration `json:"decay,omitempty"`
 	DefaultRTT     time.Duration `json:"default_rtt,omitempty"`
 	FailurePenalty time.Duration `json:"failure_penalty,omitempty"`
-	// ActiveRequestBias tunes least_connections over unequal weights, as
-	// Envoy's least request does: an endpoint's effective weight is
-	// weight / (in flight + 1)^bias, and the highest wins. nil means 1.0;
-	// 0 ignores load and follows the weights alone.
+	// ActiveRequestBias is how much calls in flight count. For
+	// least_connections, as Envoy's least request: an endpoint's effective
+	// weight is weight / (in flight + 1)^bias, and the highest wins. For
+	// peak_ewma, the cost is estimate × (in flight + 1)^bias / weight.
+	// nil means 1.0 for least_connections (Envoy's default) and
+	// DefaultPeakEWMABias (0.5) for peak_ewma; 0 ignores load
+	// (least_connections then follows the weights alone, peak_ewma the
+	// estimates alone).
 	ActiveRequestBias *float64 `json:"active_request_bias,omitempty"`
 	// SlowStart, when set, ramps up endpoints that join or return; nil is
 	// off.
 	SlowStart *SlowStart `json:"slow_start,omitempty"`
 }
 
-// MaxActiveRequestBias bounds least_connections' active_request_bias.
+// MaxActiveRequestBias bounds active_request_bias.
 const MaxActiveRequestBias = 10
 
 // Defaults of peak_ewma.
@@ -78,8 +82,8 @@ func (c StrategyConfig) validate() error {
 		return fmt.Errorf("decay, default_rtt and failure_penalty must not be negative")
 	case c.SlowStart != nil && c.Kind == Random:
 		return fmt.Errorf("slow_start applies to %s, %s, %s and %s, not %s", RoundRobin, Weighted, LeastConnections, PeakEWMA, c.Kind)
-	case c.ActiveRequestBias != nil && c.Kind != LeastConnections:
-		return fmt.Errorf("active_request_bias applies only to %s, not %s", LeastConnections, c.Kind)
+	case c.ActiveRequestBias != nil && !loadAware:
+		return fmt.Errorf("active_request_bias applies only to %s and %s, not %s", LeastConnections, PeakEWMA, c.Kind)
 	case c.ActiveRequestBias != nil && !(*c.ActiveRequestBias >= 0 && *c.ActiveRequestBias <= MaxActiveRequestBias):
 		return fmt.Errorf("active_request_bias must be between 0 and %g, not %g", float64(MaxActiveRequestBias), *c.ActiveRequestBias)
 	}

@@ -24,7 +24,8 @@ func TestPeakEWMAFollowsPeaksAndDecays(t *testing.T) {
 	e, _ := lb.Endpoint("s1")
 	s := lb.strategy.(*peakEWMA)
 	estimate := func() time.Duration {
-		return time.Duration(s.decayed(e.rtt.Load(), ticks(clock.now().UnixNano())))
+		ns, _ := s.decayed(e.rtt.Load(), ticks(clock.now().UnixNano()))
+		return time.Duration(ns)
 	}
 	p, _ := lb.Pick(context.Background())
 	if got := estimate(); got != DefaultRTT {
@@ -84,21 +85,115 @@ func TestPeakEWMAPrefersTheFastAndTheIdle(t *testing.T) {
 	if got["s2"] != 0 || got["s1"]+got["s3"] != 300 {
 		t.Fatalf("picks %v: want s1 and s3 only", got)
 	}
-	// Calls in flight raise the cost: with 20 held on s1 and s3 each, the
-	// slow but idle s2 is cheaper (100ms × 1 < 10ms × 21).
-	var held []*Endpoint
-	for _, id := range []string{"s1", "s3"} {
-		e, _ := lb.Endpoint(id)
-		for range 20 {
-			lb.acquire(e)
-			held = append(held, e)
+	// Calls in flight raise the cost, by default as their square root:
+	// with 120 held on s1 and s3 each, the slow but idle s2 is cheaper
+	// (100ms × 1 < 10ms × √121), with 20 it is not (10ms × √21 = 46ms).
+	hold := func(n int) (release func()) {
+		var held []*Endpoint
+		for _, id := range []string{"s1", "s3"} {
+			e, _ := lb.Endpoint(id)
+			for range n {
+				lb.acquire(e)
+				held = append(held, e)
+			}
+		}
+		return func() {
+			for _, e := range held {
+				lb.Release(e)
+			}
 		}
 	}
+	release := hold(20)
+	if e, _ := lb.Pick(ctx); e.ID == "s2" {
+		t.Fatalf("picked s2 with 20 calls in flight on s1 and s3")
+	}
+	release()
+	release = hold(120)
 	if e, _ := lb.Pick(ctx); e.ID != "s2" {
 		t.Fatalf("picked %s with s1 and s3 busy", e.ID)
 	}
-	for _, e := range held {
+	release()
+}
+
+// With active_request_bias = 1 the cost is tower's and Finagle's, linear in
+// the calls in flight: 20 held on each fast endpoint make the slow one
+// cheaper (100ms × 1 < 10ms × 21).
+func TestPeakEWMALinearBias(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(0, int64(time.Hour))}
+	cfg := DefaultConfig()
+	one := 1.0
+	cfg.Strategy = StrategyConfig{Kind: PeakEWMA, ChoiceCount: 3, ActiveRequestBias: &one}
+	lb, err := New(cfg, nil, WithClock(clock.now), WithSeed(7))
+	must(t, err)
+	for i := range 3 {
+		must(t, lb.AddServer("s"+string(rune('1'+i)), "127.0.0.1", 50051+i, 1))
+	}
+	for _, id := range []string{"s1", "s2", "s3"} {
+		e, _ := lb.Endpoint(id)
+		lb.acquire(e)
+		took := 10 * time.Millisecond
+		if id == "s2" {
+			took = 100 * time.Millisecond
+		}
+		lb.Done(e, took, Success)
+	}
+	for _, n := range []int{5, 20} {
+		var held []*Endpoint
+		for _, id := range []string{"s1", "s3"} {
+			e, _ := lb.Endpoint(id)
+			for range n {
+				lb.acquire(e)
+				held = append(held, e)
+			}
+		}
+		e, _ := lb.Pick(context.Background())
+		if want := n == 20; (e.ID == "s2") != want {
+			t.Errorf("%d in flight on s1 and s3: picked %s", n, e.ID)
+		}
 		lb.Release(e)
+		for _, e := range held {
+			lb.Release(e)
+		}
+	}
+}
+
+// The default estimate is a guess: the first sample replaces it, however
+// fast, instead of being averaged with it.
+func TestPeakEWMAFirstSampleReplacesTheGuess(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(0, int64(time.Hour))}
+	lb := newPeakLB(t, clock, 1)
+	e, _ := lb.Pick(context.Background())
+	s := lb.strategy.(*peakEWMA)
+	lb.Done(e, 2*time.Millisecond, Success)
+	if ns, _ := s.decayed(e.rtt.Load(), ticks(clock.now().UnixNano())); time.Duration(ns) != 2*time.Millisecond {
+		got := time.Duration(ns)
+		t.Fatalf("after a first 2ms answer the estimate is %v", got)
+	}
+}
+
+// A busy endpoint's peak fades within a few hundred answers, not only
+// after a decay period: otherwise it keeps its rarest peak while a quiet
+// endpoint's estimate follows its typical answer.
+func TestPeakEWMABusyEndpointForgetsARarePeak(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(0, int64(time.Hour))}
+	lb := newPeakLB(t, clock, 1)
+	s := lb.strategy.(*peakEWMA)
+	e, _ := lb.Endpoint("s1")
+	answer := func(took time.Duration) {
+		p, _ := lb.Pick(context.Background())
+		clock.advance(100 * time.Microsecond) // ten thousand answers a second
+		lb.Done(p, took, Success)
+	}
+	answer(10 * time.Millisecond)
+	answer(500 * time.Millisecond)
+	for range 500 {
+		answer(10 * time.Millisecond)
+	}
+	// 50ms of answers is 0.5% of a decay period: time alone would leave
+	// the estimate near 500ms.
+	if ns, _ := s.decayed(e.rtt.Load(), ticks(clock.now().UnixNano())); time.Duration(ns) > 20*time.Millisecond {
+		got := time.Duration(ns)
+		t.Fatalf("after 500 answers of 10ms the estimate is still %v", got)
 	}
 }
 

@@ -89,25 +89,37 @@ func (p *rampPicker) Pick(triedList []*Endpoint) *Endpoint {
 	return e
 }
 
-// startRamps marks the endpoints that became eligible since the previous
-// snapshot as warming, and wraps the picker while any is; the caller holds
-// lb.mu.
-func (lb *LoadBalancer) startRamps(prev, s *snapshot) {
+// noteReturns finds the endpoints that became eligible since the previous
+// snapshot (not the balancer's first endpoints, nor those panic mode
+// lets in): slow start ramps them up, and a strategy that learns from
+// outcomes forgets what it learnt of them while they were failing. It also
+// wraps the picker while any endpoint is warming. The caller holds lb.mu.
+func (lb *LoadBalancer) noteReturns(prev, s *snapshot) {
 	ss := lb.cfg.Strategy.SlowStart
-	if ss == nil || s.panic {
+	forget, _ := s.strategy.(interface{ forget(*Endpoint) })
+	if (ss == nil && forget == nil) || s.panic {
 		return
 	}
 	now := lb.now()
-	if prev != nil && len(prev.all) > 0 { // not the balancer's first endpoints
+	if prev != nil && len(prev.all) > 0 && !prev.panic {
 		was := make(map[*Endpoint]bool, len(prev.eligible))
 		for _, e := range prev.eligible {
 			was[e] = true
 		}
 		for _, e := range s.eligible {
-			if !was[e] {
+			if was[e] {
+				continue
+			}
+			if ss != nil {
 				e.rampStart.Store(now)
 			}
+			if forget != nil {
+				forget.forget(e)
+			}
 		}
+	}
+	if ss == nil {
+		return
 	}
 	for _, e := range s.eligible {
 		if start := e.rampStart.Load(); start != 0 && now-start < int64(ss.Window) {
