@@ -23,7 +23,7 @@ type SimulateCmd struct {
 	Requests    int      `short:"n" default:"10000" help:"Number of requests to send."`
 	RPS         float64  `name:"rps" help:"Send requests open-loop at this mean rate per second (Poisson arrivals). The default, without --concurrency, is 1000."`
 	Concurrency int      `help:"Instead of a rate, keep this many requests in flight (closed loop)."`
-	Strategy    string   `help:"Try another strategy kind than the configured one: ${strategies}." placeholder:"KIND"`
+	Strategy    string   `help:"Try another strategy than the service's: a strategy block of the configuration by its name, or a kind with its defaults (${strategies})." placeholder:"NAME|KIND"`
 	Latency     []string `sep:"none" placeholder:"[SERVER=]MODEL" help:"Latency model: 20ms, normal(20ms,5ms) or lognormal(MEDIAN,P99). Without SERVER= it applies to every server. Repeatable."`
 	ErrorRate   []string `sep:"none" placeholder:"[SERVER=]RATE" help:"Share of a server's answers that fail, 0 to 1. Repeatable."`
 	Capacity    []string `sep:"none" placeholder:"[SERVER=]N" help:"Requests a server handles at once; more wait in its queue. 0 is unlimited. Repeatable."`
@@ -153,7 +153,11 @@ func writeReport(w io.Writer, r *sim.Report) {
 	if r.Sessions > 0 {
 		sessions = fmt.Sprintf(", %d sticky sessions", r.Sessions)
 	}
-	fmt.Fprintf(w, "Simulated %d requests to service %q: strategy %s, %s%s, seed %d.\n\n", r.Requests, r.Service, r.Strategy, mode, sessions, r.Seed)
+	strategy := r.Strategy
+	if r.StrategyName != "" && r.StrategyName != r.Strategy {
+		strategy = fmt.Sprintf("%s (%s)", r.StrategyName, r.Strategy)
+	}
+	fmt.Fprintf(w, "Simulated %d requests to service %q: strategy %s, %s%s, seed %d.\n\n", r.Requests, r.Service, strategy, mode, sessions, r.Seed)
 
 	var table strings.Builder
 	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)

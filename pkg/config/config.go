@@ -39,6 +39,12 @@ func (c *Config) Simulation(service string) (*Simulation, bool) {
 	return s, ok
 }
 
+// Strategy returns the `strategy "NAME"` block of that name, if any.
+func (c *Config) Strategy(name string) (*Strategy, bool) {
+	s, ok := c.strategies[name]
+	return s, ok
+}
+
 // Plugin returns the `plugin "KIND"` block for kind, if any.
 func (c *Config) Plugin(kind string) (*Plugin, bool) {
 	p, ok := c.plugins[kind]
@@ -65,6 +71,15 @@ func (c *Config) Service(name string) (*Service, bool) {
 func (c *Config) ServiceNames() []string {
 	names := make([]string, len(c.Services))
 	for i, s := range c.Services {
+		names[i] = s.Name
+	}
+	return names
+}
+
+// StrategyNames lists the strategy blocks in declaration order.
+func (c *Config) StrategyNames() []string {
+	names := make([]string, len(c.Strategies))
+	for i, s := range c.Strategies {
 		names[i] = s.Name
 	}
 	return names

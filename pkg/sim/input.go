@@ -22,7 +22,8 @@ type Overrides struct {
 	Concurrency int
 	Sessions    int
 	Seed        uint64
-	// Strategy replaces the configured strategy kind (and its tuning).
+	// Strategy replaces the service's strategy with a strategy block of
+	// the configuration by its name, or with a kind and its defaults.
 	Strategy  string
 	Latency   []string // latency models, as latency.Parse reads them
 	ErrorRate []string // 0 to 1
@@ -50,12 +51,22 @@ func Assemble(cfg *config.Config, svc *config.Service, discovered []lb.EndpointS
 		Balancer: svc.BalancerConfig(), Health: svc.Health.HealthCheck, Retry: svc.Retry,
 		Requests: o.Requests, Sessions: o.Sessions, Seed: o.Seed, RPS: o.RPS, Concurrency: o.Concurrency,
 	}
+	if svc.Strategy.Name != "default" {
+		out.StrategyName = svc.Strategy.Name
+	}
 	if o.Strategy != "" {
-		if !slices.Contains(lb.StrategyKinds(), o.Strategy) {
-			return nil, inputErrorf("--strategy %q is not a strategy kind (known: %s)", o.Strategy, strings.Join(lb.StrategyKinds(), ", "))
-		}
-		if o.Strategy != out.Balancer.Strategy.Kind {
-			out.Balancer.Strategy = lb.StrategyConfig{Kind: o.Strategy}
+		switch block, ok := cfg.Strategy(o.Strategy); {
+		case ok:
+			out.Balancer.Strategy, out.Balancer.Sticky = block.StrategyConfig, block.Sticky
+			out.StrategyName = block.Name
+		case slices.Contains(lb.StrategyKinds(), o.Strategy):
+			if o.Strategy != out.Balancer.Strategy.Kind {
+				out.Balancer.Strategy = lb.StrategyConfig{Kind: o.Strategy}
+				out.StrategyName = ""
+			}
+		default:
+			return nil, inputErrorf("--strategy %q is neither a strategy block of the configuration (%s) nor a strategy kind (%s)",
+				o.Strategy, orNone(cfg.StrategyNames()), strings.Join(lb.StrategyKinds(), ", "))
 		}
 	}
 	switch {
@@ -165,6 +176,13 @@ func Assemble(cfg *config.Config, svc *config.Service, discovered []lb.EndpointS
 
 // splitTarget splits "server1=value" into its parts; a bare value has no
 // target. A latency model's "(" marks where a value without target starts.
+func orNone(names []string) string {
+	if len(names) == 0 {
+		return "it has none"
+	}
+	return strings.Join(names, ", ")
+}
+
 func splitTarget(s string) (target, value string) {
 	eq := strings.IndexByte(s, '=')
 	if eq < 0 || strings.ContainsRune(s[:eq], '(') {

@@ -9,12 +9,14 @@ import (
 
 // Report is the outcome of a run. Durations in JSON are milliseconds.
 type Report struct {
-	Service     string  `json:"service"`
-	Strategy    string  `json:"strategy"`
-	Seed        uint64  `json:"seed"`
-	RPS         float64 `json:"rps,omitempty"`
-	Concurrency int     `json:"concurrency,omitempty"`
-	Sessions    int     `json:"sessions,omitempty"`
+	Service  string `json:"service"`
+	Strategy string `json:"strategy"`
+	// StrategyName is the strategy block's name, when one was used.
+	StrategyName string  `json:"strategy_name,omitempty"`
+	Seed         uint64  `json:"seed"`
+	RPS          float64 `json:"rps,omitempty"`
+	Concurrency  int     `json:"concurrency,omitempty"`
+	Sessions     int     `json:"sessions,omitempty"`
 
 	Requests  int `json:"requests"`
 	Succeeded int `json:"succeeded"`
@@ -99,6 +101,7 @@ func (s *simulation) report() *Report {
 	r := &Report{
 		Service:       b.Service,
 		Strategy:      b.Strategy.Kind,
+		StrategyName:  s.cfg.StrategyName,
 		Seed:          s.cfg.Seed,
 		RPS:           s.cfg.RPS,
 		Concurrency:   s.cfg.Concurrency,

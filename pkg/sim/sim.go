@@ -51,6 +51,9 @@ type Config struct {
 	// Balancer is what the service's LoadBalancer reads: strategy, sticky
 	// sessions and outcome classification act as configured.
 	Balancer lb.Config
+	// StrategyName is the name of the strategy block Balancer's strategy
+	// comes from, for the report; empty for a kind's defaults.
+	StrategyName string
 	// Health is the service's health checking; a zero Interval runs no
 	// checks.
 	Health policy.HealthCheck
