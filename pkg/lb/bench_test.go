@@ -138,9 +138,9 @@ func newBenchLB(b *testing.B, cfg *LoadBalancerConfig, weights []int) *LoadBalan
 }
 
 // BenchmarkDone measures recording one call's outcome: counters on the
-// caller's stripe and the latency average.
+// caller's stripe and the latency average (and peak_ewma's estimate).
 func BenchmarkDone(b *testing.B) {
-	for _, kind := range []string{RoundRobin, LeastConnections} {
+	for _, kind := range []string{RoundRobin, LeastConnections, PeakEWMA} {
 		lb := newBenchLB(b, withStrategy(kind), []int{1, 1, 1})
 		e, _ := lb.Endpoint("s1")
 		b.Run(kind+"/serial", func(b *testing.B) {

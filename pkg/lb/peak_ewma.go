@@ -146,7 +146,11 @@ func (s *peakEWMA) ObserveOutcome(e *Endpoint, took time.Duration, outcome Outco
 		if old != 0 {
 			prev, at, guess := unpackEstimate(old)
 			if sample < prev && !guess {
-				d := min(math.Exp(-float64(int32(nowMS-at))/s.tau), 1-minSampleWeight)
+				d := 1 - minSampleWeight
+				if elapsed := float64(int32(nowMS - at)); elapsed > s.tau*minSampleWeight {
+					// Only then can e^(-elapsed/tau) fall below 1 - minSampleWeight.
+					d = min(math.Exp(-elapsed/s.tau), d)
+				}
 				est = prev*d + sample*(1-d)
 			}
 		}
