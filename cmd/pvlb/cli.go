@@ -14,6 +14,7 @@ import (
 	"github.com/posener/complete"
 	"github.com/willabides/kongplete"
 
+	"github.com/peervault/pvlb/pkg/config"
 	"github.com/peervault/pvlb/pkg/discovery"
 	"github.com/peervault/pvlb/pkg/lb"
 )
@@ -81,6 +82,8 @@ func Main(args []string, stdout, stderr io.Writer) (status int) {
 			status = 2
 		}
 	}()
+	// Nothing pvlb prints shows a value from env() or a sensitive setting.
+	stdout, stderr = redacting{stdout}, redacting{stderr}
 	var cli CLI
 	parser, err := kong.New(&cli,
 		kong.Name("pvlb"),
@@ -158,9 +161,33 @@ func exitStatus(stderr io.Writer, err error) int {
 	return 2
 }
 
+// redacting writes through to w with every known secret replaced (see
+// config.Redact). pvlb writes whole lines, so a secret is not split
+// between writes.
+type redacting struct{ w io.Writer }
+
+func (r redacting) Write(p []byte) (int, error) {
+	if s := config.Redact(string(p)); s != string(p) {
+		if _, err := io.WriteString(r.w, s); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	return r.w.Write(p)
+}
+
+// file returns the *os.File under w, if any.
+func file(w io.Writer) (*os.File, bool) {
+	if r, ok := w.(redacting); ok {
+		w = r.w
+	}
+	f, ok := w.(*os.File)
+	return f, ok
+}
+
 // isTerminal reports whether w is a terminal, for colour and progress.
 func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
+	f, ok := file(w)
 	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
 }
 

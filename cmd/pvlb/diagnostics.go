@@ -44,7 +44,7 @@ func (a *app) checkConfig() (*config.Loader, *config.Config, hcl.Diagnostics) {
 // source line, and a caret line under the offending range.
 func (a *app) renderDiagnostics(files map[string]*hcl.File, diags hcl.Diagnostics) {
 	width := 0
-	if f, ok := a.stderr.(interface{ Fd() uintptr }); ok && isTerminal(a.stderr) {
+	if f, ok := file(a.stderr); ok && isTerminal(a.stderr) {
 		if w, _, err := term.GetSize(int(f.Fd())); err == nil {
 			width = min(w, 100)
 		}

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/peervault/pvlb/internal/testtools"
+	"github.com/peervault/pvlb/pkg/config"
 )
 
 // pluginsDir holds the example file plugin and one that exits at once,
@@ -230,5 +231,20 @@ func kubeCmd(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Check(err)
 	default:
 		ts.Fatalf("usage: kube start | kube slice NAME SERVICE PORT ADDR...")
+	}
+}
+
+// A secret (a setting its plugin declares sensitive) never reaches the
+// terminal, wherever pvlb would print it.
+func TestSecretsAreRedactedInEverythingPrinted(t *testing.T) {
+	const secret = "planted-secret-value"
+	config.AddSecret(secret)
+	var stdout, stderr strings.Builder
+	status := Main([]string{"validate", "-c", filepath.Join(t.TempDir(), secret+".hcl")}, &stdout, &stderr)
+	if status != 1 {
+		t.Fatalf("status %d, want 1; stderr:\n%s", status, stderr.String())
+	}
+	if out := stdout.String() + stderr.String(); strings.Contains(out, secret) || !strings.Contains(out, config.Redacted) {
+		t.Fatalf("output shows the secret, or no redaction:\n%s", out)
 	}
 }

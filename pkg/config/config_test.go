@@ -491,3 +491,47 @@ discovery "consul" "dc1" {
 		t.Errorf("short checksum: %v", diags)
 	}
 }
+
+// A value from env() never appears in a message, whatever rejects it: the
+// decoder, a function, or a check of its own (as Terraform's sensitive
+// values).
+func TestEnvValuesNeverInMessages(t *testing.T) {
+	const secret = "hunter2-0xDEADBEEF"
+	t.Setenv("PVLB_TEST_SECRET", secret)
+	for _, src := range []string{
+		`health_policy "h" { interval = env("PVLB_TEST_SECRET") }`,
+		`health_policy "h" { interval = upper(env("PVLB_TEST_SECRET")) }`,
+		`health_policy "h" { interval = "${env("PVLB_TEST_SECRET")}s" }`,
+		`health_policy "h" { unhealthy_threshold = tonumber(env("PVLB_TEST_SECRET")) }`,
+		`health_policy "h" { unhealthy_threshold = parseint(env("PVLB_TEST_SECRET"), 10) }`,
+		`strategy "s" { kind = env("PVLB_TEST_SECRET") }`,
+		`discovery "static" "d" {
+		   endpoint "a" { address = env("PVLB_TEST_SECRET") }
+		 }`,
+		`discovery "static" "d" {
+		   endpoint "a" { address = "127.0.0.1:${env("PVLB_TEST_SECRET")}" }
+		 }`,
+		`service "s" {
+		   discovery = discovery.static.d
+		   client { max_receive_size = env("PVLB_TEST_SECRET") }
+		   outcomes { failure_codes = [env("PVLB_TEST_SECRET")] }
+		 }
+		 discovery "static" "d" {
+		   endpoint "a" { address = "127.0.0.1:1" }
+		 }
+		 simulation "s" {
+		   server "a" { latency = env("PVLB_TEST_SECRET") }
+		 }`,
+	} {
+		_, diags := load(t, src)
+		if !diags.HasErrors() {
+			t.Errorf("%s: no error", src)
+			continue
+		}
+		for _, d := range diags {
+			if text := d.Summary + " " + d.Detail; strings.Contains(text, "hunter2") {
+				t.Errorf("%s: the secret shows: %s", src, text)
+			}
+		}
+	}
+}

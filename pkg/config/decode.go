@@ -186,8 +186,8 @@ func (d *decoder) decodeStrategyBlock(block *hcl.Block) {
 	content := d.content(block.Body, strategySchema)
 	a := d.attrs(content)
 	if attr, ok := a.decode("kind", &s.Kind); ok && !slices.Contains(lb.StrategyKinds(), s.Kind) {
-		a.errorf(attr.Expr.Range(), "Unknown strategy kind", "%q is not a strategy kind. Known kinds: %s.%s",
-			s.Kind, strings.Join(lb.StrategyKinds(), ", "), didYouMean(s.Kind, lb.StrategyKinds()))
+		a.errorf(attr.Expr.Range(), "Unknown strategy kind", "%s is not a strategy kind. Known kinds: %s.%s",
+			a.shown("kind", s.Kind), strings.Join(lb.StrategyKinds(), ", "), a.didYouMean("kind", s.Kind, lb.StrategyKinds()))
 	}
 	if attr, ok := content.Attributes["choice_count"]; ok {
 		a.int("choice_count", 0, 100, &s.ChoiceCount)
@@ -328,7 +328,12 @@ func (d *decoder) decodeEndpointBlock(block *hcl.Block) *Endpoint {
 	if attr, ok := a.decode("address", &ep.Address); ok {
 		host, port, err := splitAddress(ep.Address)
 		if err != nil {
-			a.errorf(attr.Expr.Range(), "Invalid address", "address %q: %s. Write host:port, like \"127.0.0.1:50051\", \"peervault-1.internal:443\" or \"[::1]:50051\".", ep.Address, err)
+			why := err.Error()
+			if a.sensitive["address"] {
+				why = "it is not host:port" // the error may quote a part of it, such as the port
+			}
+			a.errorf(attr.Expr.Range(), "Invalid address", "address %s: %s. Write host:port, like \"127.0.0.1:50051\", \"peervault-1.internal:443\" or \"[::1]:50051\".",
+				a.shown("address", ep.Address), why)
 		}
 		ep.Host, ep.Port = host, port
 	}
@@ -398,7 +403,7 @@ func (d *decoder) decodeSimulatedServer(block *hcl.Block) *SimulatedServer {
 	if attr, ok := a.decode("latency", &model); ok {
 		m, err := latency.Parse(model)
 		if err != nil {
-			a.errorf(attr.Expr.Range(), "Invalid latency model", "%s.", err)
+			a.errorf(attr.Expr.Range(), "Invalid latency model", "%s.", a.scrub("latency", model, err.Error()))
 		} else {
 			s.Latency = &m
 		}

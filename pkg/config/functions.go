@@ -3,6 +3,9 @@ package config
 import (
 	"fmt"
 	"os"
+	"slices"
+	"strings"
+	"sync"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
@@ -76,11 +79,97 @@ var envFunc = function.New(&function.Spec{
 		}
 		name := args[0].AsString()
 		if v, ok := os.LookupEnv(name); ok {
-			return cty.StringVal(v), nil
+			rememberSecret(v)
+			return cty.StringVal(v).Mark(Sensitive), nil
 		}
 		if len(args) == 2 {
-			return args[1], nil
+			return args[1].Mark(Sensitive), nil
 		}
 		return cty.NilVal, fmt.Errorf("environment variable %s is not set; set it, or give a default: env(%q, \"\")", name, name)
 	},
 })
+
+type sensitiveMark string
+
+// Sensitive marks a value that came from env(): it may be a secret, so no
+// message shows it (as Terraform marks its sensitive values). Functions
+// applied to a marked value return a marked value.
+const Sensitive = sensitiveMark("sensitive")
+
+// minSecretLength is the shortest value redaction hides: shorter ones
+// would hide ordinary words and numbers, and guess at no secret.
+const minSecretLength = 4
+
+// redactions is a set of values to hide, longest first so that a value
+// inside another goes second.
+type redactions struct {
+	sync.Mutex
+	values []string
+}
+
+func (r *redactions) add(v string) {
+	if len(v) < minSecretLength {
+		return
+	}
+	r.Lock()
+	defer r.Unlock()
+	if slices.Contains(r.values, v) {
+		return
+	}
+	r.values = append(r.values, v)
+	slices.SortFunc(r.values, func(a, b string) int { return len(b) - len(a) })
+}
+
+func (r *redactions) apply(s string) string {
+	r.Lock()
+	defer r.Unlock()
+	for _, v := range r.values {
+		s = strings.ReplaceAll(s, v, Redacted)
+	}
+	return s
+}
+
+var (
+	// envValues are the values env() has returned in this process: no
+	// configuration message shows one, even one that quotes it anyway (a
+	// function's own error, say "cannot convert "…" to number").
+	envValues redactions
+	// secrets are the values of settings a plugin declares sensitive
+	// (tokens, passwords): nothing pvlb prints shows one.
+	secrets redactions
+)
+
+func rememberSecret(v string) { envValues.add(v) }
+
+// AddSecret makes Redact hide v: the discovery host adds the values of the
+// settings a plugin declares sensitive, even when written literally.
+func AddSecret(v string) { secrets.add(v) }
+
+// Redacted stands in for a hidden value.
+const Redacted = "(sensitive value)"
+
+// Redact replaces every secret (see AddSecret) in s with Redacted.
+func Redact(s string) string { return secrets.apply(s) }
+
+// RedactError returns err with its message redacted; errors.Is and As
+// still see err. Nil stays nil.
+func RedactError(err error) error {
+	if err == nil {
+		return nil
+	}
+	return redactedError{err}
+}
+
+type redactedError struct{ err error }
+
+func (e redactedError) Error() string { return Redact(e.err.Error()) }
+func (e redactedError) Unwrap() error { return e.err }
+
+// RedactDiagnostics hides secrets and values from env() in the summaries
+// and details of configuration diagnostics, in place, and returns them.
+func RedactDiagnostics(diags hcl.Diagnostics) hcl.Diagnostics {
+	for _, d := range diags {
+		d.Summary, d.Detail = Redact(envValues.apply(d.Summary)), Redact(envValues.apply(d.Detail))
+	}
+	return diags
+}

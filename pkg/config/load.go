@@ -94,7 +94,7 @@ func (l *Loader) LoadSources(sources map[string][]byte) (*Config, hcl.Diagnostic
 		return nil, diags
 	}
 	cfg, d := decode(bodies)
-	return cfg, append(diags, d...)
+	return cfg, RedactDiagnostics(append(diags, d...))
 }
 
 // Load is a shortcut for NewLoader().LoadPath(path).

@@ -22,6 +22,8 @@ type attrs struct {
 	m     hcl.Attributes
 	ctx   *hcl.EvalContext
 	diags hcl.Diagnostics
+	// sensitive holds the attributes whose values came from env().
+	sensitive map[string]bool
 }
 
 func (a *attrs) errorf(rng hcl.Range, summary, format string, args ...any) {
@@ -46,6 +48,13 @@ func (a *attrs) decode(name string, target any) (*hcl.Attribute, bool) {
 	if d.HasErrors() {
 		return attr, false
 	}
+	if val.ContainsMarked() {
+		if a.sensitive == nil {
+			a.sensitive = map[string]bool{}
+		}
+		a.sensitive[name] = true
+		val, _ = val.UnmarkDeep()
+	}
 	d = gohcl.DecodeExpression(hcl.StaticExpr(val, attr.Expr.Range()), nil, target)
 	a.diags = append(a.diags, d...)
 	return attr, !d.HasErrors()
@@ -63,6 +72,47 @@ func (a *attrs) bool(name string, dst *bool) {
 	if _, ok := a.decode(name, &b); ok {
 		*dst = b
 	}
+}
+
+// shown is value, read from attribute name, as a message may show it:
+// quoted, with control characters escaped and long values cut short, or
+// not at all when it came from env().
+func (a *attrs) shown(name, value string) string {
+	if a.sensitive[name] {
+		return "the value from env()"
+	}
+	return quoteShort(value)
+}
+
+// didYouMean is the package's didYouMean, unless the value came from
+// env(): naming a close match would tell what the value is.
+func (a *attrs) didYouMean(name, given string, candidates []string) string {
+	if a.sensitive[name] {
+		return ""
+	}
+	return didYouMean(given, candidates)
+}
+
+// scrub replaces value in text (an error that quotes it) with what shown
+// gives, when the value came from env().
+func (a *attrs) scrub(name, value, text string) string {
+	if !a.sensitive[name] || value == "" {
+		return text
+	}
+	text = strings.ReplaceAll(text, strconv.Quote(value), a.shown(name, value))
+	return strings.ReplaceAll(text, value, a.shown(name, value))
+}
+
+// maxShown is the most characters of a value a message quotes.
+const maxShown = 80
+
+// quoteShort quotes s as Go would, escaping control characters, and cuts
+// it to maxShown characters.
+func quoteShort(s string) string {
+	if r := []rune(s); len(r) > maxShown {
+		return strconv.Quote(string(r[:maxShown])) + fmt.Sprintf("… (%d characters)", len(r))
+	}
+	return strconv.Quote(s)
 }
 
 // int decodes a whole number within [lo, hi].
@@ -104,13 +154,13 @@ func (a *attrs) duration(name string, allowZero bool, dst *time.Duration) {
 	d, err := time.ParseDuration(s)
 	switch {
 	case err != nil:
-		a.errorf(attr.Expr.Range(), "Invalid duration", "%s = %q is not a duration. Write a number with a unit: \"500ms\", \"30s\", \"5m\", \"1h30m\".", name, s)
+		a.errorf(attr.Expr.Range(), "Invalid duration", "%s = %s is not a duration. Write a number with a unit: \"500ms\", \"30s\", \"5m\", \"1h30m\".", name, a.shown(name, s))
 	case d < 0 || (d == 0 && !allowZero):
 		want := "positive"
 		if allowZero {
 			want = "zero or positive"
 		}
-		a.errorf(attr.Expr.Range(), "Invalid duration", "%s must be %s, not %q.", name, want, s)
+		a.errorf(attr.Expr.Range(), "Invalid duration", "%s must be %s, not %s.", name, want, a.shown(name, s))
 	default:
 		*dst = d
 	}
@@ -125,7 +175,7 @@ func (a *attrs) size(name string, dst *int) {
 	}
 	n, err := parseSize(s)
 	if err != nil {
-		a.errorf(attr.Expr.Range(), "Invalid size", "%s = %q: %s.", name, s, err)
+		a.errorf(attr.Expr.Range(), "Invalid size", "%s = %s: %s.", name, a.shown(name, s), err)
 		return
 	}
 	*dst = n
@@ -153,8 +203,8 @@ func (a *attrs) codes(name string, dst *statuscode.Set) {
 		switch {
 		case !known:
 			names := statuscode.Names()[1:]
-			a.errorf(attr.Expr.Range(), "Unknown status code", "%q is not a gRPC status code.%s Known codes: %s.",
-				n, didYouMean(strings.ToUpper(n), names), strings.Join(names, ", "))
+			a.errorf(attr.Expr.Range(), "Unknown status code", "%s is not a gRPC status code.%s Known codes: %s.",
+				a.shown(name, n), a.didYouMean(name, strings.ToUpper(n), names), strings.Join(names, ", "))
 			return
 		case c == statuscode.OK:
 			a.errorf(attr.Expr.Range(), "Invalid status code", "OK is success; it cannot be listed in %s.", name)

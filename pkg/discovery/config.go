@@ -136,11 +136,11 @@ func (h *Host) Resolve(ctx context.Context, cfg *config.Config, d *config.Discov
 	}
 	defer r.Kill()
 	if err := r.Provider.Configure(ctx, settings); err != nil {
-		return nil, fmt.Errorf("discovery %q: %w", d.Kind, err)
+		return nil, fmt.Errorf("discovery %q: %w", d.Kind, config.RedactError(err))
 	}
 	instances, err := r.Provider.Resolve(ctx, service)
 	if err != nil {
-		return nil, fmt.Errorf("discovery %q: %w", d.Kind, err)
+		return nil, fmt.Errorf("discovery %q: %w", d.Kind, config.RedactError(err))
 	}
 	slices.SortFunc(instances, func(a, b pluginapi.ServiceInstance) int { return strings.Compare(a.ID, b.ID) })
 	return instances, nil

@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"go.uber.org/goleak"
 
+	"github.com/peervault/pvlb/pkg/config"
 	"github.com/peervault/pvlb/pkg/demoserver"
 	"github.com/peervault/pvlb/pkg/discovery"
 	"github.com/peervault/pvlb/pkg/lb"
@@ -366,5 +367,29 @@ func TestNonsenseSnapshotsAreSkipped(t *testing.T) {
 	waitFor(t, "the good snapshot after the nonsense", 5*time.Second, func() bool { return ports(balancer) == "50052" })
 	if err := src.Stats().LastErr; err == nil || !strings.Contains(err.Error(), "snapshot from the plugin") {
 		t.Fatalf("last error %v", err)
+	}
+}
+
+// The value of a setting its plugin declares sensitive is a secret from
+// then on, written literally or not: config.Redact hides it, so nothing
+// pvlb prints shows it.
+func TestSensitiveSettingsBecomeSecrets(t *testing.T) {
+	schema := pluginapi.Schema{Attributes: []pluginapi.Attribute{
+		{Name: "token", Type: pluginapi.String, Sensitive: true},
+		{Name: "address", Type: pluginapi.String},
+	}}
+	f, diags := hclsyntax.ParseConfig([]byte(`
+token   = "literal-token-1234"
+address = "consul.internal:8500"
+`), "test.hcl", hcl.InitialPos)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	if _, diags := discovery.DecodeSettings(f.Body, schema, config.EvalContext()); diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	got := config.Redact("token literal-token-1234 for consul.internal:8500")
+	if want := "token " + config.Redacted + " for consul.internal:8500"; got != want {
+		t.Fatalf("redacted %q, want %q", got, want)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 	ctyjson "github.com/zclconf/go-cty/cty/json"
 
+	"github.com/peervault/pvlb/pkg/config"
 	"github.com/peervault/pvlb/pkg/pluginapi"
 )
 
@@ -76,8 +77,16 @@ func DecodeSettings(body hcl.Body, schema pluginapi.Schema, ctx *hcl.EvalContext
 		}}
 	}
 	val, diags := hcldec.Decode(body, spec, ctx)
+	config.RedactDiagnostics(diags)
 	if diags.HasErrors() {
 		return pluginapi.Settings{}, diags
+	}
+	// Values from env() are marked sensitive; the plugin gets them plain.
+	val, _ = val.UnmarkDeep()
+	for _, a := range schema.Attributes {
+		if v := val.GetAttr(a.Name); a.Sensitive && v.IsKnown() && !v.IsNull() && v.Type() == cty.String {
+			config.AddSecret(v.AsString())
+		}
 	}
 	b, err := ctyjson.SimpleJSONValue{Value: val}.MarshalJSON()
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/peervault/pvlb/pkg/config"
 	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/pluginapi"
 )
@@ -66,7 +67,7 @@ func (h *Host) Follow(ctx context.Context, kind, pin string, settings pluginapi.
 func (s *Source) start(ctx context.Context) (*Running, error) {
 	r, err := s.host.Launch(ctx, s.kind, s.pin)
 	if err != nil {
-		return nil, fmt.Errorf("discovery %q: %w", s.kind, err)
+		return nil, fmt.Errorf("discovery %q: %w", s.kind, config.RedactError(err))
 	}
 	cctx, cancel := context.WithTimeout(ctx, s.host.ConfigureTimeout)
 	defer cancel()
@@ -75,7 +76,7 @@ func (s *Source) start(ctx context.Context) (*Running, error) {
 		if errors.Is(cctx.Err(), context.DeadlineExceeded) {
 			return nil, fmt.Errorf("discovery %q: the plugin did not finish Configure within %s", s.kind, s.host.ConfigureTimeout)
 		}
-		return nil, fmt.Errorf("discovery %q: %w", s.kind, err)
+		return nil, fmt.Errorf("discovery %q: %w", s.kind, config.RedactError(err))
 	}
 	s.mu.Lock()
 	s.running = r
@@ -148,7 +149,7 @@ func (s *Source) fail(err error) {
 	s.mu.Lock()
 	s.lastErr = err
 	s.mu.Unlock()
-	s.log.Warn("discovery failed; keeping the last known endpoints", "error", err)
+	s.log.Warn("discovery failed; keeping the last known endpoints", "error", config.RedactError(err))
 }
 
 // apply turns a snapshot into the balancer's endpoints.
