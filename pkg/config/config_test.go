@@ -258,11 +258,35 @@ strategy "x" { kind = "random" }`, "Duplicate strategy", "already declared at te
 		{"negative retries", base + `service "s" {
   discovery = discovery.static.local
   retry { max_retries = -1 }
-}`, "Value out of range", "between 0 and 10"},
+}`, "Invalid max_retries", "max_retries must be a whole number from 0 to 10, not -1."},
+		{"fractional weight", `discovery "static" "d" {
+  endpoint "a" {
+    address = "127.0.0.1:1"
+    weight  = 2.5
+  }
+}`, "Invalid weight", "weight must be a whole number from 1 to 65535, not 2.5."},
+		{"quoted reference", base + `service "s" { discovery = "discovery.static.local" }`, "Invalid reference", "Write it without quotes: discovery = discovery.static.local"},
+		{"quoted reference without its root", base + `service "s" { discovery = "static.local" }`, "Invalid reference", "Write it without quotes: discovery = discovery.static.local"},
+		{"unquoted text", `strategy "s" { kind = round_robin }`, "Unquoted text", `To give the text, quote it: kind = "round_robin".`},
+		{"setting in the wrong block", base + `service "s" {
+  discovery   = discovery.static.local
+  max_retries = 3
+}`, "Unsupported argument", "max_retries belongs in a retry block inside a service, like this:"},
+		{"block at the wrong level", `retry {}`, "Unsupported block type", "retry belongs in a service block"},
+		{"setting in two places", `strategy "s" {
+  kind     = "round_robin"
+  interval = "5s"
+}`, "Unsupported argument", "interval belongs in a health_policy block, or in an outlier_detection block inside a service"},
+		{"typo beyond two edits", `health_policy "h" { unhealthythreshold = 3 }`, "Unsupported argument", `Did you mean "unhealthy_threshold"?`},
+		{"typo with a dash", `health_policy "h" { healthy-threshold = 3 }`, "Unsupported argument", `Did you mean "healthy_threshold"?`},
+		{"size at the limit", base + `service "s" {
+  discovery = discovery.static.local
+  client { max_receive_size = "2GiB" }
+}`, "Invalid size", "2147483647 bytes (2GiB less one byte"},
 		{"error rate above one", base + `service "s" { discovery = discovery.static.local }
 simulation "s" {
   server "a" { error_rate = 1.5 }
-}`, "Value out of range", "between 0 and 1"},
+}`, "Value out of range", "from 0 to 1"},
 		{"bad latency model", base + `service "s" { discovery = discovery.static.local }
 simulation "s" {
   server "*" { latency = "lognormal(20ms, 10ms)" }
@@ -291,7 +315,7 @@ simulation "s" {}`, "Duplicate simulation of service", "already declared"},
 		{"bias out of range", `strategy "s" {
   kind                = "least_connections"
   active_request_bias = 11
-}`, "Value out of range", "between 0 and 10"},
+}`, "Value out of range", "from 0 to 10"},
 		{"slow start without a window", `strategy "s" {
   kind = "round_robin"
   slow_start { aggression = 2 }

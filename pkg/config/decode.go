@@ -62,8 +62,7 @@ func decode(bodies []hcl.Body) (*Config, hcl.Diagnostics) {
 		ctx: EvalContext(),
 	}
 	for _, body := range bodies {
-		content, diags := body.Content(fileSchema)
-		d.diags = append(d.diags, diags...)
+		content := d.content(body, fileSchema)
 		if attr, ok := content.Attributes["plugin_dir"]; ok {
 			d.decodePluginDir(attr)
 		}
@@ -95,6 +94,7 @@ func decode(bodies []hcl.Body) (*Config, hcl.Diagnostics) {
 
 func (d *decoder) content(body hcl.Body, schema *hcl.BodySchema) *hcl.BodyContent {
 	content, diags := body.Content(schema)
+	explainUnsupported(diags, schema)
 	d.diags = append(d.diags, diags...)
 	return content
 }
@@ -337,16 +337,7 @@ func (d *decoder) decodeEndpointBlock(block *hcl.Block) *Endpoint {
 		}
 		ep.Host, ep.Port = host, port
 	}
-	if attr, ok := content.Attributes["weight"]; ok {
-		var w int
-		if _, ok := a.decode("weight", &w); ok {
-			if !lb.ValidWeight(w) {
-				a.errorf(attr.Expr.Range(), "Invalid weight", "weight must be a whole number from 1 to %d, not %d. To take a server out of rotation, remove its endpoint block.", lb.MaxWeight, w)
-			} else {
-				ep.Weight = w
-			}
-		}
-	}
+	a.intHint("weight", 1, lb.MaxWeight, "To take a server out of rotation, remove its endpoint block.", &ep.Weight)
 	a.string("zone", &ep.Zone)
 	a.stringMap("metadata", &ep.Metadata)
 	d.merge(a)
@@ -755,7 +746,10 @@ func referenceNames(d *decoder, attr *hcl.Attribute, root string, parts int) []s
 		hint := ""
 		if v, err := attr.Expr.Value(nil); err == nil {
 			if s := ctyString(v); s != "" {
-				hint = fmt.Sprintf(" Write it without quotes: %s = %s.%s", attr.Name, root, s)
+				if !strings.HasPrefix(s, root+".") {
+					s = root + "." + s
+				}
+				hint = fmt.Sprintf(" Write it without quotes: %s = %s", attr.Name, s)
 			}
 		}
 		d.errorf(attr.Expr.Range(), "Invalid reference", "%s takes a reference to a %s block, like %s.%s", attr.Name, root, example, hint)

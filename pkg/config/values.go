@@ -44,6 +44,7 @@ func (a *attrs) decode(name string, target any) (*hcl.Attribute, bool) {
 	// Evaluate first, so a failed function call is reported once rather
 	// than again as an unknown value of the wrong type.
 	val, d := attr.Expr.Value(a.ctx)
+	ExplainVariables(d, attr.Name)
 	a.diags = append(a.diags, d...)
 	if d.HasErrors() {
 		return attr, false
@@ -103,6 +104,14 @@ func (a *attrs) scrub(name, value, text string) string {
 	return strings.ReplaceAll(text, value, a.shown(name, value))
 }
 
+// shownNumber is f as a message may show it.
+func (a *attrs) shownNumber(name string, f float64) string {
+	if a.sensitive[name] {
+		return "the value from env()"
+	}
+	return strconv.FormatFloat(f, 'g', -1, 64)
+}
+
 // maxShown is the most characters of a value a message quotes.
 const maxShown = 80
 
@@ -116,17 +125,24 @@ func quoteShort(s string) string {
 }
 
 // int decodes a whole number within [lo, hi].
-func (a *attrs) int(name string, lo, hi int, dst *int) {
-	var n int
-	attr, ok := a.decode(name, &n)
+func (a *attrs) int(name string, lo, hi int, dst *int) { a.intHint(name, lo, hi, "", dst) }
+
+// intHint is int with a sentence added to its error.
+func (a *attrs) intHint(name string, lo, hi int, hint string, dst *int) {
+	var f float64
+	attr, ok := a.decode(name, &f)
 	if !ok {
 		return
 	}
-	if n < lo || n > hi {
-		a.errorf(attr.Expr.Range(), "Value out of range", "%s must be between %d and %d, not %d.", name, lo, hi, n)
+	if f != math.Trunc(f) || f < float64(lo) || f > float64(hi) {
+		summary := "Invalid " + name
+		if hint != "" {
+			hint = " " + hint
+		}
+		a.errorf(attr.Expr.Range(), summary, "%s must be a whole number from %d to %d, not %s.%s", name, lo, hi, a.shownNumber(name, f), hint)
 		return
 	}
-	*dst = n
+	*dst = int(f)
 }
 
 // float decodes a number within [lo, hi].
@@ -137,7 +153,7 @@ func (a *attrs) float(name string, lo, hi float64, dst *float64) {
 		return
 	}
 	if f < lo || f > hi || math.IsNaN(f) {
-		a.errorf(attr.Expr.Range(), "Value out of range", "%s must be between %g and %g, not %g.", name, lo, hi, f)
+		a.errorf(attr.Expr.Range(), "Value out of range", "%s must be from %g to %g, not %s.", name, lo, hi, a.shownNumber(name, f))
 		return
 	}
 	*dst = f
@@ -241,7 +257,7 @@ func parseSize(s string) (int, error) {
 	}
 	n := f * float64(mult)
 	if n < 1 || n > maxSize {
-		return 0, fmt.Errorf("must be between 1 byte and 2GiB")
+		return 0, fmt.Errorf("must be from 1 byte to %d bytes (2GiB less one byte, gRPC's limit)", maxSize)
 	}
 	if n != math.Trunc(n) {
 		return 0, fmt.Errorf("is not a whole number of bytes")

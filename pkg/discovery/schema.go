@@ -77,6 +77,12 @@ func DecodeSettings(body hcl.Body, schema pluginapi.Schema, ctx *hcl.EvalContext
 		}}
 	}
 	val, diags := hcldec.Decode(body, spec, ctx)
+	names := &hcl.BodySchema{}
+	for _, a := range schema.Attributes {
+		names.Attributes = append(names.Attributes, hcl.AttributeSchema{Name: a.Name})
+	}
+	config.ExplainUnsupported(diags, names)
+	config.ExplainVariables(diags, "")
 	config.RedactDiagnostics(diags)
 	if diags.HasErrors() {
 		return pluginapi.Settings{}, diags
