@@ -248,3 +248,59 @@ func TestSecretsAreRedactedInEverythingPrinted(t *testing.T) {
 		t.Fatalf("output shows the secret, or no redaction:\n%s", out)
 	}
 }
+
+// No input, however large or strange, crashes validate or floods the
+// terminal: each gets exit 1 and a short, located answer without control
+// characters or a Go stack trace.
+func TestAdversarialInputIsBounded(t *testing.T) {
+	random := make([]byte, 5000)
+	for i := range random {
+		random[i] = byte(i*7919 + i/3)
+	}
+	var many strings.Builder
+	for i := range 60 {
+		fmt.Fprintf(&many, "strategy \"s%d\" { kind = \"nope%d\" }\n", i, i)
+	}
+	cases := map[string]string{
+		"nested 100,000 deep":   "x = " + strings.Repeat("[", 100000) + strings.Repeat("]", 100000) + "\n",
+		"nested in a template":  `x = "` + strings.Repeat("${[", 200) + "\n",
+		"10 MB":                 "# " + strings.Repeat("a", 10<<20) + "\n",
+		"random bytes":          string(random),
+		"a 1.5 MB line":         `service "s" { discovery = ` + strings.Repeat("x", 1500000) + " }\n",
+		"control characters":    "service \"s\x1b[31m\" { discovery = \"\x07\x1b]0;title\x07\" }\n",
+		"sixty errors":          many.String(),
+		"NUL bytes":             "service \"s\" {\x00\x00 }\n",
+		"unterminated heredoc":  "x = <<EOF\n" + strings.Repeat("[", 1000),
+		"unbalanced closings":   strings.Repeat("}", 1000),
+		"a very long name":      `service "` + strings.Repeat("n", 100000) + `" {}` + "\n",
+		"a very long string":    `strategy "s" { kind = "` + strings.Repeat("k", 100000) + `" }` + "\n",
+		"deep function calls":   "x = " + strings.Repeat("upper(", 5000) + `"a"` + strings.Repeat(")", 5000) + "\n",
+		"deep object nesting":   "x = " + strings.Repeat("{a = ", 5000) + "1" + strings.Repeat("}", 5000) + "\n",
+		"deep block nesting":    strings.Repeat("b {\n", 5000) + strings.Repeat("}\n", 5000),
+		"deep unary operators":  "x = " + strings.Repeat("!", 100000) + "true\n",
+		"deep binary operators": "x = 1" + strings.Repeat(" + 1", 100000) + "\n",
+	}
+	for name, src := range cases {
+		t.Run(name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "c.hcl")
+			if err := os.WriteFile(file, []byte(src), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var stdout, stderr strings.Builder
+			status := Main([]string{"validate", "-c", file}, &stdout, &stderr)
+			out := stdout.String() + stderr.String()
+			if status != 1 {
+				t.Errorf("status %d, want 1", status)
+			}
+			if len(out) > 32<<10 {
+				t.Errorf("printed %d bytes", len(out))
+			}
+			if strings.ContainsAny(out, "\x00\x07\x1b") || strings.Contains(out, "goroutine ") {
+				t.Errorf("control characters or a stack trace in:\n%.2000s", out)
+			}
+			if !strings.Contains(out, "c.hcl") {
+				t.Errorf("the answer does not name the file:\n%.2000s", out)
+			}
+		})
+	}
+}

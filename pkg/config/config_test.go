@@ -559,3 +559,29 @@ func TestEnvValuesNeverInMessages(t *testing.T) {
 		}
 	}
 }
+
+// Nesting counts as the parser sees it: brackets in strings and comments
+// do not count, those in interpolations do; past MaxNesting the file is
+// refused at the first opening too many, before the parser recurses.
+func TestNestingLimit(t *testing.T) {
+	deep := func(n int) string { return strings.Repeat("[", n) + strings.Repeat("]", n) }
+	for src, wantOK := range map[string]bool{
+		"x = " + deep(MaxNesting):                                                           true,
+		"x = " + deep(MaxNesting+1):                                                         false,
+		`x = "` + strings.Repeat("[{(", 200) + `"`:                                          true,
+		"# " + strings.Repeat("[", 500) + "\nx = 1":                                         true,
+		"/* " + strings.Repeat("{", 500) + " */ x = 1":                                      true,
+		`x = "\"` + strings.Repeat("[", 500) + `"`:                                          true,
+		`x = "` + strings.Repeat("${[", MaxNesting) + `"`:                                   false,
+		"x = " + strings.Repeat("(", 50) + strings.Repeat("[", 50) + strings.Repeat("{", 1): false,
+	} {
+		_, ok := tooDeep([]byte(src))
+		if ok != wantOK {
+			t.Errorf("%.60q…: within the limit %v, want %v", src, ok, wantOK)
+		}
+	}
+	_, diags := NewLoader().LoadSources(map[string][]byte{"deep.hcl": []byte("x = " + deep(100000))})
+	if len(diags) != 1 || diags[0].Summary != "Nested too deeply" || diags[0].Subject.Start.Column != 5+MaxNesting {
+		t.Fatalf("diagnostics %v", diags)
+	}
+}

@@ -152,7 +152,7 @@ func (d *decoder) singleBlock(blocks hcl.Blocks, typ, parent string) *hcl.Block 
 func (d *decoder) validName(block *hcl.Block, i int) bool {
 	name := block.Labels[i]
 	if !hclsyntax.ValidIdentifier(name) {
-		d.errorf(block.LabelRanges[i], "Invalid name", "%q is not a valid name: use letters, digits, underscores and dashes, starting with a letter.", name)
+		d.errorf(block.LabelRanges[i], "Invalid name", "%s is not a valid name: use letters, digits, underscores and dashes, starting with a letter.", quoteShort(name))
 		return false
 	}
 	return true

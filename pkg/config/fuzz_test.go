@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,6 +27,11 @@ func FuzzLoad(f *testing.F) {
 	}
 	f.Add([]byte(`service "s" { discovery = discovery.static.x.y[0] }`))
 	f.Add([]byte(`strategy "s" { kind = env("HOME", "x", "y") }`))
+	f.Add([]byte("x = " + strings.Repeat("[", MaxNesting+5)))
+	f.Add([]byte(`x = "` + strings.Repeat("${(", 60)))
+	f.Add([]byte("x = <<EOF\n" + strings.Repeat("{", 200) + "\nEOF\n"))
+	f.Add([]byte("s \"\x1b[31m\" {\x00}"))
+	f.Add([]byte{0xff, 0xfe, '[', '['})
 	f.Fuzz(func(t *testing.T, src []byte) {
 		done := make(chan struct{})
 		var cfg *Config

@@ -15,13 +15,24 @@ import (
 // diagnostic can later be rendered with the source line it points at.
 type Loader struct {
 	parser *hclparse.Parser
+	// rejected are files refused before parsing (too large, not text,
+	// nested too deep), kept to show their lines in diagnostics.
+	rejected map[string]*hcl.File
 }
 
 // NewLoader returns a Loader with no files loaded.
 func NewLoader() *Loader { return &Loader{parser: hclparse.NewParser()} }
 
 // Files returns every file parsed so far, by name, for rendering diagnostics.
-func (l *Loader) Files() map[string]*hcl.File { return l.parser.Files() }
+func (l *Loader) Files() map[string]*hcl.File {
+	files := l.parser.Files()
+	for name, f := range l.rejected {
+		if _, ok := files[name]; !ok {
+			files[name] = f
+		}
+	}
+	return files
+}
 
 // Extension is the file name suffix of configuration files in a directory.
 const Extension = ".hcl"
@@ -84,6 +95,16 @@ func (l *Loader) LoadSources(sources map[string][]byte) (*Config, hcl.Diagnostic
 	var diags hcl.Diagnostics
 	var bodies []hcl.Body
 	for _, name := range names {
+		if d := checkShape(name, sources[name]); d.HasErrors() {
+			diags = append(diags, d...)
+			if l.rejected == nil {
+				l.rejected = map[string]*hcl.File{}
+			}
+			if len(sources[name]) <= MaxFileSize {
+				l.rejected[name] = &hcl.File{Bytes: sources[name]}
+			}
+			continue
+		}
 		f, d := l.parser.ParseHCL(sources[name], name)
 		diags = append(diags, d...)
 		if f != nil && !d.HasErrors() {
