@@ -33,14 +33,16 @@ type CLI struct {
 	DemoServer         DemoServerCmd                `cmd:"" help:"Run a PeerVault demo server to try pvlb against."`
 	Plugins            PluginsCmd                   `cmd:"" help:"List the discovery providers found, bundled and external."`
 	InternalPlugin     InternalPluginCmd            `cmd:"" hidden:"" help:"Serve a bundled discovery provider (pvlb runs this itself)."`
-	InstallCompletions kongplete.InstallCompletions `cmd:"" help:"Install shell completion for pvlb (bash, zsh or fish)."`
+	Completion         CompletionCmd                `cmd:"" help:"Print a shell completion script: bash, zsh or fish."`
+	Version            VersionCmd                   `cmd:"" help:"Print pvlb's version, the Go version and the commit it was built from."`
+	Help               HelpCmd                      `cmd:"" help:"Show help for a command: pvlb help simulate."`
 }
 
 // Globals are flags every command takes.
 type Globals struct {
-	Config   string           `short:"c" default:"." env:"PVLB_CONFIG" predictor:"hcl" help:"Configuration: a .hcl file, or a directory whose *.hcl files are read together."`
-	LogLevel string           `default:"warn" enum:"debug,info,warn,error" help:"Log level: ${enum}."`
-	Version  kong.VersionFlag `help:"Print the version and exit."`
+	Config   []string         `short:"c" default:"." env:"PVLB_CONFIG" sep:"none" predictor:"hcl" help:"Configuration: a .hcl file, or a directory whose *.hcl files are read together. Repeat -c to read several as one configuration."`
+	LogLevel    string           `default:"warn" enum:"debug,info,warn,error" help:"Log level: ${enum}."`
+	VersionFlag kong.VersionFlag `name:"version" help:"Print the version and exit."`
 }
 
 // app is what every command's Run receives.
@@ -84,13 +86,19 @@ func Main(args []string, stdout, stderr io.Writer) (status int) {
 	}()
 	// Nothing pvlb prints shows a value from env() or a sensitive setting.
 	stdout, stderr = redacting{stdout}, redacting{stderr}
+	switch {
+	case len(args) == 0 && os.Getenv("COMP_LINE") == "":
+		args = []string{"--help"} // as kubectl: the usage, not an error
+	case len(args) > 0 && args[0] == "help":
+		args = append(args[1:len(args):len(args)], "--help")
+	}
 	var cli CLI
 	parser, err := kong.New(&cli,
 		kong.Name("pvlb"),
 		kong.Description(description),
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { panic(exitCode(code)) }),
-		kong.Vars{"version": versionString(), "strategies": strings.Join(lb.StrategyKinds(), ", ")},
+		kong.Vars{"version": "pvlb " + versionString(), "strategies": strings.Join(lb.StrategyKinds(), ", ")},
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true, NoExpandSubcommands: true}),
 	)
 	if err != nil {

@@ -32,8 +32,11 @@ every endpoint is checked now with grpc.health.v1 (the health policy's
 service name and timeout), and one check decides: SERVING is healthy,
 anything else (NOT_SERVING, an error, no answer in time) is unhealthy.
 
-Exit status: 0 when every service has at least one healthy endpoint,
-1 when any service has none (or the configuration is invalid).
+Exit status: 0 when every service has an endpoint that may take traffic,
+as the balancer sees it: healthy, or unknown (not checked yet, which a
+static list without --force always is; the balancer sends such endpoints
+traffic); 1 when every endpoint of some service is unhealthy (or the
+configuration is invalid).
 
 Examples:
   pvlb health -c examples/basic.hcl --force
@@ -41,8 +44,11 @@ Examples:
 }
 
 type serviceHealth struct {
-	Service string             `json:"service"`
-	Healthy bool               `json:"healthy"`
+	Service string `json:"service"`
+	// Healthy says an endpoint is known healthy; Available, that one may
+	// take traffic (healthy or unknown), which the exit status follows.
+	Healthy   bool             `json:"healthy"`
+	Available bool             `json:"available"`
 	Error   string             `json:"error,omitempty"`
 	Servers []rpc.ServerHealth `json:"servers"`
 }
@@ -77,13 +83,13 @@ func (c *HealthCmd) Run(a *app) error {
 	}
 	var failed []string
 	for _, r := range report {
-		if !r.Healthy {
+		if !r.Available {
 			failed = append(failed, r.Service)
 		}
 	}
 	if len(failed) > 0 {
 		if c.Output != "json" {
-			fmt.Fprintf(a.stderr, "pvlb: no healthy endpoint in %s: %s\n", plural(len(failed), "service", "services"), joinNames(failed))
+			fmt.Fprintf(a.stderr, "pvlb: no endpoint may take traffic in %s: %s\n", plural(len(failed), "service", "services"), joinNames(failed))
 		}
 		return errReported
 	}
@@ -107,9 +113,8 @@ func (c *HealthCmd) check(a *app, cfg *config.Config, svcCfg *config.Service) se
 		}
 	}
 	for _, s := range out.Servers {
-		if s.Status == lb.HealthHealthy {
-			out.Healthy = true
-		}
+		out.Healthy = out.Healthy || s.Status == lb.HealthHealthy
+		out.Available = out.Available || s.Status != lb.HealthUnhealthy
 	}
 	return out
 }

@@ -102,9 +102,9 @@ func (c *PluginsCmd) Run(a *app) error {
 	// (the default "." holding no .hcl files) the default path is listed.
 	cfg := &config.Config{}
 	loader := config.NewLoader()
-	if loaded, diags := loader.LoadPath(a.globals.Config); !diags.HasErrors() {
+	if loaded, diags := loader.LoadPaths(a.globals.Config); !diags.HasErrors() {
 		cfg = loaded
-	} else if a.globals.Config != "." {
+	} else if !slices.Equal(a.globals.Config, []string{"."}) {
 		a.renderDiagnostics(loader.Files(), diags)
 		return errReported
 	}

@@ -63,7 +63,7 @@ func (c *ValidateCmd) Run(a *app) error {
 		if res.Valid {
 			fmt.Fprintln(a.stdout, res.Summary)
 		} else {
-			fmt.Fprintf(a.stderr, "%s in %s.\n", plural(res.ErrorCount, "error", "errors"), a.globals.Config)
+			fmt.Fprintf(a.stderr, "%s in %s.\n", plural(res.ErrorCount, "error", "errors"), strings.Join(a.globals.Config, ", "))
 		}
 	}
 	if !res.Valid {

@@ -35,7 +35,7 @@ func (a *app) loadConfig() (*config.Config, error) {
 // decodes every plugin discovery block with its plugin's schema.
 func (a *app) checkConfig() (*config.Loader, *config.Config, hcl.Diagnostics) {
 	loader := config.NewLoader()
-	cfg, diags := loader.LoadPath(a.globals.Config)
+	cfg, diags := loader.LoadPaths(a.globals.Config)
 	if !diags.HasErrors() && cfg != nil {
 		diags = append(diags, a.pluginHost(cfg).Check(context.Background(), cfg)...)
 	}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -39,39 +40,35 @@ const Extension = ".hcl"
 
 // LoadPath loads a file, or every *.hcl file of a directory in name order.
 // The configuration is nil only when a file could not be read or parsed.
-func (l *Loader) LoadPath(path string) (*Config, hcl.Diagnostics) {
-	info, err := os.Stat(path)
-	if err != nil {
-		return nil, hcl.Diagnostics{{
-			Severity: hcl.DiagError,
-			Summary:  "Cannot read configuration",
-			Detail:   describeFSError(path, err),
-		}}
-	}
-	paths := []string{path}
-	if info.IsDir() {
-		entries, err := os.ReadDir(path)
-		if err != nil {
-			return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read configuration directory", Detail: describeFSError(path, err)}}
-		}
-		paths = paths[:0]
-		for _, e := range entries {
-			if !e.IsDir() && strings.HasSuffix(e.Name(), Extension) {
-				paths = append(paths, filepath.Join(path, e.Name()))
+func (l *Loader) LoadPath(path string) (*Config, hcl.Diagnostics) { return l.LoadPaths([]string{path}) }
+
+// LoadPaths loads files and directories together, as one configuration:
+// blocks in one may refer to blocks in another. A file named twice is read
+// once.
+func (l *Loader) LoadPaths(paths []string) (*Config, hcl.Diagnostics) {
+	var files []string
+	var diags hcl.Diagnostics
+	seen := map[string]bool{}
+	for _, path := range paths {
+		found, d := filesOf(path)
+		diags = append(diags, d...)
+		for _, f := range found {
+			key := f
+			if abs, err := filepath.Abs(f); err == nil {
+				key = abs
+			}
+			if !seen[key] {
+				seen[key] = true
+				files = append(files, f)
 			}
 		}
-		if len(paths) == 0 {
-			return nil, hcl.Diagnostics{{
-				Severity: hcl.DiagError,
-				Summary:  "No configuration files",
-				Detail:   fmt.Sprintf("The directory %s holds no %s files. Pass a file with -c, or a directory that holds the configuration.", path, Extension),
-			}}
-		}
 	}
-	sources := make(map[string][]byte, len(paths))
-	var diags hcl.Diagnostics
-	for _, p := range paths {
-		src, err := os.ReadFile(p)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	sources := make(map[string][]byte, len(files))
+	for _, p := range files {
+		src, err := readLimited(p)
 		if err != nil {
 			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot read configuration file", Detail: describeFSError(p, err)})
 			continue
@@ -82,6 +79,51 @@ func (l *Loader) LoadPath(path string) (*Config, hcl.Diagnostics) {
 		return nil, diags
 	}
 	return l.LoadSources(sources)
+}
+
+// readLimited reads a file, but no more than one byte past MaxFileSize:
+// enough for checkShape to refuse it, without reading gigabytes first.
+func readLimited(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+}
+
+// filesOf lists the configuration files path names: itself, or a
+// directory's *.hcl files in name order.
+func filesOf(path string) ([]string, hcl.Diagnostics) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Cannot read configuration",
+			Detail:   describeFSError(path, err),
+		}}
+	}
+	if !info.IsDir() {
+		return []string{path}, nil
+	}
+	entries, err := os.ReadDir(path)
+	if err != nil {
+		return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read configuration directory", Detail: describeFSError(path, err)}}
+	}
+	var paths []string
+	for _, e := range entries {
+		if !e.IsDir() && strings.HasSuffix(e.Name(), Extension) {
+			paths = append(paths, filepath.Join(path, e.Name()))
+		}
+	}
+	if len(paths) == 0 {
+		return nil, hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "No configuration files",
+			Detail:   fmt.Sprintf("The directory %s holds no %s files. Pass a file with -c, or a directory that holds the configuration.", path, Extension),
+		}}
+	}
+	return paths, nil
 }
 
 // LoadSources parses and decodes configuration given as file name to
