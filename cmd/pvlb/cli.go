@@ -26,21 +26,21 @@ var version = ""
 type CLI struct {
 	Globals
 
-	Validate           ValidateCmd                  `cmd:"" help:"Check a configuration: syntax, references, types and values."`
-	Simulate           SimulateCmd                  `cmd:"" help:"Send simulated traffic through a service's real balancing strategy and report how it spreads."`
-	Invoke             InvokeCmd                    `cmd:"" help:"Send a real gRPC call through the balancer and print the answer and who served it."`
-	Health             HealthCmd                    `cmd:"" help:"Show every endpoint's health; --force checks them now with grpc.health.v1."`
-	DemoServer         DemoServerCmd                `cmd:"" help:"Run a PeerVault demo server to try pvlb against."`
-	Plugins            PluginsCmd                   `cmd:"" help:"List the discovery providers found, bundled and external."`
-	InternalPlugin     InternalPluginCmd            `cmd:"" hidden:"" help:"Serve a bundled discovery provider (pvlb runs this itself)."`
-	Completion         CompletionCmd                `cmd:"" help:"Print a shell completion script: bash, zsh or fish."`
-	Version            VersionCmd                   `cmd:"" help:"Print pvlb's version, the Go version and the commit it was built from."`
-	Help               HelpCmd                      `cmd:"" help:"Show help for a command: pvlb help simulate."`
+	Validate       ValidateCmd       `cmd:"" help:"Check a configuration: syntax, references, types and values."`
+	Simulate       SimulateCmd       `cmd:"" help:"Send simulated traffic through a service's real balancing strategy and report how it spreads."`
+	Invoke         InvokeCmd         `cmd:"" help:"Send a real gRPC call through the balancer and print the answer and who served it."`
+	Health         HealthCmd         `cmd:"" help:"Show every endpoint's health; --force checks them now with grpc.health.v1."`
+	DemoServer     DemoServerCmd     `cmd:"" help:"Run a PeerVault demo server to try pvlb against."`
+	Plugins        PluginsCmd        `cmd:"" help:"List the discovery providers found, bundled and external."`
+	InternalPlugin InternalPluginCmd `cmd:"" hidden:"" help:"Serve a bundled discovery provider (pvlb runs this itself)."`
+	Completion     CompletionCmd     `cmd:"" help:"Print a shell completion script: bash, zsh or fish."`
+	Version        VersionCmd        `cmd:"" help:"Print pvlb's version, the Go version and the commit it was built from."`
+	Help           HelpCmd           `cmd:"" help:"Show help for a command: pvlb help simulate."`
 }
 
 // Globals are flags every command takes.
 type Globals struct {
-	Config   []string         `short:"c" default:"." env:"PVLB_CONFIG" sep:"none" predictor:"hcl" help:"Configuration: a .hcl file, or a directory whose *.hcl files are read together. Repeat -c to read several as one configuration."`
+	Config      []string         `short:"c" default:"." env:"PVLB_CONFIG" sep:"none" predictor:"hcl" help:"Configuration: a .hcl file, or a directory whose *.hcl files are read together. Repeat -c to read several as one configuration."`
 	LogLevel    string           `default:"warn" enum:"debug,info,warn,error" help:"Log level: ${enum}."`
 	VersionFlag kong.VersionFlag `name:"version" help:"Print the version and exit."`
 }

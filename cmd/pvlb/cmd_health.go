@@ -47,10 +47,10 @@ type serviceHealth struct {
 	Service string `json:"service"`
 	// Healthy says an endpoint is known healthy; Available, that one may
 	// take traffic (healthy or unknown), which the exit status follows.
-	Healthy   bool             `json:"healthy"`
-	Available bool             `json:"available"`
-	Error   string             `json:"error,omitempty"`
-	Servers []rpc.ServerHealth `json:"servers"`
+	Healthy   bool               `json:"healthy"`
+	Available bool               `json:"available"`
+	Error     string             `json:"error,omitempty"`
+	Servers   []rpc.ServerHealth `json:"servers"`
 }
 
 // Run reports.
