@@ -34,6 +34,9 @@ import (
 var pluginDir string
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv(hostChildEnv); path != "" {
+		runHostChild(path)
+	}
 	dir, err := os.MkdirTemp("", "pvlb-plugins")
 	if err != nil {
 		panic(err)
@@ -98,7 +101,7 @@ func newLB(t testing.TB) *lb.LoadBalancer {
 	cfg.Service = "peervault"
 	b, err := lb.NewLoadBalancer(cfg, nil)
 	if err != nil {
-		t.Fatal(err)
+		panic(err) // the default configuration is valid
 	}
 	return b
 }
@@ -392,4 +395,126 @@ address = "consul.internal:8500"
 	if want := "token " + config.Redacted + " for consul.internal:8500"; got != want {
 		t.Fatalf("redacted %q, want %q", got, want)
 	}
+}
+
+// A plugin stopped with SIGSTOP answers nothing, not even go-plugin's
+// request to shut down; Close still returns within StopTimeout or so, and
+// the process is gone.
+func TestCloseReturnsWhenThePluginHangs(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "endpoints.json")
+	writeEndpoints(t, path, 50051)
+	host := discovery.NewHost(&discovery.Finder{Dirs: []string{pluginDir}}, nil)
+	src, err := host.Follow(context.Background(), "file", "", fileSettings(path), "peervault", newLB(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := src.Running().Pid()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan struct{})
+	go func() {
+		src.Close()
+		host.Close()
+		close(closed)
+	}()
+	waitFor(t, "Close to return", 3*discovery.StopTimeout, func() bool {
+		select {
+		case <-closed:
+			return true
+		default:
+			return false
+		}
+	})
+	waitFor(t, "the plugin process to end", 5*time.Second, func() bool { return !alive(pid) })
+}
+
+// A plugin that stops answering is noticed by the liveness check, killed
+// and started again, and the balancer keeps its endpoints meanwhile.
+func TestAHungPluginIsRestarted(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "endpoints.json")
+	writeEndpoints(t, path, 50051, 50052)
+	host := newHost(t)
+	host.LivenessInterval, host.LivenessTimeout = 50*time.Millisecond, 200*time.Millisecond
+	balancer := newLB(t)
+	src, err := host.Follow(context.Background(), "file", "", fileSettings(path), "peervault", balancer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	pid := src.Running().Pid()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the hung plugin to be restarted", 10*time.Second, func() bool {
+		r := src.Running()
+		return src.Stats().Restarts >= 1 && r != nil && r.Pid() != pid
+	})
+	if got := ports(balancer); got != "50051,50052" {
+		t.Fatalf("endpoints %s while the plugin was hung, want both kept", got)
+	}
+	if err := src.Stats().LastErr; err == nil || !strings.Contains(err.Error(), "liveness") {
+		t.Fatalf("last error %v, want the liveness check's", err)
+	}
+	waitFor(t, "the hung process to end", 5*time.Second, func() bool { return !alive(pid) })
+	// The new plugin follows changes.
+	writeEndpoints(t, path, 50053)
+	waitFor(t, "a change after the restart", 5*time.Second, func() bool { return ports(balancer) == "50053" })
+}
+
+// A plugin ends with the program that started it, even when that program
+// is killed outright and never stops it: the test binary starts a host in
+// a child process, which is then SIGKILLed.
+func TestPluginEndsWithItsHost(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "endpoints.json")
+	writeEndpoints(t, path, 50051)
+	child := exec.Command(os.Args[0], "-test.run=^$")
+	child.Env = append(os.Environ(), hostChildEnv+"="+path, "PVLB_TEST_PLUGIN_DIR="+pluginDir)
+	out, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	if _, err := fmt.Fscan(out, &pid); err != nil {
+		_ = child.Process.Kill()
+		t.Fatalf("reading the plugin's pid from the child: %v", err)
+	}
+	if !alive(pid) {
+		t.Fatalf("plugin %d is not running", pid)
+	}
+	_ = child.Process.Kill()
+	_ = child.Wait()
+	waitFor(t, "the orphaned plugin to end", 5*time.Second, func() bool { return !alive(pid) })
+}
+
+// hostChildEnv makes the test binary a program that follows the file
+// plugin, prints its pid and waits to be killed (TestPluginEndsWithItsHost).
+const hostChildEnv = "PVLB_TEST_HOST_CHILD"
+
+func runHostChild(path string) {
+	host := discovery.NewHost(&discovery.Finder{Dirs: []string{os.Getenv("PVLB_TEST_PLUGIN_DIR")}}, nil)
+	src, err := host.Follow(context.Background(), "file", "", fileSettings(path), "peervault", newLB(nil))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	fmt.Println(src.Running().Pid())
+	select {}
+}
+
+// alive reports whether pid is a process that has not ended (a zombie,
+// ended but not yet reaped, counts as ended).
+func alive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	return len(fields) > 0 && fields[0] != "Z"
 }

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-plugin"
@@ -25,6 +26,12 @@ const NoMTLSEnv = "PVLB_PLUGIN_NO_MTLS"
 // StartTimeout bounds a plugin's start: handshake and first answer.
 const StartTimeout = 10 * time.Second
 
+// StopTimeout bounds stopping a plugin: go-plugin asks it to shut down and
+// waits two seconds for it to exit; one that does not answer at all (a
+// stopped or hung process) would keep that request waiting forever. Past
+// the bound the process is killed.
+const StopTimeout = 3 * time.Second
+
 // Host starts plugins and stops them all on Close.
 type Host struct {
 	finder *Finder
@@ -32,6 +39,11 @@ type Host struct {
 	// ConfigureTimeout bounds a plugin's Configure call (default
 	// StartTimeout): a plugin that hangs there is killed.
 	ConfigureTimeout time.Duration
+	// LivenessInterval is how often a followed plugin is asked whether it
+	// still answers, and LivenessTimeout how long it has to answer (default
+	// 10s and 5s); one that does not is logged, killed and started again,
+	// while the balancer keeps the last endpoints.
+	LivenessInterval, LivenessTimeout time.Duration
 
 	mu      sync.Mutex
 	running map[*Running]struct{}
@@ -43,7 +55,8 @@ func NewHost(finder *Finder, logger *slog.Logger) *Host {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Host{finder: finder, log: logger, running: map[*Running]struct{}{}, ConfigureTimeout: StartTimeout}
+	return &Host{finder: finder, log: logger, running: map[*Running]struct{}{}, ConfigureTimeout: StartTimeout,
+		LivenessInterval: 10 * time.Second, LivenessTimeout: 5 * time.Second}
 }
 
 // Finder returns the host's finder.
@@ -56,8 +69,14 @@ type Running struct {
 	// Version is the protocol version negotiated with the plugin.
 	Version int
 	client  *plugin.Client
+	cmd     *exec.Cmd
 	host    *Host
+	stop    sync.Once
+	stopped atomic.Bool
 }
+
+// killed reports whether Kill was called.
+func (r *Running) killed() bool { return r.stopped.Load() }
 
 // Pid returns the plugin's process id.
 func (r *Running) Pid() int {
@@ -70,9 +89,30 @@ func (r *Running) Pid() int {
 // Exited reports whether the plugin process has ended.
 func (r *Running) Exited() bool { return r.client.Exited() }
 
-// Kill ends the plugin process.
+// Kill ends the plugin process, within StopTimeout however it behaves.
 func (r *Running) Kill() {
-	r.client.Kill()
+	r.stopped.Store(true)
+	r.stop.Do(func() {
+		done := make(chan struct{})
+		go func() {
+			r.client.Kill()
+			close(done)
+		}()
+		t := time.NewTimer(StopTimeout)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+			r.host.log.Warn("discovery plugin did not stop; killing it", "plugin", r.Plugin.Kind, "pid", r.Pid())
+			if pid := r.Pid(); pid > 0 {
+				if p, err := os.FindProcess(pid); err == nil {
+					_ = p.Kill() // SIGKILL ends even a stopped process
+				}
+			}
+			<-done // go-plugin's Kill returns once the process is gone
+		}
+		untrack(r.cmd)
+	})
 	r.host.mu.Lock()
 	delete(r.host.running, r)
 	r.host.mu.Unlock()
@@ -106,6 +146,7 @@ func (h *Host) Start(ctx context.Context, p *Plugin, pin string) (*Running, erro
 	}
 	cmd := exec.Command(p.Path, p.Args...)
 	cmd.Env = os.Environ()
+	endWithHost(cmd)
 	logger := h.log.With("plugin", p.Kind)
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  pluginapi.Handshake,
@@ -119,25 +160,30 @@ func (h *Host) Start(ctx context.Context, p *Plugin, pin string) (*Running, erro
 		SyncStdout:       logWriter{logger, "stdout"},
 		SyncStderr:       logWriter{logger, "stderr"},
 	})
-	r := &Running{Plugin: p, client: client, host: h}
+	r := &Running{Plugin: p, client: client, cmd: cmd, host: h}
 	started := make(chan error, 1)
-	go func() { started <- r.connect() }()
+	go func() {
+		err := r.connect()
+		track(cmd)
+		started <- err
+	}()
 	var err error
 	select {
 	case err = <-started:
 	case <-ctx.Done():
-		client.Kill()
+		r.Kill()
 		<-started
+		untrack(cmd)
 		return nil, fmt.Errorf("plugin %q (%s): start: %w", p.Kind, p.Path, ctx.Err())
 	}
 	if err != nil {
-		client.Kill()
+		r.Kill()
 		return nil, fmt.Errorf("plugin %q (%s): %w", p.Kind, p.Path, err)
 	}
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		client.Kill()
+		r.Kill()
 		return nil, errors.New("plugin host is closed")
 	}
 	h.running[r] = struct{}{}
@@ -205,7 +251,45 @@ func (h *Host) Close() {
 	}
 	h.running = map[*Running]struct{}{}
 	h.mu.Unlock()
+	var wg sync.WaitGroup
 	for _, r := range running {
-		r.client.Kill()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.Kill()
+		}()
+	}
+	wg.Wait()
+}
+
+// started holds every plugin process this program started and has not
+// yet stopped, across hosts, for KillAll.
+var started = struct {
+	sync.Mutex
+	cmds map[*exec.Cmd]struct{}
+}{cmds: map[*exec.Cmd]struct{}{}}
+
+func track(cmd *exec.Cmd) {
+	started.Lock()
+	defer started.Unlock()
+	if cmd.Process != nil {
+		started.cmds[cmd] = struct{}{}
+	}
+}
+
+func untrack(cmd *exec.Cmd) {
+	started.Lock()
+	defer started.Unlock()
+	delete(started.cmds, cmd)
+}
+
+// KillAll kills every plugin process this program started and has not
+// stopped, at once and without asking: for a program about to exit
+// without time to Close its hosts (a second Ctrl-C, say).
+func KillAll() {
+	started.Lock()
+	defer started.Unlock()
+	for cmd := range started.cmds {
+		_ = cmd.Process.Kill()
 	}
 }

@@ -93,7 +93,7 @@ func (s *Source) loop(ctx context.Context) {
 		r := s.running
 		s.mu.Unlock()
 		if r == nil || r.Exited() {
-			if r != nil {
+			if r != nil && !r.killed() {
 				s.log.Warn("discovery plugin exited; keeping the last known endpoints and restarting it")
 				r.Kill()
 			}
@@ -114,6 +114,13 @@ func (s *Source) loop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if errors.Is(err, errHung) {
+			s.log.Warn("discovery plugin stopped answering; keeping the last known endpoints and restarting it", "pid", r.Pid())
+			r.Kill()
+			s.mu.Lock()
+			s.running = nil
+			s.mu.Unlock()
+		}
 		s.fail(err)
 		if !backoff.wait(ctx) {
 			return
@@ -121,15 +128,39 @@ func (s *Source) loop(ctx context.Context) {
 	}
 }
 
-// watch applies snapshots until the stream ends.
+// errHung is a plugin that did not answer a liveness check in time.
+var errHung = errors.New("the plugin did not answer a liveness check in time")
+
+// watch applies snapshots until the stream ends, or the plugin stops
+// answering liveness checks.
 func (s *Source) watch(ctx context.Context, r *Running, backoff *backoff) error {
 	updates := make(chan []pluginapi.ServiceInstance)
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() { errc <- r.Provider.Watch(wctx, s.service, updates) }()
+	tick := time.NewTicker(s.host.LivenessInterval)
+	defer tick.Stop()
+	checking := false
+	alive := make(chan bool, 1)
 	for {
 		select {
+		case <-tick.C:
+			if checking {
+				continue
+			}
+			checking = true
+			go func() {
+				cctx, cancel := context.WithTimeout(wctx, s.host.LivenessTimeout)
+				defer cancel()
+				_, err := r.Provider.SchemaErr(cctx)
+				alive <- err == nil || wctx.Err() != nil
+			}()
+		case ok := <-alive:
+			checking = false
+			if !ok {
+				return errHung
+			}
 		case instances := <-updates:
 			if err := s.apply(instances); err != nil {
 				s.fail(err) // a bad snapshot is skipped; the last good one stays

@@ -1,7 +1,9 @@
 package pluginapi
 
 import (
+	"fmt"
 	"os"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -38,5 +40,25 @@ func Serve(provider Provider, opts ...ServeOption) {
 	for _, opt := range opts {
 		opt(cfg)
 	}
+	if cfg.Test == nil {
+		go exitWithParent(os.Getppid(), time.Second)
+	}
 	plugin.Serve(cfg)
+}
+
+// exitWithParent ends the plugin when the process that started it is gone
+// (its parent changes: the orphan is adopted), however that process ended,
+// so that a plugin never outlives pvlb or the program using its library.
+// go-plugin's Serve ignores SIGINT, and the host may have had no chance to
+// stop it (SIGKILL, or a program that returned without Close).
+func exitWithParent(parent int, every time.Duration) {
+	if parent <= 1 {
+		return // started by init or a subreaper: nothing to watch
+	}
+	for range time.Tick(every) {
+		if os.Getppid() != parent {
+			fmt.Fprintln(os.Stderr, "pvlb discovery plugin: the process that started it is gone; exiting")
+			os.Exit(1)
+		}
+	}
 }
