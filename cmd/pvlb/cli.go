@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +48,9 @@ type Globals struct {
 
 // app is what every command's Run receives.
 type app struct {
+	// ctx ends when the command should stop (a signal): commands that
+	// wait on the network or on plugins watch it.
+	ctx            context.Context
 	stdout, stderr io.Writer
 	log            *slog.Logger
 	globals        *Globals
@@ -68,7 +72,18 @@ Exit status: 0 success, 1 invalid input or a failed check, 2 internal error.`
 type exitCode int
 
 // Main runs pvlb with args and returns its exit status.
-func Main(args []string, stdout, stderr io.Writer) (status int) {
+func Main(args []string, stdout, stderr io.Writer) int {
+	return MainContext(context.Background(), args, stdout, stderr)
+}
+
+// MainContext is Main for a command that ends when ctx does.
+func MainContext(ctx context.Context, args []string, stdout, stderr io.Writer) (status int) {
+	var a *app
+	defer func() {
+		if a != nil && a.host != nil {
+			a.host.Close() // every plugin process ends with the command, panic or not
+		}
+	}()
 	defer func() {
 		switch r := recover().(type) {
 		case nil:
@@ -106,7 +121,7 @@ func Main(args []string, stdout, stderr io.Writer) (status int) {
 		return 2
 	}
 	kongplete.Complete(parser, kongplete.WithPredictor("hcl", complete.PredictOr(complete.PredictFiles("*.hcl"), complete.PredictDirs("*"))))
-	ctx, err := parser.Parse(args)
+	kctx, err := parser.Parse(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "pvlb: error: %v\n", err)
 		var pe *kong.ParseError
@@ -117,10 +132,10 @@ func Main(args []string, stdout, stderr io.Writer) (status int) {
 		}
 		return 1
 	}
-	a := &app{stdout: stdout, stderr: stderr, globals: &cli.Globals, log: newLogger(stderr, cli.LogLevel)}
-	err = ctx.Run(a)
-	if a.host != nil {
-		a.host.Close() // every plugin process ends with the command
+	a = &app{ctx: ctx, stdout: stdout, stderr: stderr, globals: &cli.Globals, log: newLogger(stderr, cli.LogLevel)}
+	err = kctx.Run(a)
+	if ctx.Err() != nil && err != nil {
+		return 1 // interrupted: the shell knows why
 	}
 	return exitStatus(stderr, err)
 }
@@ -186,11 +201,18 @@ func (r redacting) Write(p []byte) (int, error) {
 
 // file returns the *os.File under w, if any.
 func file(w io.Writer) (*os.File, bool) {
-	if r, ok := w.(redacting); ok {
-		w = r.w
+	for {
+		switch v := w.(type) {
+		case redacting:
+			w = v.w
+		case pipeWatch:
+			w = v.w
+		case *os.File:
+			return v, true
+		default:
+			return nil, false
+		}
 	}
-	f, ok := w.(*os.File)
-	return f, ok
 }
 
 // isTerminal reports whether w is a terminal, for colour and progress.

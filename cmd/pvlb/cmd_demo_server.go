@@ -78,13 +78,16 @@ func (c *DemoServerCmd) Run(a *app) error {
 	}
 	fmt.Fprintf(a.stdout, "%s serving peervault.PeerVaultService on %s\n", cfg.Name, srv.Addr())
 
+	// SIGUSR1 flips health; SIGINT and SIGTERM end a.ctx (see run).
 	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, os.Interrupt, syscall.SIGTERM, syscall.SIGUSR1)
+	signal.Notify(signals, syscall.SIGUSR1)
 	defer signal.Stop(signals)
-	for sig := range signals {
-		if sig == syscall.SIGUSR1 {
+	for {
+		select {
+		case <-signals:
 			srv.SetServing(!srv.Serving())
 			continue
+		case <-a.ctx.Done():
 		}
 		done := make(chan struct{})
 		go func() { srv.GracefulStop(); close(done) }()
@@ -96,5 +99,4 @@ func (c *DemoServerCmd) Run(a *app) error {
 		fmt.Fprintf(a.stdout, "%s stopped\n", cfg.Name)
 		return nil
 	}
-	return nil
 }

@@ -98,7 +98,7 @@ func (c *HealthCmd) Run(a *app) error {
 
 func (c *HealthCmd) check(a *app, cfg *config.Config, svcCfg *config.Service) serviceHealth {
 	out := serviceHealth{Service: svcCfg.Name, Servers: []rpc.ServerHealth{}}
-	svc, err := service.New(svcCfg, service.Options{Logger: a.log, HealthChecks: c.Force, OneShot: true, Host: a.pluginHost(cfg), Config: cfg})
+	svc, err := service.New(a.ctx, svcCfg, service.Options{Logger: a.log, HealthChecks: c.Force, OneShot: true, Host: a.pluginHost(cfg), Config: cfg})
 	if err != nil {
 		out.Error = err.Error()
 		return out

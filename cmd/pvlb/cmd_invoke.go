@@ -71,7 +71,7 @@ func (c *InvokeCmd) Run(a *app) error {
 	if err != nil {
 		return err
 	}
-	svc, err := service.New(svcCfg, service.Options{Logger: a.log, HealthChecks: true, OneShot: true, Host: a.pluginHost(cfg), Config: cfg})
+	svc, err := service.New(a.ctx, svcCfg, service.Options{Logger: a.log, HealthChecks: true, OneShot: true, Host: a.pluginHost(cfg), Config: cfg})
 	if err != nil {
 		return userError{err}
 	}
@@ -81,7 +81,7 @@ func (c *InvokeCmd) Run(a *app) error {
 		return err
 	}
 
-	ctx := context.Background()
+	ctx := a.ctx
 	md, err := c.resolve(ctx, svc)
 	if err != nil {
 		return err
@@ -99,6 +99,9 @@ func (c *InvokeCmd) Run(a *app) error {
 	var failures int
 	var lastErr error
 	for i := range c.Count {
+		if ctx.Err() != nil {
+			return ctx.Err() // interrupted: stop calling, print nothing more
+		}
 		report := &rpc.CallReport{}
 		callCtx, cancel := context.WithTimeout(ctx, c.Timeout)
 		start := time.Now()

@@ -115,7 +115,7 @@ func (c *PluginsCmd) Run(a *app) error {
 		if sum, err := p.Checksum(); err == nil {
 			row.SHA256 = sum
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), discovery.StartTimeout)
+		ctx, cancel := context.WithTimeout(a.ctx, discovery.StartTimeout)
 		r, err := host.Start(ctx, p, "")
 		cancel()
 		if err != nil {

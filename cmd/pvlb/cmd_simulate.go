@@ -68,7 +68,7 @@ func (c *SimulateCmd) Run(a *app) error {
 	}
 	// Endpoints come from discovery as they would at run time: a static
 	// list as written, any other kind through its plugin.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*discovery.StartTimeout)
+	ctx, cancel := context.WithTimeout(a.ctx, 2*discovery.StartTimeout)
 	discovered, err := a.pluginHost(cfg).Endpoints(ctx, cfg, svc.Discovery, svc.Name)
 	cancel()
 	if err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -37,7 +36,7 @@ func (a *app) checkConfig() (*config.Loader, *config.Config, hcl.Diagnostics) {
 	loader := config.NewLoader()
 	cfg, diags := loader.LoadPaths(a.globals.Config)
 	if !diags.HasErrors() && cfg != nil {
-		diags = append(diags, a.pluginHost(cfg).Check(context.Background(), cfg)...)
+		diags = append(diags, a.pluginHost(cfg).Check(a.ctx, cfg)...)
 	}
 	return loader, cfg, diags
 }

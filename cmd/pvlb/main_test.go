@@ -31,7 +31,7 @@ var pluginsDir string
 
 func TestMain(m *testing.M) {
 	testscript.Main(&pluginBuild{m}, map[string]func(){
-		"pvlb": func() { os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr)) },
+		"pvlb": func() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) },
 	})
 }
 
@@ -48,6 +48,7 @@ func (b *pluginBuild) Run() int {
 	for name, pkg := range map[string]string{
 		"pvlb-discovery-file": "../../examples/plugins/file",
 		"pvlb-discovery-exit": "../../pkg/discovery/testdata/plugins/exit",
+		"pvlb":                ".", // for the signal tests, which need pvlb as its own process
 	} {
 		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg).CombinedOutput()
 		if err != nil {

@@ -188,7 +188,7 @@ func (h *Host) Start(ctx context.Context, p *Plugin, pin string) (*Running, erro
 	}
 	h.running[r] = struct{}{}
 	h.mu.Unlock()
-	logger.Debug("plugin started", "path", p.Path, "protocol", r.Version)
+	logger.Debug("plugin started", "path", p.Path, "protocol", r.Version, "pid", r.Pid())
 	return r, nil
 }
 

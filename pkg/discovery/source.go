@@ -60,6 +60,7 @@ func (h *Host) Follow(ctx context.Context, kind, pin string, settings pluginapi.
 	loopCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	go s.loop(loopCtx)
+	s.log.Debug("following the service's endpoints", "pid", r.Pid())
 	return s, nil
 }
 

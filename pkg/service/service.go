@@ -49,8 +49,10 @@ type Options struct {
 // ErrNeedsHost is returned for a plugin discovery kind without Options.Host.
 var ErrNeedsHost = errors.New("needs a discovery plugin host")
 
-// New builds and starts svc. Close stops everything it started.
-func New(svc *config.Service, opts Options) (_ *Service, err error) {
+// New builds and starts svc; ctx bounds the start (a discovery plugin's
+// launch and first answer), not the service's life. Close stops
+// everything it started.
+func New(ctx context.Context, svc *config.Service, opts Options) (_ *Service, err error) {
 	if svc.Discovery == nil {
 		return nil, fmt.Errorf("service %q has no discovery", svc.Name)
 	}
@@ -74,7 +76,6 @@ func New(svc *config.Service, opts Options) (_ *Service, err error) {
 			return nil, fmt.Errorf("service %q: %w", svc.Name, err)
 		}
 	} else {
-		ctx := context.Background()
 		settings, diags := opts.Host.Settings(ctx, opts.Config, svc.Discovery)
 		if diags.HasErrors() {
 			return nil, fmt.Errorf("service %q: %s", svc.Name, diags.Error())

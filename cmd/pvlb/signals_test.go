@@ -1,0 +1,160 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/peervault/pvlb/internal/testtools"
+	"github.com/peervault/pvlb/pkg/demoserver"
+)
+
+// longInvoke starts pvlb invoking a demo server many times through the
+// file plugin, with debug logs, and returns it once the plugin runs,
+// with the plugin's pid and pvlb's standard error still being read.
+func longInvoke(t *testing.T, extra ...string) (cmd *exec.Cmd, pluginPid int, stderr io.ReadCloser) {
+	t.Helper()
+	srv, err := demoserver.Start("127.0.0.1:0", demoserver.Config{Name: "server1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	host, port, _ := net.SplitHostPort(srv.Addr())
+	dir := t.TempDir()
+	endpoints := filepath.Join(dir, "endpoints.json")
+	if err := os.WriteFile(endpoints, fmt.Appendf(nil, `{"peervault": [{"id": "server1", "address": %q, "port": %s}]}`, host, port), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "pvlb.hcl")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, "discovery \"file\" \"local\" {\n  path = %q\n}\n\nservice \"peervault\" {\n  discovery = discovery.file.local\n}\n", endpoints), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"--log-level", "debug", "invoke", "-c", cfg, "/peervault.PeerVaultService/GetUserData", "-d", `{"user_id":"u"}`, "--count", "100000000"}, extra...)
+	cmd = exec.Command(filepath.Join(pluginsDir, "pvlb"), args...)
+	cmd.Env = append(os.Environ(), "PVLB_PLUGIN_PATH="+pluginsDir)
+	stderr, err = cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	started := regexp.MustCompile(`following the service's endpoints.*pid=(\d+)`)
+	// A pvlb that never logs it is killed, which ends the scan.
+	timer := time.AfterFunc(30*time.Second, func() { _ = cmd.Process.Kill() })
+	defer timer.Stop()
+	lines := bufio.NewScanner(stderr)
+	for lines.Scan() {
+		if m := started.FindStringSubmatch(lines.Text()); m != nil {
+			pluginPid, _ = strconv.Atoi(m[1])
+			break
+		}
+	}
+	if pluginPid == 0 {
+		t.Fatalf("pvlb never logged that it follows the plugin: %v", lines.Err())
+	}
+	// Keep reading, so that pvlb is busy calling, not blocked on a full pipe.
+	go func() {
+		for lines.Scan() {
+			if os.Getenv("PVLB_TEST_SHOW_LOG") != "" {
+				fmt.Println(time.Now().Format("15:04:05.000"), lines.Text())
+			}
+		}
+	}()
+	return cmd, pluginPid, stderr
+}
+
+// exitWithin waits for cmd to end and returns its wait status.
+func exitWithin(t *testing.T, cmd *exec.Cmd, d time.Duration) syscall.WaitStatus {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		_ = cmd.Process.Kill()
+		t.Fatalf("pvlb still running %s after the signal", d)
+	}
+	return cmd.ProcessState.Sys().(syscall.WaitStatus)
+}
+
+// ended waits for pid to end (or be a zombie, which only its reaper can
+// clear).
+func ended(t *testing.T, pid int) {
+	t.Helper()
+	testtools.WaitFor(t, fmt.Sprintf("plugin %d to end", pid), func() bool {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return true
+		}
+		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		return len(fields) > 0 && fields[0] == "Z"
+	})
+}
+
+// SIGINT, SIGTERM and SIGHUP each end a running invoke within a few
+// seconds, exit status 128 + the signal, and its plugin with it.
+func TestSignalsEndCommandAndPlugins(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} {
+		t.Run(sig.String(), func(t *testing.T) {
+			cmd, plugin, _ := longInvoke(t)
+			if err := cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			ws := exitWithin(t, cmd, 2*exitGrace)
+			if ws.ExitStatus() != 128+int(sig) {
+				t.Errorf("exit status %d, want %d", ws.ExitStatus(), 128+int(sig))
+			}
+			ended(t, plugin)
+		})
+	}
+}
+
+// A hung plugin does not keep pvlb from ending: after SIGTERM it is killed
+// within the stop bound.
+func TestSignalEndsAHungPlugin(t *testing.T) {
+	cmd, plugin, _ := longInvoke(t)
+	if err := syscall.Kill(plugin, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	ws := exitWithin(t, cmd, 2*exitGrace)
+	t.Logf("pvlb exited %v after SIGTERM, status %d", time.Since(start), ws.ExitStatus())
+	ended(t, plugin)
+}
+
+// When the reader of pvlb's output goes away (pvlb -v ... | head), pvlb
+// stops, and its plugin with it, rather than dying of SIGPIPE first.
+func TestClosedOutputEndsCommandAndPlugins(t *testing.T) {
+	cmd, plugin, stderr := longInvoke(t, "--verbose")
+	_ = stderr.Close() // -v writes a line per call to standard error
+	ws := exitWithin(t, cmd, 2*exitGrace)
+	if ws.Signaled() {
+		t.Errorf("pvlb died of %v", ws.Signal())
+	} else if ws.ExitStatus() != 128+int(syscall.SIGPIPE) {
+		t.Errorf("exit status %d, want %d", ws.ExitStatus(), 128+int(syscall.SIGPIPE))
+	}
+	ended(t, plugin)
+}
+
+// Killed outright, pvlb cannot stop its plugin: the kernel does.
+func TestKilledPvlbLeavesNoPlugin(t *testing.T) {
+	cmd, plugin, _ := longInvoke(t)
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	ended(t, plugin)
+}
