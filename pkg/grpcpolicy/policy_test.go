@@ -6,16 +6,19 @@ import (
 	"net"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver"
 
 	"github.com/peervault/pvlb/internal/testtools"
 	"github.com/peervault/pvlb/pkg/demoserver"
 	"github.com/peervault/pvlb/pkg/grpcpolicy"
 	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/statuscode"
 	pb "github.com/peervault/pvlb/proto/peervault/v1"
 )
 
@@ -184,4 +187,63 @@ func ExampleNewResolverBuilder() {
 	sort.Strings(names)
 	fmt.Println(names)
 	// Output: [server1 server2 server3]
+}
+
+// A retry policy given the grpc-go way, in a service config, takes effect
+// on a pvlb:/// channel through NewResolverBuilderWithServiceConfig: with
+// every server failing half its calls with UNAVAILABLE, grpc-go's retries
+// (up to 5 attempts) leave a few failures where one attempt leaves half.
+func TestGRPCChannelRetryPolicy(t *testing.T) {
+	flaky := demoserver.Config{ErrorRate: 0.5, ErrorCode: statuscode.Unavailable}
+	servers := testtools.DemoServers(t, 3, flaky, flaky, flaky)
+	balancer := newBalancer(t, config(lb.RoundRobin), servers)
+	builder, err := grpcpolicy.NewResolverBuilderWithServiceConfig(`{
+	  "methodConfig": [{
+	    "name": [{"service": "peervault.PeerVaultService"}],
+	    "retryPolicy": {
+	      "maxAttempts": 5, "initialBackoff": "0.001s", "maxBackoff": "0.01s",
+	      "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]
+	    }
+	  }]
+	}`, balancer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failures := func(b resolver.Builder) int {
+		cc, err := grpc.NewClient("pvlb:///peervault", grpc.WithResolvers(b), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		stub := pb.NewPeerVaultServiceClient(cc)
+		n := 0
+		for range 200 {
+			if _, err := stub.GetUserData(context.Background(), &pb.GetUserDataRequest{UserId: "u"}); err != nil {
+				n++
+			}
+		}
+		return n
+	}
+	with, without := failures(builder), failures(grpcpolicy.NewResolverBuilder(balancer))
+	t.Logf("failed calls of 200: %d with the retry policy, %d without", with, without)
+	if without < 50 || with*5 > without {
+		t.Fatalf("failed calls: %d with the retry policy, %d without; want a fifth or fewer", with, without)
+	}
+}
+
+// A service config that would replace the pvlb policy, or does not parse,
+// fails when the builder is made.
+func TestGRPCResolverServiceConfigErrors(t *testing.T) {
+	balancer := newBalancer(t, config(lb.RoundRobin), nil)
+	for cfg, want := range map[string]string{
+		`{"loadBalancingConfig": [{"round_robin": {}}]}`: "chooses another load balancing policy",
+		`{"loadBalancingPolicy": "round_robin"}`:         "sets loadBalancingPolicy",
+		`{"methodConfig": [`:                             "service config",
+		`{"loadBalancingConfig": [{"pvlb": {}}]}`:        "",
+	} {
+		_, err := grpcpolicy.NewResolverBuilderWithServiceConfig(cfg, balancer)
+		if (err == nil) != (want == "") || (err != nil && !strings.Contains(err.Error(), want)) {
+			t.Errorf("%s: error %v, want %q", cfg, err, want)
+		}
+	}
 }

@@ -1,8 +1,10 @@
 package grpcpolicy
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 
 	"google.golang.org/grpc/attributes"
@@ -33,16 +35,60 @@ type (
 //	cc, err := grpc.NewClient("pvlb:///peervault",
 //		grpc.WithResolvers(grpcpolicy.NewResolverBuilder(balancer)),
 //		grpc.WithTransportCredentials(insecure.NewCredentials()))
+//
+// The service config the resolver supplies replaces any given with
+// grpc.WithDefaultServiceConfig (grpc-go uses a resolver's config when it
+// has one), so a retry policy goes to NewResolverBuilderWithServiceConfig
+// instead.
 func NewResolverBuilder(balancers ...*lb.LoadBalancer) resolver.Builder {
-	b := &resolverBuilder{balancers: map[string]*lb.LoadBalancer{}}
-	for _, balancer := range balancers {
-		b.balancers[balancer.Service()] = balancer
-	}
+	b, _ := NewResolverBuilderWithServiceConfig("", balancers...) // an empty config cannot fail
 	return b
 }
 
+// NewResolverBuilderWithServiceConfig is NewResolverBuilder whose channels
+// take serviceConfig, grpc-go's service config JSON (methodConfig with its
+// retryPolicy, timeouts, waitForReady...), with the pvlb policy as its
+// load balancing config. A config that chooses another policy, or that
+// does not parse, is an error here rather than silently replaced.
+func NewResolverBuilderWithServiceConfig(serviceConfig string, balancers ...*lb.LoadBalancer) (resolver.Builder, error) {
+	doc := map[string]any{}
+	if strings.TrimSpace(serviceConfig) != "" {
+		if err := json.Unmarshal([]byte(serviceConfig), &doc); err != nil {
+			return nil, fmt.Errorf("pvlb resolver: service config: %w", err)
+		}
+	}
+	if _, ok := doc["loadBalancingPolicy"]; ok {
+		return nil, fmt.Errorf("pvlb resolver: service config sets loadBalancingPolicy; the pvlb resolver chooses the %q policy itself: remove it", Name)
+	}
+	if lbc, ok := doc["loadBalancingConfig"]; ok {
+		list, _ := lbc.([]any)
+		first, _ := firstOf(list).(map[string]any)
+		if _, isPvlb := first[Name]; !isPvlb || len(first) != 1 {
+			return nil, fmt.Errorf("pvlb resolver: service config chooses another load balancing policy than %q: remove its loadBalancingConfig", Name)
+		}
+	}
+	doc["loadBalancingConfig"] = []any{map[string]any{Name: map[string]any{}}}
+	merged, err := json.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("pvlb resolver: service config: %w", err)
+	}
+	b := &resolverBuilder{balancers: map[string]*lb.LoadBalancer{}, serviceConfig: string(merged)}
+	for _, balancer := range balancers {
+		b.balancers[balancer.Service()] = balancer
+	}
+	return b, nil
+}
+
+func firstOf(list []any) any {
+	if len(list) == 0 {
+		return nil
+	}
+	return list[0]
+}
+
 type resolverBuilder struct {
-	balancers map[string]*lb.LoadBalancer
+	balancers     map[string]*lb.LoadBalancer
+	serviceConfig string // JSON, with the pvlb policy
 }
 
 func (b *resolverBuilder) Scheme() string { return Scheme }
@@ -58,7 +104,10 @@ func (b *resolverBuilder) Build(target resolver.Target, cc resolver.ClientConn, 
 		return nil, fmt.Errorf("pvlb resolver: no balancer for service %q (have %v)", name, known)
 	}
 	r := &pvlbResolver{cc: cc, balancer: balancer}
-	r.serviceConfig = cc.ParseServiceConfig(`{"loadBalancingConfig":[{"` + Name + `":{}}]}`)
+	r.serviceConfig = cc.ParseServiceConfig(b.serviceConfig)
+	if r.serviceConfig.Err != nil {
+		return nil, fmt.Errorf("pvlb resolver: service config: %w", r.serviceConfig.Err)
+	}
 	r.cancel = balancer.Subscribe(r.update)
 	return r, nil
 }
