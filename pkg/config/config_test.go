@@ -1,6 +1,14 @@
 package config
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -450,18 +458,19 @@ func TestRetryableCodesAndTLS(t *testing.T) {
   endpoint "a" { address = "h:1" }
 }
 `
-	cfg, diags := load(t, base+`service "svc" {
+	ca, cert, key := writeTestPKI(t)
+	cfg, diags := load(t, base+fmt.Sprintf(`service "svc" {
   discovery = discovery.static.s
   retry { retryable_codes = ["UNAVAILABLE", "resource_exhausted"] }
   client {
     tls {
-      ca_file     = "ca.pem"
-      cert_file   = "client.pem"
-      key_file    = "client-key.pem"
+      ca_file     = %q
+      cert_file   = %q
+      key_file    = %q
       server_name = "peervault.internal"
     }
   }
-}`)
+}`, ca, cert, key))
 	if len(diags) > 0 {
 		t.Fatal(diags)
 	}
@@ -470,7 +479,7 @@ func TestRetryableCodesAndTLS(t *testing.T) {
 	if want := statuscode.SetOf(statuscode.Unavailable, statuscode.ResourceExhausted); s.Retry.RetryableCodes != want {
 		t.Errorf("codes %v", s.Retry.RetryableCodes)
 	}
-	if want := (&tlsfiles.Config{CAFile: "ca.pem", CertFile: "client.pem", KeyFile: "client-key.pem", ServerName: "peervault.internal"}); !reflect.DeepEqual(cc.TLS, want) {
+	if want := (&tlsfiles.Config{CAFile: ca, CertFile: cert, KeyFile: key, ServerName: "peervault.internal"}); !reflect.DeepEqual(cc.TLS, want) {
 		t.Errorf("tls %+v", cc.TLS)
 	}
 	for src, want := range map[string]string{
@@ -583,5 +592,102 @@ func TestNestingLimit(t *testing.T) {
 	_, diags := NewLoader().LoadSources(map[string][]byte{"deep.hcl": []byte("x = " + deep(100000))})
 	if len(diags) != 1 || diags[0].Summary != "Nested too deeply" || diags[0].Subject.Start.Column != 5+MaxNesting {
 		t.Fatalf("diagnostics %v", diags)
+	}
+}
+
+// writeTestPKI writes a self-signed certificate (standing for both the CA
+// and the client's certificate) and its key, and returns their paths.
+func writeTestPKI(t *testing.T) (ca, cert, key string) {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cert, key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cert, cert, key
+}
+
+// Files a configuration names are read at validate time: one missing, or
+// not PEM, is an error on its attribute.
+func TestTLSFilesAreChecked(t *testing.T) {
+	ca, cert, key := writeTestPKI(t)
+	base := `discovery "static" "s" {
+  endpoint "a" { address = "h:1" }
+}
+service "svc" {
+  discovery = discovery.static.s
+  client {
+    tls {
+%s
+    }
+  }
+}`
+	notPEM := filepath.Join(t.TempDir(), "notes.txt")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for body, want := range map[string]string{
+		fmt.Sprintf("ca_file = %q", "/nonexistent/ca.pem"):                        "ca_file: open /nonexistent/ca.pem: no such file or directory",
+		fmt.Sprintf("ca_file = %q", notPEM):                                       "holds no PEM certificate",
+		fmt.Sprintf("cert_file = %q\nkey_file = %q", cert, notPEM):                "cert_file: loading",
+		fmt.Sprintf("ca_file = %q\ncert_file = %q\nkey_file = %q", ca, cert, key): "",
+	} {
+		_, diags := load(t, fmt.Sprintf(base, body))
+		if want == "" {
+			if diags.HasErrors() {
+				t.Errorf("%s: %v", body, diags)
+			}
+			continue
+		}
+		if !diags.HasErrors() || !strings.Contains(diags.Error(), want) || diags[0].Summary != "Unusable TLS file" {
+			t.Errorf("%s: %v, want %q", body, diags, want)
+		}
+	}
+}
+
+// Two endpoints at one address take two shares: a warning; a metadata key
+// gRPC would refuse is an error; a plugin block for static has nothing to
+// configure.
+func TestMoreLocalChecks(t *testing.T) {
+	_, diags := load(t, `discovery "static" "s" {
+  endpoint "a" { address = "127.0.0.1:1" }
+  endpoint "b" { address = "127.0.0.1:1" }
+}`)
+	if len(diags) != 1 || diags[0].Severity != hcl.DiagWarning || diags[0].Summary != "Duplicate address" {
+		t.Errorf("duplicate address: %v", diags)
+	}
+	_, diags = load(t, `discovery "static" "s" {
+  endpoint "a" {
+    address  = "127.0.0.1:1"
+    metadata = { Zone = "a", "rack id" = "b", "ok-key_1.x" = "c" }
+  }
+}`)
+	var all strings.Builder
+	for _, d := range diags {
+		all.WriteString(d.Detail + "\n")
+	}
+	if text := all.String(); len(diags) != 2 || !strings.Contains(text, `"Zone" is not a gRPC metadata key`) || !strings.Contains(text, `like "zone"`) || !strings.Contains(text, `"rack id"`) {
+		t.Errorf("metadata keys: %v", diags)
+	}
+	_, diags = load(t, `plugin "static" { sha256 = "0000000000000000000000000000000000000000000000000000000000000000" }`)
+	if len(diags) != 1 || diags[0].Summary != "No plugin to configure" {
+		t.Errorf("static plugin block: %v", diags)
 	}
 }

@@ -1,7 +1,9 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"path"
 	"path/filepath"
@@ -310,10 +312,20 @@ func (d *decoder) decodeDiscoveryBlock(block *hcl.Block) {
 func (d *decoder) decodeStaticBody(disc *Discovery, block *hcl.Block) {
 	content := d.content(block.Body, staticSchema)
 	seen := map[string]*Endpoint{}
+	byAddress := map[string]*Endpoint{}
 	for _, eb := range content.Blocks.OfType("endpoint") {
 		if d.validName(eb, 0) {
 			ep := d.decodeEndpointBlock(eb)
 			declare(d, "endpoint", ep.ID, ep, seen, &disc.Endpoints)
+			if ep.Host == "" {
+				continue
+			}
+			key := strings.ToLower(net.JoinHostPort(ep.Host, strconv.Itoa(ep.Port)))
+			if first, dup := byAddress[key]; dup {
+				d.warnf(ep.DeclRange, "Duplicate address", "Endpoints %q and %q both point at %s, so that server takes two shares of the traffic. Remove one, or give one server one endpoint with a weight.", first.ID, ep.ID, key)
+			} else {
+				byAddress[key] = ep
+			}
 		}
 	}
 	if len(content.Blocks.OfType("endpoint")) == 0 {
@@ -340,6 +352,13 @@ func (d *decoder) decodeEndpointBlock(block *hcl.Block) *Endpoint {
 	a.intHint("weight", 1, lb.MaxWeight, "To take a server out of rotation, remove its endpoint block.", &ep.Weight)
 	a.string("zone", &ep.Zone)
 	a.stringMap("metadata", &ep.Metadata)
+	if attr, ok := content.Attributes["metadata"]; ok {
+		for _, k := range slices.Sorted(maps.Keys(ep.Metadata)) {
+			if !validMetadataKey(k) {
+				a.errorf(attr.Expr.Range(), "Invalid metadata key", "%s is not a gRPC metadata key: use lowercase letters, digits, dashes, underscores and dots%s.", quoteShort(k), lowercaseHint(k))
+			}
+		}
+	}
 	d.merge(a)
 	for _, sb := range content.Blocks.OfType("simulate") {
 		d.errorf(sb.DefRange, "Simulation settings have moved", "How a server behaves in pvlb simulate is set in a top-level simulation block, which applies to endpoints from any discovery kind:\n  simulation \"SERVICE\" {\n    server %q { latency = \"lognormal(10ms, 40ms)\" }\n  }", ep.ID)
@@ -487,6 +506,10 @@ func (d *decoder) decodePluginBlock(block *hcl.Block) {
 		return
 	}
 	p := &Plugin{Kind: block.Labels[0], DeclRange: block.DefRange}
+	if p.Kind == StaticKind {
+		d.errorf(block.LabelRanges[0], "No plugin to configure", "Static discovery is built into pvlb; it runs no plugin, so there is nothing to pin or set. Remove this block.")
+		return
+	}
 	content := d.content(block.Body, pluginSchema)
 	a := d.attrs(content)
 	if attr, ok := a.decode("sha256", &p.SHA256); ok {
@@ -649,20 +672,51 @@ func (d *decoder) decodeOutlierBlock(block *hcl.Block) *lb.OutlierDetection {
 	return &od
 }
 
-// decodeTLSBlock reads the file names for TLS to backends. The files are
-// read when connecting; here a key without its certificate is an error.
+// decodeTLSBlock reads the file names for TLS to backends, and reads the
+// files too, so that validate reports one that is missing or is not PEM
+// (relative names are from the working directory, as when connecting).
 func (d *decoder) decodeTLSBlock(block *hcl.Block) *tlsfiles.Config {
 	t := &tlsfiles.Config{}
-	a := d.attrs(d.content(block.Body, tlsSchema))
+	content := d.content(block.Body, tlsSchema)
+	a := d.attrs(content)
 	a.string("ca_file", &t.CAFile)
 	a.string("cert_file", &t.CertFile)
 	a.string("key_file", &t.KeyFile)
 	a.string("server_name", &t.ServerName)
 	if (t.CertFile == "") != (t.KeyFile == "") {
 		a.errorf(block.DefRange, "Incomplete client certificate", "cert_file and key_file go together: set both for mutual TLS, or neither.")
+	} else if _, err := t.Load(); err != nil {
+		rng := block.DefRange
+		var fe *tlsfiles.FileError
+		if errors.As(err, &fe) {
+			if attr, ok := content.Attributes[fe.Attr]; ok {
+				rng = attr.Expr.Range()
+			}
+		}
+		a.errorf(rng, "Unusable TLS file", "%s.", err)
 	}
 	d.merge(a)
 	return t
+}
+
+// validMetadataKey is gRPC's rule for metadata keys.
+func validMetadataKey(k string) bool {
+	if k == "" {
+		return false
+	}
+	for _, r := range k {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func lowercaseHint(k string) string {
+	if l := strings.ToLower(k); l != k && validMetadataKey(l) {
+		return fmt.Sprintf(", like %q", l)
+	}
+	return ""
 }
 
 // checkWeightsUsed warns when endpoints carry weights that the service's

@@ -27,11 +27,11 @@ func (c *Config) Load() (*tls.Config, error) {
 	if c.CAFile != "" {
 		pem, err := os.ReadFile(c.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("tls: ca_file: %w", err)
+			return nil, &FileError{Attr: "ca_file", Err: err}
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls: ca_file %s holds no PEM certificate", c.CAFile)
+			return nil, &FileError{Attr: "ca_file", Err: fmt.Errorf("%s holds no PEM certificate", c.CAFile)}
 		}
 		cfg.RootCAs = pool
 	}
@@ -41,9 +41,18 @@ func (c *Config) Load() (*tls.Config, error) {
 	if c.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("tls: loading cert_file %s and key_file %s: %w", c.CertFile, c.KeyFile, err)
+			return nil, &FileError{Attr: "cert_file", Err: fmt.Errorf("loading %s with key_file %s: %w", c.CertFile, c.KeyFile, err)}
 		}
 		cfg.Certificates = []tls.Certificate{cert}
 	}
 	return cfg, nil
 }
+
+// FileError is a TLS file that cannot be used; Attr names its setting.
+type FileError struct {
+	Attr string // ca_file or cert_file
+	Err  error
+}
+
+func (e *FileError) Error() string { return "tls: " + e.Attr + ": " + e.Err.Error() }
+func (e *FileError) Unwrap() error { return e.Err }
