@@ -73,6 +73,150 @@ func (Health) EnumDescriptor() ([]byte, []int) {
 	return file_discovery_proto_rawDescGZIP(), []int{0}
 }
 
+type ValidateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// settings is the discovery block's body as a JSON object.
+	SettingsJson  []byte `protobuf:"bytes,1,opt,name=settings_json,json=settingsJson,proto3" json:"settings_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ValidateRequest) Reset() {
+	*x = ValidateRequest{}
+	mi := &file_discovery_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ValidateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ValidateRequest) ProtoMessage() {}
+
+func (x *ValidateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_discovery_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ValidateRequest.ProtoReflect.Descriptor instead.
+func (*ValidateRequest) Descriptor() ([]byte, []int) {
+	return file_discovery_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ValidateRequest) GetSettingsJson() []byte {
+	if x != nil {
+		return x.SettingsJson
+	}
+	return nil
+}
+
+type ValidateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Problems      []*Problem             `protobuf:"bytes,1,rep,name=problems,proto3" json:"problems,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ValidateResponse) Reset() {
+	*x = ValidateResponse{}
+	mi := &file_discovery_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ValidateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ValidateResponse) ProtoMessage() {}
+
+func (x *ValidateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_discovery_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ValidateResponse.ProtoReflect.Descriptor instead.
+func (*ValidateResponse) Descriptor() ([]byte, []int) {
+	return file_discovery_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ValidateResponse) GetProblems() []*Problem {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
+// Problem is a setting's value the plugin refuses.
+type Problem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// attribute names the setting ("tls.ca_file" inside a block); empty
+	// for the block as a whole.
+	Attribute     string `protobuf:"bytes,1,opt,name=attribute,proto3" json:"attribute,omitempty"`
+	Detail        string `protobuf:"bytes,2,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Problem) Reset() {
+	*x = Problem{}
+	mi := &file_discovery_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Problem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Problem) ProtoMessage() {}
+
+func (x *Problem) ProtoReflect() protoreflect.Message {
+	mi := &file_discovery_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Problem.ProtoReflect.Descriptor instead.
+func (*Problem) Descriptor() ([]byte, []int) {
+	return file_discovery_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Problem) GetAttribute() string {
+	if x != nil {
+		return x.Attribute
+	}
+	return ""
+}
+
+func (x *Problem) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
 type GetSchemaRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -81,7 +225,7 @@ type GetSchemaRequest struct {
 
 func (x *GetSchemaRequest) Reset() {
 	*x = GetSchemaRequest{}
-	mi := &file_discovery_proto_msgTypes[0]
+	mi := &file_discovery_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -93,7 +237,7 @@ func (x *GetSchemaRequest) String() string {
 func (*GetSchemaRequest) ProtoMessage() {}
 
 func (x *GetSchemaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[0]
+	mi := &file_discovery_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -106,7 +250,7 @@ func (x *GetSchemaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSchemaRequest.ProtoReflect.Descriptor instead.
 func (*GetSchemaRequest) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{0}
+	return file_discovery_proto_rawDescGZIP(), []int{3}
 }
 
 type GetSchemaResponse struct {
@@ -118,7 +262,7 @@ type GetSchemaResponse struct {
 
 func (x *GetSchemaResponse) Reset() {
 	*x = GetSchemaResponse{}
-	mi := &file_discovery_proto_msgTypes[1]
+	mi := &file_discovery_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -130,7 +274,7 @@ func (x *GetSchemaResponse) String() string {
 func (*GetSchemaResponse) ProtoMessage() {}
 
 func (x *GetSchemaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[1]
+	mi := &file_discovery_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -143,7 +287,7 @@ func (x *GetSchemaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSchemaResponse.ProtoReflect.Descriptor instead.
 func (*GetSchemaResponse) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{1}
+	return file_discovery_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetSchemaResponse) GetSchema() *Schema {
@@ -163,7 +307,7 @@ type Schema struct {
 
 func (x *Schema) Reset() {
 	*x = Schema{}
-	mi := &file_discovery_proto_msgTypes[2]
+	mi := &file_discovery_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -175,7 +319,7 @@ func (x *Schema) String() string {
 func (*Schema) ProtoMessage() {}
 
 func (x *Schema) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[2]
+	mi := &file_discovery_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -188,7 +332,7 @@ func (x *Schema) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Schema.ProtoReflect.Descriptor instead.
 func (*Schema) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{2}
+	return file_discovery_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Schema) GetAttributes() []*Attribute {
@@ -219,7 +363,7 @@ type Attribute struct {
 
 func (x *Attribute) Reset() {
 	*x = Attribute{}
-	mi := &file_discovery_proto_msgTypes[3]
+	mi := &file_discovery_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -231,7 +375,7 @@ func (x *Attribute) String() string {
 func (*Attribute) ProtoMessage() {}
 
 func (x *Attribute) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[3]
+	mi := &file_discovery_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -244,7 +388,7 @@ func (x *Attribute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attribute.ProtoReflect.Descriptor instead.
 func (*Attribute) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{3}
+	return file_discovery_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Attribute) GetName() string {
@@ -296,7 +440,7 @@ type Block struct {
 
 func (x *Block) Reset() {
 	*x = Block{}
-	mi := &file_discovery_proto_msgTypes[4]
+	mi := &file_discovery_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -308,7 +452,7 @@ func (x *Block) String() string {
 func (*Block) ProtoMessage() {}
 
 func (x *Block) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[4]
+	mi := &file_discovery_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -321,7 +465,7 @@ func (x *Block) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Block.ProtoReflect.Descriptor instead.
 func (*Block) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{4}
+	return file_discovery_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Block) GetName() string {
@@ -376,7 +520,7 @@ type ConfigureRequest struct {
 
 func (x *ConfigureRequest) Reset() {
 	*x = ConfigureRequest{}
-	mi := &file_discovery_proto_msgTypes[5]
+	mi := &file_discovery_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -388,7 +532,7 @@ func (x *ConfigureRequest) String() string {
 func (*ConfigureRequest) ProtoMessage() {}
 
 func (x *ConfigureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[5]
+	mi := &file_discovery_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -401,7 +545,7 @@ func (x *ConfigureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureRequest.ProtoReflect.Descriptor instead.
 func (*ConfigureRequest) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{5}
+	return file_discovery_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ConfigureRequest) GetSettingsJson() []byte {
@@ -419,7 +563,7 @@ type ConfigureResponse struct {
 
 func (x *ConfigureResponse) Reset() {
 	*x = ConfigureResponse{}
-	mi := &file_discovery_proto_msgTypes[6]
+	mi := &file_discovery_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -431,7 +575,7 @@ func (x *ConfigureResponse) String() string {
 func (*ConfigureResponse) ProtoMessage() {}
 
 func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[6]
+	mi := &file_discovery_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -444,7 +588,7 @@ func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureResponse.ProtoReflect.Descriptor instead.
 func (*ConfigureResponse) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{6}
+	return file_discovery_proto_rawDescGZIP(), []int{9}
 }
 
 type ResolveRequest struct {
@@ -456,7 +600,7 @@ type ResolveRequest struct {
 
 func (x *ResolveRequest) Reset() {
 	*x = ResolveRequest{}
-	mi := &file_discovery_proto_msgTypes[7]
+	mi := &file_discovery_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -468,7 +612,7 @@ func (x *ResolveRequest) String() string {
 func (*ResolveRequest) ProtoMessage() {}
 
 func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[7]
+	mi := &file_discovery_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -481,7 +625,7 @@ func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveRequest.ProtoReflect.Descriptor instead.
 func (*ResolveRequest) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{7}
+	return file_discovery_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ResolveRequest) GetService() string {
@@ -500,7 +644,7 @@ type ResolveResponse struct {
 
 func (x *ResolveResponse) Reset() {
 	*x = ResolveResponse{}
-	mi := &file_discovery_proto_msgTypes[8]
+	mi := &file_discovery_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -512,7 +656,7 @@ func (x *ResolveResponse) String() string {
 func (*ResolveResponse) ProtoMessage() {}
 
 func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[8]
+	mi := &file_discovery_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -525,7 +669,7 @@ func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveResponse.ProtoReflect.Descriptor instead.
 func (*ResolveResponse) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{8}
+	return file_discovery_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ResolveResponse) GetInstances() []*Instance {
@@ -544,7 +688,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_discovery_proto_msgTypes[9]
+	mi := &file_discovery_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -556,7 +700,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[9]
+	mi := &file_discovery_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -569,7 +713,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{9}
+	return file_discovery_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WatchRequest) GetService() string {
@@ -588,7 +732,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_discovery_proto_msgTypes[10]
+	mi := &file_discovery_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -600,7 +744,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[10]
+	mi := &file_discovery_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -613,7 +757,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{10}
+	return file_discovery_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchResponse) GetInstances() []*Instance {
@@ -638,7 +782,7 @@ type Instance struct {
 
 func (x *Instance) Reset() {
 	*x = Instance{}
-	mi := &file_discovery_proto_msgTypes[11]
+	mi := &file_discovery_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -650,7 +794,7 @@ func (x *Instance) String() string {
 func (*Instance) ProtoMessage() {}
 
 func (x *Instance) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[11]
+	mi := &file_discovery_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -663,7 +807,7 @@ func (x *Instance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Instance.ProtoReflect.Descriptor instead.
 func (*Instance) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{11}
+	return file_discovery_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Instance) GetId() string {
@@ -719,7 +863,14 @@ var File_discovery_proto protoreflect.FileDescriptor
 
 const file_discovery_proto_rawDesc = "" +
 	"\n" +
-	"\x0fdiscovery.proto\x12\x11pvlb.discovery.v1\"\x12\n" +
+	"\x0fdiscovery.proto\x12\x11pvlb.discovery.v1\"6\n" +
+	"\x0fValidateRequest\x12#\n" +
+	"\rsettings_json\x18\x01 \x01(\fR\fsettingsJson\"J\n" +
+	"\x10ValidateResponse\x126\n" +
+	"\bproblems\x18\x01 \x03(\v2\x1a.pvlb.discovery.v1.ProblemR\bproblems\"?\n" +
+	"\aProblem\x12\x1c\n" +
+	"\tattribute\x18\x01 \x01(\tR\tattribute\x12\x16\n" +
+	"\x06detail\x18\x02 \x01(\tR\x06detail\"\x12\n" +
 	"\x10GetSchemaRequest\"F\n" +
 	"\x11GetSchemaResponse\x121\n" +
 	"\x06schema\x18\x01 \x01(\v2\x19.pvlb.discovery.v1.SchemaR\x06schema\"x\n" +
@@ -766,12 +917,13 @@ const file_discovery_proto_rawDesc = "" +
 	"\x06Health\x12\x12\n" +
 	"\x0eHEALTH_UNKNOWN\x10\x00\x12\x12\n" +
 	"\x0eHEALTH_HEALTHY\x10\x01\x12\x14\n" +
-	"\x10HEALTH_UNHEALTHY\x10\x022\xdb\x02\n" +
+	"\x10HEALTH_UNHEALTHY\x10\x022\xb0\x03\n" +
 	"\tDiscovery\x12V\n" +
 	"\tGetSchema\x12#.pvlb.discovery.v1.GetSchemaRequest\x1a$.pvlb.discovery.v1.GetSchemaResponse\x12V\n" +
 	"\tConfigure\x12#.pvlb.discovery.v1.ConfigureRequest\x1a$.pvlb.discovery.v1.ConfigureResponse\x12P\n" +
 	"\aResolve\x12!.pvlb.discovery.v1.ResolveRequest\x1a\".pvlb.discovery.v1.ResolveResponse\x12L\n" +
-	"\x05Watch\x12\x1f.pvlb.discovery.v1.WatchRequest\x1a .pvlb.discovery.v1.WatchResponse0\x01B<Z:github.com/peervault/pvlb/internal/discoveryv1;discoveryv1b\x06proto3"
+	"\x05Watch\x12\x1f.pvlb.discovery.v1.WatchRequest\x1a .pvlb.discovery.v1.WatchResponse0\x01\x12S\n" +
+	"\bValidate\x12\".pvlb.discovery.v1.ValidateRequest\x1a#.pvlb.discovery.v1.ValidateResponseB<Z:github.com/peervault/pvlb/internal/discoveryv1;discoveryv1b\x06proto3"
 
 var (
 	file_discovery_proto_rawDescOnce sync.Once
@@ -786,45 +938,51 @@ func file_discovery_proto_rawDescGZIP() []byte {
 }
 
 var file_discovery_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_discovery_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_discovery_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_discovery_proto_goTypes = []any{
 	(Health)(0),               // 0: pvlb.discovery.v1.Health
-	(*GetSchemaRequest)(nil),  // 1: pvlb.discovery.v1.GetSchemaRequest
-	(*GetSchemaResponse)(nil), // 2: pvlb.discovery.v1.GetSchemaResponse
-	(*Schema)(nil),            // 3: pvlb.discovery.v1.Schema
-	(*Attribute)(nil),         // 4: pvlb.discovery.v1.Attribute
-	(*Block)(nil),             // 5: pvlb.discovery.v1.Block
-	(*ConfigureRequest)(nil),  // 6: pvlb.discovery.v1.ConfigureRequest
-	(*ConfigureResponse)(nil), // 7: pvlb.discovery.v1.ConfigureResponse
-	(*ResolveRequest)(nil),    // 8: pvlb.discovery.v1.ResolveRequest
-	(*ResolveResponse)(nil),   // 9: pvlb.discovery.v1.ResolveResponse
-	(*WatchRequest)(nil),      // 10: pvlb.discovery.v1.WatchRequest
-	(*WatchResponse)(nil),     // 11: pvlb.discovery.v1.WatchResponse
-	(*Instance)(nil),          // 12: pvlb.discovery.v1.Instance
-	nil,                       // 13: pvlb.discovery.v1.Instance.MetadataEntry
+	(*ValidateRequest)(nil),   // 1: pvlb.discovery.v1.ValidateRequest
+	(*ValidateResponse)(nil),  // 2: pvlb.discovery.v1.ValidateResponse
+	(*Problem)(nil),           // 3: pvlb.discovery.v1.Problem
+	(*GetSchemaRequest)(nil),  // 4: pvlb.discovery.v1.GetSchemaRequest
+	(*GetSchemaResponse)(nil), // 5: pvlb.discovery.v1.GetSchemaResponse
+	(*Schema)(nil),            // 6: pvlb.discovery.v1.Schema
+	(*Attribute)(nil),         // 7: pvlb.discovery.v1.Attribute
+	(*Block)(nil),             // 8: pvlb.discovery.v1.Block
+	(*ConfigureRequest)(nil),  // 9: pvlb.discovery.v1.ConfigureRequest
+	(*ConfigureResponse)(nil), // 10: pvlb.discovery.v1.ConfigureResponse
+	(*ResolveRequest)(nil),    // 11: pvlb.discovery.v1.ResolveRequest
+	(*ResolveResponse)(nil),   // 12: pvlb.discovery.v1.ResolveResponse
+	(*WatchRequest)(nil),      // 13: pvlb.discovery.v1.WatchRequest
+	(*WatchResponse)(nil),     // 14: pvlb.discovery.v1.WatchResponse
+	(*Instance)(nil),          // 15: pvlb.discovery.v1.Instance
+	nil,                       // 16: pvlb.discovery.v1.Instance.MetadataEntry
 }
 var file_discovery_proto_depIdxs = []int32{
-	3,  // 0: pvlb.discovery.v1.GetSchemaResponse.schema:type_name -> pvlb.discovery.v1.Schema
-	4,  // 1: pvlb.discovery.v1.Schema.attributes:type_name -> pvlb.discovery.v1.Attribute
-	5,  // 2: pvlb.discovery.v1.Schema.blocks:type_name -> pvlb.discovery.v1.Block
-	3,  // 3: pvlb.discovery.v1.Block.schema:type_name -> pvlb.discovery.v1.Schema
-	12, // 4: pvlb.discovery.v1.ResolveResponse.instances:type_name -> pvlb.discovery.v1.Instance
-	12, // 5: pvlb.discovery.v1.WatchResponse.instances:type_name -> pvlb.discovery.v1.Instance
-	0,  // 6: pvlb.discovery.v1.Instance.health:type_name -> pvlb.discovery.v1.Health
-	13, // 7: pvlb.discovery.v1.Instance.metadata:type_name -> pvlb.discovery.v1.Instance.MetadataEntry
-	1,  // 8: pvlb.discovery.v1.Discovery.GetSchema:input_type -> pvlb.discovery.v1.GetSchemaRequest
-	6,  // 9: pvlb.discovery.v1.Discovery.Configure:input_type -> pvlb.discovery.v1.ConfigureRequest
-	8,  // 10: pvlb.discovery.v1.Discovery.Resolve:input_type -> pvlb.discovery.v1.ResolveRequest
-	10, // 11: pvlb.discovery.v1.Discovery.Watch:input_type -> pvlb.discovery.v1.WatchRequest
-	2,  // 12: pvlb.discovery.v1.Discovery.GetSchema:output_type -> pvlb.discovery.v1.GetSchemaResponse
-	7,  // 13: pvlb.discovery.v1.Discovery.Configure:output_type -> pvlb.discovery.v1.ConfigureResponse
-	9,  // 14: pvlb.discovery.v1.Discovery.Resolve:output_type -> pvlb.discovery.v1.ResolveResponse
-	11, // 15: pvlb.discovery.v1.Discovery.Watch:output_type -> pvlb.discovery.v1.WatchResponse
-	12, // [12:16] is the sub-list for method output_type
-	8,  // [8:12] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	3,  // 0: pvlb.discovery.v1.ValidateResponse.problems:type_name -> pvlb.discovery.v1.Problem
+	6,  // 1: pvlb.discovery.v1.GetSchemaResponse.schema:type_name -> pvlb.discovery.v1.Schema
+	7,  // 2: pvlb.discovery.v1.Schema.attributes:type_name -> pvlb.discovery.v1.Attribute
+	8,  // 3: pvlb.discovery.v1.Schema.blocks:type_name -> pvlb.discovery.v1.Block
+	6,  // 4: pvlb.discovery.v1.Block.schema:type_name -> pvlb.discovery.v1.Schema
+	15, // 5: pvlb.discovery.v1.ResolveResponse.instances:type_name -> pvlb.discovery.v1.Instance
+	15, // 6: pvlb.discovery.v1.WatchResponse.instances:type_name -> pvlb.discovery.v1.Instance
+	0,  // 7: pvlb.discovery.v1.Instance.health:type_name -> pvlb.discovery.v1.Health
+	16, // 8: pvlb.discovery.v1.Instance.metadata:type_name -> pvlb.discovery.v1.Instance.MetadataEntry
+	4,  // 9: pvlb.discovery.v1.Discovery.GetSchema:input_type -> pvlb.discovery.v1.GetSchemaRequest
+	9,  // 10: pvlb.discovery.v1.Discovery.Configure:input_type -> pvlb.discovery.v1.ConfigureRequest
+	11, // 11: pvlb.discovery.v1.Discovery.Resolve:input_type -> pvlb.discovery.v1.ResolveRequest
+	13, // 12: pvlb.discovery.v1.Discovery.Watch:input_type -> pvlb.discovery.v1.WatchRequest
+	1,  // 13: pvlb.discovery.v1.Discovery.Validate:input_type -> pvlb.discovery.v1.ValidateRequest
+	5,  // 14: pvlb.discovery.v1.Discovery.GetSchema:output_type -> pvlb.discovery.v1.GetSchemaResponse
+	10, // 15: pvlb.discovery.v1.Discovery.Configure:output_type -> pvlb.discovery.v1.ConfigureResponse
+	12, // 16: pvlb.discovery.v1.Discovery.Resolve:output_type -> pvlb.discovery.v1.ResolveResponse
+	14, // 17: pvlb.discovery.v1.Discovery.Watch:output_type -> pvlb.discovery.v1.WatchResponse
+	2,  // 18: pvlb.discovery.v1.Discovery.Validate:output_type -> pvlb.discovery.v1.ValidateResponse
+	14, // [14:19] is the sub-list for method output_type
+	9,  // [9:14] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_discovery_proto_init() }
@@ -838,7 +996,7 @@ func file_discovery_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_discovery_proto_rawDesc), len(file_discovery_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

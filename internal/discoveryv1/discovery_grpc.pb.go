@@ -26,6 +26,7 @@ const (
 	Discovery_Configure_FullMethodName = "/pvlb.discovery.v1.Discovery/Configure"
 	Discovery_Resolve_FullMethodName   = "/pvlb.discovery.v1.Discovery/Resolve"
 	Discovery_Watch_FullMethodName     = "/pvlb.discovery.v1.Discovery/Watch"
+	Discovery_Validate_FullMethodName  = "/pvlb.discovery.v1.Discovery/Validate"
 )
 
 // DiscoveryClient is the client API for Discovery service.
@@ -40,6 +41,10 @@ type DiscoveryClient interface {
 	Resolve(ctx context.Context, in *ResolveRequest, opts ...grpc.CallOption) (*ResolveResponse, error)
 	// Watch streams full snapshots of a service's instances as they change.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
+	// Validate checks settings without connecting anywhere, for pvlb
+	// validate. A plugin built before it answers UNIMPLEMENTED, and pvlb
+	// then checks the settings against the schema only.
+	Validate(ctx context.Context, in *ValidateRequest, opts ...grpc.CallOption) (*ValidateResponse, error)
 }
 
 type discoveryClient struct {
@@ -99,6 +104,16 @@ func (c *discoveryClient) Watch(ctx context.Context, in *WatchRequest, opts ...g
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Discovery_WatchClient = grpc.ServerStreamingClient[WatchResponse]
 
+func (c *discoveryClient) Validate(ctx context.Context, in *ValidateRequest, opts ...grpc.CallOption) (*ValidateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ValidateResponse)
+	err := c.cc.Invoke(ctx, Discovery_Validate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DiscoveryServer is the server API for Discovery service.
 // All implementations must embed UnimplementedDiscoveryServer
 // for forward compatibility.
@@ -111,6 +126,10 @@ type DiscoveryServer interface {
 	Resolve(context.Context, *ResolveRequest) (*ResolveResponse, error)
 	// Watch streams full snapshots of a service's instances as they change.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
+	// Validate checks settings without connecting anywhere, for pvlb
+	// validate. A plugin built before it answers UNIMPLEMENTED, and pvlb
+	// then checks the settings against the schema only.
+	Validate(context.Context, *ValidateRequest) (*ValidateResponse, error)
 	mustEmbedUnimplementedDiscoveryServer()
 }
 
@@ -132,6 +151,9 @@ func (UnimplementedDiscoveryServer) Resolve(context.Context, *ResolveRequest) (*
 }
 func (UnimplementedDiscoveryServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedDiscoveryServer) Validate(context.Context, *ValidateRequest) (*ValidateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Validate not implemented")
 }
 func (UnimplementedDiscoveryServer) mustEmbedUnimplementedDiscoveryServer() {}
 func (UnimplementedDiscoveryServer) testEmbeddedByValue()                   {}
@@ -219,6 +241,24 @@ func _Discovery_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Discovery_WatchServer = grpc.ServerStreamingServer[WatchResponse]
 
+func _Discovery_Validate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ValidateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DiscoveryServer).Validate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Discovery_Validate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DiscoveryServer).Validate(ctx, req.(*ValidateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Discovery_ServiceDesc is the grpc.ServiceDesc for Discovery service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -237,6 +277,10 @@ var Discovery_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Resolve",
 			Handler:    _Discovery_Resolve_Handler,
+		},
+		{
+			MethodName: "Validate",
+			Handler:    _Discovery_Validate_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -9,6 +9,7 @@ import (
 
 	"github.com/agext/levenshtein"
 	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
 
 	"github.com/peervault/pvlb/pkg/config"
 	"github.com/peervault/pvlb/pkg/lb"
@@ -49,7 +50,61 @@ func (h *Host) Settings(ctx context.Context, cfg *config.Config, d *config.Disco
 			Subject:  d.KindRange.Ptr(),
 		}}
 	}
-	return DecodeSettings(d.Body, schema, config.EvalContext())
+	settings, diags := DecodeSettings(d.Body, schema, config.EvalContext())
+	if diags.HasErrors() {
+		return settings, diags
+	}
+	// What the plugin can check without connecting, every command checks
+	// before it starts: a run never meets a mistake validate missed.
+	problems, err := r.Provider.Validate(ctx, settings)
+	if err != nil {
+		return pluginapi.Settings{}, append(diags, &hcl.Diagnostic{
+			Severity: hcl.DiagError,
+			Summary:  "Discovery plugin failed",
+			Detail:   fmt.Sprintf("The %s plugin (%s) did not check its settings: %s.", d.Kind, r.Plugin.Path, config.RedactError(err)),
+			Subject:  d.KindRange.Ptr(),
+		})
+	}
+	for _, p := range problems {
+		diags = append(diags, &hcl.Diagnostic{
+			Severity: hcl.DiagError,
+			Summary:  "Invalid " + d.Kind + " setting",
+			Detail:   config.Redact(strings.TrimSuffix(p.Error(), ".") + "."),
+			Subject:  settingRange(d, p.Attribute).Ptr(),
+		})
+	}
+	if diags.HasErrors() {
+		return pluginapi.Settings{}, diags
+	}
+	return settings, diags
+}
+
+// settingRange finds where a discovery block sets attribute ("tls.ca_file"
+// inside a block): its value, or the block it is in, or the block itself.
+func settingRange(d *config.Discovery, attribute string) hcl.Range {
+	body, ok := d.Body.(*hclsyntax.Body)
+	rng := d.DeclRange
+	if !ok || attribute == "" {
+		return rng
+	}
+	parts := strings.Split(attribute, ".")
+	for _, blockType := range parts[:len(parts)-1] {
+		var next *hclsyntax.Body
+		for _, b := range body.Blocks {
+			if b.Type == blockType {
+				next, rng = b.Body, b.DefRange()
+				break
+			}
+		}
+		if next == nil {
+			return rng
+		}
+		body = next
+	}
+	if attr, ok := body.Attributes[parts[len(parts)-1]]; ok {
+		return attr.Expr.Range()
+	}
+	return rng
 }
 
 func (h *Host) launchDiagnostics(d *config.Discovery, err error) hcl.Diagnostics {

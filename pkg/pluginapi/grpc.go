@@ -59,6 +59,18 @@ func (s *server) Configure(ctx context.Context, req *pb.ConfigureRequest) (*pb.C
 	return &pb.ConfigureResponse{}, nil
 }
 
+func (s *server) Validate(_ context.Context, req *pb.ValidateRequest) (*pb.ValidateResponse, error) {
+	v, ok := s.impl.(Validator)
+	if !ok {
+		return &pb.ValidateResponse{}, nil
+	}
+	resp := &pb.ValidateResponse{}
+	for _, p := range v.Validate(Settings{raw: req.GetSettingsJson()}) {
+		resp.Problems = append(resp.Problems, &pb.Problem{Attribute: p.Attribute, Detail: p.Detail})
+	}
+	return resp, nil
+}
+
 func (s *server) Resolve(ctx context.Context, req *pb.ResolveRequest) (*pb.ResolveResponse, error) {
 	instances, err := s.impl.Resolve(ctx, req.GetService())
 	if err != nil {
@@ -129,6 +141,23 @@ func (c *Client) Configure(ctx context.Context, settings Settings) error {
 		return fmt.Errorf("configure: %w", plainError(err))
 	}
 	return nil
+}
+
+// Validate asks the plugin to check settings without connecting. A plugin
+// built before the Validate call existed has nothing to say: no problems.
+func (c *Client) Validate(ctx context.Context, settings Settings) ([]Problem, error) {
+	resp, err := c.client.Validate(ctx, &pb.ValidateRequest{SettingsJson: settings.raw})
+	if status.Code(err) == codes.Unimplemented {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("validate: %w", plainError(err))
+	}
+	problems := make([]Problem, 0, len(resp.GetProblems()))
+	for _, p := range resp.GetProblems() {
+		problems = append(problems, Problem{Attribute: p.GetAttribute(), Detail: p.GetDetail()})
+	}
+	return problems, nil
 }
 
 // Resolve asks for the instances now.

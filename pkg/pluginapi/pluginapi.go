@@ -18,6 +18,7 @@ package pluginapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -148,9 +149,59 @@ func Duration(name, value string, def time.Duration) (time.Duration, error) {
 	}
 	d, err := time.ParseDuration(value)
 	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("%s %q is not a positive duration like 30s", name, value)
+		return 0, Invalid(name, "%q is not a positive duration like \"30s\"", value)
 	}
 	return d, nil
+}
+
+// Validator is a Provider that checks its settings without connecting
+// anywhere, for pvlb validate: every value it can judge locally (formats,
+// durations, files it will read). pvlb shows each Problem at the setting
+// it names. Configure should refuse the same settings, with the same
+// words.
+type Validator interface {
+	Validate(settings Settings) []Problem
+}
+
+// Problem is a setting's value a provider refuses.
+type Problem struct {
+	// Attribute names the setting: "dial_timeout", or "tls.ca_file" for
+	// one inside a block; empty for the block as a whole.
+	Attribute string
+	Detail    string
+}
+
+func (p *Problem) Error() string {
+	if p.Attribute == "" {
+		return p.Detail
+	}
+	return p.Attribute + ": " + p.Detail
+}
+
+// Invalid returns a *Problem with the setting's name, as an error.
+func Invalid(attribute, format string, args ...any) error {
+	return &Problem{Attribute: attribute, Detail: fmt.Sprintf(format, args...)}
+}
+
+// Problems turns an error from checking settings into Problems: each
+// *Problem it holds (errors.Join may hold several) keeps its setting; any
+// other error is about the block as a whole. Nil gives none.
+func Problems(err error) []Problem {
+	if err == nil {
+		return nil
+	}
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []Problem
+		for _, e := range joined.Unwrap() {
+			out = append(out, Problems(e)...)
+		}
+		return out
+	}
+	var p *Problem
+	if errors.As(err, &p) {
+		return []Problem{*p}
+	}
+	return []Problem{{Detail: err.Error()}}
 }
 
 // JSON returns the settings as a JSON object.

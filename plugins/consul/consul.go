@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/peervault/pvlb/pkg/pluginapi"
+	"github.com/peervault/pvlb/pkg/tlsfiles"
 	"github.com/peervault/pvlb/plugins/internal/providerkit"
 )
 
@@ -90,13 +91,14 @@ func (p *Provider) Schema() pluginapi.Schema {
 // apiConfig starts from api.DefaultConfig, which reads the CONSUL_HTTP_*
 // variables as the consul CLI does, and applies the block's settings.
 func (s *settings) apiConfig() (*api.Config, error) {
+	var problems []error
 	cfg := api.DefaultConfig()
 	if a := providerkit.String(s.Address); a != "" {
 		cfg.Address = a
 	}
 	if sc := providerkit.String(s.Scheme); sc != "" {
 		if sc != "http" && sc != "https" {
-			return nil, fmt.Errorf("scheme %q is not http or https", sc)
+			problems = append(problems, pluginapi.Invalid("scheme", "%q is not \"http\" or \"https\"", sc))
 		}
 		cfg.Scheme = sc
 	}
@@ -108,13 +110,12 @@ func (s *settings) apiConfig() (*api.Config, error) {
 	}
 	if f := providerkit.String(s.TokenFile); f != "" {
 		if providerkit.String(s.Token) != "" {
-			return nil, errors.New("set token or token_file, not both")
+			problems = append(problems, pluginapi.Invalid("token_file", "set token or token_file, not both"))
+		} else if b, err := os.ReadFile(f); err != nil {
+			problems = append(problems, pluginapi.Invalid("token_file", "%v", err))
+		} else {
+			cfg.Token = strings.TrimSpace(string(b))
 		}
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("token_file: %w", err)
-		}
-		cfg.Token = strings.TrimSpace(string(b))
 	}
 	if s.TLS != nil {
 		cfg.Scheme = "https"
@@ -122,29 +123,44 @@ func (s *settings) apiConfig() (*api.Config, error) {
 			CAFile: providerkit.String(s.TLS.CAFile), CertFile: providerkit.String(s.TLS.CertFile), KeyFile: providerkit.String(s.TLS.KeyFile),
 			Address: providerkit.String(s.TLS.ServerName), InsecureSkipVerify: s.TLS.InsecureSkipVerify != nil && *s.TLS.InsecureSkipVerify,
 		}
-		if (cfg.TLSConfig.CertFile == "") != (cfg.TLSConfig.KeyFile == "") {
-			return nil, errors.New("tls: cert_file and key_file go together")
-		}
-		for _, f := range []string{cfg.TLSConfig.CAFile, cfg.TLSConfig.CertFile, cfg.TLSConfig.KeyFile} {
-			if f != "" {
-				if _, err := os.Stat(f); err != nil {
-					return nil, fmt.Errorf("tls: %w", err)
-				}
+		t := tlsfiles.Config{CAFile: cfg.TLSConfig.CAFile, CertFile: cfg.TLSConfig.CertFile, KeyFile: cfg.TLSConfig.KeyFile}
+		if (t.CertFile == "") != (t.KeyFile == "") {
+			problems = append(problems, pluginapi.Invalid("tls.cert_file", "cert_file and key_file go together: set both for mutual TLS, or neither"))
+		} else if _, err := t.Load(); err != nil {
+			var fe *tlsfiles.FileError
+			if errors.As(err, &fe) {
+				problems = append(problems, pluginapi.Invalid("tls."+fe.Attr, "%v", fe.Err))
+			} else {
+				problems = append(problems, pluginapi.Invalid("tls", "%v", err))
 			}
 		}
 	}
 	s.passingOnly = s.PassingOnly == nil || *s.PassingOnly
 	var err error
 	if s.waitTime, err = pluginapi.Duration("wait_time", providerkit.String(s.WaitTime), 5*time.Minute); err != nil {
-		return nil, err
+		problems = append(problems, err)
 	}
 	if s.timeout, err = pluginapi.Duration("timeout", providerkit.String(s.Timeout), DefaultTimeout); err != nil {
-		return nil, err
+		problems = append(problems, err)
+	}
+	if len(problems) > 0 {
+		return nil, errors.Join(problems...)
 	}
 	// Blocking queries wait up to wait_time (Consul adds up to 1/16 of
 	// it); everything else must answer within timeout.
 	cfg.WaitTime = s.waitTime
 	return cfg, nil
+}
+
+// Validate checks the settings without connecting: what Configure would
+// refuse before it asks Consul anything.
+func (p *Provider) Validate(s pluginapi.Settings) []pluginapi.Problem {
+	var cfg settings
+	if err := s.Decode(&cfg); err != nil {
+		return pluginapi.Problems(err)
+	}
+	_, err := cfg.apiConfig()
+	return pluginapi.Problems(err)
 }
 
 // Configure connects and checks that Consul answers, with the token given,

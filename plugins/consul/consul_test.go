@@ -206,10 +206,10 @@ func TestConfigureErrors(t *testing.T) {
 	}{
 		{map[string]any{"address": c.Address(), "token": "wrong-secret-token"}, "the ACL token was rejected"},
 		{map[string]any{"address": "127.0.0.1:1", "timeout": "500ms"}, "connect: connection refused"},
-		{map[string]any{"address": c.Address(), "tls": map[string]any{"ca_file": "/nonexistent/ca.pem"}}, "tls: stat /nonexistent/ca.pem"},
+		{map[string]any{"address": c.Address(), "tls": map[string]any{"ca_file": "/nonexistent/ca.pem"}}, "tls.ca_file: open /nonexistent/ca.pem"},
 		{map[string]any{"address": c.Address(), "tls": map[string]any{"insecure_skip_verify": true}}, "http: server gave HTTP response to HTTPS client"},
-		{map[string]any{"address": c.Address(), "scheme": "ftp"}, `scheme "ftp" is not http or https`},
-		{map[string]any{"address": c.Address(), "wait_time": "forever"}, `wait_time "forever" is not a positive duration`},
+		{map[string]any{"address": c.Address(), "scheme": "ftp"}, `scheme: "ftp" is not "http" or "https"`},
+		{map[string]any{"address": c.Address(), "wait_time": "forever"}, `wait_time: "forever" is not a positive duration`},
 	}
 	for _, tc := range cases {
 		start := time.Now()

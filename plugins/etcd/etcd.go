@@ -80,17 +80,24 @@ func (p *Provider) Schema() pluginapi.Schema {
 }
 
 func (s *settings) check() (*clientv3.Config, error) {
+	var problems []error
 	if len(s.Endpoints) == 0 {
-		return nil, errors.New("endpoints lists no etcd address")
+		problems = append(problems, pluginapi.Invalid("endpoints", "lists no etcd address; give at least one, like [\"127.0.0.1:2379\"]"))
+	}
+	for _, e := range s.Endpoints {
+		if strings.TrimSpace(e) == "" {
+			problems = append(problems, pluginapi.Invalid("endpoints", "holds an empty address"))
+			break
+		}
 	}
 	var err error
 	if s.dialTimeout, err = pluginapi.Duration("dial_timeout", providerkit.String(s.DialTimeout), DefaultDialTimeout); err != nil {
-		return nil, err
+		problems = append(problems, err)
 	}
 	s.format = FormatNaming
 	if f := providerkit.String(s.Format); f != "" {
 		if f != FormatNaming && f != FormatJSON {
-			return nil, fmt.Errorf("format %q is not %q or %q", f, FormatNaming, FormatJSON)
+			problems = append(problems, pluginapi.Invalid("format", "%q is not %q or %q", f, FormatNaming, FormatJSON))
 		}
 		s.format = f
 	}
@@ -110,26 +117,48 @@ func (s *settings) check() (*clientv3.Config, error) {
 	cfg.Password = providerkit.String(s.Password)
 	if f := providerkit.String(s.PasswordFile); f != "" {
 		if cfg.Password != "" {
-			return nil, errors.New("set password or password_file, not both")
+			problems = append(problems, pluginapi.Invalid("password_file", "set password or password_file, not both"))
+		} else if b, err := os.ReadFile(f); err != nil {
+			problems = append(problems, pluginapi.Invalid("password_file", "%v", err))
+		} else {
+			cfg.Password = strings.TrimSpace(string(b))
 		}
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("password_file: %w", err)
-		}
-		cfg.Password = strings.TrimSpace(string(b))
 	}
 	if cfg.Password != "" && cfg.Username == "" {
-		return nil, errors.New("a password needs a username")
+		problems = append(problems, pluginapi.Invalid("username", "a password needs a username"))
 	}
 	if s.TLS != nil {
 		t := tlsfiles.Config{CAFile: providerkit.String(s.TLS.CAFile), CertFile: providerkit.String(s.TLS.CertFile), KeyFile: providerkit.String(s.TLS.KeyFile), ServerName: providerkit.String(s.TLS.ServerName)}
 		tc, err := t.Load()
 		if err != nil {
-			return nil, err
+			problems = append(problems, tlsProblem(err))
 		}
 		cfg.TLS = tc
 	}
+	if len(problems) > 0 {
+		return nil, errors.Join(problems...)
+	}
 	return cfg, nil
+}
+
+// tlsProblem names the tls block's setting a TLS error is about.
+func tlsProblem(err error) error {
+	var fe *tlsfiles.FileError
+	if errors.As(err, &fe) {
+		return pluginapi.Invalid("tls."+fe.Attr, "%v", fe.Err)
+	}
+	return pluginapi.Invalid("tls", "%v", err)
+}
+
+// Validate checks the settings without connecting: what Configure would
+// refuse before it dials.
+func (p *Provider) Validate(s pluginapi.Settings) []pluginapi.Problem {
+	var cfg settings
+	if err := s.Decode(&cfg); err != nil {
+		return pluginapi.Problems(err)
+	}
+	_, err := cfg.check()
+	return pluginapi.Problems(err)
 }
 
 // Configure connects to etcd and checks that it answers, with the

@@ -234,10 +234,10 @@ func TestConfigureErrors(t *testing.T) {
 		{map[string]any{"endpoints": []string{e.Endpoint()}, "username": "root", "password": "wrong-password"}, "authentication failed: wrong username or password", 5 * time.Second},
 		{map[string]any{"endpoints": []string{"127.0.0.1:1"}, "dial_timeout": "500ms"}, "did not answer within dial_timeout 500ms", 3 * time.Second},
 		{map[string]any{"endpoints": []string{e.Endpoint()}, "dial_timeout": "700ms", "tls": map[string]any{"server_name": "etcd.test"}}, "", 4 * time.Second},
-		{map[string]any{"endpoints": []string{e.Endpoint()}, "tls": map[string]any{"ca_file": "/nonexistent/ca.pem"}}, "tls: ca_file: open /nonexistent/ca.pem", time.Second},
-		{map[string]any{"endpoints": []string{}}, "endpoints lists no etcd address", time.Second},
-		{map[string]any{"endpoints": []string{e.Endpoint()}, "format": "xml"}, `format "xml" is not "etcd-naming" or "json"`, time.Second},
-		{map[string]any{"endpoints": []string{e.Endpoint()}, "dial_timeout": "soon"}, `dial_timeout "soon" is not a positive duration`, time.Second},
+		{map[string]any{"endpoints": []string{e.Endpoint()}, "tls": map[string]any{"ca_file": "/nonexistent/ca.pem"}}, "tls.ca_file: open /nonexistent/ca.pem", time.Second},
+		{map[string]any{"endpoints": []string{}}, "endpoints: lists no etcd address", time.Second},
+		{map[string]any{"endpoints": []string{e.Endpoint()}, "format": "xml"}, `format: "xml" is not "etcd-naming" or "json"`, time.Second},
+		{map[string]any{"endpoints": []string{e.Endpoint()}, "dial_timeout": "soon"}, `dial_timeout: "soon" is not a positive duration`, time.Second},
 		{map[string]any{"endpoints": []string{e.Endpoint()}, "password": "x"}, "a password needs a username", time.Second},
 	}
 	for _, c := range cases {

@@ -20,6 +20,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/informers"
 	k8s "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -115,12 +116,13 @@ func (s *settings) restConfig() (*rest.Config, error) {
 }
 
 func (s *settings) check() error {
+	var problems []error
 	var err error
 	if s.resync, err = pluginapi.Duration("resync_period", providerkit.String(s.ResyncPeriod), 10*time.Minute); err != nil {
-		return err
+		problems = append(problems, err)
 	}
 	if s.timeout, err = pluginapi.Duration("timeout", providerkit.String(s.Timeout), 10*time.Second); err != nil {
-		return err
+		problems = append(problems, err)
 	}
 	switch t := providerkit.String(s.AddressType); t {
 	case "", "IPv4", "ipv4":
@@ -128,17 +130,44 @@ func (s *settings) check() error {
 	case "IPv6", "ipv6":
 		s.addressType = discoveryv1.AddressTypeIPv6
 	default:
-		return fmt.Errorf("address_type %q is not IPv4 or IPv6", t)
+		problems = append(problems, pluginapi.Invalid("address_type", "%q is not \"IPv4\" or \"IPv6\"", t))
 	}
 	if providerkit.String(s.Service) != "" && providerkit.String(s.LabelSelector) != "" {
-		return errors.New("set service or label_selector, not both")
+		problems = append(problems, pluginapi.Invalid("label_selector", "set service or label_selector, not both"))
 	}
 	if sel := providerkit.String(s.LabelSelector); sel != "" {
 		if _, err := labels.Parse(sel); err != nil {
-			return fmt.Errorf("label_selector: %w", err)
+			problems = append(problems, pluginapi.Invalid("label_selector", "%v", err))
 		}
 	}
-	return nil
+	if ns := providerkit.String(s.Namespace); ns != "" {
+		if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
+			problems = append(problems, pluginapi.Invalid("namespace", "%q is not a namespace name: %s", ns, strings.Join(msgs, "; ")))
+		}
+	}
+	if svc := providerkit.String(s.Service); svc != "" {
+		if msgs := validation.IsDNS1035Label(svc); len(msgs) > 0 {
+			problems = append(problems, pluginapi.Invalid("service", "%q is not a Service name: %s", svc, strings.Join(msgs, "; ")))
+		}
+	}
+	if f := providerkit.String(s.Kubeconfig); f != "" {
+		if kc, err := clientcmd.LoadFromFile(f); err != nil {
+			problems = append(problems, pluginapi.Invalid("kubeconfig", "%v", err))
+		} else if c := providerkit.String(s.Context); c != "" && kc.Contexts[c] == nil {
+			problems = append(problems, pluginapi.Invalid("context", "%s has no context %q", f, c))
+		}
+	}
+	return errors.Join(problems...)
+}
+
+// Validate checks the settings without connecting: what Configure would
+// refuse before it asks the API server anything.
+func (p *Provider) Validate(s pluginapi.Settings) []pluginapi.Problem {
+	var cfg settings
+	if err := s.Decode(&cfg); err != nil {
+		return pluginapi.Problems(err)
+	}
+	return pluginapi.Problems(cfg.check())
 }
 
 // Configure connects and checks that the EndpointSlices can be listed.

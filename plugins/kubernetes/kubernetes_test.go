@@ -157,11 +157,11 @@ func TestWatchWithFakeClientset(t *testing.T) {
 
 func TestSettingsErrors(t *testing.T) {
 	for in, want := range map[string]string{
-		`{"kubeconfig":"/nonexistent/kubeconfig"}`: "kubeconfig: stat /nonexistent/kubeconfig",
-		`{"address_type":"IPv5"}`:                  `address_type "IPv5" is not IPv4 or IPv6`,
+		`{"kubeconfig":"/nonexistent/kubeconfig"}`: "kubeconfig: open /nonexistent/kubeconfig",
+		`{"address_type":"IPv5"}`:                  `address_type: "IPv5" is not "IPv4" or "IPv6"`,
 		`{"service":"a","label_selector":"app=a"}`: "set service or label_selector, not both",
 		`{"label_selector":"app in (a"}`:           "label_selector:",
-		`{"resync_period":"often"}`:                `resync_period "often" is not a positive duration`,
+		`{"resync_period":"often"}`:                `resync_period: "often" is not a positive duration`,
 	} {
 		err := (&Provider{}).Configure(context.Background(), pluginapi.NewSettings([]byte(in)))
 		if err == nil || !strings.Contains(err.Error(), want) {

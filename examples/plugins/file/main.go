@@ -48,18 +48,34 @@ func (p *provider) Schema() pluginapi.Schema {
 	}}}
 }
 
-func (p *provider) Configure(_ context.Context, settings pluginapi.Settings) error {
+// Validate lets pvlb validate read the file too: it is local, and a
+// missing or malformed one is a mistake in the configuration.
+func (p *provider) Validate(settings pluginapi.Settings) []pluginapi.Problem {
+	_, err := check(settings)
+	return pluginapi.Problems(err)
+}
+
+// check decodes the settings and reads the file once.
+func check(settings pluginapi.Settings) (string, error) {
 	var cfg struct {
 		Path string `json:"path"`
 	}
 	if err := settings.Decode(&cfg); err != nil {
-		return err
+		return "", err
 	}
 	abs, err := filepath.Abs(cfg.Path)
 	if err != nil {
-		return err
+		return "", pluginapi.Invalid("path", "%v", err)
 	}
 	if _, err := load(abs); err != nil {
+		return "", pluginapi.Invalid("path", "%v", err)
+	}
+	return abs, nil
+}
+
+func (p *provider) Configure(_ context.Context, settings pluginapi.Settings) error {
+	abs, err := check(settings)
+	if err != nil {
 		return err
 	}
 	p.mu.Lock()
