@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -33,8 +36,9 @@ type InvokeCmd struct {
 	Count      int           `short:"n" default:"1" help:"Send the call this many times and show who served them."`
 	Timeout    time.Duration `default:"10s" help:"Deadline of each call, retries included."`
 	Verbose    bool          `short:"v" help:"Show the endpoint, the attempts and the latency of each call."`
-	Proto      []string      `type:"existingfile" placeholder:"FILE" help:"Resolve types from these .proto files instead of server reflection."`
+	Proto      []string      `placeholder:"FILE" help:"Resolve types from these .proto files instead of server reflection; named from the working directory or from an -I directory."`
 	ImportPath []string      `short:"I" type:"existingdir" placeholder:"DIR" help:"Where --proto files and their imports are found."`
+	Output     string        `short:"o" default:"text" enum:"text,json" help:"Output format: ${enum}. JSON holds the answers (of one call), and per server the calls, failures and latency."`
 }
 
 // Help is shown by pvlb invoke --help.
@@ -94,9 +98,12 @@ func (c *InvokeCmd) Run(a *app) error {
 	if err != nil {
 		return err
 	}
+	if c.Session != "" && !svcCfg.Strategy.Sticky.Enabled {
+		return userErrorf("--session needs sticky sessions, but strategy %q of service %q has none; add a sticky_session block", svcCfg.Strategy.Name, svcCfg.Name)
+	}
 
-	served := map[string]int{}
-	var failures int
+	tally := newTally()
+	var responses []json.RawMessage
 	var lastErr error
 	for i := range c.Count {
 		if ctx.Err() != nil {
@@ -109,22 +116,34 @@ func (c *InvokeCmd) Run(a *app) error {
 			if c.Count > 1 {
 				return nil
 			}
+			if c.Output == "json" {
+				b, err := invoke.FormatJSON(m)
+				responses = append(responses, b)
+				return err
+			}
 			return printMessage(a.stdout, m)
 		}, report)
 		cancel()
+		took := time.Since(start)
 		if c.Verbose {
-			describeCall(a.stderr, i+1, report, time.Since(start), err)
+			describeCall(a.stderr, i+1, report, took, err)
 		}
-		if n := len(report.Attempts); n > 0 && err == nil {
-			served[report.Attempts[n-1].Server]++
-		}
+		tally.add(report, took, err)
 		if err != nil {
-			failures++
 			lastErr = err
 		}
 	}
-	if c.Count > 1 {
-		writeDistribution(a.stdout, svc, served, failures, c.Count)
+	if c.Output == "json" {
+		out := tally.result(svc, c.Method)
+		out.Responses = responses
+		if lastErr != nil {
+			out.Error = describeRPCError(lastErr, c.Timeout).Error()
+		}
+		if err := writeJSON(a.stdout, out); err != nil {
+			return err
+		}
+	} else if c.Count > 1 {
+		tally.write(a.stdout, svc)
 	}
 	if lastErr != nil {
 		return userError{describeRPCError(lastErr, c.Timeout)}
@@ -217,15 +236,15 @@ func printMessage(w io.Writer, m proto.Message) error {
 }
 
 func describeCall(w io.Writer, n int, r *rpc.CallReport, total time.Duration, err error) {
-	outcome := "OK"
+	outcome, where := "OK", "served by"
 	if err != nil {
-		outcome = statuscode.Code(status.Code(err)).String()
+		outcome, where = statuscode.Code(status.Code(err)).String(), "last attempt failed at"
 	}
 	server := "-"
 	if k := len(r.Attempts); k > 0 {
 		server = fmt.Sprintf("%s (%s)", r.Attempts[k-1].Server, r.Attempts[k-1].Address)
 	}
-	fmt.Fprintf(w, "call %d: %s, served by %s, %s, %s\n", n, outcome, server, plural(len(r.Attempts), "attempt", "attempts"), total.Round(time.Microsecond))
+	fmt.Fprintf(w, "call %d: %s, %s %s, %s, %s\n", n, outcome, where, server, plural(len(r.Attempts), "attempt", "attempts"), total.Round(time.Microsecond))
 	for i, at := range r.Attempts {
 		res := "OK"
 		if at.Err != nil {
@@ -235,14 +254,104 @@ func describeCall(w io.Writer, n int, r *rpc.CallReport, total time.Duration, er
 	}
 }
 
-func writeDistribution(w io.Writer, svc *service.Service, served map[string]int, failures, total int) {
+// tally counts calls by the endpoint of their last attempt: where a call
+// was served, or where it last failed.
+type tally struct {
+	calls, failed map[string]int
+	latency       map[string][]time.Duration
+	all           []time.Duration // of calls that succeeded
+	unplaced      int             // failed before any attempt (no endpoint)
+	total, errors int
+}
+
+func newTally() *tally {
+	return &tally{calls: map[string]int{}, failed: map[string]int{}, latency: map[string][]time.Duration{}}
+}
+
+func (t *tally) add(r *rpc.CallReport, took time.Duration, err error) {
+	t.total++
+	if err != nil {
+		t.errors++
+	}
+	k := len(r.Attempts)
+	if k == 0 {
+		t.unplaced++
+		return
+	}
+	id := r.Attempts[k-1].Server
+	t.calls[id]++
+	if err != nil {
+		t.failed[id]++
+		return
+	}
+	t.latency[id] = append(t.latency[id], took)
+	t.all = append(t.all, took)
+}
+
+// quantile of sorted durations (nearest rank), or 0 for none.
+func quantile(d []time.Duration, q float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	slices.Sort(d)
+	return d[min(len(d)-1, int(q*float64(len(d))))]
+}
+
+func ms(d time.Duration) string {
+	if d == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(float64(d)/1e6, 'f', 1, 64) + "ms"
+}
+
+func (t *tally) write(w io.Writer, svc *service.Service) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVER\tADDRESS\tCALLS\tSHARE")
+	fmt.Fprintln(tw, "SERVER\tADDRESS\tCALLS\tSHARE\tFAILED\tP50\tP99")
 	for _, e := range svc.Balancer.Endpoints() {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", e.ID, e.Address, served[e.ID], pct(float64(served[e.ID])/float64(total)))
+		lat := t.latency[e.ID]
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n", e.ID, e.Address, t.calls[e.ID], pct(float64(t.calls[e.ID])/float64(t.total)), t.failed[e.ID], ms(quantile(lat, 0.5)), ms(quantile(lat, 0.99)))
 	}
 	_ = tw.Flush()
-	fmt.Fprintf(w, "%d calls, %d failed\n", total, failures)
+	fmt.Fprintf(w, "%d calls, %d failed", t.total, t.errors)
+	if t.unplaced > 0 {
+		fmt.Fprintf(w, " (%d before reaching any server)", t.unplaced)
+	}
+	fmt.Fprintf(w, "; latency p50 %s  p90 %s  p99 %s  max %s (calls that succeeded, retries included)\n",
+		ms(quantile(t.all, 0.5)), ms(quantile(t.all, 0.9)), ms(quantile(t.all, 0.99)), ms(quantile(t.all, 1)))
+}
+
+type invokeServer struct {
+	ID      string  `json:"id"`
+	Address string  `json:"address"`
+	Calls   int     `json:"calls"`
+	Failed  int     `json:"failed"`
+	Share   float64 `json:"share"`
+	P50MS   float64 `json:"p50_ms"`
+	P99MS   float64 `json:"p99_ms"`
+}
+
+type invokeResult struct {
+	Method    string            `json:"method"`
+	Calls     int               `json:"calls"`
+	Failed    int               `json:"failed"`
+	P50MS     float64           `json:"p50_ms"`
+	P90MS     float64           `json:"p90_ms"`
+	P99MS     float64           `json:"p99_ms"`
+	Servers   []invokeServer    `json:"servers"`
+	Responses []json.RawMessage `json:"responses,omitempty"`
+	Error     string            `json:"error,omitempty"`
+}
+
+func (t *tally) result(svc *service.Service, method string) invokeResult {
+	f := func(d time.Duration) float64 { return float64(d) / 1e6 }
+	out := invokeResult{Method: method, Calls: t.total, Failed: t.errors,
+		P50MS: f(quantile(t.all, 0.5)), P90MS: f(quantile(t.all, 0.9)), P99MS: f(quantile(t.all, 0.99)), Servers: []invokeServer{}}
+	for _, e := range svc.Balancer.Endpoints() {
+		lat := t.latency[e.ID]
+		out.Servers = append(out.Servers, invokeServer{ID: e.ID, Address: e.Address, Calls: t.calls[e.ID], Failed: t.failed[e.ID],
+			Share: float64(t.calls[e.ID]) / float64(t.total), P50MS: f(quantile(lat, 0.5)), P99MS: f(quantile(lat, 0.99))})
+	}
+	return out
 }
 
 // describeRPCError turns a call's error into one line a user can act on.

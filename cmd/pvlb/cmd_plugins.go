@@ -8,7 +8,9 @@ import (
 	"os/exec"
 	"slices"
 	"strconv"
+	"sync"
 	"text/tabwriter"
+	"time"
 
 	"github.com/peervault/pvlb/pkg/config"
 	"github.com/peervault/pvlb/pkg/discovery"
@@ -109,23 +111,31 @@ func (c *PluginsCmd) Run(a *app) error {
 		return errReported
 	}
 	host := a.pluginHost(cfg)
-	var rows []pluginRow
-	for _, p := range host.Finder().List() {
-		row := pluginRow{Plugin: p}
-		if sum, err := p.Checksum(); err == nil {
-			row.SHA256 = sum
-		}
-		ctx, cancel := context.WithTimeout(a.ctx, discovery.StartTimeout)
-		r, err := host.Start(ctx, p, "")
-		cancel()
-		if err != nil {
-			row.Error = err.Error()
-		} else {
-			row.Protocol = r.Version
+	// Every provider is started at once, each for at most probeTimeout,
+	// so that one that hangs does not hold up the list.
+	found := host.Finder().List()
+	rows := make([]pluginRow, len(found))
+	var wg sync.WaitGroup
+	for i, p := range found {
+		rows[i] = pluginRow{Plugin: p}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if sum, err := p.Checksum(); err == nil {
+				rows[i].SHA256 = sum
+			}
+			ctx, cancel := context.WithTimeout(a.ctx, probeTimeout)
+			r, err := host.Start(ctx, p, "")
+			cancel()
+			if err != nil {
+				rows[i].Error = err.Error()
+				return
+			}
+			rows[i].Protocol = r.Version
 			r.Kill()
-		}
-		rows = append(rows, row)
+		}()
 	}
+	wg.Wait()
 	if c.Output == "json" {
 		if err := writeJSON(a.stdout, map[string]any{"plugins": rows, "search_path": host.Finder().Dirs}); err != nil {
 			return err
@@ -139,6 +149,10 @@ func (c *PluginsCmd) Run(a *app) error {
 	}
 	return nil
 }
+
+// probeTimeout bounds starting a provider to list it: a healthy one
+// completes its handshake in milliseconds.
+const probeTimeout = 3 * time.Second
 
 func writePlugins(w io.Writer, rows []pluginRow, dirs []string) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -21,8 +21,8 @@ import (
 type SimulateCmd struct {
 	Service     string   `short:"s" help:"Service to simulate. Needed only when the configuration has more than one."`
 	Requests    int      `short:"n" default:"10000" help:"Number of requests to send."`
-	RPS         float64  `name:"rps" help:"Send requests open-loop at this mean rate per second (Poisson arrivals). The default, without --concurrency, is 1000."`
-	Concurrency int      `help:"Instead of a rate, keep this many requests in flight (closed loop)."`
+	RPS         *float64 `name:"rps" help:"Send requests open-loop at this mean rate per second (Poisson arrivals). The default, without --concurrency, is 1000."`
+	Concurrency *int     `help:"Instead of a rate, keep this many requests in flight (closed loop)."`
 	Strategy    string   `help:"Try another strategy than the service's: a strategy block of the configuration by its name, or a kind with its defaults (${strategies})." placeholder:"NAME|KIND"`
 	Latency     []string `sep:"none" placeholder:"[SERVER=]MODEL" help:"Latency model: 20ms, normal(20ms,5ms) or lognormal(MEDIAN,P99). Without SERVER= it applies to every server. Repeatable."`
 	ErrorRate   []string `sep:"none" placeholder:"[SERVER=]RATE" help:"Share of a server's answers that fail, 0 to 1. Repeatable."`
@@ -74,8 +74,20 @@ func (c *SimulateCmd) Run(a *app) error {
 	if err != nil {
 		return userError{err}
 	}
+	var rps float64
+	var concurrency int
+	if c.RPS != nil {
+		if rps = *c.RPS; !(rps > 0) {
+			return userErrorf("--rps must be a positive rate of requests per second, not %v", rps)
+		}
+	}
+	if c.Concurrency != nil {
+		if concurrency = *c.Concurrency; concurrency < 1 {
+			return userErrorf("--concurrency must be at least 1, not %d", concurrency)
+		}
+	}
 	simCfg, err := sim.Assemble(cfg, svc, discovered, sim.Overrides{
-		Requests: c.Requests, RPS: c.RPS, Concurrency: c.Concurrency, Sessions: c.Sessions, Seed: c.Seed,
+		Requests: c.Requests, RPS: rps, Concurrency: concurrency, Sessions: c.Sessions, Seed: c.Seed,
 		Strategy: c.Strategy, Latency: c.Latency, ErrorRate: c.ErrorRate, Capacity: c.Capacity, Down: c.Down,
 	})
 	if err != nil {
@@ -87,6 +99,11 @@ func (c *SimulateCmd) Run(a *app) error {
 	finishProgress()
 	if err != nil {
 		return userError{err}
+	}
+	for _, o := range simCfg.Outages {
+		if end := time.Duration(report.SimulatedTime); o.From >= end {
+			fmt.Fprintf(a.stderr, "pvlb: warning: --down %s@%s had no effect: the run ended at %s, before it began.\n", o.Server, o.From, end.Round(time.Millisecond))
+		}
 	}
 	if c.Output == "json" {
 		return writeJSON(a.stdout, report)

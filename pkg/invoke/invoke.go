@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -151,6 +152,8 @@ func NewProtoFileResolver(ctx context.Context, files, importPaths []string) (Res
 
 // importNames names each file as its imports would: relative to the import
 // path that holds it, or to its own directory, which then joins the paths.
+// A file that is not where it is named from the working directory is
+// looked for under the import paths, as protoc and grpcurl do.
 func importNames(files, importPaths []string) (names, paths []string, err error) {
 	for _, p := range importPaths {
 		abs, err := filepath.Abs(p)
@@ -160,6 +163,21 @@ func importNames(files, importPaths []string) (names, paths []string, err error)
 		paths = append(paths, abs)
 	}
 	for _, f := range files {
+		if _, err := os.Stat(f); err != nil && !filepath.IsAbs(f) {
+			for _, p := range paths {
+				if _, err := os.Stat(filepath.Join(p, f)); err == nil {
+					f = filepath.Join(p, f)
+					break
+				}
+			}
+		}
+		if _, err := os.Stat(f); err != nil {
+			where := "in the working directory"
+			if len(importPaths) > 0 {
+				where += " or under -I " + strings.Join(importPaths, ", ")
+			}
+			return nil, nil, fmt.Errorf("%s is not %s", f, where)
+		}
 		abs, err := filepath.Abs(f)
 		if err != nil {
 			return nil, nil, err

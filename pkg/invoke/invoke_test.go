@@ -125,3 +125,33 @@ func TestNewRequestErrors(t *testing.T) {
 		t.Error("a missing .proto file gave no error")
 	}
 }
+
+// --proto files are named from the working directory, or, as protoc and
+// grpcurl name them, from an -I directory.
+func TestProtoFilesUnderImportPaths(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		files, imports []string
+		wantErr        string
+	}{
+		{[]string{"../../proto/peervault/v1/peervault.proto"}, nil, ""},
+		{[]string{"peervault.proto"}, []string{"../../proto/peervault/v1"}, ""},
+		{[]string{"v1/peervault.proto"}, []string{"../../proto/peervault"}, ""},
+		{[]string{"nope.proto"}, []string{"../../proto"}, "nope.proto is not in the working directory or under -I ../../proto"},
+	} {
+		r, err := NewProtoFileResolver(ctx, c.files, c.imports)
+		if c.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Errorf("%v -I %v: error %v, want %q", c.files, c.imports, err, c.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%v -I %v: %v", c.files, c.imports, err)
+			continue
+		}
+		if _, err := FindMethod(r, "/peervault.PeerVaultService/GetUserData"); err != nil {
+			t.Errorf("%v -I %v: %v", c.files, c.imports, err)
+		}
+	}
+}
