@@ -29,6 +29,9 @@ import (
 // built once, for scripts that put $PLUGINS on the plugin path.
 var pluginsDir string
 
+// pvlbBinary is pvlb built from this package, with no plugin beside it.
+var pvlbBinary string
+
 func TestMain(m *testing.M) {
 	testscript.Main(&pluginBuild{m}, map[string]func(){
 		"pvlb": func() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) },
@@ -48,7 +51,9 @@ func (b *pluginBuild) Run() int {
 	for name, pkg := range map[string]string{
 		"pvlb-discovery-file": "../../examples/plugins/file",
 		"pvlb-discovery-exit": "../../pkg/discovery/testdata/plugins/exit",
-		"pvlb":                ".", // for the signal tests, which need pvlb as its own process
+		// pvlb itself, in a directory of its own (it finds plugins beside
+		// it), for tests that need it as its own process.
+		"bin/pvlb": ".",
 	} {
 		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg).CombinedOutput()
 		if err != nil {
@@ -56,6 +61,7 @@ func (b *pluginBuild) Run() int {
 		}
 	}
 	pluginsDir = dir
+	pvlbBinary = filepath.Join(dir, "bin", "pvlb")
 	return b.m.Run()
 }
 

@@ -40,7 +40,7 @@ func longInvoke(t *testing.T, extra ...string) (cmd *exec.Cmd, pluginPid int, st
 		t.Fatal(err)
 	}
 	args := append([]string{"--log-level", "debug", "invoke", "-c", cfg, "/peervault.PeerVaultService/GetUserData", "-d", `{"user_id":"u"}`, "--count", "100000000"}, extra...)
-	cmd = exec.Command(filepath.Join(pluginsDir, "pvlb"), args...)
+	cmd = exec.Command(pvlbBinary, args...)
 	cmd.Env = append(os.Environ(), "PVLB_PLUGIN_PATH="+pluginsDir)
 	stderr, err = cmd.StderrPipe()
 	if err != nil {
