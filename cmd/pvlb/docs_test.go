@@ -159,3 +159,54 @@ func configExists(root string, args []string) bool {
 	}
 	return true
 }
+
+// TestPluginGuideWorksAsWritten follows docs/writing-plugins.md beside this
+// checkout: its first shell steps, the example's main.go copied in, go
+// build onto a plugin path; pvlb then lists the plugin and validates a
+// configuration that uses it.
+func TestPluginGuideWorksAsWritten(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a module outside the repository")
+	}
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	guide, err := os.ReadFile(filepath.Join(root, "docs", "writing-plugins.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := shellFence.FindStringSubmatch(string(guide))
+	if steps == nil || !strings.Contains(steps[1], "go mod init") {
+		t.Fatalf("the guide's first shell block is not the module's set-up: %v", steps)
+	}
+	work := t.TempDir()
+	if err := os.Symlink(root, filepath.Join(work, "pvlb")); err != nil { // the guide's ../pvlb
+		t.Fatal(err)
+	}
+	plugins := filepath.Join(work, "plugins")
+	script := steps[1] + "cp " + filepath.Join(root, "examples/plugins/file/main.go") + " .\n" +
+		"go mod tidy\ngo build -o " + filepath.Join(plugins, "pvlb-discovery-file") + " .\n"
+	sh := exec.Command("bash", "-euc", script)
+	sh.Dir = work
+	sh.Env = append(os.Environ(), "GOFLAGS=-mod=mod")
+	if out, err := sh.CombinedOutput(); err != nil {
+		t.Fatalf("following the guide: %v\n%s", err, out)
+	}
+	cfg := filepath.Join(work, "pvlb.hcl")
+	endpoints := filepath.Join(work, "endpoints.json")
+	if err := os.WriteFile(endpoints, []byte(`{"peervault": [{"id": "server1", "address": "127.0.0.1", "port": 50051}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, []byte("discovery \"file\" \"local\" {\n  path = \""+endpoints+"\"\n}\nservice \"peervault\" { discovery = discovery.file.local }\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"plugins"}, {"validate", "-c", cfg}} {
+		cmd := exec.Command(pvlbBinary, args...)
+		cmd.Env = append(os.Environ(), "PVLB_PLUGIN_PATH="+plugins)
+		out, err := cmd.CombinedOutput()
+		if err != nil || (args[0] == "plugins" && !strings.Contains(string(out), "pvlb-discovery-file")) {
+			t.Fatalf("pvlb %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+}
