@@ -46,7 +46,10 @@ func (c *InvokeCmd) Help() string {
 	return `Sends a real call through the configured service's balancer (the same
 strategy, health checks, retries and failover as the Go library) and prints
 the answer as JSON. Request and response types come from server reflection,
-or from --proto files. Server-streaming methods print each message.
+or from --proto files. Server-streaming methods print each message; a
+client-streaming or bidirectional method takes any number of JSON requests
+one after another (in -d, a file or standard input), as grpcurl does, and
+a bidirectional one prints each answer as it comes.
 
 Before the first call pvlb checks every endpoint once with grpc.health.v1,
 so that the balancer starts from what is true now.
@@ -90,7 +93,7 @@ func (c *InvokeCmd) Run(a *app) error {
 	if err != nil {
 		return err
 	}
-	req, err := invoke.NewRequest(md, body)
+	reqs, err := invoke.NewRequests(md, body)
 	if err != nil {
 		return userError{err}
 	}
@@ -112,7 +115,7 @@ func (c *InvokeCmd) Run(a *app) error {
 		report := &rpc.CallReport{}
 		callCtx, cancel := context.WithTimeout(ctx, c.Timeout)
 		start := time.Now()
-		err := invoke.Call(callCtx, svc.Client, md, req, func(m proto.Message) error {
+		err := invoke.Call(callCtx, svc.Client, md, reqs, func(m proto.Message) error {
 			if c.Count > 1 {
 				return nil
 			}

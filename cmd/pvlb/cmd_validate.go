@@ -17,9 +17,13 @@ type ValidateCmd struct {
 // Help is shown by pvlb validate --help.
 func (c *ValidateCmd) Help() string {
 	return `Loads the configuration named by -c and checks everything pvlb can check
-without contacting a server: HCL syntax, block and attribute names, value
-types, durations and sizes, strategy kinds, references between blocks,
-duplicate names, weights, endpoint addresses.
+without contacting a server: HCL syntax, block and attribute names (with
+where a misplaced one belongs), value types, durations and sizes, strategy
+kinds, references between blocks, duplicate names and addresses, weights,
+endpoint addresses and metadata keys; the TLS files it names are read;
+each discovery plugin decodes its block with its schema and checks its
+values (formats, durations, names, the files it reads) without connecting.
+Every other command runs the same checks before it starts.
 
 On success it prints a one-line summary and exits 0. Otherwise it prints
 every problem with its file:line:col and the offending source line, and

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -284,4 +285,46 @@ func (s *Server) WatchUserEvents(req *pb.WatchUserEventsRequest, stream grpc.Ser
 		}
 	}
 	return nil
+}
+
+// RecordUserEvents counts the events a client streams; an event without a
+// user id is invalid.
+func (s *Server) RecordUserEvents(stream grpc.ClientStreamingServer[pb.UserEvent, pb.RecordUserEventsResponse]) error {
+	if err := s.behave(stream.Context()); err != nil {
+		return err
+	}
+	var n int32
+	for {
+		ev, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return stream.SendAndClose(&pb.RecordUserEventsResponse{Count: n, Server: s.cfg.Name})
+		}
+		if err != nil {
+			return err
+		}
+		if ev.GetUserId() == "" {
+			return status.Errorf(codes.InvalidArgument, "event %d: user_id is required", n+1)
+		}
+		n++
+	}
+}
+
+// EchoUserEvents answers every event as it comes, with the server's name.
+func (s *Server) EchoUserEvents(stream grpc.BidiStreamingServer[pb.UserEvent, pb.UserEvent]) error {
+	if err := s.behave(stream.Context()); err != nil {
+		return err
+	}
+	for {
+		ev, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		ev.Server = s.cfg.Name
+		if err := stream.Send(ev); err != nil {
+			return err
+		}
+	}
 }

@@ -240,42 +240,89 @@ func NewRequest(md protoreflect.MethodDescriptor, body []byte) (proto.Message, e
 	return req, nil
 }
 
-// Call invokes md with req over cc and hands each response to onResponse:
-// one for a unary method, each message in turn for a server stream.
-// Client-streaming methods are not supported.
-func Call(ctx context.Context, cc grpc.ClientConnInterface, md protoreflect.MethodDescriptor, req proto.Message, onResponse func(proto.Message) error, opts ...grpc.CallOption) error {
-	name := fmt.Sprintf("/%s/%s", md.Parent().FullName(), md.Name())
-	if md.IsStreamingClient() {
-		return fmt.Errorf("%s is client-streaming; invoke sends one request, so it supports unary and server-streaming methods only", name)
+// NewRequests reads body as a call's requests: one JSON object for a
+// method whose client sends one message, and for a client-streaming method
+// any number of them, one after another (as grpcurl reads them).
+func NewRequests(md protoreflect.MethodDescriptor, body []byte) ([]proto.Message, error) {
+	if !md.IsStreamingClient() {
+		req, err := NewRequest(md, body)
+		if err != nil {
+			return nil, err
+		}
+		return []proto.Message{req}, nil
 	}
-	if !md.IsStreamingServer() {
+	var reqs []proto.Message
+	dec := json.NewDecoder(bytes.NewReader(body))
+	for {
+		var raw json.RawMessage
+		err := dec.Decode(&raw)
+		if errors.Is(err, io.EOF) {
+			return reqs, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("request %d JSON for %s: %v", len(reqs)+1, md.Input().FullName(), err)
+		}
+		req, err := NewRequest(md, raw)
+		if err != nil {
+			return nil, fmt.Errorf("request %d: %w", len(reqs)+1, err)
+		}
+		reqs = append(reqs, req)
+	}
+}
+
+// Call invokes md over cc with reqs (NewRequests) and hands each response
+// to onResponse: one for a unary or client-streaming method, each message
+// in turn for a server or bidirectional stream, which gets every request
+// sent while its answers are read.
+func Call(ctx context.Context, cc grpc.ClientConnInterface, md protoreflect.MethodDescriptor, reqs []proto.Message, onResponse func(proto.Message) error, opts ...grpc.CallOption) error {
+	name := fmt.Sprintf("/%s/%s", md.Parent().FullName(), md.Name())
+	if !md.IsStreamingClient() && len(reqs) != 1 {
+		return fmt.Errorf("%s takes one request, not %d", name, len(reqs))
+	}
+	if !md.IsStreamingClient() && !md.IsStreamingServer() {
 		resp := dynamicpb.NewMessage(md.Output())
-		if err := cc.Invoke(ctx, name, req, resp, opts...); err != nil {
+		if err := cc.Invoke(ctx, name, reqs[0], resp, opts...); err != nil {
 			return err
 		}
 		return onResponse(resp)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := cc.NewStream(ctx, &grpc.StreamDesc{StreamName: string(md.Name()), ServerStreams: true}, name, opts...)
+	desc := &grpc.StreamDesc{StreamName: string(md.Name()), ClientStreams: md.IsStreamingClient(), ServerStreams: md.IsStreamingServer()}
+	stream, err := cc.NewStream(ctx, desc, name, opts...)
 	if err != nil {
 		return err
 	}
-	if err := stream.SendMsg(req); err != nil && err != io.EOF {
-		return err
-	}
-	if err := stream.CloseSend(); err != nil {
-		return err
-	}
+	// Requests go out while answers come in: a bidirectional method may
+	// answer each before it reads the next.
+	sent := make(chan error, 1)
+	go func() {
+		for _, req := range reqs {
+			if err := stream.SendMsg(req); err != nil {
+				// io.EOF: the server ended the call; RecvMsg says why.
+				if err != io.EOF {
+					sent <- err
+					return
+				}
+				break
+			}
+		}
+		sent <- stream.CloseSend()
+	}()
 	for {
 		resp := dynamicpb.NewMessage(md.Output())
-		if err := stream.RecvMsg(resp); err == io.EOF {
-			return nil
-		} else if err != nil {
+		err := stream.RecvMsg(resp)
+		if err == io.EOF {
+			return <-sent
+		}
+		if err != nil {
 			return err
 		}
 		if err := onResponse(resp); err != nil {
 			return err
+		}
+		if !md.IsStreamingServer() {
+			return <-sent // one answer ends a client stream
 		}
 	}
 }

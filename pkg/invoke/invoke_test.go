@@ -69,7 +69,7 @@ func TestFindMethodAndCall(t *testing.T) {
 				t.Fatal(err)
 			}
 			var got []string
-			err = Call(context.Background(), cc, md, req, func(m proto.Message) error {
+			err = Call(context.Background(), cc, md, []proto.Message{req}, func(m proto.Message) error {
 				b, err := FormatJSON(m)
 				got = append(got, string(b))
 				return err
@@ -81,17 +81,59 @@ func TestFindMethodAndCall(t *testing.T) {
 			stream, _ := FindMethod(r, "peervault.PeerVaultService.WatchUserEvents")
 			req, _ = NewRequest(stream, []byte(`{"user_id":"u1","count":4}`))
 			n := 0
-			if err := Call(context.Background(), cc, stream, req, func(proto.Message) error { n++; return nil }); err != nil || n != 4 {
+			if err := Call(context.Background(), cc, stream, []proto.Message{req}, func(proto.Message) error { n++; return nil }); err != nil || n != 4 {
 				t.Fatalf("stream gave %d messages, %v", n, err)
 			}
 
 			_, err = FindMethod(r, "/peervault.PeerVaultService/Nope")
-			if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "its methods: HealthCheck, GetUserData, WatchUserEvents") {
+			if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "its methods: HealthCheck, GetUserData, WatchUserEvents, RecordUserEvents, EchoUserEvents") {
 				t.Fatalf("unknown method: %v", err)
 			}
 			_, err = FindMethod(r, "/peervault.Nope/Get")
 			if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "peervault.PeerVaultService") {
 				t.Fatalf("unknown service: %v", err)
+			}
+		})
+	}
+}
+
+// Client-streaming and bidirectional methods take a stream of JSON
+// requests, one object after another, as grpcurl reads them.
+func TestStreamingRequests(t *testing.T) {
+	cc, _ := dial(t)
+	for name, r := range resolvers(t, cc) {
+		t.Run(name, func(t *testing.T) {
+			record, err := FindMethod(r, "/peervault.PeerVaultService/RecordUserEvents")
+			if err != nil {
+				t.Fatal(err)
+			}
+			reqs, err := NewRequests(record, []byte(`{"user_id":"a","kind":"login"} {"user_id":"b"}
+{"user_id":"c"}`))
+			if err != nil || len(reqs) != 3 {
+				t.Fatalf("%d requests, %v", len(reqs), err)
+			}
+			var got []string
+			collect := func(m proto.Message) error {
+				b, err := FormatJSON(m)
+				got = append(got, string(b))
+				return err
+			}
+			if err := Call(context.Background(), cc, record, reqs, collect); err != nil || len(got) != 1 || !strings.Contains(got[0], `"count": 3`) {
+				t.Fatalf("record: %q, %v", got, err)
+			}
+			echo, _ := FindMethod(r, "/peervault.PeerVaultService/EchoUserEvents")
+			reqs, _ = NewRequests(echo, []byte(`{"user_id":"a","sequence":1} {"user_id":"a","sequence":2}`))
+			got = nil
+			if err := Call(context.Background(), cc, echo, reqs, collect); err != nil || len(got) != 2 || !strings.Contains(got[1], `"sequence": "2"`) || !strings.Contains(got[1], `"server": "server1"`) {
+				t.Fatalf("echo: %q, %v", got, err)
+			}
+			if _, err := NewRequests(record, []byte(`{"user_id":"a"} {"user_id":`)); err == nil || !strings.Contains(err.Error(), "request 2 JSON") {
+				t.Fatalf("a broken second request: %v", err)
+			}
+			unary, _ := FindMethod(r, "/peervault.PeerVaultService/GetUserData")
+			two, _ := NewRequests(record, []byte(`{"user_id":"a"} {"user_id":"b"}`))
+			if err := Call(context.Background(), cc, unary, two, collect); err == nil || !strings.Contains(err.Error(), "takes one request, not 2") {
+				t.Fatalf("two requests to a unary method: %v", err)
 			}
 		})
 	}

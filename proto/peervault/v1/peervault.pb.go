@@ -366,6 +366,58 @@ func (x *UserEvent) GetServer() string {
 	return ""
 }
 
+type RecordUserEventsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Count         int32                  `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	Server        string                 `protobuf:"bytes,2,opt,name=server,proto3" json:"server,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordUserEventsResponse) Reset() {
+	*x = RecordUserEventsResponse{}
+	mi := &file_peervault_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordUserEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordUserEventsResponse) ProtoMessage() {}
+
+func (x *RecordUserEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_peervault_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordUserEventsResponse.ProtoReflect.Descriptor instead.
+func (*RecordUserEventsResponse) Descriptor() ([]byte, []int) {
+	return file_peervault_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RecordUserEventsResponse) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *RecordUserEventsResponse) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
 var File_peervault_proto protoreflect.FileDescriptor
 
 const file_peervault_proto_rawDesc = "" +
@@ -397,11 +449,16 @@ const file_peervault_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x03R\bsequence\x12\x12\n" +
 	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x16\n" +
-	"\x06server\x18\x04 \x01(\tR\x06server2\xfc\x01\n" +
+	"\x06server\x18\x04 \x01(\tR\x06server\"H\n" +
+	"\x18RecordUserEventsResponse\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x05R\x05count\x12\x16\n" +
+	"\x06server\x18\x02 \x01(\tR\x06server2\x8f\x03\n" +
 	"\x10PeerVaultService\x12L\n" +
 	"\vHealthCheck\x12\x1d.peervault.HealthCheckRequest\x1a\x1e.peervault.HealthCheckResponse\x12L\n" +
 	"\vGetUserData\x12\x1d.peervault.GetUserDataRequest\x1a\x1e.peervault.GetUserDataResponse\x12L\n" +
-	"\x0fWatchUserEvents\x12!.peervault.WatchUserEventsRequest\x1a\x14.peervault.UserEvent0\x01B:Z8github.com/peervault/pvlb/proto/peervault/v1;peervaultv1b\x06proto3"
+	"\x0fWatchUserEvents\x12!.peervault.WatchUserEventsRequest\x1a\x14.peervault.UserEvent0\x01\x12O\n" +
+	"\x10RecordUserEvents\x12\x14.peervault.UserEvent\x1a#.peervault.RecordUserEventsResponse(\x01\x12@\n" +
+	"\x0eEchoUserEvents\x12\x14.peervault.UserEvent\x1a\x14.peervault.UserEvent(\x010\x01B:Z8github.com/peervault/pvlb/proto/peervault/v1;peervaultv1b\x06proto3"
 
 var (
 	file_peervault_proto_rawDescOnce sync.Once
@@ -415,28 +472,33 @@ func file_peervault_proto_rawDescGZIP() []byte {
 	return file_peervault_proto_rawDescData
 }
 
-var file_peervault_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_peervault_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_peervault_proto_goTypes = []any{
-	(*HealthCheckRequest)(nil),     // 0: peervault.HealthCheckRequest
-	(*HealthCheckResponse)(nil),    // 1: peervault.HealthCheckResponse
-	(*GetUserDataRequest)(nil),     // 2: peervault.GetUserDataRequest
-	(*GetUserDataResponse)(nil),    // 3: peervault.GetUserDataResponse
-	(*WatchUserEventsRequest)(nil), // 4: peervault.WatchUserEventsRequest
-	(*UserEvent)(nil),              // 5: peervault.UserEvent
-	nil,                            // 6: peervault.GetUserDataResponse.AttributesEntry
-	(*timestamppb.Timestamp)(nil),  // 7: google.protobuf.Timestamp
+	(*HealthCheckRequest)(nil),       // 0: peervault.HealthCheckRequest
+	(*HealthCheckResponse)(nil),      // 1: peervault.HealthCheckResponse
+	(*GetUserDataRequest)(nil),       // 2: peervault.GetUserDataRequest
+	(*GetUserDataResponse)(nil),      // 3: peervault.GetUserDataResponse
+	(*WatchUserEventsRequest)(nil),   // 4: peervault.WatchUserEventsRequest
+	(*UserEvent)(nil),                // 5: peervault.UserEvent
+	(*RecordUserEventsResponse)(nil), // 6: peervault.RecordUserEventsResponse
+	nil,                              // 7: peervault.GetUserDataResponse.AttributesEntry
+	(*timestamppb.Timestamp)(nil),    // 8: google.protobuf.Timestamp
 }
 var file_peervault_proto_depIdxs = []int32{
-	7, // 0: peervault.HealthCheckResponse.time:type_name -> google.protobuf.Timestamp
-	6, // 1: peervault.GetUserDataResponse.attributes:type_name -> peervault.GetUserDataResponse.AttributesEntry
+	8, // 0: peervault.HealthCheckResponse.time:type_name -> google.protobuf.Timestamp
+	7, // 1: peervault.GetUserDataResponse.attributes:type_name -> peervault.GetUserDataResponse.AttributesEntry
 	0, // 2: peervault.PeerVaultService.HealthCheck:input_type -> peervault.HealthCheckRequest
 	2, // 3: peervault.PeerVaultService.GetUserData:input_type -> peervault.GetUserDataRequest
 	4, // 4: peervault.PeerVaultService.WatchUserEvents:input_type -> peervault.WatchUserEventsRequest
-	1, // 5: peervault.PeerVaultService.HealthCheck:output_type -> peervault.HealthCheckResponse
-	3, // 6: peervault.PeerVaultService.GetUserData:output_type -> peervault.GetUserDataResponse
-	5, // 7: peervault.PeerVaultService.WatchUserEvents:output_type -> peervault.UserEvent
-	5, // [5:8] is the sub-list for method output_type
-	2, // [2:5] is the sub-list for method input_type
+	5, // 5: peervault.PeerVaultService.RecordUserEvents:input_type -> peervault.UserEvent
+	5, // 6: peervault.PeerVaultService.EchoUserEvents:input_type -> peervault.UserEvent
+	1, // 7: peervault.PeerVaultService.HealthCheck:output_type -> peervault.HealthCheckResponse
+	3, // 8: peervault.PeerVaultService.GetUserData:output_type -> peervault.GetUserDataResponse
+	5, // 9: peervault.PeerVaultService.WatchUserEvents:output_type -> peervault.UserEvent
+	6, // 10: peervault.PeerVaultService.RecordUserEvents:output_type -> peervault.RecordUserEventsResponse
+	5, // 11: peervault.PeerVaultService.EchoUserEvents:output_type -> peervault.UserEvent
+	7, // [7:12] is the sub-list for method output_type
+	2, // [2:7] is the sub-list for method input_type
 	2, // [2:2] is the sub-list for extension type_name
 	2, // [2:2] is the sub-list for extension extendee
 	0, // [0:2] is the sub-list for field type_name
@@ -453,7 +515,7 @@ func file_peervault_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_peervault_proto_rawDesc), len(file_peervault_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,9 +23,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PeerVaultService_HealthCheck_FullMethodName     = "/peervault.PeerVaultService/HealthCheck"
-	PeerVaultService_GetUserData_FullMethodName     = "/peervault.PeerVaultService/GetUserData"
-	PeerVaultService_WatchUserEvents_FullMethodName = "/peervault.PeerVaultService/WatchUserEvents"
+	PeerVaultService_HealthCheck_FullMethodName      = "/peervault.PeerVaultService/HealthCheck"
+	PeerVaultService_GetUserData_FullMethodName      = "/peervault.PeerVaultService/GetUserData"
+	PeerVaultService_WatchUserEvents_FullMethodName  = "/peervault.PeerVaultService/WatchUserEvents"
+	PeerVaultService_RecordUserEvents_FullMethodName = "/peervault.PeerVaultService/RecordUserEvents"
+	PeerVaultService_EchoUserEvents_FullMethodName   = "/peervault.PeerVaultService/EchoUserEvents"
 )
 
 // PeerVaultServiceClient is the client API for PeerVaultService service.
@@ -41,6 +43,11 @@ type PeerVaultServiceClient interface {
 	GetUserData(ctx context.Context, in *GetUserDataRequest, opts ...grpc.CallOption) (*GetUserDataResponse, error)
 	// WatchUserEvents streams a user's events, count of them.
 	WatchUserEvents(ctx context.Context, in *WatchUserEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[UserEvent], error)
+	// RecordUserEvents takes a stream of events and says how many it kept.
+	RecordUserEvents(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UserEvent, RecordUserEventsResponse], error)
+	// EchoUserEvents answers each event with the same event, stamped with
+	// the server's name.
+	EchoUserEvents(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[UserEvent, UserEvent], error)
 }
 
 type peerVaultServiceClient struct {
@@ -90,6 +97,32 @@ func (c *peerVaultServiceClient) WatchUserEvents(ctx context.Context, in *WatchU
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PeerVaultService_WatchUserEventsClient = grpc.ServerStreamingClient[UserEvent]
 
+func (c *peerVaultServiceClient) RecordUserEvents(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UserEvent, RecordUserEventsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &PeerVaultService_ServiceDesc.Streams[1], PeerVaultService_RecordUserEvents_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[UserEvent, RecordUserEventsResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PeerVaultService_RecordUserEventsClient = grpc.ClientStreamingClient[UserEvent, RecordUserEventsResponse]
+
+func (c *peerVaultServiceClient) EchoUserEvents(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[UserEvent, UserEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &PeerVaultService_ServiceDesc.Streams[2], PeerVaultService_EchoUserEvents_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[UserEvent, UserEvent]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PeerVaultService_EchoUserEventsClient = grpc.BidiStreamingClient[UserEvent, UserEvent]
+
 // PeerVaultServiceServer is the server API for PeerVaultService service.
 // All implementations must embed UnimplementedPeerVaultServiceServer
 // for forward compatibility.
@@ -103,6 +136,11 @@ type PeerVaultServiceServer interface {
 	GetUserData(context.Context, *GetUserDataRequest) (*GetUserDataResponse, error)
 	// WatchUserEvents streams a user's events, count of them.
 	WatchUserEvents(*WatchUserEventsRequest, grpc.ServerStreamingServer[UserEvent]) error
+	// RecordUserEvents takes a stream of events and says how many it kept.
+	RecordUserEvents(grpc.ClientStreamingServer[UserEvent, RecordUserEventsResponse]) error
+	// EchoUserEvents answers each event with the same event, stamped with
+	// the server's name.
+	EchoUserEvents(grpc.BidiStreamingServer[UserEvent, UserEvent]) error
 	mustEmbedUnimplementedPeerVaultServiceServer()
 }
 
@@ -121,6 +159,12 @@ func (UnimplementedPeerVaultServiceServer) GetUserData(context.Context, *GetUser
 }
 func (UnimplementedPeerVaultServiceServer) WatchUserEvents(*WatchUserEventsRequest, grpc.ServerStreamingServer[UserEvent]) error {
 	return status.Error(codes.Unimplemented, "method WatchUserEvents not implemented")
+}
+func (UnimplementedPeerVaultServiceServer) RecordUserEvents(grpc.ClientStreamingServer[UserEvent, RecordUserEventsResponse]) error {
+	return status.Error(codes.Unimplemented, "method RecordUserEvents not implemented")
+}
+func (UnimplementedPeerVaultServiceServer) EchoUserEvents(grpc.BidiStreamingServer[UserEvent, UserEvent]) error {
+	return status.Error(codes.Unimplemented, "method EchoUserEvents not implemented")
 }
 func (UnimplementedPeerVaultServiceServer) mustEmbedUnimplementedPeerVaultServiceServer() {}
 func (UnimplementedPeerVaultServiceServer) testEmbeddedByValue()                          {}
@@ -190,6 +234,20 @@ func _PeerVaultService_WatchUserEvents_Handler(srv interface{}, stream grpc.Serv
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PeerVaultService_WatchUserEventsServer = grpc.ServerStreamingServer[UserEvent]
 
+func _PeerVaultService_RecordUserEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PeerVaultServiceServer).RecordUserEvents(&grpc.GenericServerStream[UserEvent, RecordUserEventsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PeerVaultService_RecordUserEventsServer = grpc.ClientStreamingServer[UserEvent, RecordUserEventsResponse]
+
+func _PeerVaultService_EchoUserEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PeerVaultServiceServer).EchoUserEvents(&grpc.GenericServerStream[UserEvent, UserEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PeerVaultService_EchoUserEventsServer = grpc.BidiStreamingServer[UserEvent, UserEvent]
+
 // PeerVaultService_ServiceDesc is the grpc.ServiceDesc for PeerVaultService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -211,6 +269,17 @@ var PeerVaultService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "WatchUserEvents",
 			Handler:       _PeerVaultService_WatchUserEvents_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "RecordUserEvents",
+			Handler:       _PeerVaultService_RecordUserEvents_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "EchoUserEvents",
+			Handler:       _PeerVaultService_EchoUserEvents_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "peervault.proto",
