@@ -259,7 +259,7 @@ func TestStartFailuresAreClearErrors(t *testing.T) {
 		{"garbage", "", fileSettings(path), "printed something other than the plugin handshake"},
 		{"protocol2", "", fileSettings(path), "speaks another plugin protocol than this pvlb (1)"},
 		{"hang", "", fileSettings(path), "did not finish Configure within 500ms"},
-		{"file", "", fileSettings(filepath.Join(t.TempDir(), "missing.json")), "configure: read endpoints: open"},
+		{"file", "", fileSettings(filepath.Join(t.TempDir(), "missing.json")), "configure: path: read endpoints: open"},
 		{"file", sum, pluginapi.NewSettings([]byte(`{"path":"` + path + `"}`)), ""}, // the right pin works
 	}
 	for _, c := range cases {

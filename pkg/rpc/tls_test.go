@@ -146,7 +146,7 @@ func TestTLSConfigErrorsNameTheFile(t *testing.T) {
 		"ca_file":           {CAFile: pki.file("missing.pem")},
 		"holds no PEM":      {CAFile: pki.file("client-key.pem")},
 		"go together":       {CertFile: pki.file("client.pem")},
-		"loading cert_file": {CertFile: pki.file("client.pem"), KeyFile: pki.file("ca.pem")},
+		"cert_file: loading": {CertFile: pki.file("client.pem"), KeyFile: pki.file("ca.pem")},
 	}
 	for want, cfg := range cases {
 		_, err := cfg.Load()
