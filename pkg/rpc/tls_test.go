@@ -143,9 +143,9 @@ func TestMutualTLSToBackends(t *testing.T) {
 func TestTLSConfigErrorsNameTheFile(t *testing.T) {
 	pki := newTestPKI(t)
 	cases := map[string]tlsfiles.Config{
-		"ca_file":           {CAFile: pki.file("missing.pem")},
-		"holds no PEM":      {CAFile: pki.file("client-key.pem")},
-		"go together":       {CertFile: pki.file("client.pem")},
+		"ca_file":            {CAFile: pki.file("missing.pem")},
+		"holds no PEM":       {CAFile: pki.file("client-key.pem")},
+		"go together":        {CertFile: pki.file("client.pem")},
 		"cert_file: loading": {CertFile: pki.file("client.pem"), KeyFile: pki.file("ca.pem")},
 	}
 	for want, cfg := range cases {
