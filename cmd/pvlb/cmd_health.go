@@ -74,6 +74,9 @@ func (c *HealthCmd) Run(a *app) error {
 	for i, svc := range services {
 		report[i] = c.check(a, cfg, svc)
 	}
+	if err := a.ctx.Err(); err != nil {
+		return err // interrupted: the checks cut short say nothing
+	}
 	if c.Output == "json" {
 		if err := writeJSON(a.stdout, map[string]any{"services": report}); err != nil {
 			return err
@@ -105,7 +108,7 @@ func (c *HealthCmd) check(a *app, cfg *config.Config, svcCfg *config.Service) se
 	}
 	defer svc.Close()
 	if c.Force {
-		svc.Health.ForceHealthCheckAll()
+		svc.Health.ForceHealthCheckAll(a.ctx)
 		out.Servers = svc.Health.GetHealthStats().Servers
 	} else {
 		for _, e := range svc.Balancer.Endpoints() {

@@ -83,7 +83,7 @@ func (c *InvokeCmd) Run(a *app) error {
 		return userError{err}
 	}
 	defer svc.Close()
-	svc.Health.ForceHealthCheckAll()
+	svc.Health.ForceHealthCheckAll(a.ctx)
 	if err := requireHealthy(svc); err != nil {
 		return err
 	}

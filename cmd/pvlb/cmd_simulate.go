@@ -95,9 +95,12 @@ func (c *SimulateCmd) Run(a *app) error {
 	}
 	simCfg.Logger = a.log
 	finishProgress := c.progress(a, simCfg)
-	report, err := sim.Run(*simCfg)
+	report, err := sim.RunContext(a.ctx, *simCfg)
 	finishProgress()
 	if err != nil {
+		if a.ctx.Err() != nil {
+			return err // interrupted
+		}
 		return userError{err}
 	}
 	for _, o := range simCfg.Outages {

@@ -29,7 +29,16 @@ func longInvoke(t *testing.T, extra ...string) (cmd *exec.Cmd, pluginPid int, st
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Stop)
-	host, port, _ := net.SplitHostPort(srv.Addr())
+	cfg := pluginConfig(t, srv.Addr())
+	args := append([]string{"invoke", "-c", cfg, "/peervault.PeerVaultService/GetUserData", "-d", `{"user_id":"u"}`, "--count", "100000000"}, extra...)
+	return startFollowing(t, args...)
+}
+
+// pluginConfig writes a configuration whose one service finds addr
+// through the file plugin, and returns its path.
+func pluginConfig(t *testing.T, addr string) string {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
 	dir := t.TempDir()
 	endpoints := filepath.Join(dir, "endpoints.json")
 	if err := os.WriteFile(endpoints, fmt.Appendf(nil, `{"peervault": [{"id": "server1", "address": %q, "port": %s}]}`, host, port), 0o600); err != nil {
@@ -39,10 +48,17 @@ func longInvoke(t *testing.T, extra ...string) (cmd *exec.Cmd, pluginPid int, st
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, "discovery \"file\" \"local\" {\n  path = %q\n}\n\nservice \"peervault\" {\n  discovery = discovery.file.local\n}\n", endpoints), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"--log-level", "debug", "invoke", "-c", cfg, "/peervault.PeerVaultService/GetUserData", "-d", `{"user_id":"u"}`, "--count", "100000000"}, extra...)
-	cmd = exec.Command(pvlbBinary, args...)
+	return cfg
+}
+
+// startFollowing starts pvlb with args and debug logs, and returns it once
+// it follows its service's endpoints through the plugin, with the
+// plugin's pid and pvlb's standard error still being read.
+func startFollowing(t *testing.T, args ...string) (cmd *exec.Cmd, pluginPid int, stderr io.ReadCloser) {
+	t.Helper()
+	cmd = exec.Command(pvlbBinary, append([]string{"--log-level", "debug"}, args...)...)
 	cmd.Env = append(os.Environ(), "PVLB_PLUGIN_PATH="+pluginsDir)
-	stderr, err = cmd.StderrPipe()
+	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,4 +173,80 @@ func TestKilledPvlbLeavesNoPlugin(t *testing.T) {
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()
 	ended(t, plugin)
+}
+
+// health --force waits on servers that never answer a check; a signal
+// ends the checks, the command and its plugin.
+func TestSignalEndsHealth(t *testing.T) {
+	// A listener that accepts and never speaks: every check waits for its
+	// timeout.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	cmd, plugin, _ := startFollowing(t, "health", "-c", pluginConfig(t, l.Addr().String()), "--force")
+	start := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	ws := exitWithin(t, cmd, 2*exitGrace)
+	if took := time.Since(start); took >= exitGrace {
+		t.Errorf("health took %s to stop: the grace period ended it, not the signal", took)
+	}
+	if ws.ExitStatus() != 128+int(syscall.SIGINT) {
+		t.Errorf("exit status %d, want %d", ws.ExitStatus(), 128+int(syscall.SIGINT))
+	}
+	ended(t, plugin)
+}
+
+// A long simulation stops at a signal, well before the grace period that
+// would end it regardless.
+func TestSignalStopsSimulate(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "pvlb.hcl")
+	if err := os.WriteFile(cfg, []byte("discovery \"static\" \"s\" {\n  endpoint \"a\" { address = \"127.0.0.1:1\" }\n}\nservice \"s\" { discovery = discovery.static.s }\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(pvlbBinary, "simulate", "-c", cfg, "-n", "1000000000", "--rps", "1000000")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	// Running, not loading: it has used a quarter second of CPU.
+	testtools.WaitFor(t, "simulate to be running", func() bool { return cpuTicks(cmd.Process.Pid) >= 25 })
+	start := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	ws := exitWithin(t, cmd, 2*exitGrace)
+	if took := time.Since(start); took >= exitGrace {
+		t.Errorf("simulate took %s to stop: the grace period ended it, not the signal", took)
+	}
+	if ws.ExitStatus() != 128+int(syscall.SIGTERM) {
+		t.Errorf("exit status %d, want %d", ws.ExitStatus(), 128+int(syscall.SIGTERM))
+	}
+}
+
+// cpuTicks is the user and system CPU time pid has used, in clock ticks.
+func cpuTicks(pid int) int {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	if len(fields) < 13 {
+		return 0
+	}
+	utime, _ := strconv.Atoi(fields[11])
+	stime, _ := strconv.Atoi(fields[12])
+	return utime + stime
 }

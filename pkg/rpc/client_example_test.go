@@ -32,7 +32,7 @@ func ExampleLoadBalancedClient() {
 	health := rpc.NewHealthChecker(time.Second, 500*time.Millisecond, nil, rpc.WithHealthService(demoserver.ServiceName))
 	_ = health.Start(balancer, pool)
 	defer health.Close()
-	health.ForceHealthCheckAll()
+	health.ForceHealthCheckAll(context.Background())
 
 	client, _ := rpc.NewLoadBalancedClient(balancer, nil, nil, rpc.WithConnPool(pool))
 	defer client.Close()

@@ -255,10 +255,10 @@ func TestHealthCheckerThresholdsAndForce(t *testing.T) {
 	waitHealthy(t, f.balancer, 2)
 
 	servers[1].SetServing(false)
-	if st, _ := f.health.ForceHealthCheck("server2"); st != lb.HealthHealthy {
+	if st, _ := f.health.ForceHealthCheck(context.Background(), "server2"); st != lb.HealthHealthy {
 		t.Fatalf("one failure made it %v, want still healthy (threshold 2)", st)
 	}
-	if st, _ := f.health.ForceHealthCheck("server2"); st != lb.HealthUnhealthy {
+	if st, _ := f.health.ForceHealthCheck(context.Background(), "server2"); st != lb.HealthUnhealthy {
 		t.Fatalf("two failures left it %v", st)
 	}
 	got := testtools.ServedBy(t, context.Background(), f.stub, 20)
@@ -267,7 +267,7 @@ func TestHealthCheckerThresholdsAndForce(t *testing.T) {
 	}
 	servers[1].SetServing(true)
 	for i := 1; i <= 3; i++ {
-		f.health.ForceHealthCheckAll()
+		f.health.ForceHealthCheckAll(context.Background())
 		want := lb.HealthUnhealthy
 		if i == 3 {
 			want = lb.HealthHealthy
@@ -280,7 +280,7 @@ func TestHealthCheckerThresholdsAndForce(t *testing.T) {
 	if stats.TotalServers != 2 || stats.HealthyServers != 2 || stats.CheckInterval != "1h0m0s" || stats.Servers[1].ConsecutiveSuccesses != 3 {
 		t.Fatalf("health stats %+v", stats)
 	}
-	if _, err := f.health.ForceHealthCheck("nope"); !errors.Is(err, lb.ErrUnknownServer) {
+	if _, err := f.health.ForceHealthCheck(context.Background(), "nope"); !errors.Is(err, lb.ErrUnknownServer) {
 		t.Fatalf("force of an unknown server: %v", err)
 	}
 }

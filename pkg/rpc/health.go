@@ -257,8 +257,10 @@ func (h *HealthChecker) apply(t *healthTarget, pass bool, latency time.Duration,
 	}
 }
 
-// ForceHealthCheck checks one endpoint now and returns its resulting status.
-func (h *HealthChecker) ForceHealthCheck(id string) (lb.HealthStatus, error) {
+// ForceHealthCheck checks one endpoint now and returns its resulting
+// status; ctx ends the check early (as Close does), and a check ended so
+// says nothing about the server.
+func (h *HealthChecker) ForceHealthCheck(ctx context.Context, id string) (lb.HealthStatus, error) {
 	h.mu.Lock()
 	var target *healthTarget
 	for e, t := range h.targets {
@@ -266,25 +268,29 @@ func (h *HealthChecker) ForceHealthCheck(id string) (lb.HealthStatus, error) {
 			target = t
 		}
 	}
-	ctx := h.ctx
+	life := h.ctx
 	h.mu.Unlock()
 	if target == nil {
 		return lb.HealthUnknown, fmt.Errorf("health check: %w %q", lb.ErrUnknownServer, id)
 	}
+	ctx, stop := withLife(ctx, life)
+	defer stop()
 	h.check(ctx, target)
 	return target.endpoint.Health(), nil
 }
 
 // ForceHealthCheckAll checks every endpoint now, concurrently, and returns
-// when all checks are done.
-func (h *HealthChecker) ForceHealthCheckAll() {
+// when all checks are done, or when ctx ends (or Close is called).
+func (h *HealthChecker) ForceHealthCheckAll(ctx context.Context) {
 	h.mu.Lock()
 	targets := make([]*healthTarget, 0, len(h.targets))
 	for _, t := range h.targets {
 		targets = append(targets, t)
 	}
-	ctx := h.ctx
+	life := h.ctx
 	h.mu.Unlock()
+	ctx, stop := withLife(ctx, life)
+	defer stop()
 	var wg sync.WaitGroup
 	for _, t := range targets {
 		wg.Go(func() { h.check(ctx, t) })
@@ -377,4 +383,11 @@ func plainMessage(err error) string {
 		msg = strings.TrimPrefix(msg, "transport: ")
 	}
 	return msg
+}
+
+// withLife returns ctx, ended also when life (the checker's) ends.
+func withLife(ctx, life context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(life, cancel)
+	return ctx, func() { stop(); cancel() }
 }

@@ -92,8 +92,8 @@ func TestHealthChecksAreCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer health.Close()
-	health.ForceHealthCheckAll()
-	health.ForceHealthCheckAll()
+	health.ForceHealthCheckAll(context.Background())
+	health.ForceHealthCheckAll(context.Background())
 	for _, s := range f.balancer.GetServerStats().Servers {
 		if s.ChecksPassed != 2 || s.Successes != 0 || s.TotalRequests != 0 {
 			t.Errorf("%s: %+v after two passing checks and no calls", s.ID, s)

@@ -200,7 +200,10 @@ type simulation struct {
 }
 
 // Run simulates cfg and reports what happened.
-func Run(cfg Config) (*Report, error) {
+func Run(cfg Config) (*Report, error) { return RunContext(context.Background(), cfg) }
+
+// RunContext is Run that stops, with ctx's error, when ctx ends.
+func RunContext(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("simulate: %w", err)
 	}
@@ -262,7 +265,9 @@ func Run(cfg Config) (*Report, error) {
 			s.startRequest()
 		}
 	}
-	s.loop()
+	if err := s.loop(ctx); err != nil {
+		return nil, err
+	}
 	return s.report(), nil
 }
 
@@ -277,8 +282,13 @@ func (s *simulation) serverIndex(id string) int32 {
 
 const progressEvery = 1 << 14
 
-func (s *simulation) loop() {
-	for s.done < s.cfg.Requests && len(s.events) > 0 {
+// loop runs events until every request is done; it looks at ctx every
+// few thousand events, which take well under a millisecond.
+func (s *simulation) loop(ctx context.Context) error {
+	for n := 0; s.done < s.cfg.Requests && len(s.events) > 0; n++ {
+		if n%4096 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
 		ev := s.pop()
 		s.now = ev.at
 		switch ev.kind {
@@ -306,6 +316,7 @@ func (s *simulation) loop() {
 			s.note(ev.target, "latency now "+lc.Latency.String())
 		}
 	}
+	return nil
 }
 
 func (s *simulation) startRequest() {
