@@ -14,6 +14,7 @@ import (
 
 	"github.com/peervault/pvlb/pkg/config"
 	"github.com/peervault/pvlb/pkg/discovery"
+	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/sim"
 )
 
@@ -24,6 +25,7 @@ type SimulateCmd struct {
 	RPS         *float64 `name:"rps" help:"Send requests open-loop at this mean rate per second (Poisson arrivals). The default, without --concurrency, is 1000."`
 	Concurrency *int     `help:"Instead of a rate, keep this many requests in flight (closed loop)."`
 	Strategy    string   `help:"Try another strategy than the service's: a strategy block of the configuration by its name, or a kind with its defaults (${strategies})." placeholder:"NAME|KIND"`
+	Compare     []string `placeholder:"NAME|KIND,..." help:"Run the same traffic through each of these strategies (names or kinds, or all for every kind) and compare them in one table. Every strategy sees the same arrivals and the same random draws per request."`
 	Latency     []string `sep:"none" placeholder:"[SERVER=]MODEL" help:"Latency model: 20ms, normal(20ms,5ms) or lognormal(MEDIAN,P99). Without SERVER= it applies to every server. Repeatable."`
 	ErrorRate   []string `sep:"none" placeholder:"[SERVER=]RATE" help:"Share of a server's answers that fail, 0 to 1. Repeatable."`
 	Capacity    []string `sep:"none" placeholder:"[SERVER=]N" help:"Requests a server handles at once; more wait in its queue. 0 is unlimited. Repeatable."`
@@ -53,7 +55,8 @@ Examples:
   pvlb simulate -c examples/weighted.hcl
   pvlb simulate -c examples/weighted.hcl --down secondary@2s-5s
   pvlb simulate -c examples/basic.hcl --latency server3=lognormal(50ms,200ms) --strategy least_connections --concurrency 32
-  pvlb simulate -c examples/sticky.hcl --sessions 100 --output json`
+  pvlb simulate -c examples/sticky.hcl --sessions 100 --output json
+  pvlb simulate -c examples/slow.hcl --requests 20000 --rps 2000 --compare round_robin,two_choices,three_choices`
 }
 
 // Run simulates.
@@ -86,22 +89,16 @@ func (c *SimulateCmd) Run(a *app) error {
 			return userErrorf("--concurrency must be at least 1, not %d", concurrency)
 		}
 	}
-	simCfg, err := sim.Assemble(cfg, svc, discovered, sim.Overrides{
+	overrides := sim.Overrides{
 		Requests: c.Requests, RPS: rps, Concurrency: concurrency, Sessions: c.Sessions, Seed: c.Seed,
 		Strategy: c.Strategy, Latency: c.Latency, ErrorRate: c.ErrorRate, Capacity: c.Capacity, Down: c.Down,
-	})
-	if err != nil {
-		return userError{err}
 	}
-	simCfg.Logger = a.log
-	finishProgress := c.progress(a, simCfg)
-	report, err := sim.RunContext(a.ctx, *simCfg)
-	finishProgress()
+	if len(c.Compare) > 0 {
+		return c.compare(a, cfg, svc, discovered, overrides)
+	}
+	report, simCfg, err := c.run(a, cfg, svc, discovered, overrides)
 	if err != nil {
-		if a.ctx.Err() != nil {
-			return err // interrupted
-		}
-		return userError{err}
+		return err
 	}
 	for _, o := range simCfg.Outages {
 		if end := time.Duration(report.SimulatedTime); o.From >= end {
@@ -113,6 +110,105 @@ func (c *SimulateCmd) Run(a *app) error {
 	}
 	writeReport(a.stdout, report)
 	return nil
+}
+
+// run assembles and runs one simulation.
+func (c *SimulateCmd) run(a *app, cfg *config.Config, svc *config.Service, discovered []lb.EndpointSpec, o sim.Overrides) (*sim.Report, *sim.Config, error) {
+	simCfg, err := sim.Assemble(cfg, svc, discovered, o)
+	if err != nil {
+		return nil, nil, userError{err}
+	}
+	simCfg.Logger = a.log
+	finishProgress := c.progress(a, simCfg)
+	report, err := sim.RunContext(a.ctx, *simCfg)
+	finishProgress()
+	if err != nil {
+		if a.ctx.Err() != nil {
+			return nil, nil, err // interrupted
+		}
+		return nil, nil, userError{err}
+	}
+	return report, simCfg, nil
+}
+
+// compared is one strategy's part of a comparison: its report, and its
+// figures as multiples of the first strategy's.
+type compared struct {
+	*sim.Report
+	P99VsFirst  float64 `json:"p99_vs_first"`
+	P999VsFirst float64 `json:"p999_vs_first"`
+}
+
+// compare runs the same traffic through each strategy of --compare.
+func (c *SimulateCmd) compare(a *app, cfg *config.Config, svc *config.Service, discovered []lb.EndpointSpec, o sim.Overrides) error {
+	if c.Strategy != "" {
+		return userErrorf("--strategy and --compare exclude each other: list every strategy to run in --compare")
+	}
+	var names []string
+	for _, n := range c.Compare {
+		if n == "all" {
+			names = append(names, lb.StrategyKinds()...)
+			continue
+		}
+		names = append(names, n)
+	}
+	var results []compared
+	for _, name := range names {
+		o.Strategy = name
+		report, _, err := c.run(a, cfg, svc, discovered, o)
+		if err != nil {
+			return err
+		}
+		r := compared{Report: report}
+		if len(results) > 0 {
+			first := results[0].Latency
+			r.P99VsFirst = ratio(report.Latency.P99, first.P99)
+			r.P999VsFirst = ratio(report.Latency.P999, first.P999)
+		} else {
+			r.P99VsFirst, r.P999VsFirst = 1, 1
+		}
+		results = append(results, r)
+	}
+	if c.Output == "json" {
+		return writeJSON(a.stdout, map[string]any{"comparison": results})
+	}
+	writeComparison(a.stdout, results)
+	return nil
+}
+
+func ratio(a, b sim.Millis) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+func writeComparison(w io.Writer, results []compared) {
+	r := results[0].Report
+	mode := fmt.Sprintf("open loop at %g rps", r.RPS)
+	if r.Concurrency > 0 {
+		mode = fmt.Sprintf("closed loop, %d in flight", r.Concurrency)
+	}
+	fmt.Fprintf(w, "Compared %d strategies on %d requests to service %q, %s, seed %d: each saw the same arrivals and the same random draws per request.\n\n",
+		len(results), r.Requests, r.Service, mode, r.Seed)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "STRATEGY\tP50\tP90\tP99\tP99.9\tFAILED\tRETRIES\tBUSIEST\tQUIETEST\tP99 VS FIRST\tP99.9 VS FIRST")
+	for _, c := range results {
+		name := c.Strategy
+		if c.StrategyName != "" && c.StrategyName != c.Strategy {
+			name = fmt.Sprintf("%s (%s)", c.StrategyName, c.Strategy)
+		}
+		busiest, quietest := 0.0, 1.0
+		for _, s := range c.Servers {
+			busiest, quietest = max(busiest, s.Share), min(quietest, s.Share)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%.2f×\t%.2f×\n", name,
+			dur(c.Latency.P50), dur(c.Latency.P90), dur(c.Latency.P99), dur(c.Latency.P999),
+			fmt.Sprintf("%d (%s)", c.Failed, pct(float64(c.Failed)/float64(c.Requests))), c.Retries,
+			pct(busiest), pct(quietest), c.P99VsFirst, c.P999VsFirst)
+	}
+	_ = tw.Flush()
+	fmt.Fprintln(w, "\nLatency is end to end, of requests that succeeded; BUSIEST and QUIETEST are the largest and smallest server shares.")
 }
 
 // pickService returns the named service, or the only one.

@@ -80,6 +80,9 @@ type Config struct {
 	// requests finished so far.
 	Progress func(done int)
 	Logger   *slog.Logger
+	// onFinish, for tests, sees each request end: its number, when it
+	// arrived, and the service time drawn for its last attempt.
+	onFinish func(id, start, service int64)
 }
 
 func (c *Config) validate() error {
@@ -149,6 +152,9 @@ type event struct {
 type request struct {
 	active       bool
 	queued       bool
+	fails        bool  // the running attempt's answer is an error
+	id           int64 // issue order, which keys the request's random draws
+	service      int64 // the running attempt's service time
 	start        int64
 	attemptStart int64
 	server       int32 // -1 when no attempt is running
@@ -181,7 +187,14 @@ type server struct {
 type simulation struct {
 	cfg      Config
 	balancer *lb.LoadBalancer
-	rng      *rand.Rand
+	rng      *rand.Rand // arrivals and sessions
+	// draw gives each attempt of each request its own random numbers
+	// (service time, error, backoff jitter), keyed by request and attempt
+	// and reseeded each time, so that every strategy run on the same seed
+	// sees the same draws: common random numbers, for comparisons whose
+	// differences come from the strategies alone.
+	drawSrc  *rand.PCG
+	draw     *rand.Rand
 	now      int64
 	seq      uint64
 	events   []event
@@ -207,9 +220,12 @@ func RunContext(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("simulate: %w", err)
 	}
+	drawSrc := rand.NewPCG(0, 0)
 	s := &simulation{
 		cfg:     cfg,
 		rng:     rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x5eed)),
+		drawSrc: drawSrc,
+		draw:    rand.New(drawSrc),
 		byEP:    make(map[*lb.Endpoint]int32, len(cfg.Servers)),
 		latency: newHistogram(),
 	}
@@ -329,7 +345,7 @@ func (s *simulation) startRequest() {
 		slot = int32(len(s.reqs) - 1)
 	}
 	r := &s.reqs[slot]
-	*r = request{active: true, start: s.now, server: -1, session: -1, token: r.token}
+	*r = request{active: true, id: int64(s.issued), start: s.now, server: -1, session: -1, token: r.token}
 	if len(s.sessions) > 0 {
 		r.session = int32(s.rng.IntN(len(s.sessions)))
 	}
@@ -379,9 +395,12 @@ func (s *simulation) attempt(slot int32) {
 		s.retryOrFail(slot)
 		return
 	}
+	d := s.stream(r.id, r.attempts)
+	r.service = sv.sample.Sample(d)
+	r.fails = sv.ErrorRate > 0 && d.Float64() < sv.ErrorRate
 	if sv.Capacity == 0 || sv.busy < sv.Capacity {
 		sv.busy++
-		s.schedule(s.now+sv.sample.Sample(s.rng), evAttemptDone, slot, r.token)
+		s.schedule(s.now+r.service, evAttemptDone, slot, r.token)
 	} else {
 		r.queued = true
 		sv.queue = append(sv.queue, slot)
@@ -401,7 +420,7 @@ func (s *simulation) attemptDone(slot int32, token uint32) {
 	took := s.now - r.attemptStart
 	sv.hist.record(took)
 	r.server = -1
-	if sv.ErrorRate > 0 && s.rng.Float64() < sv.ErrorRate {
+	if r.fails {
 		sv.errors++
 		s.balancer.Done(sv.ep, time.Duration(took), s.outcome(ServerErrorCode))
 		if s.cfg.Retry.Retries(ServerErrorCode) {
@@ -427,8 +446,18 @@ func (s *simulation) startQueued(sv *server) {
 	sv.queue = sv.queue[1:]
 	s.reqs[next].queued = false
 	sv.busy++
-	s.schedule(s.now+sv.sample.Sample(s.rng), evAttemptDone, next, s.reqs[next].token)
+	s.schedule(s.now+s.reqs[next].service, evAttemptDone, next, s.reqs[next].token)
 }
+
+// stream returns the random numbers of one attempt of request id (or, with
+// the jitter bit, of its backoff).
+func (s *simulation) stream(id int64, attempt int32) *rand.Rand {
+	s.drawSrc.Seed(s.cfg.Seed^uint64(id)*0x9e3779b97f4a7c15, uint64(attempt)^0x5eed)
+	return s.draw
+}
+
+// jitterStream keys a backoff's draw apart from its attempt's.
+const jitterStream = 1 << 16
 
 // retryOrFail backs off exponentially with ±20% jitter and tries again while
 // retries and the failover budget last.
@@ -437,7 +466,7 @@ func (s *simulation) retryOrFail(slot int32) {
 	b := s.cfg.Retry
 	attempts := int(r.attempts)
 	if attempts <= b.MaxRetries && attempts < maxAttempts {
-		backoff := float64(b.Delay) * math.Pow(2, float64(attempts-1)) * (0.8 + 0.4*s.rng.Float64())
+		backoff := float64(b.Delay) * math.Pow(2, float64(attempts-1)) * (0.8 + 0.4*s.stream(r.id, r.attempts|jitterStream).Float64())
 		at := s.now + int64(backoff)
 		if at-r.start <= int64(b.FailoverTimeout) {
 			s.schedule(at, evRetry, slot, 0)
@@ -452,6 +481,9 @@ func (s *simulation) finish(slot int32, ok bool) {
 	r.active = false
 	r.token++
 	s.done++
+	if s.cfg.onFinish != nil {
+		s.cfg.onFinish(r.id, r.start, r.service)
+	}
 	if ok {
 		s.succeeded++
 		s.latency.record(s.now - r.start)

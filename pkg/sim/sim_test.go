@@ -536,3 +536,31 @@ func TestPeakEWMAGivesARecoveredServerItsShareBack(t *testing.T) {
 		t.Errorf("share %.3f while slow and %.3f two decay periods after recovering; want little, then about a third", before, after)
 	}
 }
+
+// Common random numbers: every strategy run on one seed sees the same
+// arrivals and, request by request, the same draws (service time, error),
+// however differently the strategies spread and queue the requests.
+func TestStrategiesSeeTheSameDraws(t *testing.T) {
+	type draw struct{ start, service int64 }
+	runWith := func(kind string) []draw {
+		c := withBase(kind, Config{Servers: servers(1, 2, 3), Requests: 3000, RPS: 1500, Seed: 9})
+		for i := range c.Servers {
+			c.Servers[i].Latency, _ = latency.Parse("lognormal(10ms,40ms)")
+			c.Servers[i].ErrorRate = 0.1
+			c.Servers[i].Capacity = 4 // queues, whose order differs by strategy
+		}
+		got := make([]draw, c.Requests+1)
+		c.onFinish = func(id, start, service int64) { got[id] = draw{start, service} }
+		r := run(t, c)
+		if r.Failed == 0 {
+			t.Fatalf("%s: no request failed; the error draws are not exercised", kind)
+		}
+		return got
+	}
+	first := runWith(lb.RoundRobin)
+	for _, kind := range []string{lb.Random, lb.Weighted, lb.LeastConnections, lb.PeakEWMA} {
+		if got := runWith(kind); !slices.Equal(got, first) {
+			t.Errorf("%s: arrivals or per-request draws differ from round robin's", kind)
+		}
+	}
+}
