@@ -31,6 +31,7 @@ type SimulateCmd struct {
 	Capacity    []string `sep:"none" placeholder:"[SERVER=]N" help:"Requests a server handles at once; more wait in its queue. 0 is unlimited. Repeatable."`
 	Down        []string `sep:"none" placeholder:"SERVER@FROM[-TO]" help:"Take a server down from FROM to TO (simulated time, e.g. server2@2s-5s), or for the rest of the run. Repeatable."`
 	Sessions    int      `help:"Spread requests over this many sticky session ids."`
+	Clients     *int     `help:"Send from this many independent client balancers (application instances), each with its own picker state, sessions and outcomes; each request comes from one at random. Default 1."`
 	Seed        uint64   `default:"1" help:"Random seed; the same seed gives the same run."`
 	Output      string   `short:"o" default:"text" enum:"text,json" help:"Output format: ${enum}."`
 }
@@ -89,8 +90,14 @@ func (c *SimulateCmd) Run(a *app) error {
 			return userErrorf("--concurrency must be at least 1, not %d", concurrency)
 		}
 	}
+	clients := 0
+	if c.Clients != nil {
+		if clients = *c.Clients; clients < 1 {
+			return userErrorf("--clients must be at least 1, not %d", clients)
+		}
+	}
 	overrides := sim.Overrides{
-		Requests: c.Requests, RPS: rps, Concurrency: concurrency, Sessions: c.Sessions, Seed: c.Seed,
+		Requests: c.Requests, RPS: rps, Concurrency: concurrency, Sessions: c.Sessions, Clients: clients, Seed: c.Seed,
 		Strategy: c.Strategy, Latency: c.Latency, ErrorRate: c.ErrorRate, Capacity: c.Capacity, Down: c.Down,
 	}
 	if len(c.Compare) > 0 {
@@ -189,6 +196,9 @@ func writeComparison(w io.Writer, results []compared) {
 	if r.Concurrency > 0 {
 		mode = fmt.Sprintf("closed loop, %d in flight", r.Concurrency)
 	}
+	if r.Clients > 1 {
+		mode += fmt.Sprintf(" from %d clients", r.Clients)
+	}
 	fmt.Fprintf(w, "Compared %d strategies on %d requests to service %q, %s, seed %d: each saw the same arrivals and the same random draws per request.\n\n",
 		len(results), r.Requests, r.Service, mode, r.Seed)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -268,6 +278,9 @@ func writeReport(w io.Writer, r *sim.Report) {
 	sessions := ""
 	if r.Sessions > 0 {
 		sessions = fmt.Sprintf(", %d sticky sessions", r.Sessions)
+	}
+	if r.Clients > 1 {
+		sessions += fmt.Sprintf(", from %d clients", r.Clients)
 	}
 	strategy := r.Strategy
 	if r.StrategyName != "" && r.StrategyName != r.Strategy {

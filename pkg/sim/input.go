@@ -21,6 +21,7 @@ type Overrides struct {
 	RPS         float64 // zero, without Concurrency, means 1000
 	Concurrency int
 	Sessions    int
+	Clients     int // independent client balancers; 0 means one
 	Seed        uint64
 	// Strategy replaces the service's strategy with a strategy block of
 	// the configuration by its name, or with a kind and its defaults.
@@ -49,7 +50,7 @@ func inputErrorf(format string, args ...any) error {
 func Assemble(cfg *config.Config, svc *config.Service, discovered []lb.EndpointSpec, o Overrides) (*Config, error) {
 	out := &Config{
 		Balancer: svc.BalancerConfig(), Health: svc.Health.HealthCheck, Retry: svc.Retry,
-		Requests: o.Requests, Sessions: o.Sessions, Seed: o.Seed, RPS: o.RPS, Concurrency: o.Concurrency,
+		Requests: o.Requests, Sessions: o.Sessions, Clients: o.Clients, Seed: o.Seed, RPS: o.RPS, Concurrency: o.Concurrency,
 	}
 	if svc.Strategy.Name != "default" {
 		out.StrategyName = svc.Strategy.Name
@@ -80,6 +81,8 @@ func Assemble(cfg *config.Config, svc *config.Service, discovered []lb.EndpointS
 		return nil, inputErrorf("--rps and --concurrency exclude each other: choose open loop or closed loop")
 	case o.Sessions < 0:
 		return nil, inputErrorf("--sessions must not be negative, not %d", o.Sessions)
+	case o.Clients < 0 || o.Clients > MaxClients:
+		return nil, inputErrorf("--clients must be from 1 to %d, not %d", MaxClients, o.Clients)
 	case o.RPS == 0 && o.Concurrency == 0:
 		out.RPS = 1000
 	}

@@ -17,6 +17,7 @@ type Report struct {
 	RPS          float64 `json:"rps,omitempty"`
 	Concurrency  int     `json:"concurrency,omitempty"`
 	Sessions     int     `json:"sessions,omitempty"`
+	Clients      int     `json:"clients,omitempty"`
 
 	Requests  int `json:"requests"`
 	Succeeded int `json:"succeeded"`
@@ -96,6 +97,30 @@ func percentiles(h *histogram) Percentiles {
 	}
 }
 
+// outcomes sums a server's outcome counts over the clients; its latency
+// average is the mean of the clients' that have one.
+func (s *simulation) outcomes(idx int32) lb.OutcomeCounts {
+	var sum lb.OutcomeCounts
+	var ewma time.Duration
+	var with int
+	for _, c := range s.clients {
+		o := c.eps[idx].Outcomes()
+		sum.Successes += o.Successes
+		sum.Failures += o.Failures
+		sum.Neutral += o.Neutral
+		sum.ChecksPassed += o.ChecksPassed
+		sum.ChecksFailed += o.ChecksFailed
+		if o.LatencyEWMA > 0 {
+			ewma += o.LatencyEWMA
+			with++
+		}
+	}
+	if with > 0 {
+		sum.LatencyEWMA = ewma / time.Duration(with)
+	}
+	return sum
+}
+
 func (s *simulation) report() *Report {
 	b := s.cfg.Balancer
 	r := &Report{
@@ -106,6 +131,7 @@ func (s *simulation) report() *Report {
 		RPS:           s.cfg.RPS,
 		Concurrency:   s.cfg.Concurrency,
 		Sessions:      s.cfg.Sessions,
+		Clients:       s.cfg.Clients,
 		Requests:      s.done,
 		Succeeded:     s.succeeded,
 		Failed:        s.failed,
@@ -124,18 +150,18 @@ func (s *simulation) report() *Report {
 		totalAttempts += sv.attempts
 		totalWeight += sv.Weight
 	}
-	for _, sv := range s.servers {
+	for idx, sv := range s.servers {
 		sr := ServerReport{
 			ID:           sv.ID,
-			Address:      sv.ep.Address,
+			Address:      s.clients[0].eps[idx].Address,
 			Weight:       sv.Weight,
 			Latency:      sv.Latency.String(),
 			Requests:     sv.attempts,
 			Errors:       sv.errors,
 			AttemptTime:  percentiles(&sv.hist),
 			PeakInFlight: sv.peak,
-			FinalHealth:  sv.ep.Health(),
-			Outcomes:     sv.ep.Outcomes(),
+			FinalHealth:  s.health(int32(idx)),
+			Outcomes:     s.outcomes(int32(idx)),
 			Timeline:     sv.timeline,
 		}
 		sr.LatencyEWMA = Millis(sr.Outcomes.LatencyEWMA)

@@ -69,7 +69,13 @@ type Config struct {
 	// Sessions spreads requests over this many sticky session ids; zero
 	// sends no session ids.
 	Sessions int
-	Outages  []Outage
+	// Clients is how many independent client balancers share the servers,
+	// as that many application instances would, each with its own picker
+	// state, sessions, outcomes and outlier detection (health checks are
+	// alike for all: they see the same servers). Each request comes from
+	// one of them at random. Zero means one.
+	Clients int
+	Outages []Outage
 	// LatencyChanges change servers' latency models during the run.
 	LatencyChanges []LatencyChange
 	Seed           uint64
@@ -97,6 +103,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("invalid request rate %v", c.RPS)
 	case c.Sessions < 0:
 		return fmt.Errorf("sessions must not be negative, not %d", c.Sessions)
+	case c.Clients < 0 || c.Clients > MaxClients:
+		return fmt.Errorf("clients must be from 1 to %d, not %d", MaxClients, c.Clients)
 	}
 	ids := map[string]bool{}
 	for _, s := range c.Servers {
@@ -153,6 +161,7 @@ type request struct {
 	active       bool
 	queued       bool
 	fails        bool  // the running attempt's answer is an error
+	client       int32 // which client sends it
 	id           int64 // issue order, which keys the request's random draws
 	service      int64 // the running attempt's service time
 	start        int64
@@ -171,7 +180,6 @@ const maxAttempts = 11
 
 type server struct {
 	Server
-	ep       *lb.Endpoint
 	sample   latency.Sampler
 	down     bool
 	busy     int
@@ -184,10 +192,21 @@ type server struct {
 	timeline []int // attempts per TimelineStep
 }
 
+// client is one application instance's balancer over the servers.
+type client struct {
+	balancer  *lb.LoadBalancer
+	eps       []*lb.Endpoint // by server index
+	byEP      map[*lb.Endpoint]int32
+	panicking bool
+}
+
+// MaxClients bounds Config.Clients.
+const MaxClients = 10000
+
 type simulation struct {
-	cfg      Config
-	balancer *lb.LoadBalancer
-	rng      *rand.Rand // arrivals and sessions
+	cfg     Config
+	clients []*client
+	rng     *rand.Rand // arrivals, sessions and which client sends
 	// draw gives each attempt of each request its own random numbers
 	// (service time, error, backoff jitter), keyed by request and attempt
 	// and reseeded each time, so that every strategy run on the same seed
@@ -199,13 +218,10 @@ type simulation struct {
 	seq      uint64
 	events   []event
 	servers  []*server
-	byEP     map[*lb.Endpoint]int32
 	reqs     []request
 	free     []int32
 	sessions []context.Context
 	scratch  []*lb.Endpoint // the current request's tried endpoints, for a pick
-
-	panicking bool
 
 	issued, done, succeeded, failed, retries, recovered, noHealthy int
 	latency                                                        histogram
@@ -226,7 +242,6 @@ func RunContext(ctx context.Context, cfg Config) (*Report, error) {
 		rng:     rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x5eed)),
 		drawSrc: drawSrc,
 		draw:    rand.New(drawSrc),
-		byEP:    make(map[*lb.Endpoint]int32, len(cfg.Servers)),
 		latency: newHistogram(),
 	}
 	logger := cfg.Logger
@@ -237,26 +252,34 @@ func RunContext(ctx context.Context, cfg Config) (*Report, error) {
 	if seed == 0 {
 		seed = 1 // the balancer treats 0 as "unseeded"; a run must repeat
 	}
-	var err error
-	s.balancer, err = lb.New(cfg.Balancer, logger,
-		lb.WithEvents(func(e lb.Event) {
-			s.log = append(s.log, Event{At: time.Duration(s.now), Server: e.Endpoint, What: e.What})
-		}),
-		lb.WithClock(func() time.Time { return time.Unix(0, s.now) }), lb.WithSeed(seed))
-	if err != nil {
-		return nil, fmt.Errorf("simulate: %w", err)
-	}
 	specs := make([]lb.EndpointSpec, len(cfg.Servers))
 	for i, sc := range cfg.Servers {
 		specs[i] = sc.EndpointSpec
+		s.servers = append(s.servers, &server{Server: sc, sample: sc.Latency.Sampler(), hist: newHistogram()})
 	}
-	if err := s.balancer.Sync(specs); err != nil {
-		return nil, fmt.Errorf("simulate: %w", err)
-	}
-	for i, sc := range cfg.Servers {
-		ep, _ := s.balancer.Endpoint(sc.ID)
-		s.servers = append(s.servers, &server{Server: sc, ep: ep, sample: sc.Latency.Sampler(), hist: newHistogram()})
-		s.byEP[ep] = int32(i)
+	for k := range max(cfg.Clients, 1) {
+		prefix := ""
+		if cfg.Clients > 1 {
+			prefix = fmt.Sprintf("client %d: ", k+1)
+		}
+		balancer, err := lb.New(cfg.Balancer, logger,
+			lb.WithEvents(func(e lb.Event) {
+				s.log = append(s.log, Event{At: time.Duration(s.now), Server: e.Endpoint, What: prefix + e.What})
+			}),
+			lb.WithClock(func() time.Time { return time.Unix(0, s.now) }), lb.WithSeed(seed+uint64(k)))
+		if err != nil {
+			return nil, fmt.Errorf("simulate: %w", err)
+		}
+		if err := balancer.Sync(specs); err != nil {
+			return nil, fmt.Errorf("simulate: %w", err)
+		}
+		c := &client{balancer: balancer, byEP: make(map[*lb.Endpoint]int32, len(specs))}
+		for i, sc := range cfg.Servers {
+			ep, _ := balancer.Endpoint(sc.ID)
+			c.eps = append(c.eps, ep)
+			c.byEP[ep] = int32(i)
+		}
+		s.clients = append(s.clients, c)
 	}
 	for i := range cfg.Sessions {
 		s.sessions = append(s.sessions, lb.WithSession(context.Background(), fmt.Sprintf("session-%d", i)))
@@ -346,6 +369,9 @@ func (s *simulation) startRequest() {
 	}
 	r := &s.reqs[slot]
 	*r = request{active: true, id: int64(s.issued), start: s.now, server: -1, session: -1, token: r.token}
+	if len(s.clients) > 1 {
+		r.client = int32(s.rng.IntN(len(s.clients)))
+	}
 	if len(s.sessions) > 0 {
 		r.session = int32(s.rng.IntN(len(s.sessions)))
 	}
@@ -363,17 +389,18 @@ func (s *simulation) attempt(slot int32) {
 	if r.attempts > 1 {
 		s.retries++
 	}
+	c := s.clients[r.client]
 	s.scratch = s.scratch[:0]
 	for _, i := range r.tried[:r.tries] {
-		s.scratch = append(s.scratch, s.servers[i].ep)
+		s.scratch = append(s.scratch, c.eps[i])
 	}
-	ep, err := s.balancer.PickExcluding(ctx, s.scratch)
+	ep, err := c.balancer.PickExcluding(ctx, s.scratch)
 	if err != nil { // nothing healthy: back off and try again, as a client would
 		s.noHealthy++
 		s.retryOrFail(slot)
 		return
 	}
-	idx := s.byEP[ep]
+	idx := c.byEP[ep]
 	r.tried[r.tries] = idx
 	r.tries++
 	sv := s.servers[idx]
@@ -390,7 +417,7 @@ func (s *simulation) attempt(slot int32) {
 	if sv.down { // connection refused
 		sv.errors++
 		s.markUnhealthy(idx, "connection refused")
-		s.balancer.Done(ep, 0, s.outcome(statuscode.Unavailable))
+		c.balancer.Done(ep, 0, s.outcome(statuscode.Unavailable))
 		r.server = -1
 		s.retryOrFail(slot)
 		return
@@ -420,9 +447,10 @@ func (s *simulation) attemptDone(slot int32, token uint32) {
 	took := s.now - r.attemptStart
 	sv.hist.record(took)
 	r.server = -1
+	c := s.clients[r.client]
 	if r.fails {
 		sv.errors++
-		s.balancer.Done(sv.ep, time.Duration(took), s.outcome(ServerErrorCode))
+		c.balancer.Done(c.eps[idx], time.Duration(took), s.outcome(ServerErrorCode))
 		if s.cfg.Retry.Retries(ServerErrorCode) {
 			s.retryOrFail(slot)
 		} else {
@@ -430,7 +458,7 @@ func (s *simulation) attemptDone(slot int32, token uint32) {
 		}
 		return
 	}
-	s.balancer.Done(sv.ep, time.Duration(took), lb.Success)
+	c.balancer.Done(c.eps[idx], time.Duration(took), lb.Success)
 	if r.tries > 1 {
 		s.recovered++
 	}
@@ -513,33 +541,45 @@ func (s *simulation) outageStart(idx int32) {
 			r.server = -1
 			r.queued = false
 			sv.errors++
-			s.balancer.Done(sv.ep, time.Duration(s.now-r.attemptStart), s.outcome(statuscode.Unavailable))
+			c := s.clients[r.client]
+			c.balancer.Done(c.eps[idx], time.Duration(s.now-r.attemptStart), s.outcome(statuscode.Unavailable))
 			s.retryOrFail(int32(slot))
 		}
 	}
 	sv.busy, sv.queue = 0, sv.queue[:0]
 }
 
+// markUnhealthy marks a server unhealthy in every client: its connections
+// broke, or its checks failed, for all of them alike.
 func (s *simulation) markUnhealthy(idx int32, why string) {
 	sv := s.servers[idx]
-	if sv.ep.Health() == lb.HealthUnhealthy {
+	if s.health(idx) == lb.HealthUnhealthy {
 		return
 	}
-	_ = s.balancer.SetHealth(sv.ID, lb.HealthUnhealthy)
+	s.setHealth(idx, lb.HealthUnhealthy)
 	sv.checks = lb.HealthRun{}
 	s.note(idx, "marked unhealthy ("+why+")")
-	s.notePanic()
 }
 
-// notePanic records the balancer entering or leaving panic mode.
-func (s *simulation) notePanic() {
-	if p := s.balancer.Panicking(); p != s.panicking {
-		s.panicking = p
-		what := "panic mode ends"
-		if p {
-			what = fmt.Sprintf("panic mode: under %g%% of servers healthy, balancing over all", s.cfg.Balancer.PanicThreshold)
+// health is a server's health as the clients see it (alike for all).
+func (s *simulation) health(idx int32) lb.HealthStatus { return s.clients[0].eps[idx].Health() }
+
+// setHealth sets a server's health in every client, and records a client
+// entering or leaving panic mode.
+func (s *simulation) setHealth(idx int32, h lb.HealthStatus) {
+	for k, c := range s.clients {
+		_ = c.balancer.SetHealth(s.servers[idx].ID, h)
+		if p := c.balancer.Panicking(); p != c.panicking {
+			c.panicking = p
+			what := "panic mode ends"
+			if p {
+				what = fmt.Sprintf("panic mode: under %g%% of servers healthy, balancing over all", s.cfg.Balancer.PanicThreshold)
+			}
+			if len(s.clients) > 1 {
+				what = fmt.Sprintf("client %d: %s", k+1, what)
+			}
+			s.log = append(s.log, Event{At: time.Duration(s.now), Server: "(all)", What: what})
 		}
-		s.log = append(s.log, Event{At: time.Duration(s.now), Server: "(all)", What: what})
 	}
 }
 
@@ -548,15 +588,16 @@ func (s *simulation) notePanic() {
 func (s *simulation) healthCheck(idx int32) {
 	sv := s.servers[idx]
 	h := s.cfg.Health
-	before := sv.ep.Health()
+	before := s.health(idx)
 	after := h.Thresholds().Observe(&sv.checks, before, !sv.down)
-	s.balancer.Probed(sv.ep, !sv.down)
+	for _, c := range s.clients {
+		c.balancer.Probed(c.eps[idx], !sv.down)
+	}
 	switch {
 	case after == lb.HealthUnhealthy && before != lb.HealthUnhealthy:
 		s.markUnhealthy(idx, fmt.Sprintf("%d failed checks", sv.checks.Failures))
 	case after != before:
-		_ = s.balancer.SetHealth(sv.ID, after)
-		s.notePanic()
+		s.setHealth(idx, after)
 		if before == lb.HealthUnhealthy {
 			s.note(idx, fmt.Sprintf("healthy again after %d passed checks", sv.checks.Passes))
 		}

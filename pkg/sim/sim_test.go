@@ -564,3 +564,38 @@ func TestStrategiesSeeTheSameDraws(t *testing.T) {
 		}
 	}
 }
+
+// A fleet of clients shares the servers: each request comes from one
+// client, whose own balancer picks. Across the fleet the weighted shares
+// still hold, and peak_ewma, though each client learns alone, keeps the
+// slow server to a small share.
+func TestFleetOfClients(t *testing.T) {
+	c := withBase(lb.Weighted, Config{Servers: servers(5, 2, 1), Requests: 40000, RPS: 4000, Seed: 3, Clients: 20})
+	r := run(t, c)
+	for _, s := range r.Servers {
+		if math.Abs(s.Share-s.ExpectedShare) > 0.01 {
+			t.Errorf("weighted across 20 clients: %s share %.3f, want %.3f", s.ID, s.Share, s.ExpectedShare)
+		}
+	}
+	if r.Clients != 20 {
+		t.Errorf("report says %d clients", r.Clients)
+	}
+	srv := servers(1, 1, 1)
+	for i := range srv {
+		srv[i].Latency, _ = latency.Parse("lognormal(10ms,30ms)")
+	}
+	srv[1].Latency, _ = latency.Parse("lognormal(100ms,300ms)")
+	c = withBase(lb.PeakEWMA, Config{Servers: srv, Requests: 40000, RPS: 2000, Seed: 1, Clients: 50})
+	r = run(t, c)
+	if share := r.Servers[1].Share; share > 0.03 {
+		t.Errorf("peak_ewma across 50 clients: the slow server took %.1f%%", share*100)
+	}
+	// Outcomes are summed over the clients: every attempt is counted once.
+	var counted uint64
+	for _, s := range r.Servers {
+		counted += s.Outcomes.Successes + s.Outcomes.Failures + s.Outcomes.Neutral
+	}
+	if counted != uint64(r.Requests+r.Retries) {
+		t.Errorf("outcomes counted %d, attempts %d", counted, r.Requests+r.Retries)
+	}
+}
