@@ -28,12 +28,14 @@ type SimulateCmd struct {
 	Compare     []string `placeholder:"NAME|KIND,..." help:"Run the same traffic through each of these strategies (names or kinds, or all for every kind) and compare them in one table. Every strategy sees the same arrivals and the same random draws per request."`
 	Latency     []string `sep:"none" placeholder:"[SERVER=]MODEL" help:"Latency model: 20ms, normal(20ms,5ms) or lognormal(MEDIAN,P99). Without SERVER= it applies to every server. Repeatable."`
 	ErrorRate   []string `sep:"none" placeholder:"[SERVER=]RATE" help:"Share of a server's answers that fail, 0 to 1. Repeatable."`
-	Capacity    []string `sep:"none" placeholder:"[SERVER=]N" help:"Requests a server handles at once; more wait in its queue. 0 is unlimited. Repeatable."`
+	Capacity    []string `sep:"none" placeholder:"[SERVER=]N" help:"Requests a server handles at once; more wait in its queue (at most 100,000; more are refused and counted as dropped). 0 is unlimited. Repeatable."`
 	Down        []string `sep:"none" placeholder:"SERVER@FROM[-TO]" help:"Take a server down from FROM to TO (simulated time, e.g. server2@2s-5s), or for the rest of the run. Repeatable."`
 	Sessions    int      `help:"Spread requests over this many sticky session ids."`
 	Clients     *int     `help:"Send from this many independent client balancers (application instances), each with its own picker state, sessions and outcomes; each request comes from one at random. Default 1."`
 	Seed        uint64   `default:"1" help:"Random seed; the same seed gives the same run."`
 	Output      string   `short:"o" default:"text" enum:"text,json" help:"Output format: ${enum}."`
+
+	warned bool // the overload warning was given (once for --compare)
 }
 
 // Help is shown by pvlb simulate --help.
@@ -124,6 +126,12 @@ func (c *SimulateCmd) run(a *app, cfg *config.Config, svc *config.Service, disco
 	simCfg, err := sim.Assemble(cfg, svc, discovered, o)
 	if err != nil {
 		return nil, nil, userError{err}
+	}
+	if capacity, bounded := simCfg.Capacity(); bounded && simCfg.RPS > capacity && !c.warned {
+		// Said before the run, which may then take a while.
+		c.warned = true
+		fmt.Fprintf(a.stderr, "pvlb: warning: the offered load, %g requests a second, is over what the servers can answer, about %.0f a second (capacity over mean latency): queues will grow, and a server with %d waiting refuses more.\n",
+			simCfg.RPS, capacity, sim.MaxQueue)
 	}
 	simCfg.Logger = a.log
 	finishProgress := c.progress(a, simCfg)
@@ -318,6 +326,9 @@ func writeReport(w io.Writer, r *sim.Report) {
 	fmt.Fprintf(w, "Latency    p50 %s  p90 %s  p99 %s  p99.9 %s  max %s (end to end, successful requests)\n",
 		dur(r.Latency.P50), dur(r.Latency.P90), dur(r.Latency.P99), dur(r.Latency.P999), dur(r.Latency.Max))
 	fmt.Fprintf(w, "Time       %s simulated, %.0f requests/s succeeded\n", dur(r.SimulatedTime), r.Throughput)
+	if r.Dropped > 0 {
+		fmt.Fprintf(w, "Dropped    %d attempts refused by a full queue (%d waiting on one server)\n", r.Dropped, sim.MaxQueue)
+	}
 	if r.NoHealthy > 0 {
 		fmt.Fprintf(w, "Warning    %d picks found no healthy server\n", r.NoHealthy)
 	}

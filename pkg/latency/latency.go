@@ -101,6 +101,17 @@ func parsePositiveDuration(s string) (time.Duration, error) {
 	return d, nil
 }
 
+// Mean is the model's mean latency (a normal model's clamping at zero
+// aside).
+func (m Model) Mean() time.Duration {
+	switch m.Kind {
+	case LogNormal:
+		sigma := math.Log(float64(m.B)/float64(m.A)) / z99
+		return time.Duration(float64(m.A) * math.Exp(sigma*sigma/2))
+	}
+	return m.A
+}
+
 func (m Model) String() string {
 	switch m.Kind {
 	case Normal:

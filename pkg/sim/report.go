@@ -28,6 +28,9 @@ type Report struct {
 	Recovered int `json:"recovered"`
 	// NoHealthy counts picks that found no server able to take traffic.
 	NoHealthy int `json:"no_healthy_picks"`
+	// Dropped counts attempts refused because a server's queue was full
+	// (MaxQueue).
+	Dropped int `json:"dropped,omitempty"`
 
 	SimulatedTime Millis         `json:"simulated_time_ms"`
 	Throughput    float64        `json:"throughput_rps"` // successes per simulated second
@@ -138,6 +141,7 @@ func (s *simulation) report() *Report {
 		Retries:       s.retries,
 		Recovered:     s.recovered,
 		NoHealthy:     s.noHealthy,
+		Dropped:       s.dropped,
 		SimulatedTime: Millis(s.now),
 		Latency:       percentiles(&s.latency),
 		Events:        s.log,

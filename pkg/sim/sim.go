@@ -223,9 +223,9 @@ type simulation struct {
 	sessions []context.Context
 	scratch  []*lb.Endpoint // the current request's tried endpoints, for a pick
 
-	issued, done, succeeded, failed, retries, recovered, noHealthy int
-	latency                                                        histogram
-	log                                                            []Event
+	issued, done, succeeded, failed, retries, recovered, noHealthy, dropped int
+	latency                                                                 histogram
+	log                                                                     []Event
 }
 
 // Run simulates cfg and reports what happened.
@@ -428,6 +428,18 @@ func (s *simulation) attempt(slot int32) {
 	if sv.Capacity == 0 || sv.busy < sv.Capacity {
 		sv.busy++
 		s.schedule(s.now+r.service, evAttemptDone, slot, r.token)
+	} else if len(sv.queue) >= MaxQueue {
+		// A real server's queue is bounded too: the call is refused.
+		sv.errors++
+		s.dropped++
+		c.balancer.Done(ep, 0, s.outcome(DroppedCode))
+		r.server = -1
+		if s.cfg.Retry.Retries(DroppedCode) {
+			s.retryOrFail(slot)
+		} else {
+			s.finish(slot, false)
+		}
+		return
 	} else {
 		r.queued = true
 		sv.queue = append(sv.queue, slot)
@@ -603,6 +615,30 @@ func (s *simulation) healthCheck(idx int32) {
 		}
 	}
 	s.schedule(s.now+int64(h.Interval), evHealthCheck, idx, 0)
+}
+
+// MaxQueue bounds a server's queue, as a real server's is: a request that
+// finds it full is refused at once (DroppedCode). It also bounds a run's
+// memory when the offered load is far over the servers' capacity.
+const MaxQueue = 100_000
+
+// DroppedCode is the status of a request refused by a full queue.
+const DroppedCode = statuscode.ResourceExhausted
+
+// Capacity is the rate of requests the servers can answer at most, in
+// requests per second (each server's capacity over its mean latency), or
+// false when some server takes any number of requests at once.
+func (c *Config) Capacity() (float64, bool) {
+	var rps float64
+	for _, s := range c.Servers {
+		if s.Capacity == 0 {
+			return 0, false
+		}
+		if mean := s.Latency.Mean(); mean > 0 {
+			rps += float64(s.Capacity) / mean.Seconds()
+		}
+	}
+	return rps, true
 }
 
 // ServerErrorCode is the status of a simulated server's errors (its

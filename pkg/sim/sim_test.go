@@ -599,3 +599,31 @@ func TestFleetOfClients(t *testing.T) {
 		t.Errorf("outcomes counted %d, attempts %d", counted, r.Requests+r.Retries)
 	}
 }
+
+// Offered far more than the servers can answer, a run stays bounded: each
+// server's queue stops at MaxQueue and refuses the rest (counted), and
+// Capacity says, before the run, how much the servers can answer.
+func TestOverloadIsBounded(t *testing.T) {
+	srv := servers(1, 1)
+	for i := range srv {
+		srv[i].Latency = latency.Model{Kind: latency.Fixed, A: 10 * time.Millisecond}
+		srv[i].Capacity = 2 // 200 requests a second each
+	}
+	c := withBase(lb.RoundRobin, Config{Servers: srv, Requests: 300_000, RPS: 100_000, Seed: 1})
+	if rps, bounded := c.Capacity(); !bounded || math.Abs(rps-400) > 1e-6 {
+		t.Fatalf("capacity %v (bounded %v), want 400 requests a second", rps, bounded)
+	}
+	r := run(t, c)
+	if r.Dropped == 0 || r.Failed < r.Dropped {
+		t.Fatalf("dropped %d, failed %d: want the refused requests counted and failed", r.Dropped, r.Failed)
+	}
+	for _, s := range r.Servers {
+		if s.PeakInFlight > MaxQueue+2 {
+			t.Errorf("%s held %d requests, over the queue bound %d plus its capacity", s.ID, s.PeakInFlight, MaxQueue)
+		}
+	}
+	unbounded := withBase(lb.RoundRobin, Config{Servers: servers(1), Requests: 1, RPS: 1})
+	if _, bounded := unbounded.Capacity(); bounded {
+		t.Error("a server without a capacity makes the fleet's capacity unbounded")
+	}
+}
