@@ -17,7 +17,7 @@ import (
 type DemoServerCmd struct {
 	Listen         string        `default:"127.0.0.1:50051" help:"Address to listen on; port 0 picks a free port."`
 	Name           string        `help:"Name the server answers with (default: the listen address)."`
-	Latency        string        `placeholder:"MODEL" help:"Delay every answer: 20ms, normal(20ms,5ms) or lognormal(MEDIAN,P99)."`
+	Latency        string        `placeholder:"MODEL" help:"Delay every answer: 20ms, normal(20ms,5ms), lognormal(MEDIAN,P99) or recorded(FILE[,COLUMN])."`
 	ErrorRate      float64       `placeholder:"RATE" help:"Share of calls that fail, 0 to 1, with --error-code."`
 	ErrorCode      string        `default:"INTERNAL" placeholder:"CODE" help:"Status of the failures --error-rate injects, such as INTERNAL or UNAVAILABLE."`
 	UnhealthyAfter time.Duration `placeholder:"DURATION" help:"Report NOT_SERVING on grpc.health.v1 this long after starting."`

@@ -26,7 +26,7 @@ type SimulateCmd struct {
 	Concurrency *int     `help:"Instead of a rate, keep this many requests in flight (closed loop)."`
 	Strategy    string   `help:"Try another strategy than the service's: a strategy block of the configuration by its name, or a kind with its defaults (${strategies})." placeholder:"NAME|KIND"`
 	Compare     []string `placeholder:"NAME|KIND,..." help:"Run the same traffic through each of these strategies (names or kinds, or all for every kind) and compare them in one table. Every strategy sees the same arrivals and the same random draws per request."`
-	Latency     []string `sep:"none" placeholder:"[SERVER=]MODEL" help:"Latency model: 20ms, normal(20ms,5ms) or lognormal(MEDIAN,P99). Without SERVER= it applies to every server. Repeatable."`
+	Latency     []string `sep:"none" placeholder:"[SERVER=]MODEL" help:"Latency model: 20ms, normal(20ms,5ms), lognormal(MEDIAN,P99), or recorded(FILE[,COLUMN]) to resample latencies recorded from a real service. Without SERVER= it applies to every server. Repeatable."`
 	ErrorRate   []string `sep:"none" placeholder:"[SERVER=]RATE" help:"Share of a server's answers that fail, 0 to 1. Repeatable."`
 	Capacity    []string `sep:"none" placeholder:"[SERVER=]N" help:"Requests a server handles at once; more wait in its queue (at most 100,000; more are refused and counted as dropped). 0 is unlimited. Repeatable."`
 	Down        []string `sep:"none" placeholder:"SERVER@FROM[-TO]" help:"Take a server down from FROM to TO (simulated time, e.g. server2@2s-5s), or for the rest of the run. Repeatable."`

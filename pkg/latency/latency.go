@@ -5,9 +5,12 @@
 package latency
 
 import (
+	"bufio"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -23,12 +26,19 @@ const (
 	// LogNormal has median A and 99th percentile B: the long right tail of
 	// real services, described by the two numbers operators know.
 	LogNormal
+	// Recorded draws from Samples, latencies recorded from a real service
+	// (resampled: each draw is one of them at random).
+	Recorded
 )
 
 // Model is how long a simulated server takes to answer.
 type Model struct {
 	Kind Kind
 	A, B time.Duration
+	// Samples and Source are a Recorded model's latencies and where they
+	// were read from ("file" or "file, column").
+	Samples []time.Duration
+	Source  string
 }
 
 // z99 is the standard normal's 99th percentile.
@@ -37,11 +47,32 @@ const z99 = 2.3263478740408408
 // Default is used for servers without a latency model of their own.
 var Default = Model{Kind: LogNormal, A: 10 * time.Millisecond, B: 40 * time.Millisecond}
 
-// Parse reads "20ms", "fixed(20ms)", "normal(20ms, 5ms)" or
-// "lognormal(20ms, 80ms)" (median, then 99th percentile).
+// Parse reads "20ms", "fixed(20ms)", "normal(20ms, 5ms)",
+// "lognormal(20ms, 80ms)" (median, then 99th percentile), or
+// "recorded(FILE)" and "recorded(FILE, COLUMN)": latencies recorded from a
+// real service, read now (see ReadRecorded).
 func Parse(s string) (Model, error) {
 	s = strings.TrimSpace(s)
 	name, args, call := strings.Cut(s, "(")
+	if call && strings.TrimSpace(name) == "recorded" {
+		if !strings.HasSuffix(args, ")") {
+			return Model{}, fmt.Errorf("latency %q: missing closing parenthesis", s)
+		}
+		file, column, _ := strings.Cut(strings.TrimSuffix(args, ")"), ",")
+		file, column = strings.TrimSpace(file), strings.TrimSpace(column)
+		if file == "" {
+			return Model{}, fmt.Errorf("latency %q: recorded takes a file, and for a CSV file a column: recorded(latencies.csv, took)", s)
+		}
+		samples, err := ReadRecorded(file, column)
+		if err != nil {
+			return Model{}, fmt.Errorf("latency %q: %w", s, err)
+		}
+		source := file
+		if column != "" {
+			source += ", " + column
+		}
+		return Model{Kind: Recorded, Samples: samples, Source: source}, nil
+	}
 	if !call {
 		d, err := parsePositiveDuration(s)
 		if err != nil {
@@ -87,7 +118,7 @@ func Parse(s string) (Model, error) {
 		}
 		return Model{Kind: LogNormal, A: durs[0], B: durs[1]}, nil
 	}
-	return Model{}, fmt.Errorf("latency %q: unknown distribution %q (want fixed, normal or lognormal)", s, name)
+	return Model{}, fmt.Errorf("latency %q: unknown distribution %q (want fixed, normal, lognormal or recorded)", s, name)
 }
 
 func parsePositiveDuration(s string) (time.Duration, error) {
@@ -105,6 +136,12 @@ func parsePositiveDuration(s string) (time.Duration, error) {
 // aside).
 func (m Model) Mean() time.Duration {
 	switch m.Kind {
+	case Recorded:
+		var sum float64
+		for _, d := range m.Samples {
+			sum += float64(d)
+		}
+		return time.Duration(sum / float64(len(m.Samples)))
 	case LogNormal:
 		sigma := math.Log(float64(m.B)/float64(m.A)) / z99
 		return time.Duration(float64(m.A) * math.Exp(sigma*sigma/2))
@@ -118,20 +155,23 @@ func (m Model) String() string {
 		return fmt.Sprintf("normal(%s, %s)", m.A, m.B)
 	case LogNormal:
 		return fmt.Sprintf("lognormal(%s, %s)", m.A, m.B)
+	case Recorded:
+		return fmt.Sprintf("recorded(%s)", m.Source)
 	}
 	return m.A.String()
 }
 
 // Sampler draws latencies in nanoseconds with precomputed parameters.
 type Sampler struct {
-	kind  Kind
-	a     float64
-	sigma float64
+	kind    Kind
+	a       float64
+	sigma   float64
+	samples []time.Duration
 }
 
 // Sampler returns a sampler for the model.
 func (m Model) Sampler() Sampler {
-	s := Sampler{kind: m.Kind, a: float64(m.A)}
+	s := Sampler{kind: m.Kind, a: float64(m.A), samples: m.Samples}
 	switch m.Kind {
 	case Normal:
 		s.sigma = float64(m.B)
@@ -148,6 +188,8 @@ func (s Sampler) Sample(r *rand.Rand) int64 {
 		return int64(max(0, s.a+s.sigma*r.NormFloat64()))
 	case LogNormal:
 		return int64(s.a * math.Exp(s.sigma*r.NormFloat64()))
+	case Recorded:
+		return int64(s.samples[r.IntN(len(s.samples))])
 	}
 	return int64(s.a)
 }
@@ -155,4 +197,78 @@ func (s Sampler) Sample(r *rand.Rand) int64 {
 // Sample draws one latency from the model.
 func (m Model) Sample(r *rand.Rand) time.Duration {
 	return time.Duration(m.Sampler().Sample(r))
+}
+
+// MaxRecorded bounds the samples ReadRecorded keeps.
+const MaxRecorded = 10_000_000
+
+// ReadRecorded reads recorded latencies: one per line (a duration such as
+// "12.5ms", or a bare number of milliseconds), blank lines and lines
+// starting with # skipped. With a column, the file is CSV whose first line
+// names the columns, and the column's values are read.
+func ReadRecorded(path, column string) ([]time.Duration, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	col := -1
+	var out []time.Duration
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		value := line
+		if column != "" {
+			fields := strings.Split(line, ",")
+			if col < 0 {
+				for i, f := range fields {
+					if strings.TrimSpace(strings.Trim(f, `"`)) == column {
+						col = i
+					}
+				}
+				if col < 0 {
+					return nil, fmt.Errorf("%s:%d: no column %q in the header (%s)", path, n, column, line)
+				}
+				continue
+			}
+			if col >= len(fields) {
+				return nil, fmt.Errorf("%s:%d: the line has no column %q", path, n, column)
+			}
+			value = strings.TrimSpace(strings.Trim(fields[col], `"`))
+		}
+		d, err := recordedValue(value)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, n, err)
+		}
+		if len(out) == MaxRecorded {
+			return nil, fmt.Errorf("%s: more than %d latencies; keep a sample of them", path, MaxRecorded)
+		}
+		out = append(out, d)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s holds no latency", path)
+	}
+	return out, nil
+}
+
+// recordedValue reads "12.5ms", or "12.5" as milliseconds.
+func recordedValue(s string) (time.Duration, error) {
+	if ms, err := strconv.ParseFloat(s, 64); err == nil {
+		if !(ms >= 0) || ms > float64(time.Hour/time.Millisecond) {
+			return 0, fmt.Errorf("%q is not a latency in milliseconds", s)
+		}
+		return time.Duration(ms * float64(time.Millisecond)), nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%q is not a duration (like 12.5ms) or a number of milliseconds", s)
+	}
+	return d, nil
 }
