@@ -8,9 +8,11 @@ import (
 )
 
 // peakEWMA picks, among ChoiceCount distinct endpoints drawn at random (or
-// all of them), the one with the least cost: its peak-EWMA latency estimate times its calls in
-// flight plus one, divided by its weight (tower's and Finagle's PeakEwma,
-// Linkerd's default balancer). The estimate jumps to any slower sample at
+// all of them), the one with the least cost: its peak-EWMA latency
+// estimate times (its calls in flight plus one) to the power
+// ActiveRequestBias, divided by its weight (with a bias of 1, tower's and
+// Finagle's PeakEwma, Linkerd's default balancer; the default is
+// DefaultPeakEWMABias). The estimate jumps to any slower sample at
 // once and otherwise follows samples, and it decays towards zero with time
 // constant Decay, so an endpoint that was avoided becomes attractive again
 // and gets probed. While calls wait on an endpoint, the time since its last
