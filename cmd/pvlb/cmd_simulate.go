@@ -21,7 +21,8 @@ import (
 // SimulateCmd runs a service's balancer against simulated servers.
 type SimulateCmd struct {
 	Service     string   `short:"s" help:"Service to simulate. Needed only when the configuration has more than one."`
-	Requests    int      `short:"n" default:"10000" help:"Number of requests to send."`
+	Requests    *int     `short:"n" help:"Number of requests to send (default: the scenario's, else 10000)."`
+	Scenario    string   `placeholder:"NAME" help:"Run a scenario block of the configuration: its service, its load and what happens to the servers when. The other flags still apply on top."`
 	RPS         *float64 `name:"rps" help:"Send requests open-loop at this mean rate per second (Poisson arrivals). The default, without --concurrency, is 1000."`
 	Concurrency *int     `help:"Instead of a rate, keep this many requests in flight (closed loop)."`
 	Strategy    string   `help:"Try another strategy than the service's: a strategy block of the configuration by its name, or a kind with its defaults (${strategies})." placeholder:"NAME|KIND"`
@@ -68,7 +69,18 @@ func (c *SimulateCmd) Run(a *app) error {
 	if err != nil {
 		return err
 	}
-	svc, err := pickService(cfg, c.Service)
+	service := c.Service
+	if c.Scenario != "" {
+		sc, ok := cfg.Scenario(c.Scenario)
+		if !ok {
+			return userErrorf("--scenario %q is not a scenario of the configuration (%s)", c.Scenario, orNone(cfg.ScenarioNames()))
+		}
+		if service != "" && service != sc.Service {
+			return userErrorf("--service %q, but scenario %q is of service %q", service, sc.Name, sc.Service)
+		}
+		service = sc.Service
+	}
+	svc, err := pickService(cfg, service)
 	if err != nil {
 		return err
 	}
@@ -98,8 +110,14 @@ func (c *SimulateCmd) Run(a *app) error {
 			return userErrorf("--clients must be at least 1, not %d", clients)
 		}
 	}
+	requests := 0
+	if c.Requests != nil {
+		if requests = *c.Requests; requests < 1 {
+			return userErrorf("--requests must be at least 1, not %d", requests)
+		}
+	}
 	overrides := sim.Overrides{
-		Requests: c.Requests, RPS: rps, Concurrency: concurrency, Sessions: c.Sessions, Clients: clients, Seed: c.Seed,
+		Scenario: c.Scenario, Requests: requests, RPS: rps, Concurrency: concurrency, Sessions: c.Sessions, Clients: clients, Seed: c.Seed,
 		Strategy: c.Strategy, Latency: c.Latency, ErrorRate: c.ErrorRate, Capacity: c.Capacity, Down: c.Down,
 	}
 	if len(c.Compare) > 0 {
@@ -189,6 +207,13 @@ func (c *SimulateCmd) compare(a *app, cfg *config.Config, svc *config.Service, d
 	}
 	writeComparison(a.stdout, results)
 	return nil
+}
+
+func orNone(names []string) string {
+	if len(names) == 0 {
+		return "it has none"
+	}
+	return joinNames(names)
 }
 
 func ratio(a, b sim.Millis) float64 {

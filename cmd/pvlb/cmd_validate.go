@@ -90,5 +90,8 @@ func summarize(cfg *config.Config) string {
 	if n := len(cfg.Simulations); n > 0 {
 		parts = append(parts, plural(n, "simulation", "simulations"))
 	}
+	if n := len(cfg.Scenarios); n > 0 {
+		parts = append(parts, plural(n, "scenario", "scenarios"))
+	}
 	return strings.Join(parts, ", ") + ": OK"
 }

@@ -5,6 +5,8 @@
 package config
 
 import (
+	"time"
+
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/peervault/pvlb/pkg/latency"
@@ -21,6 +23,7 @@ type Config struct {
 	Discoveries    []*Discovery
 	Plugins        []*Plugin
 	Simulations    []*Simulation
+	Scenarios      []*Scenario
 	// PluginDir is the top-level plugin_dir, made absolute against the
 	// file that sets it; empty when not set.
 	PluginDir string
@@ -31,7 +34,33 @@ type Config struct {
 	healthPolicies map[string]*HealthPolicy
 	discoveries    map[string]*Discovery // by "kind.name"
 	simulations    map[string]*Simulation
+	scenarios      map[string]*Scenario
 }
+
+// named is a block with a name.
+type named interface{ blockName() string }
+
+func (s *Scenario) blockName() string { return s.Name }
+func (s *Service) blockName() string  { return s.Name }
+func (s *Strategy) blockName() string { return s.Name }
+
+// namesOf lists blocks' names in declaration order.
+func namesOf[T named](blocks []T) []string {
+	names := make([]string, len(blocks))
+	for i, b := range blocks {
+		names[i] = b.blockName()
+	}
+	return names
+}
+
+// Scenario returns the `scenario "NAME"` block of that name, if any.
+func (c *Config) Scenario(name string) (*Scenario, bool) {
+	s, ok := c.scenarios[name]
+	return s, ok
+}
+
+// ScenarioNames lists the scenarios in declaration order.
+func (c *Config) ScenarioNames() []string { return namesOf(c.Scenarios) }
 
 // Simulation returns the simulation block of the named service, if any.
 func (c *Config) Simulation(service string) (*Simulation, bool) {
@@ -68,22 +97,10 @@ func (c *Config) Service(name string) (*Service, bool) {
 }
 
 // ServiceNames lists the services in declaration order.
-func (c *Config) ServiceNames() []string {
-	names := make([]string, len(c.Services))
-	for i, s := range c.Services {
-		names[i] = s.Name
-	}
-	return names
-}
+func (c *Config) ServiceNames() []string { return namesOf(c.Services) }
 
 // StrategyNames lists the strategy blocks in declaration order.
-func (c *Config) StrategyNames() []string {
-	names := make([]string, len(c.Strategies))
-	for i, s := range c.Strategies {
-		names[i] = s.Name
-	}
-	return names
-}
+func (c *Config) StrategyNames() []string { return namesOf(c.Strategies) }
 
 // Strategy is a `strategy "name"` block: how a service picks endpoints.
 type Strategy struct {
@@ -142,6 +159,28 @@ type SimulatedServer struct {
 	Latency   *latency.Model // nil: not set here
 	ErrorRate *float64
 	Capacity  *int // concurrent requests served; 0 means unlimited
+	// Down, in a scenario, takes the server down (true) or brings it back.
+	Down      *bool
+	DeclRange hcl.Range
+}
+
+// Scenario is a `scenario "NAME"` block: what happens to a service's
+// servers over a simulated run, for pvlb simulate --scenario.
+type Scenario struct {
+	Name     string
+	Service  string
+	Requests int     // zero: simulate's default
+	RPS      float64 // open loop; zero with Concurrency zero: the default
+	// Concurrency is closed loop's requests in flight.
+	Concurrency int
+	Steps       []*ScenarioStep // in time order
+	DeclRange   hcl.Range
+}
+
+// ScenarioStep is a scenario's `at "TIME"` block: what changes then.
+type ScenarioStep struct {
+	At        time.Duration
+	Servers   []*SimulatedServer // latency, error_rate and down
 	DeclRange hcl.Range
 }
 

@@ -691,3 +691,53 @@ func TestMoreLocalChecks(t *testing.T) {
 		t.Errorf("static plugin block: %v", diags)
 	}
 }
+
+// A scenario block: its load and its timed steps, and located mistakes.
+func TestScenarios(t *testing.T) {
+	base := `discovery "static" "s" {
+  endpoint "server1" { address = "127.0.0.1:1" }
+  endpoint "server2" { address = "127.0.0.1:2" }
+}
+service "svc" { discovery = discovery.static.s }
+`
+	cfg, diags := load(t, base+`scenario "bad" {
+  service  = "svc"
+  requests = 5000
+  rps      = 500
+  at "2s" {
+    server "server1" { down = true }
+    server "server*" { latency = "50ms" }
+  }
+  at "4s" {
+    server "server1" { down = false }
+    server "server2" { error_rate = 0.25 }
+  }
+}`)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	sc, ok := cfg.Scenario("bad")
+	if !ok || sc.Service != "svc" || sc.Requests != 5000 || sc.RPS != 500 || len(sc.Steps) != 2 || sc.Steps[1].At != 4*time.Second {
+		t.Fatalf("scenario %+v", sc)
+	}
+	if s := sc.Steps[1].Servers[1]; s.Pattern != "server2" || s.ErrorRate == nil || *s.ErrorRate != 0.25 {
+		t.Fatalf("step 2 server 2: %+v", s)
+	}
+	for src, want := range map[string]string{
+		`scenario "x" { service = "sv" }`:                                                                                        `Did you mean "svc"?`,
+		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `at "soon" {}` + "\n}":                                              `"soon" is not a time from the start of the run`,
+		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `at "5s" {}` + "\n" + `at "2s" {}` + "\n}":                          "write a scenario's at blocks in time order",
+		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `at "1s" {` + "\n" + `server "server1" { down = false }` + "\n}\n}": `"server1" is not down at 1s`,
+		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `rps = 10` + "\n" + `concurrency = 2` + "\n}":                       "Set rps (open loop) or concurrency (closed loop), not both.",
+		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `at "1s" {` + "\n" + `server "server1" { capacity = 2 }` + "\n}\n}": `An argument named "capacity" is not expected here.`,
+	} {
+		_, diags := load(t, base+src)
+		var all strings.Builder
+		for _, d := range diags {
+			all.WriteString(d.Detail + "\n")
+		}
+		if !diags.HasErrors() || !strings.Contains(all.String(), want) {
+			t.Errorf("%s: %v, want %q", src, diags, want)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
@@ -29,6 +30,7 @@ var fileSchema = &hcl.BodySchema{
 		{Type: "discovery", LabelNames: []string{"kind", "name"}},
 		{Type: "plugin", LabelNames: []string{"kind"}},
 		{Type: "simulation", LabelNames: []string{"service"}},
+		{Type: "scenario", LabelNames: []string{"name"}},
 	},
 }
 
@@ -49,6 +51,7 @@ type decoder struct {
 	diags       hcl.Diagnostics
 	services    []*hcl.Block // decoded after everything they may refer to
 	simulations []*hcl.Block // decoded after the services they name
+	scenarios   []*hcl.Block // likewise
 }
 
 func decode(bodies []hcl.Body) (*Config, hcl.Diagnostics) {
@@ -60,6 +63,7 @@ func decode(bodies []hcl.Body) (*Config, hcl.Diagnostics) {
 			discoveries:    map[string]*Discovery{},
 			plugins:        map[string]*Plugin{},
 			simulations:    map[string]*Simulation{},
+			scenarios:      map[string]*Scenario{},
 		},
 		ctx: EvalContext(),
 	}
@@ -82,6 +86,8 @@ func decode(bodies []hcl.Body) (*Config, hcl.Diagnostics) {
 				d.services = append(d.services, block)
 			case "simulation":
 				d.simulations = append(d.simulations, block)
+			case "scenario":
+				d.scenarios = append(d.scenarios, block)
 			}
 		}
 	}
@@ -90,6 +96,9 @@ func decode(bodies []hcl.Body) (*Config, hcl.Diagnostics) {
 	}
 	for _, block := range d.simulations {
 		d.decodeSimulationBlock(block)
+	}
+	for _, block := range d.scenarios {
+		d.decodeScenarioBlock(block)
 	}
 	return d.cfg, d.diags
 }
@@ -125,6 +134,7 @@ func (e *Endpoint) declRange() hcl.Range     { return e.DeclRange }
 func (s *Service) declRange() hcl.Range      { return s.DeclRange }
 func (p *Plugin) declRange() hcl.Range       { return p.DeclRange }
 func (s *Simulation) declRange() hcl.Range   { return s.DeclRange }
+func (s *Scenario) declRange() hcl.Range     { return s.DeclRange }
 
 // declare records v under key in table and list, or reports a duplicate
 // that cites the first declaration, as Packer does.
@@ -402,12 +412,18 @@ func (d *decoder) decodeSimulationBlock(block *hcl.Block) {
 }
 
 func (d *decoder) decodeSimulatedServer(block *hcl.Block) *SimulatedServer {
+	return d.decodeServerBehaviour(block, simulatedServerSchema)
+}
+
+// decodeServerBehaviour reads a server "PATTERN" block of a simulation,
+// or of a scenario's at block (whose schema has down, not capacity).
+func (d *decoder) decodeServerBehaviour(block *hcl.Block, schema *hcl.BodySchema) *SimulatedServer {
 	s := &SimulatedServer{Pattern: block.Labels[0], DeclRange: block.DefRange}
 	if _, err := path.Match(s.Pattern, ""); err != nil || s.Pattern == "" {
 		d.errorf(block.LabelRanges[0], "Invalid server pattern", "%q is neither an endpoint id nor a valid pattern. Write an id like \"server3\", or a pattern like \"db-*\" or \"server[12]\".", s.Pattern)
 		return nil
 	}
-	content := d.content(block.Body, simulatedServerSchema)
+	content := d.content(block.Body, schema)
 	a := d.attrs(content)
 	var model string
 	if attr, ok := a.decode("latency", &model); ok {
@@ -428,9 +444,90 @@ func (d *decoder) decodeSimulatedServer(block *hcl.Block) *SimulatedServer {
 		a.int("capacity", 0, 1<<20, &capacity)
 		s.Capacity = &capacity
 	}
+	if _, ok := content.Attributes["down"]; ok {
+		var down bool
+		a.bool("down", &down)
+		s.Down = &down
+	}
 	d.merge(a)
 	return s
 }
+
+// --- scenario ---
+
+var scenarioSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "service", Required: true}, {Name: "requests"}, {Name: "rps"}, {Name: "concurrency"}},
+	Blocks:     []hcl.BlockHeaderSchema{{Type: "at", LabelNames: []string{"time"}}},
+}
+
+var scenarioStepSchema = &hcl.BodySchema{
+	Blocks: []hcl.BlockHeaderSchema{{Type: "server", LabelNames: []string{"pattern"}}},
+}
+
+var scenarioServerSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "latency"}, {Name: "error_rate"}, {Name: "down"}},
+}
+
+func (d *decoder) decodeScenarioBlock(block *hcl.Block) {
+	if !d.validName(block, 0) {
+		return
+	}
+	sc := &Scenario{Name: block.Labels[0], DeclRange: block.DefRange}
+	content := d.content(block.Body, scenarioSchema)
+	a := d.attrs(content)
+	var svc *Service
+	if attr, ok := a.decode("service", &sc.Service); ok {
+		var known bool
+		if svc, known = d.cfg.services[sc.Service]; !known {
+			names := d.cfg.ServiceNames()
+			a.errorf(attr.Expr.Range(), "Scenario of an undeclared service", "No service named %s is declared.%s%s", quoteShort(sc.Service), didYouMean(sc.Service, names), listKnown("service", names))
+		}
+	}
+	a.int("requests", 1, MaxScenarioRequests, &sc.Requests)
+	if _, ok := content.Attributes["rps"]; ok {
+		a.float("rps", 0.001, 10_000_000, &sc.RPS)
+	}
+	a.int("concurrency", 1, 1_000_000, &sc.Concurrency)
+	if rps, conc := content.Attributes["rps"], content.Attributes["concurrency"]; rps != nil && conc != nil {
+		a.errorf(conc.Range, "Conflicting load", "Set rps (open loop) or concurrency (closed loop), not both.")
+	}
+	d.merge(a)
+	down := map[string]bool{}
+	var last time.Duration
+	for _, sb := range content.Blocks.OfType("at") {
+		at, err := time.ParseDuration(sb.Labels[0])
+		if err != nil || at < 0 {
+			d.errorf(sb.LabelRanges[0], "Invalid time", "%s is not a time from the start of the run: write a duration like \"30s\" or \"1m30s\".", quoteShort(sb.Labels[0]))
+			continue
+		}
+		if at < last {
+			d.errorf(sb.LabelRanges[0], "Steps out of order", "This step at %s comes after one at %s: write a scenario's at blocks in time order.", at, last)
+		}
+		last = at
+		step := &ScenarioStep{At: at, DeclRange: sb.DefRange}
+		for _, srvBlock := range d.content(sb.Body, scenarioStepSchema).Blocks.OfType("server") {
+			srv := d.decodeServerBehaviour(srvBlock, scenarioServerSchema)
+			if srv == nil {
+				continue
+			}
+			if srv.Down != nil {
+				if !*srv.Down && !down[srv.Pattern] {
+					d.errorf(srvBlock.DefRange, "Server is not down", "down = false brings back a server that an earlier step took down with down = true; %q is not down at %s.", srv.Pattern, at)
+				}
+				down[srv.Pattern] = *srv.Down
+			}
+			step.Servers = append(step.Servers, srv)
+			if svc != nil && svc.Discovery != nil && svc.Discovery.Kind == StaticKind && !srv.matchesAny(svc.Discovery.Endpoints) {
+				d.warnf(srvBlock.LabelRanges[0], "Server pattern matches no endpoint", "%q matches none of service %q's endpoints, so this has no effect.", srv.Pattern, sc.Service)
+			}
+		}
+		sc.Steps = append(sc.Steps, step)
+	}
+	declare(d, "scenario", sc.Name, sc, d.cfg.scenarios, &d.cfg.Scenarios)
+}
+
+// MaxScenarioRequests bounds a scenario's requests.
+const MaxScenarioRequests = 100_000_000
 
 // Matches reports whether the block applies to the endpoint id.
 func (s *SimulatedServer) Matches(id string) bool {

@@ -47,13 +47,17 @@ func TestDocsExamples(t *testing.T) {
 
 // loadExample loads a doc's example as a configuration, and returns its
 // errors. A fragment that belongs in a service is loaded inside one; a
-// simulation block gets the service it names. TLS files the example names
+// simulation or scenario block gets the service it names. TLS files the example names
 // are on the reader's machine, not here: their absence is no error of
 // the example's.
 func loadExample(src string) hcl.Diagnostics {
 	const static = "\ndiscovery \"static\" \"doc_example\" {\n  endpoint \"a\" { address = \"127.0.0.1:50051\" }\n}\n"
 	attempts := []string{src}
-	if m := regexp.MustCompile(`(?m)^simulation "([^"]+)"`).FindStringSubmatch(src); m != nil && !strings.Contains(src, `service "`+m[1]+`"`) {
+	m := regexp.MustCompile(`(?m)^simulation "([^"]+)"`).FindStringSubmatch(src)
+	if m == nil && strings.Contains(src, "scenario \"") {
+		m = regexp.MustCompile(`(?m)^\s*service\s*=\s*"([^"]+)"`).FindStringSubmatch(src)
+	}
+	if m != nil && !strings.Contains(src, `service "`+m[1]+`"`) {
 		attempts = append(attempts, src+static+"service \""+m[1]+"\" { discovery = discovery.static.doc_example }\n")
 	}
 	attempts = append(attempts, static+"service \"doc_example\" {\n  discovery = discovery.static.doc_example\n"+src+"\n}\n")

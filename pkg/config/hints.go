@@ -41,6 +41,9 @@ var places = []place{
 	{outcomesSchema, "an outcomes block inside a service", "service \"NAME\" {\n  outcomes {\n    %s\n  }\n}"},
 	{outlierSchema, "an outlier_detection block inside a service", "service \"NAME\" {\n  outlier_detection {\n    %s\n  }\n}"},
 	{successRateSchema, "a success_rate block inside outlier_detection", "service \"NAME\" {\n  outlier_detection {\n    success_rate {\n      %s\n    }\n  }\n}"},
+	{scenarioSchema, "a scenario block", "scenario \"NAME\" {\n  service = \"SERVICE\"\n  %s\n}"},
+	{scenarioStepSchema, "an at block inside a scenario", "scenario \"NAME\" {\n  at \"10s\" {\n    %s\n  }\n}"},
+	{scenarioServerSchema, "a server block inside a scenario's at block", "scenario \"NAME\" {\n  at \"10s\" {\n    server \"ID\" {\n      %s\n    }\n  }\n}"},
 	{failurePercentageSchema, "a failure_percentage block inside outlier_detection", "service \"NAME\" {\n  outlier_detection {\n    failure_percentage {\n      %s\n    }\n  }\n}"},
 }
 

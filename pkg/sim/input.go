@@ -25,7 +25,11 @@ type Overrides struct {
 	Seed        uint64
 	// Strategy replaces the service's strategy with a strategy block of
 	// the configuration by its name, or with a kind and its defaults.
-	Strategy  string
+	Strategy string
+	// Scenario names a scenario block of the configuration: its load
+	// (unless the other fields set one) and what happens to the servers
+	// when. Requests zero means the scenario's, else 10,000.
+	Scenario  string
 	Latency   []string // latency models, as latency.Parse reads them
 	ErrorRate []string // 0 to 1
 	Capacity  []string // concurrent requests; 0 is unlimited
@@ -70,9 +74,30 @@ func Assemble(cfg *config.Config, svc *config.Service, discovered []lb.EndpointS
 				o.Strategy, orNone(cfg.StrategyNames()), strings.Join(lb.StrategyKinds(), ", "))
 		}
 	}
+	var scenario *config.Scenario
+	if o.Scenario != "" {
+		sc, ok := cfg.Scenario(o.Scenario)
+		switch {
+		case !ok:
+			return nil, inputErrorf("--scenario %q is not a scenario of the configuration (%s)", o.Scenario, orNone(cfg.ScenarioNames()))
+		case sc.Service != svc.Name:
+			return nil, inputErrorf("scenario %q is of service %q, not %q", sc.Name, sc.Service, svc.Name)
+		}
+		scenario = sc
+		if o.Requests == 0 {
+			out.Requests = sc.Requests
+		}
+		if o.RPS == 0 && o.Concurrency == 0 {
+			out.RPS, out.Concurrency = sc.RPS, sc.Concurrency
+			o.RPS, o.Concurrency = sc.RPS, sc.Concurrency
+		}
+	}
+	if out.Requests == 0 {
+		out.Requests = DefaultRequests
+	}
 	switch {
-	case o.Requests < 1:
-		return nil, inputErrorf("--requests must be at least 1, not %d", o.Requests)
+	case out.Requests < 1:
+		return nil, inputErrorf("--requests must be at least 1, not %d", out.Requests)
 	case o.RPS < 0 || math.IsNaN(o.RPS) || math.IsInf(o.RPS, 0):
 		return nil, inputErrorf("--rps must be positive, not %v", o.RPS)
 	case o.Concurrency < 0:
@@ -164,6 +189,9 @@ func Assemble(cfg *config.Config, svc *config.Service, discovered []lb.EndpointS
 	}); err != nil {
 		return nil, err
 	}
+	if scenario != nil {
+		applyScenario(out, scenario)
+	}
 	for _, v := range o.Down {
 		outage, err := ParseOutage(v)
 		if err != nil {
@@ -179,6 +207,51 @@ func Assemble(cfg *config.Config, svc *config.Service, discovered []lb.EndpointS
 
 // splitTarget splits "server1=value" into its parts; a bare value has no
 // target. A latency model's "(" marks where a value without target starts.
+// DefaultRequests is a run's size when neither the command nor the
+// scenario gives one.
+const DefaultRequests = 10_000
+
+// applyScenario turns a scenario's steps into the run's timed changes:
+// latency and error-rate changes, and outages from each down = true to the
+// down = false that ends it (or the end of the run).
+func applyScenario(out *Config, sc *config.Scenario) {
+	downSince := map[string]time.Duration{}
+	for _, step := range sc.Steps {
+		for _, b := range step.Servers {
+			for _, srv := range out.Servers {
+				if !b.Matches(srv.ID) {
+					continue
+				}
+				if b.Latency != nil {
+					out.LatencyChanges = append(out.LatencyChanges, LatencyChange{Server: srv.ID, At: step.At, Latency: *b.Latency})
+				}
+				if b.ErrorRate != nil {
+					out.ErrorRateChanges = append(out.ErrorRateChanges, ErrorRateChange{Server: srv.ID, At: step.At, ErrorRate: *b.ErrorRate})
+				}
+				if b.Down != nil {
+					since, isDown := downSince[srv.ID]
+					switch {
+					case *b.Down && !isDown:
+						downSince[srv.ID] = step.At
+					case !*b.Down && isDown:
+						delete(downSince, srv.ID)
+						if step.At > since {
+							out.Outages = append(out.Outages, Outage{Server: srv.ID, From: since, To: step.At})
+						}
+					}
+				}
+			}
+		}
+	}
+	for id, since := range downSince {
+		out.Outages = append(out.Outages, Outage{Server: id, From: since, To: forever})
+	}
+	slices.SortFunc(out.Outages, func(a, b Outage) int { return strings.Compare(a.Server, b.Server) })
+}
+
+// forever ends an outage that nothing ends.
+const forever = 1 << 62
+
 func orNone(names []string) string {
 	if len(names) == 0 {
 		return "it has none"

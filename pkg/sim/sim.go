@@ -46,6 +46,14 @@ type LatencyChange struct {
 	Latency latency.Model
 }
 
+// ErrorRateChange gives a server a new error rate from At on, as when it
+// starts failing, or stops.
+type ErrorRateChange struct {
+	Server    string
+	At        time.Duration
+	ErrorRate float64
+}
+
 // Config describes one simulation run.
 type Config struct {
 	// Balancer is what the service's LoadBalancer reads: strategy, sticky
@@ -76,9 +84,11 @@ type Config struct {
 	// one of them at random. Zero means one.
 	Clients int
 	Outages []Outage
-	// LatencyChanges change servers' latency models during the run.
-	LatencyChanges []LatencyChange
-	Seed           uint64
+	// LatencyChanges change servers' latency models during the run, and
+	// ErrorRateChanges their error rates.
+	LatencyChanges   []LatencyChange
+	ErrorRateChanges []ErrorRateChange
+	Seed             uint64
 	// TimelineStep, when positive, counts each server's attempts per step
 	// of simulated time, for shares over time (Report's timelines).
 	TimelineStep time.Duration
@@ -132,6 +142,16 @@ func (c *Config) validate() error {
 			return fmt.Errorf("latency change of %s: at %s is before the start", lc.Server, lc.At)
 		}
 	}
+	for _, ec := range c.ErrorRateChanges {
+		switch {
+		case !ids[ec.Server]:
+			return fmt.Errorf("error rate change of unknown server %q", ec.Server)
+		case ec.At < 0:
+			return fmt.Errorf("error rate change of %s: at %s is before the start", ec.Server, ec.At)
+		case ec.ErrorRate < 0 || ec.ErrorRate > 1:
+			return fmt.Errorf("error rate change of %s: %v is outside 0-1", ec.Server, ec.ErrorRate)
+		}
+	}
 	return nil
 }
 
@@ -145,6 +165,7 @@ const (
 	evOutageStart
 	evOutageEnd
 	evLatencyChange
+	evErrorRateChange
 )
 
 type event struct {
@@ -287,6 +308,9 @@ func RunContext(ctx context.Context, cfg Config) (*Report, error) {
 	for i, lc := range cfg.LatencyChanges {
 		s.schedule(int64(lc.At), evLatencyChange, s.serverIndex(lc.Server), uint32(i))
 	}
+	for i, ec := range cfg.ErrorRateChanges {
+		s.schedule(int64(ec.At), evErrorRateChange, s.serverIndex(ec.Server), uint32(i))
+	}
 	for _, o := range cfg.Outages {
 		idx := s.serverIndex(o.Server)
 		s.schedule(int64(o.From), evOutageStart, idx, 0)
@@ -353,6 +377,10 @@ func (s *simulation) loop(ctx context.Context) error {
 			sv := s.servers[ev.target]
 			sv.Latency, sv.sample = lc.Latency, lc.Latency.Sampler()
 			s.note(ev.target, "latency now "+lc.Latency.String())
+		case evErrorRateChange:
+			rate := s.cfg.ErrorRateChanges[ev.token].ErrorRate
+			s.servers[ev.target].ErrorRate = rate
+			s.note(ev.target, fmt.Sprintf("error rate now %g", rate))
 		}
 	}
 	return nil

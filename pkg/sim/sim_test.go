@@ -627,3 +627,22 @@ func TestOverloadIsBounded(t *testing.T) {
 		t.Error("a server without a capacity makes the fleet's capacity unbounded")
 	}
 }
+
+// An error-rate change takes effect at its time: no failures before, about
+// the new rate after, and an event at the change.
+func TestErrorRateChange(t *testing.T) {
+	c := withBase(lb.RoundRobin, Config{Servers: servers(1, 1), Requests: 20000, RPS: 1000, Seed: 5,
+		ErrorRateChanges: []ErrorRateChange{{Server: "server2", At: 10 * time.Second, ErrorRate: 0.5}}})
+	r := run(t, c)
+	// Half of server2's share of the second half fails: about 0.25 of 10,000.
+	if r.Failed < 2000 || r.Failed > 3000 {
+		t.Errorf("%d failed, want about 2,500", r.Failed)
+	}
+	found := false
+	for _, e := range r.Events {
+		found = found || (e.Server == "server2" && e.What == "error rate now 0.5" && e.At == 10*time.Second)
+	}
+	if !found {
+		t.Errorf("no event for the change: %v", r.Events)
+	}
+}
