@@ -12,6 +12,7 @@ import (
 	"github.com/peervault/pvlb/pkg/latency"
 	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/policy"
+	"github.com/peervault/pvlb/pkg/statuscode"
 )
 
 // Config is a loaded configuration. The slices keep declaration order
@@ -159,8 +160,12 @@ type SimulatedServer struct {
 	Latency   *latency.Model // nil: not set here
 	ErrorRate *float64
 	Capacity  *int // concurrent requests served; 0 means unlimited
-	// Down, in a scenario, takes the server down (true) or brings it back.
+	// ErrorCode is the status of its failures (default INTERNAL).
+	ErrorCode *statuscode.Code
+	// Down, in a scenario, takes the server down (true) or brings it back;
+	// Slow makes it that many times slower than it was.
 	Down      *bool
+	Slow      *float64
 	DeclRange hcl.Range
 }
 
@@ -179,7 +184,9 @@ type Scenario struct {
 
 // ScenarioStep is a scenario's `at "TIME"` block: what changes then.
 type ScenarioStep struct {
-	At        time.Duration
+	At time.Duration
+	// RPS, when not zero, is the open loop's request rate from At on.
+	RPS       float64
 	Servers   []*SimulatedServer // latency, error_rate and down
 	DeclRange hcl.Range
 }

@@ -724,12 +724,15 @@ service "svc" { discovery = discovery.static.s }
 		t.Fatalf("step 2 server 2: %+v", s)
 	}
 	for src, want := range map[string]string{
-		`scenario "x" { service = "sv" }`:                                                                                        `Did you mean "svc"?`,
-		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `at "soon" {}` + "\n}":                                              `"soon" is not a time from the start of the run`,
-		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `at "5s" {}` + "\n" + `at "2s" {}` + "\n}":                          "write a scenario's at blocks in time order",
-		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `at "1s" {` + "\n" + `server "server1" { down = false }` + "\n}\n}": `"server1" is not down at 1s`,
-		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `rps = 10` + "\n" + `concurrency = 2` + "\n}":                       "Set rps (open loop) or concurrency (closed loop), not both.",
-		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `at "1s" {` + "\n" + `server "server1" { capacity = 2 }` + "\n}\n}": `An argument named "capacity" is not expected here.`,
+		`scenario "x" { service = "sv" }`:                                                                                                     `Did you mean "svc"?`,
+		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `at "soon" {}` + "\n}":                                                           `"soon" is not a time from the start of the run`,
+		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `at "5s" {}` + "\n" + `at "2s" {}` + "\n}":                                       "write a scenario's at blocks in time order",
+		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `at "1s" {` + "\n" + `server "server1" { down = false }` + "\n}\n}":              `"server1" is not down at 1s`,
+		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `rps = 10` + "\n" + `concurrency = 2` + "\n}":                                    "Set rps (open loop) or concurrency (closed loop), not both.",
+		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `at "1s" {` + "\n" + `server "server1" { capacity = 2 }` + "\n}\n}":              `An argument named "capacity" is not expected here.`,
+		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `at "1s" {` + "\n" + `server "server1" { error_code = "UNAVAILBLE" }` + "\n}\n}": `Did you mean "UNAVAILABLE"?`,
+		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `concurrency = 4` + "\n" + `at "1s" {` + "\n" + `rps = 5` + "\n}\n}":             "a step's rps needs an open loop",
+		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `at "1s" {` + "\n" + `server "server1" { slow = 0 }` + "\n}\n}":                  "slow must be from 0.001 to 1000",
 	} {
 		_, diags := load(t, base+src)
 		var all strings.Builder

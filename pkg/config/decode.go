@@ -18,6 +18,7 @@ import (
 	"github.com/peervault/pvlb/pkg/latency"
 	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/policy"
+	"github.com/peervault/pvlb/pkg/statuscode"
 	"github.com/peervault/pvlb/pkg/tlsfiles"
 )
 
@@ -383,7 +384,7 @@ var simulationSchema = &hcl.BodySchema{
 }
 
 var simulatedServerSchema = &hcl.BodySchema{
-	Attributes: []hcl.AttributeSchema{{Name: "latency"}, {Name: "error_rate"}, {Name: "capacity"}},
+	Attributes: []hcl.AttributeSchema{{Name: "latency"}, {Name: "error_rate"}, {Name: "error_code"}, {Name: "capacity"}},
 }
 
 func (d *decoder) decodeSimulationBlock(block *hcl.Block) {
@@ -449,6 +450,25 @@ func (d *decoder) decodeServerBehaviour(block *hcl.Block, schema *hcl.BodySchema
 		a.bool("down", &down)
 		s.Down = &down
 	}
+	if _, ok := content.Attributes["slow"]; ok {
+		var f float64
+		a.float("slow", 0.001, 1000, &f)
+		s.Slow = &f
+	}
+	var codeName string
+	if attr, ok := a.decode("error_code", &codeName); ok {
+		code, known := statuscode.Parse(codeName)
+		names := statuscode.Names()[1:]
+		switch {
+		case !known:
+			a.errorf(attr.Expr.Range(), "Unknown status code", "%s is not a gRPC status code.%s Known codes: %s.",
+				a.shown("error_code", codeName), a.didYouMean("error_code", strings.ToUpper(codeName), names), strings.Join(names, ", "))
+		case code == statuscode.OK:
+			a.errorf(attr.Expr.Range(), "Invalid status code", "OK is success; a failure needs another code.")
+		default:
+			s.ErrorCode = &code
+		}
+	}
 	d.merge(a)
 	return s
 }
@@ -461,11 +481,12 @@ var scenarioSchema = &hcl.BodySchema{
 }
 
 var scenarioStepSchema = &hcl.BodySchema{
-	Blocks: []hcl.BlockHeaderSchema{{Type: "server", LabelNames: []string{"pattern"}}},
+	Attributes: []hcl.AttributeSchema{{Name: "rps"}},
+	Blocks:     []hcl.BlockHeaderSchema{{Type: "server", LabelNames: []string{"pattern"}}},
 }
 
 var scenarioServerSchema = &hcl.BodySchema{
-	Attributes: []hcl.AttributeSchema{{Name: "latency"}, {Name: "error_rate"}, {Name: "down"}},
+	Attributes: []hcl.AttributeSchema{{Name: "latency"}, {Name: "slow"}, {Name: "error_rate"}, {Name: "error_code"}, {Name: "down"}},
 }
 
 func (d *decoder) decodeScenarioBlock(block *hcl.Block) {
@@ -505,7 +526,16 @@ func (d *decoder) decodeScenarioBlock(block *hcl.Block) {
 		}
 		last = at
 		step := &ScenarioStep{At: at, DeclRange: sb.DefRange}
-		for _, srvBlock := range d.content(sb.Body, scenarioStepSchema).Blocks.OfType("server") {
+		stepContent := d.content(sb.Body, scenarioStepSchema)
+		if attr, ok := stepContent.Attributes["rps"]; ok {
+			sa := d.attrs(stepContent)
+			sa.float("rps", 0.001, 10_000_000, &step.RPS)
+			if sc.Concurrency > 0 {
+				sa.errorf(attr.Range, "Rate in a closed loop", "A scenario with concurrency keeps that many requests in flight; a step's rps needs an open loop: set rps at the scenario's top instead of concurrency.")
+			}
+			d.merge(sa)
+		}
+		for _, srvBlock := range stepContent.Blocks.OfType("server") {
 			srv := d.decodeServerBehaviour(srvBlock, scenarioServerSchema)
 			if srv == nil {
 				continue
@@ -536,12 +566,15 @@ func (s *SimulatedServer) Matches(id string) bool {
 }
 
 // ApplyTo sets what the block sets, leaving the rest as it is.
-func (s *SimulatedServer) ApplyTo(model *latency.Model, errorRate *float64, capacity *int) {
+func (s *SimulatedServer) ApplyTo(model *latency.Model, errorRate *float64, errorCode *statuscode.Code, capacity *int) {
 	if s.Latency != nil {
 		*model = *s.Latency
 	}
 	if s.ErrorRate != nil {
 		*errorRate = *s.ErrorRate
+	}
+	if s.ErrorCode != nil {
+		*errorCode = *s.ErrorCode
 	}
 	if s.Capacity != nil {
 		*capacity = *s.Capacity

@@ -39,6 +39,8 @@ type Model struct {
 	// were read from ("file" or "file, column").
 	Samples []time.Duration
 	Source  string
+	// Scaled is the factor Scale applied to a Recorded model (0: none).
+	Scaled float64
 }
 
 // z99 is the standard normal's 99th percentile.
@@ -132,6 +134,21 @@ func parsePositiveDuration(s string) (time.Duration, error) {
 	return d, nil
 }
 
+// Scale returns the model f times as slow: every latency it draws,
+// multiplied by f.
+func (m Model) Scale(f float64) Model {
+	scale := func(d time.Duration) time.Duration { return time.Duration(float64(d) * f) }
+	out := Model{Kind: m.Kind, A: scale(m.A), B: scale(m.B), Source: m.Source}
+	if m.Kind == Recorded {
+		out.Samples = make([]time.Duration, len(m.Samples))
+		for i, d := range m.Samples {
+			out.Samples[i] = scale(d)
+		}
+		out.Scaled = f * max(m.Scaled, 1)
+	}
+	return out
+}
+
 // Mean is the model's mean latency (a normal model's clamping at zero
 // aside).
 func (m Model) Mean() time.Duration {
@@ -156,6 +173,9 @@ func (m Model) String() string {
 	case LogNormal:
 		return fmt.Sprintf("lognormal(%s, %s)", m.A, m.B)
 	case Recorded:
+		if m.Scaled != 0 {
+			return fmt.Sprintf("recorded(%s) × %g", m.Source, m.Scaled)
+		}
 		return fmt.Sprintf("recorded(%s)", m.Source)
 	}
 	return m.A.String()

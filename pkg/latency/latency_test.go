@@ -69,6 +69,9 @@ func TestRecorded(t *testing.T) {
 	if len(seen) != 3 {
 		t.Errorf("300 draws gave %d distinct latencies, want all 3", len(seen))
 	}
+	if slow := m.Scale(2); slow.Samples[0] != 24*time.Millisecond || !strings.HasSuffix(slow.String(), ") × 2") || m.Samples[0] != 12*time.Millisecond {
+		t.Errorf("scaled: %v, %q (the original %v must not change)", slow.Samples[0], slow.String(), m.Samples[0])
+	}
 	c, err := Parse("recorded(" + csv + ", took_ms)")
 	if err != nil || !reflect.DeepEqual(c.Samples, []time.Duration{10 * time.Millisecond, 30 * time.Millisecond}) {
 		t.Fatalf("csv: %v, %v", c.Samples, err)

@@ -128,7 +128,7 @@ func Assemble(cfg *config.Config, svc *config.Service, discovered []lb.EndpointS
 		for i := range out.Servers {
 			for _, b := range simulation.Servers {
 				if b.Matches(out.Servers[i].ID) {
-					b.ApplyTo(&out.Servers[i].Latency, &out.Servers[i].ErrorRate, &out.Servers[i].Capacity)
+					b.ApplyTo(&out.Servers[i].Latency, &out.Servers[i].ErrorRate, &out.Servers[i].ErrorCode, &out.Servers[i].Capacity)
 				}
 			}
 		}
@@ -216,17 +216,40 @@ const DefaultRequests = 10_000
 // down = false that ends it (or the end of the run).
 func applyScenario(out *Config, sc *config.Scenario) {
 	downSince := map[string]time.Duration{}
+	models := map[string]latency.Model{}
+	rates := map[string]float64{}
+	for _, srv := range out.Servers {
+		models[srv.ID], rates[srv.ID] = srv.Latency, srv.ErrorRate
+	}
 	for _, step := range sc.Steps {
+		if step.RPS > 0 {
+			out.RateChanges = append(out.RateChanges, RateChange{At: step.At, RPS: step.RPS})
+		}
 		for _, b := range step.Servers {
 			for _, srv := range out.Servers {
 				if !b.Matches(srv.ID) {
 					continue
 				}
-				if b.Latency != nil {
-					out.LatencyChanges = append(out.LatencyChanges, LatencyChange{Server: srv.ID, At: step.At, Latency: *b.Latency})
+				if b.Latency != nil || b.Slow != nil {
+					m := models[srv.ID]
+					if b.Latency != nil {
+						m = *b.Latency
+					}
+					if b.Slow != nil {
+						m = m.Scale(*b.Slow)
+					}
+					models[srv.ID] = m
+					out.LatencyChanges = append(out.LatencyChanges, LatencyChange{Server: srv.ID, At: step.At, Latency: m})
 				}
-				if b.ErrorRate != nil {
-					out.ErrorRateChanges = append(out.ErrorRateChanges, ErrorRateChange{Server: srv.ID, At: step.At, ErrorRate: *b.ErrorRate})
+				if b.ErrorRate != nil || b.ErrorCode != nil {
+					if b.ErrorRate != nil {
+						rates[srv.ID] = *b.ErrorRate
+					}
+					ec := ErrorRateChange{Server: srv.ID, At: step.At, ErrorRate: rates[srv.ID]}
+					if b.ErrorCode != nil {
+						ec.ErrorCode = *b.ErrorCode
+					}
+					out.ErrorRateChanges = append(out.ErrorRateChanges, ec)
 				}
 				if b.Down != nil {
 					since, isDown := downSince[srv.ID]

@@ -27,8 +27,10 @@ import (
 type Server struct {
 	lb.EndpointSpec
 	Latency   latency.Model
-	ErrorRate float64 // share of answers that fail with ServerErrorCode
-	Capacity  int     // requests served at once; more wait in a queue; 0 is unlimited
+	ErrorRate float64 // share of answers that fail with ErrorCode
+	// ErrorCode is the status of its failures; zero means ServerErrorCode.
+	ErrorCode statuscode.Code
+	Capacity  int // requests served at once; more wait in a queue; 0 is unlimited
 }
 
 // Outage takes a server down from From to To after the start: its
@@ -47,11 +49,19 @@ type LatencyChange struct {
 }
 
 // ErrorRateChange gives a server a new error rate from At on, as when it
-// starts failing, or stops.
+// starts failing, or stops, and the status of its failures (zero keeps
+// the one it had).
 type ErrorRateChange struct {
 	Server    string
 	At        time.Duration
 	ErrorRate float64
+	ErrorCode statuscode.Code
+}
+
+// RateChange sets an open-loop run's request rate from At on.
+type RateChange struct {
+	At  time.Duration
+	RPS float64
 }
 
 // Config describes one simulation run.
@@ -88,7 +98,9 @@ type Config struct {
 	// ErrorRateChanges their error rates.
 	LatencyChanges   []LatencyChange
 	ErrorRateChanges []ErrorRateChange
-	Seed             uint64
+	// RateChanges change an open-loop run's request rate.
+	RateChanges []RateChange
+	Seed        uint64
 	// TimelineStep, when positive, counts each server's attempts per step
 	// of simulated time, for shares over time (Report's timelines).
 	TimelineStep time.Duration
@@ -142,6 +154,14 @@ func (c *Config) validate() error {
 			return fmt.Errorf("latency change of %s: at %s is before the start", lc.Server, lc.At)
 		}
 	}
+	for _, rc := range c.RateChanges {
+		switch {
+		case c.RPS == 0:
+			return errors.New("a request rate change needs an open-loop run (a request rate, not a concurrency)")
+		case rc.At < 0 || !(rc.RPS > 0):
+			return fmt.Errorf("rate change at %s to %v: want a time from the start and a positive rate", rc.At, rc.RPS)
+		}
+	}
 	for _, ec := range c.ErrorRateChanges {
 		switch {
 		case !ids[ec.Server]:
@@ -166,6 +186,7 @@ const (
 	evOutageEnd
 	evLatencyChange
 	evErrorRateChange
+	evRateChange
 )
 
 type event struct {
@@ -228,6 +249,7 @@ type simulation struct {
 	cfg     Config
 	clients []*client
 	rng     *rand.Rand // arrivals, sessions and which client sends
+	rate    float64    // the open loop's requests per second now
 	// draw gives each attempt of each request its own random numbers
 	// (service time, error, backoff jitter), keyed by request and attempt
 	// and reseeded each time, so that every strategy run on the same seed
@@ -311,6 +333,10 @@ func RunContext(ctx context.Context, cfg Config) (*Report, error) {
 	for i, ec := range cfg.ErrorRateChanges {
 		s.schedule(int64(ec.At), evErrorRateChange, s.serverIndex(ec.Server), uint32(i))
 	}
+	s.rate = cfg.RPS
+	for i, rc := range cfg.RateChanges {
+		s.schedule(int64(rc.At), evRateChange, 0, uint32(i))
+	}
 	for _, o := range cfg.Outages {
 		idx := s.serverIndex(o.Server)
 		s.schedule(int64(o.From), evOutageStart, idx, 0)
@@ -358,7 +384,7 @@ func (s *simulation) loop(ctx context.Context) error {
 		case evArrival:
 			s.startRequest()
 			if s.issued < s.cfg.Requests {
-				gap := s.rng.ExpFloat64() / s.cfg.RPS * float64(time.Second)
+				gap := s.rng.ExpFloat64() / s.rate * float64(time.Second)
 				s.schedule(s.now+int64(gap), evArrival, 0, 0)
 			}
 		case evAttemptDone:
@@ -378,9 +404,18 @@ func (s *simulation) loop(ctx context.Context) error {
 			sv.Latency, sv.sample = lc.Latency, lc.Latency.Sampler()
 			s.note(ev.target, "latency now "+lc.Latency.String())
 		case evErrorRateChange:
-			rate := s.cfg.ErrorRateChanges[ev.token].ErrorRate
-			s.servers[ev.target].ErrorRate = rate
-			s.note(ev.target, fmt.Sprintf("error rate now %g", rate))
+			ec := s.cfg.ErrorRateChanges[ev.token]
+			sv := s.servers[ev.target]
+			sv.ErrorRate = ec.ErrorRate
+			what := fmt.Sprintf("error rate now %g", ec.ErrorRate)
+			if ec.ErrorCode != statuscode.OK {
+				sv.ErrorCode = ec.ErrorCode
+				what += " (" + ec.ErrorCode.String() + ")"
+			}
+			s.note(ev.target, what)
+		case evRateChange:
+			s.rate = s.cfg.RateChanges[ev.token].RPS
+			s.log = append(s.log, Event{At: time.Duration(s.now), Server: "(all)", What: fmt.Sprintf("offered load now %g requests a second", s.rate)})
 		}
 	}
 	return nil
@@ -490,8 +525,12 @@ func (s *simulation) attemptDone(slot int32, token uint32) {
 	c := s.clients[r.client]
 	if r.fails {
 		sv.errors++
-		c.balancer.Done(c.eps[idx], time.Duration(took), s.outcome(ServerErrorCode))
-		if s.cfg.Retry.Retries(ServerErrorCode) {
+		code := sv.ErrorCode
+		if code == statuscode.OK {
+			code = ServerErrorCode
+		}
+		c.balancer.Done(c.eps[idx], time.Duration(took), s.outcome(code))
+		if s.cfg.Retry.Retries(code) {
 			s.retryOrFail(slot)
 		} else {
 			s.finish(slot, false)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/peervault/pvlb/pkg/config"
 	"github.com/peervault/pvlb/pkg/latency"
 	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/policy"
@@ -644,5 +645,60 @@ func TestErrorRateChange(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no event for the change: %v", r.Events)
+	}
+}
+
+// A scenario's steps reach the run: a step's rps changes the offered load,
+// slow scales a server's latency, error_code sets the status of its
+// failures (UNAVAILABLE ones are retried elsewhere).
+func TestScenarioSteps(t *testing.T) {
+	cfg, diags := config.NewLoader().LoadSources(map[string][]byte{"s.hcl": []byte(`
+discovery "static" "s" {
+  endpoint "server1" { address = "127.0.0.1:1" }
+  endpoint "server2" { address = "127.0.0.1:2" }
+}
+service "svc" { discovery = discovery.static.s }
+simulation "svc" {
+  server "*" { latency = "10ms" }
+}
+scenario "steps" {
+  service  = "svc"
+  requests = 20000
+  rps      = 1000
+  at "2s" {
+    rps = 4000
+    server "server1" { slow = 3 }
+  }
+  at "3s" {
+    server "server2" {
+      error_rate = 1
+      error_code = "UNAVAILABLE"
+    }
+  }
+}`)})
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	svc, _ := cfg.Service("svc")
+	c, err := Assemble(cfg, svc, svc.Discovery.Specs(), Overrides{Scenario: "steps", Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lastArrival int64
+	c.onFinish = func(_, start, _ int64) { lastArrival = max(lastArrival, start) }
+	r := run(t, *c)
+	want := []string{"offered load now 4000 requests a second", "latency now 30ms", "error rate now 1 (UNAVAILABLE)"}
+	for _, w := range want {
+		if !slices.ContainsFunc(r.Events, func(e Event) bool { return strings.HasPrefix(e.What, w) }) {
+			t.Errorf("no event %q in %v", w, r.Events)
+		}
+	}
+	// 2,000 requests in the first two seconds, 18,000 at 4,000 a second:
+	// the last arrives at about 6.5 s.
+	if d := time.Duration(lastArrival); d < 6200*time.Millisecond || d > 6800*time.Millisecond {
+		t.Errorf("the last request arrived at %s, want about 6.5s", d)
+	}
+	if r.Retries == 0 || r.Recovered == 0 {
+		t.Errorf("retries %d, recovered %d: UNAVAILABLE failures should be retried on server1", r.Retries, r.Recovered)
 	}
 }
