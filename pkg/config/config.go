@@ -174,7 +174,10 @@ type SimulatedServer struct {
 type Scenario struct {
 	Name     string
 	Service  string
-	Requests int     // zero: simulate's default
+	Requests int // zero: simulate's default, or what Duration gives
+	// Duration, with an open loop, sends the requests the rate (and each
+	// step's new rate from its time on) gives over it.
+	Duration time.Duration
 	RPS      float64 // open loop; zero with Concurrency zero: the default
 	// Concurrency is closed loop's requests in flight.
 	Concurrency int

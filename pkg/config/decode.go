@@ -476,7 +476,7 @@ func (d *decoder) decodeServerBehaviour(block *hcl.Block, schema *hcl.BodySchema
 // --- scenario ---
 
 var scenarioSchema = &hcl.BodySchema{
-	Attributes: []hcl.AttributeSchema{{Name: "service", Required: true}, {Name: "requests"}, {Name: "rps"}, {Name: "concurrency"}},
+	Attributes: []hcl.AttributeSchema{{Name: "service", Required: true}, {Name: "requests"}, {Name: "duration"}, {Name: "rps"}, {Name: "concurrency"}},
 	Blocks:     []hcl.BlockHeaderSchema{{Type: "at", LabelNames: []string{"time"}}},
 }
 
@@ -511,6 +511,15 @@ func (d *decoder) decodeScenarioBlock(block *hcl.Block) {
 	a.int("concurrency", 1, 1_000_000, &sc.Concurrency)
 	if rps, conc := content.Attributes["rps"], content.Attributes["concurrency"]; rps != nil && conc != nil {
 		a.errorf(conc.Range, "Conflicting load", "Set rps (open loop) or concurrency (closed loop), not both.")
+	}
+	if attr, ok := content.Attributes["duration"]; ok {
+		a.duration("duration", false, &sc.Duration)
+		switch {
+		case content.Attributes["requests"] != nil:
+			a.errorf(attr.Range, "Conflicting length", "Set requests or duration, not both: a duration sends the requests the scenario's rate gives over it.")
+		case content.Attributes["rps"] == nil:
+			a.errorf(attr.Range, "Duration without a rate", "A duration needs rps (an open loop): the run sends rps × duration requests, with each step's rps from its time on.")
+		}
 	}
 	d.merge(a)
 	down := map[string]bool{}

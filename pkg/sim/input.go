@@ -86,6 +86,9 @@ func Assemble(cfg *config.Config, svc *config.Service, discovered []lb.EndpointS
 		scenario = sc
 		if o.Requests == 0 {
 			out.Requests = sc.Requests
+			if sc.Duration > 0 {
+				out.Requests = requestsOver(sc)
+			}
 		}
 		if o.RPS == 0 && o.Concurrency == 0 {
 			out.RPS, out.Concurrency = sc.RPS, sc.Concurrency
@@ -270,6 +273,23 @@ func applyScenario(out *Config, sc *config.Scenario) {
 		out.Outages = append(out.Outages, Outage{Server: id, From: since, To: forever})
 	}
 	slices.SortFunc(out.Outages, func(a, b Outage) int { return strings.Compare(a.Server, b.Server) })
+}
+
+// requestsOver is how many requests a scenario's rates send over its
+// duration: each rate over the time until the next step's, or the end.
+func requestsOver(sc *config.Scenario) int {
+	var n float64
+	rate, from := sc.RPS, time.Duration(0)
+	for _, step := range sc.Steps {
+		if step.RPS == 0 {
+			continue
+		}
+		until := min(step.At, sc.Duration)
+		n += rate * max(until-from, 0).Seconds()
+		rate, from = step.RPS, max(from, until)
+	}
+	n += rate * max(sc.Duration-from, 0).Seconds()
+	return max(1, int(math.Round(n)))
 }
 
 // forever ends an outage that nothing ends.

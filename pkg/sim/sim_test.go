@@ -663,7 +663,7 @@ simulation "svc" {
 }
 scenario "steps" {
   service  = "svc"
-  requests = 20000
+  duration = "6.5s" # 1,000/s for 2 s, then 4,000/s: 20,000 requests
   rps      = 1000
   at "2s" {
     rps = 4000
@@ -686,6 +686,9 @@ scenario "steps" {
 	}
 	var lastArrival int64
 	c.onFinish = func(_, start, _ int64) { lastArrival = max(lastArrival, start) }
+	if c.Requests != 20000 {
+		t.Fatalf("duration 6.5s gave %d requests, want 20,000", c.Requests)
+	}
 	r := run(t, *c)
 	want := []string{"offered load now 4000 requests a second", "latency now 30ms", "error rate now 1 (UNAVAILABLE)"}
 	for _, w := range want {
