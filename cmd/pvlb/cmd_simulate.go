@@ -71,9 +71,9 @@ func (c *SimulateCmd) Run(a *app) error {
 	}
 	service := c.Service
 	if c.Scenario != "" {
-		sc, ok := cfg.Scenario(c.Scenario)
-		if !ok {
-			return userErrorf("--scenario %q is not a scenario of the configuration (%s)", c.Scenario, orNone(cfg.ScenarioNames()))
+		sc, err := sim.FindScenario(cfg, c.Scenario)
+		if err != nil {
+			return userError{err}
 		}
 		if service != "" && service != sc.Service {
 			return userErrorf("--service %q, but scenario %q is of service %q", service, sc.Name, sc.Service)
@@ -209,13 +209,6 @@ func (c *SimulateCmd) compare(a *app, cfg *config.Config, svc *config.Service, d
 	return nil
 }
 
-func orNone(names []string) string {
-	if len(names) == 0 {
-		return "it has none"
-	}
-	return joinNames(names)
-}
-
 func ratio(a, b sim.Millis) float64 {
 	if b == 0 {
 		return 0
@@ -308,18 +301,18 @@ func writeReport(w io.Writer, r *sim.Report) {
 	if r.Concurrency > 0 {
 		mode = fmt.Sprintf("closed loop, %d in flight", r.Concurrency)
 	}
-	sessions := ""
+	extra := ""
 	if r.Sessions > 0 {
-		sessions = fmt.Sprintf(", %d sticky sessions", r.Sessions)
+		extra = fmt.Sprintf(", %d sticky sessions", r.Sessions)
 	}
 	if r.Clients > 1 {
-		sessions += fmt.Sprintf(", from %d clients", r.Clients)
+		extra += fmt.Sprintf(", from %d clients", r.Clients)
 	}
 	strategy := r.Strategy
 	if r.StrategyName != "" && r.StrategyName != r.Strategy {
 		strategy = fmt.Sprintf("%s (%s)", r.StrategyName, r.Strategy)
 	}
-	fmt.Fprintf(w, "Simulated %d requests to service %q: strategy %s, %s%s, seed %d.\n\n", r.Requests, r.Service, strategy, mode, sessions, r.Seed)
+	fmt.Fprintf(w, "Simulated %d requests to service %q: strategy %s, %s%s, seed %d.\n\n", r.Requests, r.Service, strategy, mode, extra, r.Seed)
 
 	var table strings.Builder
 	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/peervault/pvlb/internal/testtools"
+	"github.com/peervault/pvlb/internal/testtools/procstate"
 	"github.com/peervault/pvlb/pkg/demoserver"
 )
 
@@ -109,14 +110,7 @@ func exitWithin(t *testing.T, cmd *exec.Cmd, d time.Duration) syscall.WaitStatus
 // clear).
 func ended(t *testing.T, pid int) {
 	t.Helper()
-	testtools.WaitFor(t, fmt.Sprintf("plugin %d to end", pid), func() bool {
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			return true
-		}
-		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-		return len(fields) > 0 && fields[0] == "Z"
-	})
+	testtools.WaitFor(t, fmt.Sprintf("plugin %d to end", pid), func() bool { return procstate.Ended(pid) })
 }
 
 // SIGINT, SIGTERM and SIGHUP each end a running invoke within a few

@@ -79,7 +79,7 @@ var envFunc = function.New(&function.Spec{
 		}
 		name := args[0].AsString()
 		if v, ok := os.LookupEnv(name); ok {
-			rememberSecret(v)
+			rememberEnvValue(v)
 			return cty.StringVal(v).Mark(Sensitive), nil
 		}
 		if len(args) == 2 {
@@ -139,7 +139,7 @@ var (
 	secrets redactions
 )
 
-func rememberSecret(v string) { envValues.add(v) }
+func rememberEnvValue(v string) { envValues.add(v) }
 
 // AddSecret makes Redact hide v: the discovery host adds the values of the
 // settings a plugin declares sensitive, even when written literally.

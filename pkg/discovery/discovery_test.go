@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"go.uber.org/goleak"
 
+	"github.com/peervault/pvlb/internal/testtools/procstate"
 	"github.com/peervault/pvlb/pkg/config"
 	"github.com/peervault/pvlb/pkg/demoserver"
 	"github.com/peervault/pvlb/pkg/discovery"
@@ -426,7 +427,7 @@ func TestCloseReturnsWhenThePluginHangs(t *testing.T) {
 			return false
 		}
 	})
-	waitFor(t, "the plugin process to end", 5*time.Second, func() bool { return !alive(pid) })
+	waitFor(t, "the plugin process to end", 5*time.Second, func() bool { return procstate.Ended(pid) })
 }
 
 // A plugin that stops answering is noticed by the liveness check, killed
@@ -456,7 +457,7 @@ func TestAHungPluginIsRestarted(t *testing.T) {
 	if err := src.Stats().LastErr; err == nil || !strings.Contains(err.Error(), "liveness") {
 		t.Fatalf("last error %v, want the liveness check's", err)
 	}
-	waitFor(t, "the hung process to end", 5*time.Second, func() bool { return !alive(pid) })
+	waitFor(t, "the hung process to end", 5*time.Second, func() bool { return procstate.Ended(pid) })
 	// The new plugin follows changes.
 	writeEndpoints(t, path, 50053)
 	waitFor(t, "a change after the restart", 5*time.Second, func() bool { return ports(balancer) == "50053" })
@@ -482,12 +483,12 @@ func TestPluginEndsWithItsHost(t *testing.T) {
 		_ = child.Process.Kill()
 		t.Fatalf("reading the plugin's pid from the child: %v", err)
 	}
-	if !alive(pid) {
+	if procstate.Ended(pid) {
 		t.Fatalf("plugin %d is not running", pid)
 	}
 	_ = child.Process.Kill()
 	_ = child.Wait()
-	waitFor(t, "the orphaned plugin to end", 5*time.Second, func() bool { return !alive(pid) })
+	waitFor(t, "the orphaned plugin to end", 5*time.Second, func() bool { return procstate.Ended(pid) })
 }
 
 // hostChildEnv makes the test binary a program that follows the file
@@ -503,18 +504,4 @@ func runHostChild(path string) {
 	}
 	fmt.Println(src.Running().Pid())
 	select {}
-}
-
-// alive reports whether pid is a process that has not ended (a zombie,
-// ended but not yet reaped, counts as ended).
-func alive(pid int) bool {
-	if syscall.Kill(pid, 0) != nil {
-		return false
-	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-	return len(fields) > 0 && fields[0] != "Z"
 }

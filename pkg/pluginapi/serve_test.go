@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/peervault/pvlb/internal/testtools/procstate"
 )
 
 // The helper roles of the test binary, for TestPluginExitsWhenOrphaned.
@@ -50,22 +52,11 @@ func TestPluginExitsWhenOrphaned(t *testing.T) {
 		t.Fatalf("child pid %q: %v", out, err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for running(pid) {
+	for !procstate.Ended(pid) {
 		if time.Now().After(deadline) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 			t.Fatalf("orphaned child %d still running after 5s", pid)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// running reports whether pid has neither ended nor become a zombie.
-func running(pid int) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	rest := string(stat[strings.LastIndexByte(string(stat), ')')+1:])
-	fields := strings.Fields(rest)
-	return len(fields) > 0 && fields[0] != "Z"
 }

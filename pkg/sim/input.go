@@ -76,10 +76,10 @@ func Assemble(cfg *config.Config, svc *config.Service, discovered []lb.EndpointS
 	}
 	var scenario *config.Scenario
 	if o.Scenario != "" {
-		sc, ok := cfg.Scenario(o.Scenario)
+		sc, err := FindScenario(cfg, o.Scenario)
 		switch {
-		case !ok:
-			return nil, inputErrorf("--scenario %q is not a scenario of the configuration (%s)", o.Scenario, orNone(cfg.ScenarioNames()))
+		case err != nil:
+			return nil, err
 		case sc.Service != svc.Name:
 			return nil, inputErrorf("scenario %q is of service %q, not %q", sc.Name, sc.Service, svc.Name)
 		}
@@ -294,6 +294,16 @@ func requestsOver(sc *config.Scenario) int {
 
 // forever ends an outage that nothing ends.
 const forever = 1 << 62
+
+// FindScenario returns the scenario block named by --scenario, or an
+// *InputError that lists the scenarios there are.
+func FindScenario(cfg *config.Config, name string) (*config.Scenario, error) {
+	sc, ok := cfg.Scenario(name)
+	if !ok {
+		return nil, inputErrorf("--scenario %q is not a scenario of the configuration (%s)", name, orNone(cfg.ScenarioNames()))
+	}
+	return sc, nil
+}
 
 func orNone(names []string) string {
 	if len(names) == 0 {

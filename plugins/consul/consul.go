@@ -124,15 +124,8 @@ func (s *settings) apiConfig() (*api.Config, error) {
 			Address: providerkit.String(s.TLS.ServerName), InsecureSkipVerify: s.TLS.InsecureSkipVerify != nil && *s.TLS.InsecureSkipVerify,
 		}
 		t := tlsfiles.Config{CAFile: cfg.TLSConfig.CAFile, CertFile: cfg.TLSConfig.CertFile, KeyFile: cfg.TLSConfig.KeyFile}
-		if (t.CertFile == "") != (t.KeyFile == "") {
-			problems = append(problems, pluginapi.Invalid("tls.cert_file", "cert_file and key_file go together: set both for mutual TLS, or neither"))
-		} else if _, err := t.Load(); err != nil {
-			var fe *tlsfiles.FileError
-			if errors.As(err, &fe) {
-				problems = append(problems, pluginapi.Invalid("tls."+fe.Attr, "%v", fe.Err))
-			} else {
-				problems = append(problems, pluginapi.Invalid("tls", "%v", err))
-			}
+		if _, err := t.Load(); err != nil {
+			problems = append(problems, providerkit.TLSProblem(err))
 		}
 	}
 	s.passingOnly = s.PassingOnly == nil || *s.PassingOnly

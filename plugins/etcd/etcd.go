@@ -131,7 +131,7 @@ func (s *settings) check() (*clientv3.Config, error) {
 		t := tlsfiles.Config{CAFile: providerkit.String(s.TLS.CAFile), CertFile: providerkit.String(s.TLS.CertFile), KeyFile: providerkit.String(s.TLS.KeyFile), ServerName: providerkit.String(s.TLS.ServerName)}
 		tc, err := t.Load()
 		if err != nil {
-			problems = append(problems, tlsProblem(err))
+			problems = append(problems, providerkit.TLSProblem(err))
 		}
 		cfg.TLS = tc
 	}
@@ -139,15 +139,6 @@ func (s *settings) check() (*clientv3.Config, error) {
 		return nil, errors.Join(problems...)
 	}
 	return cfg, nil
-}
-
-// tlsProblem names the tls block's setting a TLS error is about.
-func tlsProblem(err error) error {
-	var fe *tlsfiles.FileError
-	if errors.As(err, &fe) {
-		return pluginapi.Invalid("tls."+fe.Attr, "%v", fe.Err)
-	}
-	return pluginapi.Invalid("tls", "%v", err)
 }
 
 // Validate checks the settings without connecting: what Configure would

@@ -2,7 +2,12 @@
 // reading optional settings and the common tls block.
 package providerkit
 
-import "github.com/peervault/pvlb/pkg/pluginapi"
+import (
+	"errors"
+
+	"github.com/peervault/pvlb/pkg/pluginapi"
+	"github.com/peervault/pvlb/pkg/tlsfiles"
+)
 
 // String is an optional string setting's value, "" when unset.
 func String(p *string) string {
@@ -31,4 +36,14 @@ func TLSBlock(description string, extra ...pluginapi.Attribute) pluginapi.Block 
 		{Name: "server_name", Type: pluginapi.String, Description: "name to verify in the server's certificate"},
 	}
 	return pluginapi.Block{Name: "tls", Description: description, Schema: pluginapi.Schema{Attributes: append(attrs, extra...)}}
+}
+
+// TLSProblem names the tls block's setting a tlsfiles error is about, as
+// a pluginapi.Problem: "tls.ca_file" or "tls.cert_file", else the block.
+func TLSProblem(err error) error {
+	var fe *tlsfiles.FileError
+	if errors.As(err, &fe) {
+		return pluginapi.Invalid("tls."+fe.Attr, "%v", fe.Err)
+	}
+	return pluginapi.Invalid("tls", "%v", err)
 }
