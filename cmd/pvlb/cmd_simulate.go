@@ -145,11 +145,11 @@ func (c *SimulateCmd) run(a *app, cfg *config.Config, svc *config.Service, disco
 	if err != nil {
 		return nil, nil, userError{err}
 	}
-	if capacity, bounded := simCfg.Capacity(); bounded && simCfg.RPS > capacity && !c.warned {
+	if capacity, bounded := simCfg.Capacity(); bounded && simCfg.PeakRPS() > capacity && !c.warned {
 		// Said before the run, which may then take a while.
 		c.warned = true
-		fmt.Fprintf(a.stderr, "pvlb: warning: the offered load, %g requests a second, is over what the servers can answer, about %.0f a second (capacity over mean latency): queues will grow, and a server with %d waiting refuses more.\n",
-			simCfg.RPS, capacity, sim.MaxQueue)
+		fmt.Fprintf(a.stderr, "pvlb: warning: the offered load, up to %g requests a second, is over what the servers can answer, about %.0f a second (capacity over mean latency): queues will grow, and a server with %d waiting refuses more.\n",
+			simCfg.PeakRPS(), capacity, sim.MaxQueue)
 	}
 	simCfg.Logger = a.log
 	finishProgress := c.progress(a, simCfg)

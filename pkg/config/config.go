@@ -162,11 +162,34 @@ type SimulatedServer struct {
 	Capacity  *int // concurrent requests served; 0 means unlimited
 	// ErrorCode is the status of its failures (default INTERNAL).
 	ErrorCode *statuscode.Code
+	// ColdStart is how long the server answers slower after it starts
+	// (comes back up or joins discovery, and, in a scenario step, at the
+	// step's time): ColdStartSlow times slower at first (default
+	// DefaultColdStartSlow), the factor falling linearly to 1 over it.
+	ColdStart     *time.Duration
+	ColdStartSlow *float64
 	// Down, in a scenario, takes the server down (true) or brings it back;
-	// Slow makes it that many times slower than it was.
-	Down      *bool
-	Slow      *float64
-	DeclRange hcl.Range
+	// Slow makes it that many times slower than it was; Discovered false
+	// makes discovery stop reporting it (it leaves the service, its calls
+	// in flight finish) and true reports it again (it joins).
+	Down       *bool
+	Slow       *float64
+	Discovered *bool
+	DeclRange  hcl.Range
+}
+
+// Behaviour is how a simulated server behaves: what a simulation's server
+// blocks set and a scenario's steps change.
+type Behaviour struct {
+	Latency   latency.Model
+	ErrorRate float64 // share of answers that fail with ErrorCode
+	// ErrorCode is the status of its failures; zero means INTERNAL.
+	ErrorCode statuscode.Code
+	Capacity  int // requests served at once; more wait in a queue; 0 is unlimited
+	// ColdStart and ColdStartSlow are as in SimulatedServer: the server
+	// is ColdStartSlow times slower when it starts, for ColdStart.
+	ColdStart     time.Duration
+	ColdStartSlow float64
 }
 
 // Scenario is a `scenario "NAME"` block: what happens to a service's
@@ -188,8 +211,11 @@ type Scenario struct {
 // ScenarioStep is a scenario's `at "TIME"` block: what changes then.
 type ScenarioStep struct {
 	At time.Duration
-	// RPS, when not zero, is the open loop's request rate from At on.
+	// RPS, when not zero, is the open loop's request rate from At on, or
+	// from At+Ramp on when Ramp is set: the rate moves linearly from what
+	// it was to RPS over Ramp.
 	RPS       float64
+	Ramp      time.Duration
 	Servers   []*SimulatedServer // latency, error_rate and down
 	DeclRange hcl.Range
 }

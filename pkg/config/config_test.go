@@ -733,6 +733,12 @@ service "svc" { discovery = discovery.static.s }
 		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `at "1s" {` + "\n" + `server "server1" { error_code = "UNAVAILBLE" }` + "\n}\n}": `Did you mean "UNAVAILABLE"?`,
 		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `concurrency = 4` + "\n" + `at "1s" {` + "\n" + `rps = 5` + "\n}\n}":             "a step's rps needs an open loop",
 		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `at "1s" {` + "\n" + `server "server1" { slow = 0 }` + "\n}\n}":                  "slow must be from 0.001 to 1000",
+
+		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `at "1s" {` + "\n" + `ramp = "5s"` + "\n}\n}":                              "ramp is how long the offered load takes to move to this step's rps; set rps too",
+		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `at "1s" {` + "\n" + `server "server1" { discovered = true }` + "\n}\n}":   `"server1" is still discovered at 1s`,
+		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `at "1s" {` + "\n" + `server "server1" { cold_start_slow = 4 }` + "\n}\n}": "set cold_start too",
+		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `at "1s" {` + "\n" + `server "server1" { cold_start = "0s" }` + "\n}\n}":   "cold_start must be positive",
+		`simulation "svc" {` + "\n" + `server "*" { discovered = false }` + "\n}":                                                       `An argument named "discovered" is not expected here.`,
 	} {
 		_, diags := load(t, base+src)
 		var all strings.Builder
@@ -741,6 +747,11 @@ service "svc" { discovery = discovery.static.s }
 		}
 		if !diags.HasErrors() || !strings.Contains(all.String(), want) {
 			t.Errorf("%s: %v, want %q", src, diags, want)
+		}
+		for _, d := range diags {
+			if d.Subject == nil || d.Subject.Start.Line < 6 {
+				t.Errorf("%s: %q is not located in the scenario: %v", src, d.Summary, d.Subject)
+			}
 		}
 	}
 }

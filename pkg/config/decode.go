@@ -384,7 +384,7 @@ var simulationSchema = &hcl.BodySchema{
 }
 
 var simulatedServerSchema = &hcl.BodySchema{
-	Attributes: []hcl.AttributeSchema{{Name: "latency"}, {Name: "error_rate"}, {Name: "error_code"}, {Name: "capacity"}},
+	Attributes: []hcl.AttributeSchema{{Name: "latency"}, {Name: "error_rate"}, {Name: "error_code"}, {Name: "capacity"}, {Name: "cold_start"}, {Name: "cold_start_slow"}},
 }
 
 func (d *decoder) decodeSimulationBlock(block *hcl.Block) {
@@ -455,6 +455,24 @@ func (d *decoder) decodeServerBehaviour(block *hcl.Block, schema *hcl.BodySchema
 		a.float("slow", 0.001, 1000, &f)
 		s.Slow = &f
 	}
+	if _, ok := content.Attributes["discovered"]; ok {
+		var discovered bool
+		a.bool("discovered", &discovered)
+		s.Discovered = &discovered
+	}
+	if _, ok := content.Attributes["cold_start"]; ok {
+		var d time.Duration
+		a.duration("cold_start", false, &d)
+		s.ColdStart = &d
+	}
+	if attr, ok := content.Attributes["cold_start_slow"]; ok {
+		var f float64
+		a.float("cold_start_slow", 1, 1000, &f)
+		s.ColdStartSlow = &f
+		if content.Attributes["cold_start"] == nil {
+			a.errorf(attr.Range, "Cold start without a length", "cold_start_slow is how much slower the server is when a cold start begins; set cold_start too, how long it lasts, like cold_start = \"30s\".")
+		}
+	}
 	var codeName string
 	if attr, ok := a.decode("error_code", &codeName); ok {
 		code, known := statuscode.Parse(codeName)
@@ -481,12 +499,12 @@ var scenarioSchema = &hcl.BodySchema{
 }
 
 var scenarioStepSchema = &hcl.BodySchema{
-	Attributes: []hcl.AttributeSchema{{Name: "rps"}},
+	Attributes: []hcl.AttributeSchema{{Name: "rps"}, {Name: "ramp"}},
 	Blocks:     []hcl.BlockHeaderSchema{{Type: "server", LabelNames: []string{"pattern"}}},
 }
 
 var scenarioServerSchema = &hcl.BodySchema{
-	Attributes: []hcl.AttributeSchema{{Name: "latency"}, {Name: "slow"}, {Name: "error_rate"}, {Name: "error_code"}, {Name: "down"}},
+	Attributes: []hcl.AttributeSchema{{Name: "latency"}, {Name: "slow"}, {Name: "error_rate"}, {Name: "error_code"}, {Name: "down"}, {Name: "discovered"}, {Name: "cold_start"}, {Name: "cold_start_slow"}},
 }
 
 func (d *decoder) decodeScenarioBlock(block *hcl.Block) {
@@ -522,7 +540,7 @@ func (d *decoder) decodeScenarioBlock(block *hcl.Block) {
 		}
 	}
 	d.merge(a)
-	down := map[string]bool{}
+	down, gone := map[string]bool{}, map[string]bool{}
 	var last time.Duration
 	for _, sb := range content.Blocks.OfType("at") {
 		at, err := time.ParseDuration(sb.Labels[0])
@@ -536,14 +554,20 @@ func (d *decoder) decodeScenarioBlock(block *hcl.Block) {
 		last = at
 		step := &ScenarioStep{At: at, DeclRange: sb.DefRange}
 		stepContent := d.content(sb.Body, scenarioStepSchema)
+		sa := d.attrs(stepContent)
 		if attr, ok := stepContent.Attributes["rps"]; ok {
-			sa := d.attrs(stepContent)
 			sa.float("rps", 0.001, 10_000_000, &step.RPS)
 			if sc.Concurrency > 0 {
 				sa.errorf(attr.Range, "Rate in a closed loop", "A scenario with concurrency keeps that many requests in flight; a step's rps needs an open loop: set rps at the scenario's top instead of concurrency.")
 			}
-			d.merge(sa)
 		}
+		if attr, ok := stepContent.Attributes["ramp"]; ok {
+			sa.duration("ramp", false, &step.Ramp)
+			if stepContent.Attributes["rps"] == nil {
+				sa.errorf(attr.Range, "Ramp without a rate", "ramp is how long the offered load takes to move to this step's rps; set rps too, like rps = 5000.")
+			}
+		}
+		d.merge(sa)
 		for _, srvBlock := range stepContent.Blocks.OfType("server") {
 			srv := d.decodeServerBehaviour(srvBlock, scenarioServerSchema)
 			if srv == nil {
@@ -554,6 +578,12 @@ func (d *decoder) decodeScenarioBlock(block *hcl.Block) {
 					d.errorf(srvBlock.DefRange, "Server is not down", "down = false brings back a server that an earlier step took down with down = true; %q is not down at %s.", srv.Pattern, at)
 				}
 				down[srv.Pattern] = *srv.Down
+			}
+			if srv.Discovered != nil {
+				if *srv.Discovered && !gone[srv.Pattern] {
+					d.errorf(srvBlock.DefRange, "Server is already discovered", "discovered = true brings back a server that an earlier step removed with discovered = false; %q is still discovered at %s. To have a server join mid-run, remove it at \"0s\" first.", srv.Pattern, at)
+				}
+				gone[srv.Pattern] = !*srv.Discovered
 			}
 			step.Servers = append(step.Servers, srv)
 			if svc != nil && svc.Discovery != nil && svc.Discovery.Kind == StaticKind && !srv.matchesAny(svc.Discovery.Endpoints) {
@@ -574,21 +604,40 @@ func (s *SimulatedServer) Matches(id string) bool {
 	return ok
 }
 
+// SetsBehaviour reports whether the block sets how the server behaves, as
+// opposed to only taking it down, or out of discovery, or back.
+func (s *SimulatedServer) SetsBehaviour() bool {
+	return s.Latency != nil || s.Slow != nil || s.ErrorRate != nil || s.ErrorCode != nil || s.Capacity != nil || s.ColdStart != nil || s.ColdStartSlow != nil
+}
+
 // ApplyTo sets what the block sets, leaving the rest as it is.
-func (s *SimulatedServer) ApplyTo(model *latency.Model, errorRate *float64, errorCode *statuscode.Code, capacity *int) {
+func (s *SimulatedServer) ApplyTo(b *Behaviour) {
 	if s.Latency != nil {
-		*model = *s.Latency
+		b.Latency = *s.Latency
+	}
+	if s.Slow != nil {
+		b.Latency = b.Latency.Scale(*s.Slow)
 	}
 	if s.ErrorRate != nil {
-		*errorRate = *s.ErrorRate
+		b.ErrorRate = *s.ErrorRate
 	}
 	if s.ErrorCode != nil {
-		*errorCode = *s.ErrorCode
+		b.ErrorCode = *s.ErrorCode
 	}
 	if s.Capacity != nil {
-		*capacity = *s.Capacity
+		b.Capacity = *s.Capacity
+	}
+	if s.ColdStart != nil {
+		b.ColdStart, b.ColdStartSlow = *s.ColdStart, DefaultColdStartSlow
+	}
+	if s.ColdStartSlow != nil {
+		b.ColdStartSlow = *s.ColdStartSlow
 	}
 }
+
+// DefaultColdStartSlow is how many times slower a server is when a cold
+// start begins, unless cold_start_slow says.
+const DefaultColdStartSlow = 10.0
 
 func (s *SimulatedServer) matchesAny(eps []*Endpoint) bool {
 	for _, ep := range eps {

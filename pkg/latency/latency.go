@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -29,18 +30,24 @@ const (
 	// Recorded draws from Samples, latencies recorded from a real service
 	// (resampled: each draw is one of them at random).
 	Recorded
+	// Replayed takes Samples in order, starting over after the last: the
+	// recording's slow spells come back as spells.
+	Replayed
 )
 
 // Model is how long a simulated server takes to answer.
 type Model struct {
 	Kind Kind
 	A, B time.Duration
-	// Samples and Source are a Recorded model's latencies and where they
-	// were read from ("file" or "file, column").
+	// Samples and Source are a Recorded or Replayed model's latencies and
+	// where they were read from ("file" or "file, column").
 	Samples []time.Duration
 	Source  string
-	// Scaled is the factor Scale applied to a Recorded model (0: none).
+	// Scaled is the factor Scale applied to Samples (0: none).
 	Scaled float64
+	// next is where a Replayed model's Sample is in Samples, shared by
+	// the model's copies (a demo server's handlers).
+	next *atomic.Uint64
 }
 
 // z99 is the standard normal's 99th percentile.
@@ -52,18 +59,19 @@ var Default = Model{Kind: LogNormal, A: 10 * time.Millisecond, B: 40 * time.Mill
 // Parse reads "20ms", "fixed(20ms)", "normal(20ms, 5ms)",
 // "lognormal(20ms, 80ms)" (median, then 99th percentile), or
 // "recorded(FILE)" and "recorded(FILE, COLUMN)": latencies recorded from a
-// real service, read now (see ReadRecorded).
+// real service, read now (see ReadRecorded) and resampled, or
+// "replay(FILE[, COLUMN])": the same taken in order.
 func Parse(s string) (Model, error) {
 	s = strings.TrimSpace(s)
 	name, args, call := strings.Cut(s, "(")
-	if call && strings.TrimSpace(name) == "recorded" {
+	if fn := strings.TrimSpace(name); call && (fn == "recorded" || fn == "replay") {
 		if !strings.HasSuffix(args, ")") {
 			return Model{}, fmt.Errorf("latency %q: missing closing parenthesis", s)
 		}
 		file, column, _ := strings.Cut(strings.TrimSuffix(args, ")"), ",")
 		file, column = strings.TrimSpace(file), strings.TrimSpace(column)
 		if file == "" {
-			return Model{}, fmt.Errorf("latency %q: recorded takes a file, and for a CSV file a column: recorded(latencies.csv, took)", s)
+			return Model{}, fmt.Errorf("latency %q: %s takes a file, and for a CSV file a column: %s(latencies.csv, took)", s, fn, fn)
 		}
 		samples, err := ReadRecorded(file, column)
 		if err != nil {
@@ -72,6 +80,9 @@ func Parse(s string) (Model, error) {
 		source := file
 		if column != "" {
 			source += ", " + column
+		}
+		if fn == "replay" {
+			return Model{Kind: Replayed, Samples: samples, Source: source, next: new(atomic.Uint64)}, nil
 		}
 		return Model{Kind: Recorded, Samples: samples, Source: source}, nil
 	}
@@ -120,7 +131,7 @@ func Parse(s string) (Model, error) {
 		}
 		return Model{Kind: LogNormal, A: durs[0], B: durs[1]}, nil
 	}
-	return Model{}, fmt.Errorf("latency %q: unknown distribution %q (want fixed, normal, lognormal or recorded)", s, name)
+	return Model{}, fmt.Errorf("latency %q: unknown distribution %q (want fixed, normal, lognormal, recorded or replay)", s, name)
 }
 
 func parsePositiveDuration(s string) (time.Duration, error) {
@@ -139,7 +150,8 @@ func parsePositiveDuration(s string) (time.Duration, error) {
 func (m Model) Scale(f float64) Model {
 	scale := func(d time.Duration) time.Duration { return time.Duration(float64(d) * f) }
 	out := Model{Kind: m.Kind, A: scale(m.A), B: scale(m.B), Source: m.Source}
-	if m.Kind == Recorded {
+	if m.Kind == Recorded || m.Kind == Replayed {
+		out.next = new(atomic.Uint64)
 		out.Samples = make([]time.Duration, len(m.Samples))
 		for i, d := range m.Samples {
 			out.Samples[i] = scale(d)
@@ -153,7 +165,7 @@ func (m Model) Scale(f float64) Model {
 // aside).
 func (m Model) Mean() time.Duration {
 	switch m.Kind {
-	case Recorded:
+	case Recorded, Replayed:
 		var sum float64
 		for _, d := range m.Samples {
 			sum += float64(d)
@@ -172,11 +184,15 @@ func (m Model) String() string {
 		return fmt.Sprintf("normal(%s, %s)", m.A, m.B)
 	case LogNormal:
 		return fmt.Sprintf("lognormal(%s, %s)", m.A, m.B)
-	case Recorded:
-		if m.Scaled != 0 {
-			return fmt.Sprintf("recorded(%s) × %g", m.Source, m.Scaled)
+	case Recorded, Replayed:
+		fn := "recorded"
+		if m.Kind == Replayed {
+			fn = "replay"
 		}
-		return fmt.Sprintf("recorded(%s)", m.Source)
+		if m.Scaled != 0 {
+			return fmt.Sprintf("%s(%s) × %g", fn, m.Source, m.Scaled)
+		}
+		return fmt.Sprintf("%s(%s)", fn, m.Source)
 	}
 	return m.A.String()
 }
@@ -187,11 +203,16 @@ type Sampler struct {
 	a       float64
 	sigma   float64
 	samples []time.Duration
+	next    *atomic.Uint64
 }
 
-// Sampler returns a sampler for the model.
+// Sampler returns a sampler for the model; a Replayed model's starts at
+// the first sample.
 func (m Model) Sampler() Sampler {
 	s := Sampler{kind: m.Kind, a: float64(m.A), samples: m.Samples}
+	if m.Kind == Replayed {
+		s.next = new(atomic.Uint64)
+	}
 	switch m.Kind {
 	case Normal:
 		s.sigma = float64(m.B)
@@ -210,13 +231,20 @@ func (s Sampler) Sample(r *rand.Rand) int64 {
 		return int64(s.a * math.Exp(s.sigma*r.NormFloat64()))
 	case Recorded:
 		return int64(s.samples[r.IntN(len(s.samples))])
+	case Replayed:
+		return int64(s.samples[(s.next.Add(1)-1)%uint64(len(s.samples))])
 	}
 	return int64(s.a)
 }
 
-// Sample draws one latency from the model.
+// Sample draws one latency from the model; a Replayed model's copies
+// share their place in the samples.
 func (m Model) Sample(r *rand.Rand) time.Duration {
-	return time.Duration(m.Sampler().Sample(r))
+	sampler := m.Sampler()
+	if m.next != nil {
+		sampler.next = m.next
+	}
+	return time.Duration(sampler.Sample(r))
 }
 
 // MaxRecorded bounds the samples ReadRecorded keeps.

@@ -72,6 +72,20 @@ func TestRecorded(t *testing.T) {
 	if slow := m.Scale(2); slow.Samples[0] != 24*time.Millisecond || !strings.HasSuffix(slow.String(), ") × 2") || m.Samples[0] != 12*time.Millisecond {
 		t.Errorf("scaled: %v, %q (the original %v must not change)", slow.Samples[0], slow.String(), m.Samples[0])
 	}
+	replay, err := Parse("replay(" + plain + ")")
+	if err != nil || replay.Kind != Replayed || !strings.HasPrefix(replay.String(), "replay(") {
+		t.Fatalf("replay: %v, %v", replay, err)
+	}
+	// In order, starting over after the last; copies of the model share
+	// their place, a sampler has its own.
+	copied := replay
+	got := []time.Duration{replay.Sample(r), copied.Sample(r), replay.Sample(r), copied.Sample(r)}
+	if want := append(want[:3:3], want[0]); !reflect.DeepEqual(got, want) {
+		t.Errorf("replayed %v, want %v", got, want)
+	}
+	if fresh := replay.Sampler(); time.Duration(fresh.Sample(r)) != want[0] {
+		t.Error("a new sampler does not start at the first sample")
+	}
 	c, err := Parse("recorded(" + csv + ", took_ms)")
 	if err != nil || !reflect.DeepEqual(c.Samples, []time.Duration{10 * time.Millisecond, 30 * time.Millisecond}) {
 		t.Fatalf("csv: %v, %v", c.Samples, err)

@@ -68,3 +68,18 @@ func (h *histogram) quantile(q float64) time.Duration {
 	}
 	return time.Duration(h.max)
 }
+
+// merge adds o's counts to h's.
+func (h *histogram) merge(o *histogram) {
+	if o.total == 0 {
+		return
+	}
+	if h.counts == nil {
+		h.counts = make([]uint32, histBuckets)
+	}
+	for i, c := range o.counts {
+		h.counts[i] += c
+	}
+	h.total += o.total
+	h.max = max(h.max, o.max)
+}

@@ -86,9 +86,6 @@ func Assemble(cfg *config.Config, svc *config.Service, discovered []lb.EndpointS
 		scenario = sc
 		if o.Requests == 0 {
 			out.Requests = sc.Requests
-			if sc.Duration > 0 {
-				out.Requests = requestsOver(sc)
-			}
 		}
 		if o.RPS == 0 && o.Concurrency == 0 {
 			out.RPS, out.Concurrency = sc.RPS, sc.Concurrency
@@ -125,13 +122,13 @@ func Assemble(cfg *config.Config, svc *config.Service, discovered []lb.EndpointS
 	for _, spec := range discovered {
 		index[spec.ID] = len(out.Servers)
 		ids = append(ids, spec.ID)
-		out.Servers = append(out.Servers, Server{EndpointSpec: spec, Latency: latency.Default})
+		out.Servers = append(out.Servers, Server{EndpointSpec: spec, Behaviour: config.Behaviour{Latency: latency.Default}})
 	}
 	if simulation, ok := cfg.Simulation(svc.Name); ok {
 		for i := range out.Servers {
 			for _, b := range simulation.Servers {
 				if b.Matches(out.Servers[i].ID) {
-					b.ApplyTo(&out.Servers[i].Latency, &out.Servers[i].ErrorRate, &out.Servers[i].ErrorCode, &out.Servers[i].Capacity)
+					b.ApplyTo(&out.Servers[i].Behaviour)
 				}
 			}
 		}
@@ -194,6 +191,9 @@ func Assemble(cfg *config.Config, svc *config.Service, discovered []lb.EndpointS
 	}
 	if scenario != nil {
 		applyScenario(out, scenario)
+		if o.Requests == 0 && scenario.Duration > 0 && out.RPS > 0 {
+			out.Requests = RequestsOver(out.RPS, out.RateChanges, scenario.Duration)
+		}
 	}
 	for _, v := range o.Down {
 		outage, err := ParseOutage(v)
@@ -215,44 +215,36 @@ func Assemble(cfg *config.Config, svc *config.Service, discovered []lb.EndpointS
 const DefaultRequests = 10_000
 
 // applyScenario turns a scenario's steps into the run's timed changes:
-// latency and error-rate changes, and outages from each down = true to the
-// down = false that ends it (or the end of the run).
+// rate changes, each server's behaviour from each step on, discovery's
+// removals and returns, cold starts, and outages from each down = true to
+// the down = false that ends it (or the end of the run).
 func applyScenario(out *Config, sc *config.Scenario) {
+	out.Scenario = sc.Name
 	downSince := map[string]time.Duration{}
-	models := map[string]latency.Model{}
-	rates := map[string]float64{}
+	behaviour := map[string]config.Behaviour{}
 	for _, srv := range out.Servers {
-		models[srv.ID], rates[srv.ID] = srv.Latency, srv.ErrorRate
+		behaviour[srv.ID] = srv.Behaviour
 	}
 	for _, step := range sc.Steps {
 		if step.RPS > 0 {
-			out.RateChanges = append(out.RateChanges, RateChange{At: step.At, RPS: step.RPS})
+			out.RateChanges = append(out.RateChanges, RateChange{At: step.At, RPS: step.RPS, Ramp: step.Ramp})
 		}
 		for _, b := range step.Servers {
 			for _, srv := range out.Servers {
 				if !b.Matches(srv.ID) {
 					continue
 				}
-				if b.Latency != nil || b.Slow != nil {
-					m := models[srv.ID]
-					if b.Latency != nil {
-						m = *b.Latency
-					}
-					if b.Slow != nil {
-						m = m.Scale(*b.Slow)
-					}
-					models[srv.ID] = m
-					out.LatencyChanges = append(out.LatencyChanges, LatencyChange{Server: srv.ID, At: step.At, Latency: m})
+				ch := Change{Server: srv.ID, At: step.At, Discovered: b.Discovered}
+				if b.SetsBehaviour() {
+					now := behaviour[srv.ID]
+					b.ApplyTo(&now)
+					behaviour[srv.ID] = now
+					ch.Behaviour = &now
 				}
-				if b.ErrorRate != nil || b.ErrorCode != nil {
-					if b.ErrorRate != nil {
-						rates[srv.ID] = *b.ErrorRate
-					}
-					ec := ErrorRateChange{Server: srv.ID, At: step.At, ErrorRate: rates[srv.ID]}
-					if b.ErrorCode != nil {
-						ec.ErrorCode = *b.ErrorCode
-					}
-					out.ErrorRateChanges = append(out.ErrorRateChanges, ec)
+				// Coming back up or joining starts a cold start anyway.
+				ch.ColdStart = b.ColdStart != nil && b.Down == nil && b.Discovered == nil
+				if ch.Behaviour != nil || ch.Discovered != nil || ch.ColdStart {
+					out.Changes = append(out.Changes, ch)
 				}
 				if b.Down != nil {
 					since, isDown := downSince[srv.ID]
@@ -273,23 +265,6 @@ func applyScenario(out *Config, sc *config.Scenario) {
 		out.Outages = append(out.Outages, Outage{Server: id, From: since, To: forever})
 	}
 	slices.SortFunc(out.Outages, func(a, b Outage) int { return strings.Compare(a.Server, b.Server) })
-}
-
-// requestsOver is how many requests a scenario's rates send over its
-// duration: each rate over the time until the next step's, or the end.
-func requestsOver(sc *config.Scenario) int {
-	var n float64
-	rate, from := sc.RPS, time.Duration(0)
-	for _, step := range sc.Steps {
-		if step.RPS == 0 {
-			continue
-		}
-		until := min(step.At, sc.Duration)
-		n += rate * max(until-from, 0).Seconds()
-		rate, from = step.RPS, max(from, until)
-	}
-	n += rate * max(sc.Duration-from, 0).Seconds()
-	return max(1, int(math.Round(n)))
 }
 
 // forever ends an outage that nothing ends.

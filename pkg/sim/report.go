@@ -13,6 +13,7 @@ type Report struct {
 	Strategy string `json:"strategy"`
 	// StrategyName is the strategy block's name, when one was used.
 	StrategyName string  `json:"strategy_name,omitempty"`
+	Scenario     string  `json:"scenario,omitempty"`
 	Seed         uint64  `json:"seed"`
 	RPS          float64 `json:"rps,omitempty"`
 	Concurrency  int     `json:"concurrency,omitempty"`
@@ -32,12 +33,40 @@ type Report struct {
 	// (MaxQueue).
 	Dropped int `json:"dropped,omitempty"`
 
-	SimulatedTime Millis         `json:"simulated_time_ms"`
-	Throughput    float64        `json:"throughput_rps"` // successes per simulated second
-	Latency       Percentiles    `json:"latency"`        // end to end, successful requests
-	Servers       []ServerReport `json:"servers"`
-	Events        []Event        `json:"events"`
+	SimulatedTime Millis      `json:"simulated_time_ms"`
+	Throughput    float64     `json:"throughput_rps"` // successes per simulated second
+	Latency       Percentiles `json:"latency"`        // end to end, successful requests
+	// LatencyCDF is the same distribution at CDFQuantiles.
+	LatencyCDF []CDFPoint     `json:"latency_cdf"`
+	Servers    []ServerReport `json:"servers"`
+	Events     []Event        `json:"events"`
+	Timeline   Timeline       `json:"timeline"`
+	Load       []OfferedLoad  `json:"offered_load,omitempty"`
 }
+
+// CDFPoint is one quantile of a latency distribution.
+type CDFPoint struct {
+	Quantile float64 `json:"q"`
+	Latency  Millis  `json:"ms"`
+}
+
+// OfferedLoad is a point of an open loop's offered rate over time, linear
+// between points (two at one time make a step) and constant after the
+// last.
+type OfferedLoad struct {
+	At  Millis  `json:"at_ms"`
+	RPS float64 `json:"rps"`
+}
+
+// CDFQuantiles are where Report.LatencyCDF samples the distribution: every
+// percent, then finer into the tail.
+var CDFQuantiles = func() []float64 {
+	var q []float64
+	for i := 1; i <= 99; i++ {
+		q = append(q, float64(i)/100)
+	}
+	return append(q, 0.995, 0.999, 0.9995, 0.9999, 1)
+}()
 
 // ServerReport is one server's part of a Report.
 type ServerReport struct {
@@ -60,8 +89,8 @@ type ServerReport struct {
 	// LatencyEWMA is the balancer's moving average of the server's
 	// latency at the end of the run.
 	LatencyEWMA Millis `json:"latency_ewma_ms"`
-	// Timeline counts attempts per Config.TimelineStep, when set.
-	Timeline []int `json:"timeline,omitempty"`
+	// Timeline counts attempts per step of Report.Timeline.
+	Timeline []int `json:"timeline"`
 }
 
 // Percentiles summarises a latency distribution.
@@ -145,7 +174,20 @@ func (s *simulation) report() *Report {
 		SimulatedTime: Millis(s.now),
 		Latency:       percentiles(&s.latency),
 		Events:        s.log,
+		Scenario:      s.cfg.Scenario,
 	}
+	if s.latency.total > 0 {
+		for _, q := range CDFQuantiles {
+			r.LatencyCDF = append(r.LatencyCDF, CDFPoint{Quantile: q, Latency: Millis(s.latency.quantile(q))})
+		}
+	}
+	if s.cfg.RPS > 0 {
+		for _, p := range s.load.points {
+			r.Load = append(r.Load, OfferedLoad{At: Millis(p.t), RPS: p.rps})
+		}
+	}
+	timeline, attempts := s.timeline.series(s.now)
+	r.Timeline = timeline
 	if s.now > 0 {
 		r.Throughput = float64(s.succeeded) / time.Duration(s.now).Seconds()
 	}
@@ -166,7 +208,7 @@ func (s *simulation) report() *Report {
 			PeakInFlight: sv.peak,
 			FinalHealth:  s.health(int32(idx)),
 			Outcomes:     s.outcomes(int32(idx)),
-			Timeline:     sv.timeline,
+			Timeline:     attempts[idx],
 		}
 		sr.LatencyEWMA = Millis(sr.Outcomes.LatencyEWMA)
 		if totalAttempts > 0 {

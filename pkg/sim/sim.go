@@ -16,6 +16,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/peervault/pvlb/pkg/config"
 	"github.com/peervault/pvlb/pkg/latency"
 	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/policy"
@@ -26,11 +27,7 @@ import (
 // health too), and how it behaves.
 type Server struct {
 	lb.EndpointSpec
-	Latency   latency.Model
-	ErrorRate float64 // share of answers that fail with ErrorCode
-	// ErrorCode is the status of its failures; zero means ServerErrorCode.
-	ErrorCode statuscode.Code
-	Capacity  int // requests served at once; more wait in a queue; 0 is unlimited
+	config.Behaviour
 }
 
 // Outage takes a server down from From to To after the start: its
@@ -40,28 +37,26 @@ type Outage struct {
 	From, To time.Duration
 }
 
-// LatencyChange gives a server a new latency model from At on, as when a
-// slow server recovers or a fast one degrades.
-type LatencyChange struct {
-	Server  string
-	At      time.Duration
-	Latency latency.Model
+// Change is what happens to one server at At, as a scenario's step says.
+type Change struct {
+	Server string
+	At     time.Duration
+	// Behaviour, when set, is how the server behaves from At on.
+	Behaviour *config.Behaviour
+	// Discovered, when set, makes discovery stop reporting the server
+	// (false: it leaves every client's balancer; its calls in flight
+	// finish) or report it again (true: it joins).
+	Discovered *bool
+	// ColdStart starts a cold start at At, as the behaviour describes it.
+	ColdStart bool
 }
 
-// ErrorRateChange gives a server a new error rate from At on, as when it
-// starts failing, or stops, and the status of its failures (zero keeps
-// the one it had).
-type ErrorRateChange struct {
-	Server    string
-	At        time.Duration
-	ErrorRate float64
-	ErrorCode statuscode.Code
-}
-
-// RateChange sets an open-loop run's request rate from At on.
+// RateChange sets an open-loop run's request rate from At on: at once, or
+// moving linearly from the rate before to RPS over Ramp.
 type RateChange struct {
-	At  time.Duration
-	RPS float64
+	At   time.Duration
+	RPS  float64
+	Ramp time.Duration
 }
 
 // Config describes one simulation run.
@@ -72,6 +67,8 @@ type Config struct {
 	// StrategyName is the name of the strategy block Balancer's strategy
 	// comes from, for the report; empty for a kind's defaults.
 	StrategyName string
+	// Scenario names the scenario the run follows, for the report.
+	Scenario string
 	// Health is the service's health checking; a zero Interval runs no
 	// checks.
 	Health policy.HealthCheck
@@ -94,15 +91,15 @@ type Config struct {
 	// one of them at random. Zero means one.
 	Clients int
 	Outages []Outage
-	// LatencyChanges change servers' latency models during the run, and
-	// ErrorRateChanges their error rates.
-	LatencyChanges   []LatencyChange
-	ErrorRateChanges []ErrorRateChange
-	// RateChanges change an open-loop run's request rate.
+	// Changes change servers during the run, in time order per server.
+	Changes []Change
+	// RateChanges change an open-loop run's request rate, in time order.
 	RateChanges []RateChange
 	Seed        uint64
-	// TimelineStep, when positive, counts each server's attempts per step
-	// of simulated time, for shares over time (Report's timelines).
+	// TimelineStep fixes the step of the report's time series. Zero
+	// starts at MinTimelineStep and doubles it whenever the series would
+	// pass MaxTimelinePoints, so that a run of any length gives between
+	// half that and that many points.
 	TimelineStep time.Duration
 	// Progress, when set, is called now and then with the number of
 	// requests finished so far.
@@ -146,31 +143,25 @@ func (c *Config) validate() error {
 			return fmt.Errorf("outage of %s: it must end (%s) after it starts (%s)", o.Server, o.To, o.From)
 		}
 	}
-	for _, lc := range c.LatencyChanges {
-		if !ids[lc.Server] {
-			return fmt.Errorf("latency change of unknown server %q", lc.Server)
-		}
-		if lc.At < 0 {
-			return fmt.Errorf("latency change of %s: at %s is before the start", lc.Server, lc.At)
+	for _, ch := range c.Changes {
+		switch {
+		case !ids[ch.Server]:
+			return fmt.Errorf("change of unknown server %q", ch.Server)
+		case ch.At < 0:
+			return fmt.Errorf("change of %s: at %s is before the start", ch.Server, ch.At)
+		case ch.Behaviour != nil && (ch.Behaviour.ErrorRate < 0 || ch.Behaviour.ErrorRate > 1):
+			return fmt.Errorf("change of %s: error rate %v is outside 0-1", ch.Server, ch.Behaviour.ErrorRate)
 		}
 	}
+	var last time.Duration
 	for _, rc := range c.RateChanges {
 		switch {
 		case c.RPS == 0:
 			return errors.New("a request rate change needs an open-loop run (a request rate, not a concurrency)")
-		case rc.At < 0 || !(rc.RPS > 0):
-			return fmt.Errorf("rate change at %s to %v: want a time from the start and a positive rate", rc.At, rc.RPS)
+		case rc.At < last || !(rc.RPS > 0) || math.IsInf(rc.RPS, 0) || rc.Ramp < 0:
+			return fmt.Errorf("rate change at %s to %v: want times in order from the start, a positive rate and a ramp that is not negative", rc.At, rc.RPS)
 		}
-	}
-	for _, ec := range c.ErrorRateChanges {
-		switch {
-		case !ids[ec.Server]:
-			return fmt.Errorf("error rate change of unknown server %q", ec.Server)
-		case ec.At < 0:
-			return fmt.Errorf("error rate change of %s: at %s is before the start", ec.Server, ec.At)
-		case ec.ErrorRate < 0 || ec.ErrorRate > 1:
-			return fmt.Errorf("error rate change of %s: %v is outside 0-1", ec.Server, ec.ErrorRate)
-		}
+		last = rc.At
 	}
 	return nil
 }
@@ -184,8 +175,7 @@ const (
 	evHealthCheck
 	evOutageStart
 	evOutageEnd
-	evLatencyChange
-	evErrorRateChange
+	evChange
 	evRateChange
 )
 
@@ -222,16 +212,19 @@ const maxAttempts = 11
 
 type server struct {
 	Server
-	sample   latency.Sampler
-	down     bool
-	busy     int
-	queue    []int32 // FIFO of waiting request slots
-	checks   lb.HealthRun
-	attempts int
-	errors   int
-	peak     int
-	hist     histogram
-	timeline []int // attempts per TimelineStep
+	sample latency.Sampler
+	down   bool
+	// absent: discovery does not report it (a scenario removed it).
+	absent bool
+	// coldUntil is when its cold start ends; before, it is slower.
+	coldUntil int64
+	busy      int
+	queue     []int32 // FIFO of waiting request slots
+	checks    lb.HealthRun
+	attempts  int
+	errors    int
+	peak      int
+	hist      histogram
 }
 
 // client is one application instance's balancer over the servers.
@@ -249,7 +242,7 @@ type simulation struct {
 	cfg     Config
 	clients []*client
 	rng     *rand.Rand // arrivals, sessions and which client sends
-	rate    float64    // the open loop's requests per second now
+	load    *load      // the open loop's offered rate over time
 	// draw gives each attempt of each request its own random numbers
 	// (service time, error, backoff jitter), keyed by request and attempt
 	// and reseeded each time, so that every strategy run on the same seed
@@ -265,6 +258,7 @@ type simulation struct {
 	free     []int32
 	sessions []context.Context
 	scratch  []*lb.Endpoint // the current request's tried endpoints, for a pick
+	timeline *timeline
 
 	issued, done, succeeded, failed, retries, recovered, noHealthy, dropped int
 	latency                                                                 histogram
@@ -327,13 +321,13 @@ func RunContext(ctx context.Context, cfg Config) (*Report, error) {
 	for i := range cfg.Sessions {
 		s.sessions = append(s.sessions, lb.WithSession(context.Background(), fmt.Sprintf("session-%d", i)))
 	}
-	for i, lc := range cfg.LatencyChanges {
-		s.schedule(int64(lc.At), evLatencyChange, s.serverIndex(lc.Server), uint32(i))
+	s.timeline = newTimeline(cfg.TimelineStep, len(s.servers))
+	// Changes go first, so that a server a scenario removes at 0s is gone
+	// before the first request.
+	for i, ch := range cfg.Changes {
+		s.schedule(int64(ch.At), evChange, s.serverIndex(ch.Server), uint32(i))
 	}
-	for i, ec := range cfg.ErrorRateChanges {
-		s.schedule(int64(ec.At), evErrorRateChange, s.serverIndex(ec.Server), uint32(i))
-	}
-	s.rate = cfg.RPS
+	s.load = newLoad(cfg.RPS, cfg.RateChanges)
 	for i, rc := range cfg.RateChanges {
 		s.schedule(int64(rc.At), evRateChange, 0, uint32(i))
 	}
@@ -384,8 +378,7 @@ func (s *simulation) loop(ctx context.Context) error {
 		case evArrival:
 			s.startRequest()
 			if s.issued < s.cfg.Requests {
-				gap := s.rng.ExpFloat64() / s.rate * float64(time.Second)
-				s.schedule(s.now+int64(gap), evArrival, 0, 0)
+				s.schedule(s.load.next(s.now, s.rng), evArrival, 0, 0)
 			}
 		case evAttemptDone:
 			s.attemptDone(ev.target, ev.token)
@@ -398,24 +391,16 @@ func (s *simulation) loop(ctx context.Context) error {
 		case evOutageEnd:
 			s.servers[ev.target].down = false
 			s.note(ev.target, "back up")
-		case evLatencyChange:
-			lc := s.cfg.LatencyChanges[ev.token]
-			sv := s.servers[ev.target]
-			sv.Latency, sv.sample = lc.Latency, lc.Latency.Sampler()
-			s.note(ev.target, "latency now "+lc.Latency.String())
-		case evErrorRateChange:
-			ec := s.cfg.ErrorRateChanges[ev.token]
-			sv := s.servers[ev.target]
-			sv.ErrorRate = ec.ErrorRate
-			what := fmt.Sprintf("error rate now %g", ec.ErrorRate)
-			if ec.ErrorCode != statuscode.OK {
-				sv.ErrorCode = ec.ErrorCode
-				what += " (" + ec.ErrorCode.String() + ")"
-			}
-			s.note(ev.target, what)
+			s.startCold(ev.target)
+		case evChange:
+			s.change(ev.target, &s.cfg.Changes[ev.token])
 		case evRateChange:
-			s.rate = s.cfg.RateChanges[ev.token].RPS
-			s.log = append(s.log, Event{At: time.Duration(s.now), Server: "(all)", What: fmt.Sprintf("offered load now %g requests a second", s.rate)})
+			rc := s.cfg.RateChanges[ev.token]
+			what := fmt.Sprintf("offered load now %g requests a second", rc.RPS)
+			if rc.Ramp > 0 {
+				what = fmt.Sprintf("offered load ramps to %g requests a second over %s", rc.RPS, rc.Ramp)
+			}
+			s.log = append(s.log, Event{At: time.Duration(s.now), Server: "(all)", What: what})
 		}
 	}
 	return nil
@@ -468,13 +453,7 @@ func (s *simulation) attempt(slot int32) {
 	r.tries++
 	sv := s.servers[idx]
 	sv.attempts++
-	if step := int64(s.cfg.TimelineStep); step > 0 {
-		b := int(s.now / step)
-		for len(sv.timeline) <= b {
-			sv.timeline = append(sv.timeline, 0)
-		}
-		sv.timeline[b]++
-	}
+	s.timeline.attempt(s.now, idx)
 	r.server, r.attemptStart = idx, s.now
 	r.token++
 	if sv.down { // connection refused
@@ -487,6 +466,9 @@ func (s *simulation) attempt(slot int32) {
 	}
 	d := s.stream(r.id, r.attempts)
 	r.service = sv.sample.Sample(d)
+	if s.now < sv.coldUntil {
+		r.service = int64(float64(r.service) * sv.coldFactor(s.now))
+	}
 	r.fails = sv.ErrorRate > 0 && d.Float64() < sv.ErrorRate
 	if sv.Capacity == 0 || sv.busy < sv.Capacity {
 		sv.busy++
@@ -591,6 +573,7 @@ func (s *simulation) finish(slot int32, ok bool) {
 	if s.cfg.onFinish != nil {
 		s.cfg.onFinish(r.id, r.start, r.service)
 	}
+	s.timeline.finish(s.now, ok, s.now-r.start)
 	if ok {
 		s.succeeded++
 		s.latency.record(s.now - r.start)
@@ -667,6 +650,10 @@ func (s *simulation) setHealth(idx int32, h lb.HealthStatus) {
 func (s *simulation) healthCheck(idx int32) {
 	sv := s.servers[idx]
 	h := s.cfg.Health
+	if sv.absent { // the health checker checks what discovery reports
+		s.schedule(s.now+int64(h.Interval), evHealthCheck, idx, 0)
+		return
+	}
 	before := s.health(idx)
 	after := h.Thresholds().Observe(&sv.checks, before, !sv.down)
 	for _, c := range s.clients {
@@ -682,6 +669,82 @@ func (s *simulation) healthCheck(idx int32) {
 		}
 	}
 	s.schedule(s.now+int64(h.Interval), evHealthCheck, idx, 0)
+}
+
+// change applies a scenario's change to server idx.
+func (s *simulation) change(idx int32, ch *Change) {
+	sv := s.servers[idx]
+	if b := ch.Behaviour; b != nil {
+		if b.Latency.String() != sv.Latency.String() {
+			s.note(idx, "latency now "+b.Latency.String())
+		}
+		if b.ErrorRate != sv.ErrorRate || b.ErrorCode != sv.ErrorCode {
+			what := fmt.Sprintf("error rate now %g", b.ErrorRate)
+			if b.ErrorCode != statuscode.OK {
+				what += " (" + b.ErrorCode.String() + ")"
+			}
+			s.note(idx, what)
+		}
+		if b.Capacity != sv.Capacity {
+			s.note(idx, fmt.Sprintf("capacity now %d", b.Capacity))
+		}
+		sv.Behaviour, sv.sample = *b, b.Latency.Sampler()
+		for len(sv.queue) > 0 && (sv.Capacity == 0 || sv.busy < sv.Capacity) {
+			s.startQueued(sv)
+		}
+	}
+	if ch.Discovered != nil && *ch.Discovered == sv.absent {
+		sv.absent = !*ch.Discovered
+		s.syncDiscovery(idx)
+		if sv.absent {
+			s.note(idx, "leaves discovery")
+		} else {
+			s.note(idx, "joins discovery")
+			s.startCold(idx)
+		}
+	}
+	if ch.ColdStart {
+		s.startCold(idx)
+	}
+}
+
+// syncDiscovery gives every client the servers discovery reports, as a
+// discovery update would, after server idx joined or left.
+func (s *simulation) syncDiscovery(idx int32) {
+	specs := make([]lb.EndpointSpec, 0, len(s.servers))
+	for _, sv := range s.servers {
+		if !sv.absent {
+			specs = append(specs, sv.EndpointSpec)
+		}
+	}
+	sv := s.servers[idx]
+	sv.checks = lb.HealthRun{}
+	for _, c := range s.clients {
+		// The specs were valid when the run began; Sync cannot fail.
+		_ = c.balancer.Sync(specs)
+		if !sv.absent {
+			ep, _ := c.balancer.Endpoint(sv.ID)
+			c.eps[idx] = ep
+			c.byEP[ep] = idx
+		}
+	}
+}
+
+// startCold begins a cold start of server idx, if it has one.
+func (s *simulation) startCold(idx int32) {
+	sv := s.servers[idx]
+	if sv.ColdStart <= 0 {
+		return
+	}
+	sv.coldUntil = s.now + int64(sv.ColdStart)
+	s.note(idx, fmt.Sprintf("cold start: %g× slower, warming up over %s", sv.ColdStartSlow, sv.ColdStart))
+}
+
+// coldFactor is how many times slower the server is at now, in its cold
+// start: ColdStartSlow at its start, falling linearly to 1 at its end.
+func (sv *server) coldFactor(now int64) float64 {
+	left := float64(sv.coldUntil-now) / float64(sv.ColdStart)
+	return 1 + (sv.ColdStartSlow-1)*left
 }
 
 // MaxQueue bounds a server's queue, as a real server's is: a request that

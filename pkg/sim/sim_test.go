@@ -19,7 +19,7 @@ import (
 func servers(weights ...int) []Server {
 	out := make([]Server, len(weights))
 	for i, w := range weights {
-		out[i] = Server{EndpointSpec: lb.EndpointSpec{ID: fmt.Sprintf("server%d", i+1), Host: "127.0.0.1", Port: 50051 + i, Weight: w}, Latency: latency.Default}
+		out[i] = Server{EndpointSpec: lb.EndpointSpec{ID: fmt.Sprintf("server%d", i+1), Host: "127.0.0.1", Port: 50051 + i, Weight: w}, Behaviour: config.Behaviour{Latency: latency.Default}}
 	}
 	return out
 }
@@ -292,7 +292,7 @@ func TestOutcomesReachTheBalancer(t *testing.T) {
 func TestTenThousandServers(t *testing.T) {
 	srv := make([]Server, 10000)
 	for i := range srv {
-		srv[i] = Server{EndpointSpec: lb.EndpointSpec{ID: fmt.Sprintf("s%05d", i), Host: "10.0.0.1", Port: 1 + i}, Latency: latency.Default}
+		srv[i] = Server{EndpointSpec: lb.EndpointSpec{ID: fmt.Sprintf("s%05d", i), Host: "10.0.0.1", Port: 1 + i}, Behaviour: config.Behaviour{Latency: latency.Default}}
 		srv[i].Weight = 1
 	}
 	r := run(t, withBase(lb.RoundRobin, Config{Servers: srv, Requests: 20000, RPS: 20000, Seed: 1}))
@@ -520,7 +520,7 @@ func TestPeakEWMAGivesARecoveredServerItsShareBack(t *testing.T) {
 	srv[1].Latency, _ = latency.Parse("lognormal(100ms,300ms)")
 	const recovered = 5 * time.Second
 	c := withBase(lb.PeakEWMA, Config{Servers: srv, Requests: 40000, RPS: 1000, Seed: 1, TimelineStep: time.Second,
-		LatencyChanges: []LatencyChange{{Server: "server2", At: recovered, Latency: fast}}})
+		Changes: []Change{{Server: "server2", At: recovered, Behaviour: &config.Behaviour{Latency: fast}}}})
 	r := run(t, c)
 	share := func(second int) float64 {
 		total := 0
@@ -633,7 +633,7 @@ func TestOverloadIsBounded(t *testing.T) {
 // the new rate after, and an event at the change.
 func TestErrorRateChange(t *testing.T) {
 	c := withBase(lb.RoundRobin, Config{Servers: servers(1, 1), Requests: 20000, RPS: 1000, Seed: 5,
-		ErrorRateChanges: []ErrorRateChange{{Server: "server2", At: 10 * time.Second, ErrorRate: 0.5}}})
+		Changes: []Change{{Server: "server2", At: 10 * time.Second, Behaviour: &config.Behaviour{Latency: latency.Default, ErrorRate: 0.5}}}})
 	r := run(t, c)
 	// Half of server2's share of the second half fails: about 0.25 of 10,000.
 	if r.Failed < 2000 || r.Failed > 3000 {
@@ -703,5 +703,131 @@ scenario "steps" {
 	}
 	if r.Retries == 0 || r.Recovered == 0 {
 		t.Errorf("retries %d, recovered %d: UNAVAILABLE failures should be retried on server1", r.Retries, r.Recovered)
+	}
+}
+
+// Each kind of scenario event fires at its time: a ramp of the offered
+// load, a server joining discovery mid-run (removed at 0s) with a cold
+// start, another leaving, and a cold start of a running server.
+func TestScenarioEventsFireAtTheirTimes(t *testing.T) {
+	cfg, diags := config.NewLoader().LoadSources(map[string][]byte{"s.hcl": []byte(`
+discovery "static" "s" {
+  endpoint "server1" { address = "127.0.0.1:1" }
+  endpoint "server2" { address = "127.0.0.1:2" }
+  endpoint "server3" { address = "127.0.0.1:3" }
+}
+service "svc" { discovery = discovery.static.s }
+simulation "svc" {
+  server "*" { latency = "10ms" }
+}
+scenario "events" {
+  service  = "svc"
+  duration = "10s"
+  rps      = 500
+  at "0s" {
+    server "server3" { discovered = false }
+  }
+  at "2s" {
+    rps  = 2500
+    ramp = "4s"
+  }
+  at "4s" {
+    server "server3" {
+      discovered      = true
+      cold_start      = "2s"
+      cold_start_slow = 5
+    }
+  }
+  at "7s" {
+    server "server1" { discovered = false }
+  }
+  at "8s" {
+    server "server2" { cold_start = "1s" }
+  }
+}`)})
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	svc, _ := cfg.Service("svc")
+	c, err := Assemble(cfg, svc, svc.Discovery.Specs(), Overrides{Scenario: "events", Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 500/s for 2 s, a ramp averaging 1,500/s for 4 s, then 2,500/s.
+	if want := 1000 + 6000 + 10000; c.Requests != want {
+		t.Fatalf("requests %d, want %d", c.Requests, want)
+	}
+	c.TimelineStep = time.Second
+	var arrivals [12]int
+	c.onFinish = func(_, start, _ int64) { arrivals[start/int64(time.Second)]++ }
+	r := run(t, *c)
+	t.Logf("arrivals per second: %v", arrivals)
+	for sec, want := range []int{500, 500, 750, 1250, 1750, 2250, 2500, 2500, 2500, 2500} {
+		if got := arrivals[sec]; math.Abs(float64(got-want)) > 4*math.Sqrt(float64(want)) {
+			t.Errorf("second %d: %d arrivals, want about %d", sec, got, want)
+		}
+	}
+	s1, s3 := r.Servers[0].Timeline, r.Servers[2].Timeline
+	for sec := range 4 {
+		if s3[sec] != 0 {
+			t.Errorf("server3 took %d attempts in second %d, before it joined", s3[sec], sec)
+		}
+	}
+	if s3[5] == 0 || s1[8] != 0 || s1[6] == 0 {
+		t.Errorf("server3 %v after joining, server1 %v: want server3 busy from 4s, server1 idle from 7s", s3, s1)
+	}
+	wantEvents := []struct {
+		at     time.Duration
+		server string
+		what   string
+	}{
+		{0, "server3", "leaves discovery"},
+		{2 * time.Second, "(all)", "offered load ramps to 2500 requests a second over 4s"},
+		{4 * time.Second, "server3", "joins discovery"},
+		{4 * time.Second, "server3", "cold start: 5× slower, warming up over 2s"},
+		{7 * time.Second, "server1", "leaves discovery"},
+		{8 * time.Second, "server2", "cold start: 10× slower, warming up over 1s"},
+	}
+	for _, w := range wantEvents {
+		if !slices.ContainsFunc(r.Events, func(e Event) bool { return e.At == w.at && e.Server == w.server && e.What == w.what }) {
+			t.Errorf("no event %q for %s at %s in %v", w.what, w.server, w.at, r.Events)
+		}
+	}
+	// Round robin gives the cold server its turns: its attempts take up
+	// to 5× 10 ms at first.
+	if p := r.Servers[2].AttemptTime.Max; time.Duration(p) < 40*time.Millisecond || time.Duration(p) > 51*time.Millisecond {
+		t.Errorf("server3's slowest attempt took %s, want about 50ms when it joined cold", time.Duration(p))
+	}
+	if p := r.Servers[1].AttemptTime.Max; time.Duration(p) < 90*time.Millisecond || time.Duration(p) > 101*time.Millisecond {
+		t.Errorf("server2's slowest attempt took %s, want about 100ms in its cold start", time.Duration(p))
+	}
+	// The report's series span the run.
+	if n := len(r.Timeline.Succeeded); n < 10 || len(r.Timeline.P99) != n || len(s1) != n {
+		t.Errorf("timeline of %d points (p99 %d, server1 %d), want the run's ~10 s", n, len(r.Timeline.P99), len(s1))
+	}
+	if len(r.LatencyCDF) != len(CDFQuantiles) || len(r.Load) == 0 {
+		t.Errorf("cdf %d points, offered load %v", len(r.LatencyCDF), r.Load)
+	}
+}
+
+// Without a fixed step, a long run's series coarsens to at most
+// MaxTimelinePoints, and its counts add up.
+func TestTimelineStaysBounded(t *testing.T) {
+	r := run(t, withBase(lb.RoundRobin, Config{Servers: servers(1, 1), Requests: 200000, RPS: 1000, Seed: 1}))
+	tl := r.Timeline
+	if n := len(tl.Succeeded); n > MaxTimelinePoints || n < MaxTimelinePoints/4 {
+		t.Errorf("%d points over %s, want at most %d", n, time.Duration(r.SimulatedTime), MaxTimelinePoints)
+	}
+	sum, attempts := 0, 0
+	for i := range tl.Succeeded {
+		sum += tl.Succeeded[i] + tl.Failed[i]
+	}
+	for _, s := range r.Servers {
+		for _, a := range s.Timeline {
+			attempts += a
+		}
+	}
+	if sum != r.Requests || attempts != r.Servers[0].Requests+r.Servers[1].Requests {
+		t.Errorf("series add to %d requests and %d attempts, want %d and %d", sum, attempts, r.Requests, r.Servers[0].Requests+r.Servers[1].Requests)
 	}
 }
