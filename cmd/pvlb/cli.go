@@ -55,6 +55,9 @@ type app struct {
 	log            *slog.Logger
 	globals        *Globals
 	host           *discovery.Host // made by pluginHost on first use
+	// args are the command's arguments, for a report to say how it was
+	// made.
+	args []string
 }
 
 const description = `Client-side load balancing for gRPC services.
@@ -132,7 +135,7 @@ func MainContext(ctx context.Context, args []string, stdout, stderr io.Writer) (
 		}
 		return 1
 	}
-	a = &app{ctx: ctx, stdout: stdout, stderr: stderr, globals: &cli.Globals, log: newLogger(stderr, cli.LogLevel)}
+	a = &app{ctx: ctx, stdout: stdout, stderr: stderr, globals: &cli.Globals, log: newLogger(stderr, cli.LogLevel), args: args}
 	err = kctx.Run(a)
 	if ctx.Err() != nil && err != nil {
 		return 1 // interrupted: the shell knows why

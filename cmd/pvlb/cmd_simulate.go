@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -16,6 +17,7 @@ import (
 	"github.com/peervault/pvlb/pkg/discovery"
 	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/sim"
+	"github.com/peervault/pvlb/pkg/sim/simreport"
 )
 
 // SimulateCmd runs a service's balancer against simulated servers.
@@ -35,6 +37,7 @@ type SimulateCmd struct {
 	Clients     *int     `help:"Send from this many independent client balancers (application instances), each with its own picker state, sessions and outcomes; each request comes from one at random. Default 1."`
 	Seed        uint64   `default:"1" help:"Random seed; the same seed gives the same run."`
 	Output      string   `short:"o" default:"text" enum:"text,json" help:"Output format: ${enum}."`
+	Report      string   `placeholder:"FILE.html" type:"path" help:"Also write the run (or the comparison) as one self-contained HTML page with charts over time: requests per server, latency percentiles, the latency distribution of each strategy, the scenario's events."`
 
 	warned bool // the overload warning was given (once for --compare)
 }
@@ -120,11 +123,58 @@ func (c *SimulateCmd) Run(a *app) error {
 		Scenario: c.Scenario, Requests: requests, RPS: rps, Concurrency: concurrency, Sessions: c.Sessions, Clients: clients, Seed: c.Seed,
 		Strategy: c.Strategy, Latency: c.Latency, ErrorRate: c.ErrorRate, Capacity: c.Capacity, Down: c.Down,
 	}
+	var page *os.File
+	if c.Report != "" {
+		// Opened first: a long run is not lost to a path that cannot be
+		// written.
+		if page, err = os.Create(c.Report); err != nil {
+			return userErrorf("--report: %v", err)
+		}
+		defer func() {
+			if page != nil {
+				page.Close()
+				os.Remove(c.Report)
+			}
+		}()
+	}
+	writePage := func(runs []*sim.Report) error {
+		if page == nil {
+			return nil
+		}
+		err := simreport.Write(redacting{page}, simreport.Page{Command: commandLine(a.args), Runs: runs})
+		if cerr := page.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("--report: %w", err)
+		}
+		page = nil
+		fmt.Fprintf(a.stderr, "pvlb: wrote the report to %s\n", c.Report)
+		return nil
+	}
 	if len(c.Compare) > 0 {
-		return c.compare(a, cfg, svc, discovered, overrides)
+		results, err := c.compare(a, cfg, svc, discovered, overrides)
+		if err != nil {
+			return err
+		}
+		runs := make([]*sim.Report, len(results))
+		for i, r := range results {
+			runs[i] = r.Report
+		}
+		if err := writePage(runs); err != nil {
+			return err
+		}
+		if c.Output == "json" {
+			return writeJSON(a.stdout, map[string]any{"comparison": results})
+		}
+		writeComparison(a.stdout, results)
+		return nil
 	}
 	report, simCfg, err := c.run(a, cfg, svc, discovered, overrides)
 	if err != nil {
+		return err
+	}
+	if err := writePage([]*sim.Report{report}); err != nil {
 		return err
 	}
 	for _, o := range simCfg.Outages {
@@ -173,9 +223,9 @@ type compared struct {
 }
 
 // compare runs the same traffic through each strategy of --compare.
-func (c *SimulateCmd) compare(a *app, cfg *config.Config, svc *config.Service, discovered []lb.EndpointSpec, o sim.Overrides) error {
+func (c *SimulateCmd) compare(a *app, cfg *config.Config, svc *config.Service, discovered []lb.EndpointSpec, o sim.Overrides) ([]compared, error) {
 	if c.Strategy != "" {
-		return userErrorf("--strategy and --compare exclude each other: list every strategy to run in --compare")
+		return nil, userErrorf("--strategy and --compare exclude each other: list every strategy to run in --compare")
 	}
 	var names []string
 	for _, n := range c.Compare {
@@ -190,7 +240,7 @@ func (c *SimulateCmd) compare(a *app, cfg *config.Config, svc *config.Service, d
 		o.Strategy = name
 		report, _, err := c.run(a, cfg, svc, discovered, o)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		r := compared{Report: report}
 		if len(results) > 0 {
@@ -202,11 +252,19 @@ func (c *SimulateCmd) compare(a *app, cfg *config.Config, svc *config.Service, d
 		}
 		results = append(results, r)
 	}
-	if c.Output == "json" {
-		return writeJSON(a.stdout, map[string]any{"comparison": results})
+	return results, nil
+}
+
+// commandLine is the command as a shell would take it back.
+func commandLine(args []string) string {
+	quoted := []string{"pvlb"}
+	for _, arg := range args {
+		if arg == "" || strings.ContainsFunc(arg, func(r rune) bool { return !strings.ContainsRune("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=,:@%+", r) }) {
+			arg = "'" + strings.ReplaceAll(arg, "'", `'\''`) + "'"
+		}
+		quoted = append(quoted, arg)
 	}
-	writeComparison(a.stdout, results)
-	return nil
+	return strings.Join(quoted, " ")
 }
 
 func ratio(a, b sim.Millis) float64 {

@@ -108,7 +108,22 @@ type Event struct {
 	AtMS   Millis        `json:"at_ms"`
 	Server string        `json:"server"`
 	What   string        `json:"what"`
+	Source EventSource   `json:"source"`
 }
+
+// EventSource says who an event comes from.
+type EventSource string
+
+const (
+	// FromScenario is what the scenario or the flags made happen: a
+	// server slowing, failing, going down, joining; the load changing.
+	FromScenario EventSource = "scenario"
+	// FromHealth is the health checks' verdict on a server.
+	FromHealth EventSource = "health"
+	// FromBalancer is the balancer's own doing: outlier ejections and
+	// returns, panic mode.
+	FromBalancer EventSource = "balancer"
+)
 
 // Millis is a duration that encodes in JSON as fractional milliseconds.
 type Millis time.Duration

@@ -301,7 +301,7 @@ func RunContext(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		balancer, err := lb.New(cfg.Balancer, logger,
 			lb.WithEvents(func(e lb.Event) {
-				s.log = append(s.log, Event{At: time.Duration(s.now), Server: e.Endpoint, What: prefix + e.What})
+				s.log = append(s.log, Event{At: time.Duration(s.now), Server: e.Endpoint, What: prefix + e.What, Source: FromBalancer})
 			}),
 			lb.WithClock(func() time.Time { return time.Unix(0, s.now) }), lb.WithSeed(seed+uint64(k)))
 		if err != nil {
@@ -390,7 +390,7 @@ func (s *simulation) loop(ctx context.Context) error {
 			s.outageStart(ev.target)
 		case evOutageEnd:
 			s.servers[ev.target].down = false
-			s.note(ev.target, "back up")
+			s.note(ev.target, FromScenario, "back up")
 			s.startCold(ev.target)
 		case evChange:
 			s.change(ev.target, &s.cfg.Changes[ev.token])
@@ -400,7 +400,7 @@ func (s *simulation) loop(ctx context.Context) error {
 			if rc.Ramp > 0 {
 				what = fmt.Sprintf("offered load ramps to %g requests a second over %s", rc.RPS, rc.Ramp)
 			}
-			s.log = append(s.log, Event{At: time.Duration(s.now), Server: "(all)", What: what})
+			s.log = append(s.log, Event{At: time.Duration(s.now), Server: "(all)", What: what, Source: FromScenario})
 		}
 	}
 	return nil
@@ -592,7 +592,7 @@ func (s *simulation) finish(slot int32, ok bool) {
 func (s *simulation) outageStart(idx int32) {
 	sv := s.servers[idx]
 	sv.down = true
-	s.note(idx, "goes down")
+	s.note(idx, FromScenario, "goes down")
 	// Its connections break: the channel sees it at once, as gRPC does
 	// on a reset connection, and every call on it fails and is retried.
 	s.markUnhealthy(idx, "connection lost")
@@ -620,7 +620,7 @@ func (s *simulation) markUnhealthy(idx int32, why string) {
 	}
 	s.setHealth(idx, lb.HealthUnhealthy)
 	sv.checks = lb.HealthRun{}
-	s.note(idx, "marked unhealthy ("+why+")")
+	s.note(idx, FromHealth, "marked unhealthy ("+why+")")
 }
 
 // health is a server's health as the clients see it (alike for all).
@@ -640,7 +640,7 @@ func (s *simulation) setHealth(idx int32, h lb.HealthStatus) {
 			if len(s.clients) > 1 {
 				what = fmt.Sprintf("client %d: %s", k+1, what)
 			}
-			s.log = append(s.log, Event{At: time.Duration(s.now), Server: "(all)", What: what})
+			s.log = append(s.log, Event{At: time.Duration(s.now), Server: "(all)", What: what, Source: FromBalancer})
 		}
 	}
 }
@@ -665,7 +665,7 @@ func (s *simulation) healthCheck(idx int32) {
 	case after != before:
 		s.setHealth(idx, after)
 		if before == lb.HealthUnhealthy {
-			s.note(idx, fmt.Sprintf("healthy again after %d passed checks", sv.checks.Passes))
+			s.note(idx, FromHealth, fmt.Sprintf("healthy again after %d passed checks", sv.checks.Passes))
 		}
 	}
 	s.schedule(s.now+int64(h.Interval), evHealthCheck, idx, 0)
@@ -676,17 +676,17 @@ func (s *simulation) change(idx int32, ch *Change) {
 	sv := s.servers[idx]
 	if b := ch.Behaviour; b != nil {
 		if b.Latency.String() != sv.Latency.String() {
-			s.note(idx, "latency now "+b.Latency.String())
+			s.note(idx, FromScenario, "latency now "+b.Latency.String())
 		}
 		if b.ErrorRate != sv.ErrorRate || b.ErrorCode != sv.ErrorCode {
 			what := fmt.Sprintf("error rate now %g", b.ErrorRate)
 			if b.ErrorCode != statuscode.OK {
 				what += " (" + b.ErrorCode.String() + ")"
 			}
-			s.note(idx, what)
+			s.note(idx, FromScenario, what)
 		}
 		if b.Capacity != sv.Capacity {
-			s.note(idx, fmt.Sprintf("capacity now %d", b.Capacity))
+			s.note(idx, FromScenario, fmt.Sprintf("capacity now %d", b.Capacity))
 		}
 		sv.Behaviour, sv.sample = *b, b.Latency.Sampler()
 		for len(sv.queue) > 0 && (sv.Capacity == 0 || sv.busy < sv.Capacity) {
@@ -697,9 +697,9 @@ func (s *simulation) change(idx int32, ch *Change) {
 		sv.absent = !*ch.Discovered
 		s.syncDiscovery(idx)
 		if sv.absent {
-			s.note(idx, "leaves discovery")
+			s.note(idx, FromScenario, "leaves discovery")
 		} else {
-			s.note(idx, "joins discovery")
+			s.note(idx, FromScenario, "joins discovery")
 			s.startCold(idx)
 		}
 	}
@@ -737,7 +737,7 @@ func (s *simulation) startCold(idx int32) {
 		return
 	}
 	sv.coldUntil = s.now + int64(sv.ColdStart)
-	s.note(idx, fmt.Sprintf("cold start: %g× slower, warming up over %s", sv.ColdStartSlow, sv.ColdStart))
+	s.note(idx, FromScenario, fmt.Sprintf("cold start: %g× slower, warming up over %s", sv.ColdStartSlow, sv.ColdStart))
 }
 
 // coldFactor is how many times slower the server is at now, in its cold
@@ -780,8 +780,8 @@ func (s *simulation) outcome(code statuscode.Code) lb.Outcome {
 	return s.cfg.Balancer.Outcomes.Classify(code, false)
 }
 
-func (s *simulation) note(idx int32, what string) {
-	s.log = append(s.log, Event{At: time.Duration(s.now), Server: s.servers[idx].ID, What: what})
+func (s *simulation) note(idx int32, source EventSource, what string) {
+	s.log = append(s.log, Event{At: time.Duration(s.now), Server: s.servers[idx].ID, What: what, Source: source})
 }
 
 // --- event heap, ordered by (at, seq), without container/heap's boxing ---

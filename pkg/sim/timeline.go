@@ -7,7 +7,7 @@ import "time"
 // doubles whenever the series would pass the maximum.
 const (
 	MinTimelineStep   = 10 * time.Millisecond
-	MaxTimelinePoints = 400
+	MaxTimelinePoints = 200
 )
 
 // timeline holds a run's series per step of simulated time: attempts per
