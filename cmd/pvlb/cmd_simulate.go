@@ -259,13 +259,16 @@ func (c *SimulateCmd) compare(a *app, cfg *config.Config, svc *config.Service, d
 func commandLine(args []string) string {
 	quoted := []string{"pvlb"}
 	for _, arg := range args {
-		if arg == "" || strings.ContainsFunc(arg, func(r rune) bool { return !strings.ContainsRune("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=,:@%+", r) }) {
+		if arg == "" || strings.Trim(arg, shellSafe) != "" {
 			arg = "'" + strings.ReplaceAll(arg, "'", `'\''`) + "'"
 		}
 		quoted = append(quoted, arg)
 	}
 	return strings.Join(quoted, " ")
 }
+
+// shellSafe are the characters an argument may hold unquoted.
+const shellSafe = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=,:@%+"
 
 func ratio(a, b sim.Millis) float64 {
 	if b == 0 {
@@ -276,30 +279,19 @@ func ratio(a, b sim.Millis) float64 {
 
 func writeComparison(w io.Writer, results []compared) {
 	r := results[0].Report
-	mode := fmt.Sprintf("open loop at %g rps", r.RPS)
-	if r.Concurrency > 0 {
-		mode = fmt.Sprintf("closed loop, %d in flight", r.Concurrency)
-	}
-	if r.Clients > 1 {
-		mode += fmt.Sprintf(" from %d clients", r.Clients)
-	}
 	fmt.Fprintf(w, "Compared %d strategies on %d requests to service %q, %s, seed %d: each saw the same arrivals and the same random draws per request.\n\n",
-		len(results), r.Requests, r.Service, mode, r.Seed)
+		len(results), r.Requests, r.Service, r.Traffic(), r.Seed)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "STRATEGY\tP50\tP90\tP99\tP99.9\tFAILED\tRETRIES\tBUSIEST\tQUIETEST\tP99 VS FIRST\tP99.9 VS FIRST")
 	for _, c := range results {
-		name := c.Strategy
-		if c.StrategyName != "" && c.StrategyName != c.Strategy {
-			name = fmt.Sprintf("%s (%s)", c.StrategyName, c.Strategy)
-		}
 		busiest, quietest := 0.0, 1.0
 		for _, s := range c.Servers {
 			busiest, quietest = max(busiest, s.Share), min(quietest, s.Share)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%.2f×\t%.2f×\n", name,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", c.Label(),
 			dur(c.Latency.P50), dur(c.Latency.P90), dur(c.Latency.P99), dur(c.Latency.P999),
 			fmt.Sprintf("%d (%s)", c.Failed, pct(float64(c.Failed)/float64(c.Requests))), c.Retries,
-			pct(busiest), pct(quietest), c.P99VsFirst, c.P999VsFirst)
+			pct(busiest), pct(quietest), sim.FormatRatio(c.P99VsFirst), sim.FormatRatio(c.P999VsFirst))
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(w, "\nLatency is end to end, of requests that succeeded; BUSIEST and QUIETEST are the largest and smallest server shares.")
@@ -355,22 +347,7 @@ func (c *SimulateCmd) progress(a *app, cfg *sim.Config) func() {
 
 // writeReport prints the report as a table with a bar per share.
 func writeReport(w io.Writer, r *sim.Report) {
-	mode := fmt.Sprintf("open loop at %g rps", r.RPS)
-	if r.Concurrency > 0 {
-		mode = fmt.Sprintf("closed loop, %d in flight", r.Concurrency)
-	}
-	extra := ""
-	if r.Sessions > 0 {
-		extra = fmt.Sprintf(", %d sticky sessions", r.Sessions)
-	}
-	if r.Clients > 1 {
-		extra += fmt.Sprintf(", from %d clients", r.Clients)
-	}
-	strategy := r.Strategy
-	if r.StrategyName != "" && r.StrategyName != r.Strategy {
-		strategy = fmt.Sprintf("%s (%s)", r.StrategyName, r.Strategy)
-	}
-	fmt.Fprintf(w, "Simulated %d requests to service %q: strategy %s, %s%s, seed %d.\n\n", r.Requests, r.Service, strategy, mode, extra, r.Seed)
+	fmt.Fprintf(w, "Simulated %d requests to service %q: strategy %s, %s, seed %d.\n\n", r.Requests, r.Service, r.Label(), r.Traffic(), r.Seed)
 
 	var table strings.Builder
 	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)

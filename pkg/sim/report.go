@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"fmt"
 	"strconv"
 	"time"
 
@@ -240,4 +241,43 @@ func (s *simulation) report() *Report {
 		r.Events[i].AtMS = Millis(r.Events[i].At)
 	}
 	return r
+}
+
+// Label names the run's strategy: its block's name and kind, or the kind.
+func (r *Report) Label() string {
+	if r.StrategyName != "" && r.StrategyName != r.Strategy {
+		return fmt.Sprintf("%s (%s)", r.StrategyName, r.Strategy)
+	}
+	return r.Strategy
+}
+
+// Traffic describes the run's offered load and who sent it.
+func (r *Report) Traffic() string {
+	mode := fmt.Sprintf("open loop at %g rps", r.RPS)
+	peak := r.RPS
+	for _, p := range r.Load {
+		peak = max(peak, p.RPS)
+	}
+	if peak != r.RPS || len(r.Load) > 1 && r.Load[len(r.Load)-1].RPS != r.RPS {
+		mode = fmt.Sprintf("open loop starting at %g rps, %g at most", r.RPS, peak)
+	}
+	if r.Concurrency > 0 {
+		mode = fmt.Sprintf("closed loop, %d in flight", r.Concurrency)
+	}
+	if r.Sessions > 0 {
+		mode += fmt.Sprintf(", %d sticky sessions", r.Sessions)
+	}
+	if r.Clients > 1 {
+		mode += fmt.Sprintf(", from %d clients", r.Clients)
+	}
+	return mode
+}
+
+// FormatRatio writes a ratio of two figures as "0.84×", with two
+// significant digits below 0.1 so that a large gain does not read 0.00×.
+func FormatRatio(f float64) string {
+	if f > 0 && f < 0.1 {
+		return strconv.FormatFloat(f, 'g', 2, 64) + "×"
+	}
+	return strconv.FormatFloat(f, 'f', 2, 64) + "×"
 }

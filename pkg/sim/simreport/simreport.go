@@ -44,7 +44,7 @@ func Write(w io.Writer, p Page) error {
 		return fmt.Errorf("simreport: no runs to report")
 	}
 	first := p.Runs[0]
-	d := pageData{Command: p.Command, First: first, Compare: len(p.Runs) > 1, Mode: mode(first)}
+	d := pageData{Command: p.Command, First: first, Compare: len(p.Runs) > 1, Mode: first.Traffic()}
 	d.Title = fmt.Sprintf("pvlb simulate: service %q", first.Service)
 	if first.Scenario != "" {
 		d.Title += fmt.Sprintf(", scenario %q", first.Scenario)
@@ -93,29 +93,8 @@ type runData struct {
 	MoreEvents              int
 }
 
-func strategyName(r *sim.Report) string {
-	if r.StrategyName != "" && r.StrategyName != r.Strategy {
-		return fmt.Sprintf("%s (%s)", r.StrategyName, r.Strategy)
-	}
-	return r.Strategy
-}
-
-func mode(r *sim.Report) string {
-	m := fmt.Sprintf("open loop at %g requests a second", r.RPS)
-	if len(r.Load) > 2 {
-		m = "open loop, load changing over time (shown on the charts)"
-	}
-	if r.Concurrency > 0 {
-		m = fmt.Sprintf("closed loop, %d in flight", r.Concurrency)
-	}
-	if r.Clients > 1 {
-		m += fmt.Sprintf(", from %d clients", r.Clients)
-	}
-	return m
-}
-
 func summarise(i int, r, first *sim.Report) runData {
-	d := runData{Name: strategyName(r), Colour: colour(i), R: r}
+	d := runData{Name: r.Label(), Colour: colour(i), R: r}
 	if r.Requests > 0 {
 		d.FailedPct = pct(float64(r.Failed) / float64(r.Requests))
 	}
@@ -138,7 +117,7 @@ func ratio(a, b sim.Millis) string {
 	if b == 0 {
 		return "–"
 	}
-	return strconv.FormatFloat(float64(a)/float64(b), 'f', 2, 64) + "×"
+	return sim.FormatRatio(float64(a) / float64(b))
 }
 
 func ms(m sim.Millis) string {
@@ -259,7 +238,7 @@ func stacked(id string, r *sim.Report, end float64, events []mark) string {
 		lower = upper
 	}
 	ymax := niceMax(top)
-	c := newChart(id, 0, end, 0, ymax, false)
+	c := newChart(id, 0, end, 0, ymax, false, false)
 	c.axes("simulated time", "attempts per second", ticks(0, end, 8), ticks(0, ymax, 5), seconds, plain)
 	zero := make([]float64, n)
 	for i, l := range layers {
@@ -277,21 +256,9 @@ func stacked(id string, r *sim.Report, end float64, events []mark) string {
 func percentilesOverTime(id string, r *sim.Report, end float64, events []mark) string {
 	t := r.Timeline
 	xs := stepTimes(t, len(t.Succeeded))
-	series := []struct {
-		name string
-		v    []sim.Millis
-	}{{"p50", t.P50}, {"p90", t.P90}, {"p99", t.P99}}
-	top := 0.0
-	for _, s := range series {
-		for _, v := range s.v {
-			top = math.Max(top, msOf(v))
-		}
-	}
-	ymax := niceMax(top)
-	c := newChart(id, 0, end, 0, ymax, false)
-	c.axes("simulated time", "latency (ms)", ticks(0, end, 8), ticks(0, ymax, 5), seconds, plain)
-	for i, s := range series {
-		c.line(s.name, colour(i), xs, values(s.v), false)
+	c := latencyChart(id, "latency", end, t.P50, t.P90, t.P99)
+	for i, s := range [][]sim.Millis{t.P50, t.P90, t.P99} {
+		c.line([]string{"p50", "p90", "p99"}[i], colour(i), xs, values(s), false)
 	}
 	markEvents(c, events)
 	return c.svg()
@@ -299,20 +266,49 @@ func percentilesOverTime(id string, r *sim.Report, end float64, events []mark) s
 
 // tailOverTime draws each strategy's p99 per step in one chart.
 func tailOverTime(runs []*sim.Report, end float64, events []mark) string {
-	top := 0.0
+	var all [][]sim.Millis
 	for _, r := range runs {
-		for _, v := range r.Timeline.P99 {
-			top = math.Max(top, msOf(v))
-		}
+		all = append(all, r.Timeline.P99)
 	}
-	ymax := niceMax(top)
-	c := newChart("p99-by-strategy", 0, end, 0, ymax, false)
-	c.axes("simulated time", "p99 latency (ms)", ticks(0, end, 8), ticks(0, ymax, 5), seconds, plain)
+	c := latencyChart("p99-by-strategy", "p99 latency", end, all...)
 	for i, r := range runs {
-		c.line(strategyName(r), colour(i), stepTimes(r.Timeline, len(r.Timeline.P99)), values(r.Timeline.P99), false)
+		c.line(r.Label(), colour(i), stepTimes(r.Timeline, len(r.Timeline.P99)), values(r.Timeline.P99), false)
 	}
 	markEvents(c, events)
 	return c.svg()
+}
+
+// latencyChart makes a chart of latencies over time that fits the
+// series: a linear axis, or a log one when they span more than a decade
+// and a half, so that a strategy whose tail is a hundred times another's
+// does not flatten the other into the axis.
+func latencyChart(id, what string, end float64, series ...[]sim.Millis) *chart {
+	lo, hi := math.Inf(1), 0.0
+	for _, s := range series {
+		for _, v := range s {
+			if v > 0 {
+				lo, hi = math.Min(lo, msOf(v)), math.Max(hi, msOf(v))
+			}
+		}
+	}
+	if hi > 0 && hi/lo > 30 {
+		lo, hi = decades(lo, hi)
+		c := newChart(id, 0, end, lo, hi, false, true)
+		c.axes("simulated time", what+" (log scale)", ticks(0, end, 8), logTicks(lo, hi), seconds, duration)
+		return c
+	}
+	ymax := niceMax(hi)
+	c := newChart(id, 0, end, 0, ymax, false, false)
+	c.axes("simulated time", what+" (ms)", ticks(0, end, 8), ticks(0, ymax, 5), seconds, plain)
+	return c
+}
+
+// duration labels a tick in milliseconds as a duration.
+func duration(ms float64) string {
+	if ms >= 1000 {
+		return plain(ms/1000) + " s"
+	}
+	return plain(ms) + " ms"
 }
 
 // cdf draws each run's latency distribution: the share of requests done
@@ -329,10 +325,9 @@ func cdf(runs []*sim.Report) string {
 	if math.IsInf(lo, 1) {
 		lo, hi = 1, 10
 	}
-	lo = math.Pow(10, math.Floor(math.Log10(lo)))
-	hi = math.Pow(10, math.Ceil(math.Log10(hi)))
-	c := newChart("latency-cdf", lo, hi, 0, 1, true)
-	c.axes("latency (ms, log scale)", "share of requests done", logTicks(lo, hi), ticks(0, 1, 5), plain, pct)
+	lo, hi = decades(lo, hi)
+	c := newChart("latency-cdf", lo, hi, 0, 1, true, false)
+	c.axes("latency (log scale)", "share of requests done", logTicks(lo, hi), ticks(0, 1, 5), duration, pct)
 	for i, r := range runs {
 		xs, ys := make([]float64, 0, len(r.LatencyCDF)), make([]float64, 0, len(r.LatencyCDF))
 		for _, p := range r.LatencyCDF {
@@ -340,7 +335,7 @@ func cdf(runs []*sim.Report) string {
 				xs, ys = append(xs, v), append(ys, p.Quantile)
 			}
 		}
-		c.line(strategyName(r), colour(i), xs, ys, false)
+		c.line(r.Label(), colour(i), xs, ys, false)
 	}
 	return c.svg()
 }

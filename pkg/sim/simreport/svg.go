@@ -19,7 +19,7 @@ type chart struct {
 	plotH      float64
 	x0, x1     float64
 	y0, y1     float64
-	xlog       bool
+	xlog, ylog bool
 	legend     []legendItem
 	emptyLabel string
 }
@@ -35,7 +35,7 @@ const (
 	marginBot   = 42
 )
 
-func newChart(id string, x0, x1, y0, y1 float64, xlog bool) *chart {
+func newChart(id string, x0, x1, y0, y1 float64, xlog, ylog bool) *chart {
 	if !(x1 > x0) {
 		x1 = x0 + 1
 	}
@@ -44,7 +44,7 @@ func newChart(id string, x0, x1, y0, y1 float64, xlog bool) *chart {
 	}
 	return &chart{id: id, w: chartW, h: chartH, left: marginLeft, top: marginTop,
 		plotW: chartW - marginLeft - marginRight, plotH: chartH - marginTop - marginBot,
-		x0: x0, x1: x1, y0: y0, y1: y1, xlog: xlog}
+		x0: x0, x1: x1, y0: y0, y1: y1, xlog: xlog, ylog: ylog}
 }
 
 func (c *chart) px(x float64) float64 {
@@ -57,6 +57,9 @@ func (c *chart) px(x float64) float64 {
 
 func (c *chart) py(y float64) float64 {
 	f := (y - c.y0) / (c.y1 - c.y0)
+	if c.ylog {
+		f = (math.Log(y) - math.Log(c.y0)) / (math.Log(c.y1) - math.Log(c.y0))
+	}
 	return c.top + c.plotH - math.Max(0, math.Min(1, f))*c.plotH
 }
 
@@ -179,17 +182,27 @@ func ticks(lo, hi float64, n int) []float64 {
 	return out
 }
 
-// logTicks returns the 1, 2, 5 steps of each decade from lo to hi.
+// logTicks returns the 1, 2, 5 steps of each decade from lo to hi, or
+// only the powers of ten over more than three decades.
 func logTicks(lo, hi float64) []float64 {
+	steps := []float64{1, 2, 5}
+	if hi/lo > 1000 {
+		steps = []float64{1}
+	}
 	var out []float64
 	for mag := math.Pow(10, math.Floor(math.Log10(lo))); mag <= hi; mag *= 10 {
-		for _, m := range []float64{1, 2, 5} {
+		for _, m := range steps {
 			if t := m * mag; t >= lo && t <= hi {
 				out = append(out, t)
 			}
 		}
 	}
 	return out
+}
+
+// decades widens [lo, hi] to whole powers of ten.
+func decades(lo, hi float64) (float64, float64) {
+	return math.Pow(10, math.Floor(math.Log10(lo))), math.Pow(10, math.Ceil(math.Log10(hi)))
 }
 
 // niceMax rounds a chart's top up to its next tick.
