@@ -522,11 +522,11 @@ func (d *decoder) decodeScenarioBlock(block *hcl.Block) {
 			a.errorf(attr.Expr.Range(), "Scenario of an undeclared service", "No service named %s is declared.%s%s", quoteShort(sc.Service), didYouMean(sc.Service, names), listKnown("service", names))
 		}
 	}
-	a.int("requests", 1, MaxScenarioRequests, &sc.Requests)
+	a.int("requests", 1, MaxRequests, &sc.Requests)
 	if _, ok := content.Attributes["rps"]; ok {
 		a.float("rps", 0.001, 10_000_000, &sc.RPS)
 	}
-	a.int("concurrency", 1, 1_000_000, &sc.Concurrency)
+	a.int("concurrency", 1, MaxConcurrency, &sc.Concurrency)
 	if rps, conc := content.Attributes["rps"], content.Attributes["concurrency"]; rps != nil && conc != nil {
 		a.errorf(conc.Range, "Conflicting load", "Set rps (open loop) or concurrency (closed loop), not both.")
 	}
@@ -595,8 +595,12 @@ func (d *decoder) decodeScenarioBlock(block *hcl.Block) {
 	declare(d, "scenario", sc.Name, sc, d.cfg.scenarios, &d.cfg.Scenarios)
 }
 
-// MaxScenarioRequests bounds a scenario's requests.
-const MaxScenarioRequests = 100_000_000
+// MaxRequests and MaxConcurrency bound a simulated run, from a scenario or
+// from the command's flags: about two minutes and a few gigabytes at most.
+const (
+	MaxRequests    = 100_000_000
+	MaxConcurrency = 1_000_000
+)
 
 // Matches reports whether the block applies to the endpoint id.
 func (s *SimulatedServer) Matches(id string) bool {

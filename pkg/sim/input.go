@@ -193,6 +193,9 @@ func Assemble(cfg *config.Config, svc *config.Service, discovered []lb.EndpointS
 		applyScenario(out, scenario)
 		if o.Requests == 0 && scenario.Duration > 0 && out.RPS > 0 {
 			out.Requests = RequestsOver(out.RPS, out.RateChanges, scenario.Duration)
+			if out.Requests > MaxRequests {
+				return nil, inputErrorf("scenario %q sends %d requests over its %s, more than a run holds (%d): shorten its duration or lower its rates", scenario.Name, out.Requests, scenario.Duration, MaxRequests)
+			}
 		}
 	}
 	for _, v := range o.Down {

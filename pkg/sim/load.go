@@ -128,3 +128,18 @@ func (c *Config) PeakRPS() float64 {
 	}
 	return newLoad(c.RPS, c.RateChanges).peak()
 }
+
+// expectedLength is about how long an open-loop run takes to send its
+// requests, by the load's rates; zero for a closed loop, which depends on
+// the servers.
+func (s *simulation) expectedLength() time.Duration {
+	if s.cfg.RPS <= 0 {
+		return 0
+	}
+	want := float64(s.cfg.Requests)
+	var d time.Duration = time.Second
+	for s.load.expected(d) < want && d < 1<<50 {
+		d *= 2
+	}
+	return d / 2
+}

@@ -116,6 +116,12 @@ func (c *Config) validate() error {
 		return errors.New("no servers to simulate")
 	case c.Requests < 1:
 		return fmt.Errorf("requests must be at least 1, not %d", c.Requests)
+	case c.Requests > MaxRequests:
+		return fmt.Errorf("%d requests are more than a run holds (%d, about two minutes): send fewer (--requests, or a scenario's requests or duration), or at a lower rate for the same time", c.Requests, MaxRequests)
+	case c.Concurrency > MaxConcurrency:
+		return fmt.Errorf("a concurrency of %d is more than a run holds (%d in flight)", c.Concurrency, MaxConcurrency)
+	case max(c.Clients, 1)*len(c.Servers) > MaxClientEndpoints:
+		return fmt.Errorf("%d clients of %d servers are %d balancer entries, more than a run holds (%d, about a gigabyte): use fewer --clients; a few hundred show what a larger fleet does", max(c.Clients, 1), len(c.Servers), max(c.Clients, 1)*len(c.Servers), MaxClientEndpoints)
 	case (c.RPS > 0) == (c.Concurrency > 0):
 		return errors.New("set exactly one of a request rate (open loop) and a concurrency (closed loop)")
 	case c.RPS < 0 || math.IsInf(c.RPS, 0) || math.IsNaN(c.RPS):
@@ -235,8 +241,16 @@ type client struct {
 	panicking bool
 }
 
-// MaxClients bounds Config.Clients.
-const MaxClients = 10000
+// Bounds of a run, so that it finishes in minutes and a few gigabytes:
+// requests and requests in flight (as a scenario's are), clients, and
+// clients times servers (each client holds a balancer entry per server,
+// about a kilobyte).
+const (
+	MaxRequests        = config.MaxRequests
+	MaxConcurrency     = config.MaxConcurrency
+	MaxClients         = 10000
+	MaxClientEndpoints = 1_000_000
+)
 
 type simulation struct {
 	cfg     Config
@@ -321,13 +335,13 @@ func RunContext(ctx context.Context, cfg Config) (*Report, error) {
 	for i := range cfg.Sessions {
 		s.sessions = append(s.sessions, lb.WithSession(context.Background(), fmt.Sprintf("session-%d", i)))
 	}
-	s.timeline = newTimeline(cfg.TimelineStep, len(s.servers))
+	s.load = newLoad(cfg.RPS, cfg.RateChanges)
+	s.timeline = newTimeline(cfg.TimelineStep, len(s.servers), s.expectedLength())
 	// Changes go first, so that a server a scenario removes at 0s is gone
 	// before the first request.
 	for i, ch := range cfg.Changes {
 		s.schedule(int64(ch.At), evChange, s.serverIndex(ch.Server), uint32(i))
 	}
-	s.load = newLoad(cfg.RPS, cfg.RateChanges)
 	for i, rc := range cfg.RateChanges {
 		s.schedule(int64(rc.At), evRateChange, 0, uint32(i))
 	}
@@ -784,20 +798,27 @@ func (s *simulation) note(idx int32, source EventSource, what string) {
 	s.log = append(s.log, Event{At: time.Duration(s.now), Server: s.servers[idx].ID, What: what, Source: source})
 }
 
-// --- event heap, ordered by (at, seq), without container/heap's boxing ---
+// --- event heap: 4-ary (half the levels of a binary heap, and a node's
+// children share a cache line), ordered by (at, seq), without
+// container/heap's boxing ---
+
+const heapArity = 4
 
 func (s *simulation) schedule(at int64, kind eventKind, target int32, token uint32) {
 	s.seq++
-	s.events = append(s.events, event{at: at, seq: s.seq, kind: kind, target: target, token: token})
+	e := event{at: at, seq: s.seq, kind: kind, target: target, token: token}
+	s.events = append(s.events, e)
 	h := s.events
-	for i := len(h) - 1; i > 0; {
-		p := (i - 1) / 2
-		if !h[i].before(h[p]) {
+	i := len(h) - 1
+	for i > 0 {
+		p := (i - 1) / heapArity
+		if !e.before(h[p]) {
 			break
 		}
-		h[i], h[p] = h[p], h[i]
+		h[i] = h[p]
 		i = p
 	}
+	h[i] = e
 }
 
 func (a event) before(b event) bool { return a.at < b.at || (a.at == b.at && a.seq < b.seq) }
@@ -806,23 +827,30 @@ func (s *simulation) pop() event {
 	h := s.events
 	top := h[0]
 	last := len(h) - 1
-	h[0] = h[last]
+	e := h[last]
 	h = h[:last]
-	for i := 0; ; {
-		l := 2*i + 1
-		if l >= len(h) {
+	s.events = h
+	if last == 0 {
+		return top
+	}
+	i := 0
+	for {
+		first := heapArity*i + 1
+		if first >= len(h) {
 			break
 		}
-		m := l
-		if r := l + 1; r < len(h) && h[r].before(h[l]) {
-			m = r
+		m := first
+		for c := first + 1; c < min(first+heapArity, len(h)); c++ {
+			if h[c].before(h[m]) {
+				m = c
+			}
 		}
-		if !h[m].before(h[i]) {
+		if !h[m].before(e) {
 			break
 		}
-		h[i], h[m] = h[m], h[i]
+		h[i] = h[m]
 		i = m
 	}
-	s.events = h
+	h[i] = e
 	return top
 }

@@ -212,6 +212,12 @@ func TestInvalidConfigs(t *testing.T) {
 		func(c *Config) { c.Outages = []Outage{{Server: "nope", From: 0, To: time.Second}} },
 		func(c *Config) { c.Outages = []Outage{{Server: "server1", From: time.Second, To: time.Second}} },
 		func(c *Config) { c.Servers = servers(1); c.Servers[0].ErrorRate = 2 },
+		func(c *Config) { c.Requests = MaxRequests + 1 },
+		func(c *Config) { c.RPS, c.Concurrency = 0, MaxConcurrency+1 },
+		func(c *Config) { c.Servers, c.Clients = make([]Server, 1001), 1000 },
+		func(c *Config) { c.RateChanges = []RateChange{{At: time.Second, RPS: 5}, {At: 0, RPS: 6}} },
+		func(c *Config) { c.RateChanges = []RateChange{{At: time.Second, RPS: 5, Ramp: -time.Second}} },
+		func(c *Config) { c.Changes = []Change{{Server: "nope"}} },
 	}
 	for i, mutate := range bad {
 		c := good

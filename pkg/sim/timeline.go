@@ -14,25 +14,38 @@ const (
 // server, requests that ended well or badly, and the latency of those
 // that succeeded.
 type timeline struct {
-	step      int64
-	fixed     bool
+	step  int64
+	fixed bool
+	// cur is the point holding the last time seen, which ends at curEnd:
+	// simulated time only moves on, so most calls need no division.
+	cur       int
+	curEnd    int64
 	attempts  [][]int // by server, then step
 	succeeded []int
 	failed    []int
 	latency   []histogram
 }
 
-func newTimeline(step time.Duration, servers int) *timeline {
+// newTimeline starts a run's series; expected, when known, is how long
+// the run should take, so that the step starts near what it will be.
+func newTimeline(step time.Duration, servers int, expected time.Duration) *timeline {
 	t := &timeline{step: int64(step), fixed: step > 0, attempts: make([][]int, servers)}
 	if !t.fixed {
 		t.step = int64(MinTimelineStep)
+		for t.step*MaxTimelinePoints < int64(expected) {
+			t.step *= 2
+		}
 	}
+	t.point(0)
 	return t
 }
 
 // point returns the index of the step holding now, growing the series
 // (and, unless fixed, coarsening it) to hold it.
 func (t *timeline) point(now int64) int {
+	if now < t.curEnd && now >= t.curEnd-t.step {
+		return t.cur
+	}
 	b := int(now / t.step)
 	for !t.fixed && b >= MaxTimelinePoints {
 		t.coarsen()
@@ -43,6 +56,7 @@ func (t *timeline) point(now int64) int {
 		t.failed = append(t.failed, 0)
 		t.latency = append(t.latency, histogram{})
 	}
+	t.cur, t.curEnd = b, int64(b+1)*t.step
 	return b
 }
 
@@ -93,7 +107,7 @@ func (t *timeline) finish(now int64, ok bool, took int64) {
 	}
 	t.succeeded[b]++
 	if t.latency[b].counts == nil {
-		t.latency[b] = newHistogram()
+		t.latency[b] = newHistogramOf(histSeriesSubBits)
 	}
 	t.latency[b].record(took)
 }
