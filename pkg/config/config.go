@@ -214,10 +214,13 @@ type ScenarioStep struct {
 	// RPS, when not zero, is the open loop's request rate from At on, or
 	// from At+Ramp on when Ramp is set: the rate moves linearly from what
 	// it was to RPS over Ramp.
-	RPS       float64
-	Ramp      time.Duration
-	Servers   []*SimulatedServer // latency, error_rate and down
-	DeclRange hcl.Range
+	RPS  float64
+	Ramp time.Duration
+	// Concurrency, when not zero, is the closed loop's requests in flight
+	// from At on.
+	Concurrency int
+	Servers     []*SimulatedServer // latency, error_rate and down
+	DeclRange   hcl.Range
 }
 
 // Service is a `service "name"` block, with its references resolved.

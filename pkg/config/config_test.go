@@ -738,6 +738,7 @@ service "svc" { discovery = discovery.static.s }
 		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `at "1s" {` + "\n" + `server "server1" { discovered = true }` + "\n}\n}":   `"server1" is still discovered at 1s`,
 		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `at "1s" {` + "\n" + `server "server1" { cold_start_slow = 4 }` + "\n}\n}": "set cold_start too",
 		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `at "1s" {` + "\n" + `server "server1" { cold_start = "0s" }` + "\n}\n}":   "cold_start must be positive",
+		`scenario "x" {` + "\n" + `service = "svc"` + "\n" + `rps = 10` + "\n" + `at "1s" {` + "\n" + `concurrency = 5` + "\n}\n}":      "this scenario is an open loop",
 		`simulation "svc" {` + "\n" + `server "*" { discovered = false }` + "\n}":                                                       `An argument named "discovered" is not expected here.`,
 	} {
 		_, diags := load(t, base+src)

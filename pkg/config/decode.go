@@ -499,7 +499,7 @@ var scenarioSchema = &hcl.BodySchema{
 }
 
 var scenarioStepSchema = &hcl.BodySchema{
-	Attributes: []hcl.AttributeSchema{{Name: "rps"}, {Name: "ramp"}},
+	Attributes: []hcl.AttributeSchema{{Name: "rps"}, {Name: "ramp"}, {Name: "concurrency"}},
 	Blocks:     []hcl.BlockHeaderSchema{{Type: "server", LabelNames: []string{"pattern"}}},
 }
 
@@ -559,6 +559,12 @@ func (d *decoder) decodeScenarioBlock(block *hcl.Block) {
 			sa.float("rps", 0.001, 10_000_000, &step.RPS)
 			if sc.Concurrency > 0 {
 				sa.errorf(attr.Range, "Rate in a closed loop", "A scenario with concurrency keeps that many requests in flight; a step's rps needs an open loop: set rps at the scenario's top instead of concurrency.")
+			}
+		}
+		if attr, ok := stepContent.Attributes["concurrency"]; ok {
+			sa.int("concurrency", 1, MaxConcurrency, &step.Concurrency)
+			if sc.Concurrency == 0 {
+				sa.errorf(attr.Range, "Concurrency in an open loop", "A step's concurrency changes a closed loop's requests in flight; this scenario is an open loop (rps). Set concurrency at the scenario's top instead of rps, or change the rate with a step's rps.")
 			}
 		}
 		if attr, ok := stepContent.Attributes["ramp"]; ok {

@@ -232,6 +232,9 @@ func applyScenario(out *Config, sc *config.Scenario) {
 		if step.RPS > 0 {
 			out.RateChanges = append(out.RateChanges, RateChange{At: step.At, RPS: step.RPS, Ramp: step.Ramp})
 		}
+		if step.Concurrency > 0 {
+			out.ConcurrencyChanges = append(out.ConcurrencyChanges, ConcurrencyChange{At: step.At, Concurrency: step.Concurrency})
+		}
 		for _, b := range step.Servers {
 			for _, srv := range out.Servers {
 				if !b.Matches(srv.ID) {

@@ -18,8 +18,10 @@ type Report struct {
 	Seed         uint64  `json:"seed"`
 	RPS          float64 `json:"rps,omitempty"`
 	Concurrency  int     `json:"concurrency,omitempty"`
-	Sessions     int     `json:"sessions,omitempty"`
-	Clients      int     `json:"clients,omitempty"`
+	// PeakConcurrency is the most a closed loop's steps put in flight.
+	PeakConcurrency int `json:"peak_concurrency,omitempty"`
+	Sessions        int `json:"sessions,omitempty"`
+	Clients         int `json:"clients,omitempty"`
 
 	Requests  int `json:"requests"`
 	Succeeded int `json:"succeeded"`
@@ -197,6 +199,12 @@ func (s *simulation) report() *Report {
 			r.LatencyCDF = append(r.LatencyCDF, CDFPoint{Quantile: q, Latency: Millis(s.latency.quantile(q))})
 		}
 	}
+	if r.Concurrency > 0 {
+		r.PeakConcurrency = r.Concurrency
+		for _, cc := range s.cfg.ConcurrencyChanges {
+			r.PeakConcurrency = max(r.PeakConcurrency, cc.Concurrency)
+		}
+	}
 	if s.cfg.RPS > 0 {
 		for _, p := range s.load.points {
 			r.Load = append(r.Load, OfferedLoad{At: Millis(p.t), RPS: p.rps})
@@ -263,6 +271,9 @@ func (r *Report) Traffic() string {
 	}
 	if r.Concurrency > 0 {
 		mode = fmt.Sprintf("closed loop, %d in flight", r.Concurrency)
+		if r.PeakConcurrency != r.Concurrency {
+			mode = fmt.Sprintf("closed loop starting at %d in flight, %d at most", r.Concurrency, r.PeakConcurrency)
+		}
 	}
 	if r.Sessions > 0 {
 		mode += fmt.Sprintf(", %d sticky sessions", r.Sessions)

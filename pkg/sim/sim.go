@@ -59,6 +59,14 @@ type RateChange struct {
 	Ramp time.Duration
 }
 
+// ConcurrencyChange sets a closed-loop run's requests in flight from At
+// on: more start at once; when fewer, finished ones are not replaced
+// until the run is down to the new number.
+type ConcurrencyChange struct {
+	At          time.Duration
+	Concurrency int
+}
+
 // Config describes one simulation run.
 type Config struct {
 	// Balancer is what the service's LoadBalancer reads: strategy, sticky
@@ -93,9 +101,11 @@ type Config struct {
 	Outages []Outage
 	// Changes change servers during the run, in time order per server.
 	Changes []Change
-	// RateChanges change an open-loop run's request rate, in time order.
-	RateChanges []RateChange
-	Seed        uint64
+	// RateChanges change an open-loop run's request rate, in time order,
+	// and ConcurrencyChanges a closed loop's requests in flight.
+	RateChanges        []RateChange
+	ConcurrencyChanges []ConcurrencyChange
+	Seed               uint64
 	// TimelineStep fixes the step of the report's time series. Zero
 	// starts at MinTimelineStep and doubles it whenever the series would
 	// pass MaxTimelinePoints, so that a run of any length gives between
@@ -169,6 +179,16 @@ func (c *Config) validate() error {
 		}
 		last = rc.At
 	}
+	last = 0
+	for _, cc := range c.ConcurrencyChanges {
+		switch {
+		case c.Concurrency == 0:
+			return errors.New("a concurrency change needs a closed-loop run (a concurrency, not a request rate)")
+		case cc.At < last || cc.Concurrency < 1 || cc.Concurrency > MaxConcurrency:
+			return fmt.Errorf("concurrency change at %s to %d: want times in order from the start and 1 to %d in flight", cc.At, cc.Concurrency, MaxConcurrency)
+		}
+		last = cc.At
+	}
 	return nil
 }
 
@@ -183,6 +203,7 @@ const (
 	evOutageEnd
 	evChange
 	evRateChange
+	evConcurrencyChange
 )
 
 type event struct {
@@ -257,6 +278,8 @@ type simulation struct {
 	clients []*client
 	rng     *rand.Rand // arrivals, sessions and which client sends
 	load    *load      // the open loop's offered rate over time
+	// concurrency is the closed loop's requests in flight now.
+	concurrency int
 	// draw gives each attempt of each request its own random numbers
 	// (service time, error, backoff jitter), keyed by request and attempt
 	// and reseeded each time, so that every strategy run on the same seed
@@ -355,12 +378,14 @@ func RunContext(ctx context.Context, cfg Config) (*Report, error) {
 			s.schedule(0, evHealthCheck, int32(i), 0)
 		}
 	}
+	for i, cc := range cfg.ConcurrencyChanges {
+		s.schedule(int64(cc.At), evConcurrencyChange, 0, uint32(i))
+	}
 	if cfg.RPS > 0 {
 		s.schedule(0, evArrival, 0, 0)
 	} else {
-		for range min(cfg.Concurrency, cfg.Requests) {
-			s.startRequest()
-		}
+		s.concurrency = cfg.Concurrency
+		s.fillClosedLoop()
 	}
 	if err := s.loop(ctx); err != nil {
 		return nil, err
@@ -415,6 +440,10 @@ func (s *simulation) loop(ctx context.Context) error {
 				what = fmt.Sprintf("offered load ramps to %g requests a second over %s", rc.RPS, rc.Ramp)
 			}
 			s.log = append(s.log, Event{At: time.Duration(s.now), Server: "(all)", What: what, Source: FromScenario})
+		case evConcurrencyChange:
+			s.concurrency = s.cfg.ConcurrencyChanges[ev.token].Concurrency
+			s.log = append(s.log, Event{At: time.Duration(s.now), Server: "(all)", What: fmt.Sprintf("requests in flight now %d", s.concurrency), Source: FromScenario})
+			s.fillClosedLoop()
 		}
 	}
 	return nil
@@ -438,6 +467,14 @@ func (s *simulation) startRequest() {
 		r.session = int32(s.rng.IntN(len(s.sessions)))
 	}
 	s.attempt(slot)
+}
+
+// fillClosedLoop starts requests until the closed loop has its number in
+// flight, or every request has started.
+func (s *simulation) fillClosedLoop() {
+	for s.issued-s.done < s.concurrency && s.issued < s.cfg.Requests {
+		s.startRequest()
+	}
 }
 
 // attempt sends one try of request slot to a freshly picked server.
@@ -598,8 +635,8 @@ func (s *simulation) finish(slot int32, ok bool) {
 	if s.cfg.Progress != nil && s.done%progressEvery == 0 {
 		s.cfg.Progress(s.done)
 	}
-	if s.cfg.Concurrency > 0 && s.issued < s.cfg.Requests {
-		s.startRequest()
+	if s.cfg.Concurrency > 0 {
+		s.fillClosedLoop()
 	}
 }
 

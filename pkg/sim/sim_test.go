@@ -837,3 +837,52 @@ func TestTimelineStaysBounded(t *testing.T) {
 		t.Errorf("series add to %d requests and %d attempts, want %d and %d", sum, attempts, r.Requests, r.Servers[0].Requests+r.Servers[1].Requests)
 	}
 }
+
+// A closed loop's steps change its requests in flight: at 10 ms a call,
+// 10 in flight answer 1,000 a second, 50 answer 5,000, and 5 answer 500,
+// after the 45 extra in flight at the step have finished.
+func TestClosedLoopConcurrencySteps(t *testing.T) {
+	cfg, diags := config.NewLoader().LoadSources(map[string][]byte{"s.hcl": []byte(`
+discovery "static" "s" {
+  endpoint "server1" { address = "127.0.0.1:1" }
+  endpoint "server2" { address = "127.0.0.1:2" }
+}
+service "svc" { discovery = discovery.static.s }
+simulation "svc" {
+  server "*" { latency = "10ms" }
+}
+scenario "closed" {
+  service     = "svc"
+  requests    = 14000
+  concurrency = 10
+  at "2s" {
+    concurrency = 50
+  }
+  at "4s" {
+    concurrency = 5
+  }
+}`)})
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	svc, _ := cfg.Service("svc")
+	c, err := Assemble(cfg, svc, svc.Discovery.Specs(), Overrides{Scenario: "closed", Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.TimelineStep = time.Second
+	r := run(t, *c)
+	done := r.Timeline.Succeeded
+	t.Logf("answers per second: %v", done)
+	for sec, want := range map[int]int{0: 1000, 1: 1000, 2: 5000, 3: 5000, 4: 545, 5: 500} {
+		if got := done[sec]; got < want*95/100 || got > want*105/100 {
+			t.Errorf("second %d: %d answers, want about %d", sec, got, want)
+		}
+	}
+	if !strings.Contains(r.Traffic(), "closed loop starting at 10 in flight, 50 at most") {
+		t.Errorf("traffic %q", r.Traffic())
+	}
+	if !slices.ContainsFunc(r.Events, func(e Event) bool { return e.At == 4*time.Second && e.What == "requests in flight now 5" }) {
+		t.Errorf("no event for the change at 4s: %v", r.Events)
+	}
+}
