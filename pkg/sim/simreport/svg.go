@@ -21,7 +21,6 @@ type chart struct {
 	y0, y1     float64
 	xlog, ylog bool
 	legend     []legendItem
-	emptyLabel string
 }
 
 type legendItem struct{ name, color string }
