@@ -210,7 +210,7 @@ func TestSignalStopsSimulate(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte("discovery \"static\" \"s\" {\n  endpoint \"a\" { address = \"127.0.0.1:1\" }\n}\nservice \"s\" { discovery = discovery.static.s }\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(pvlbBinary, "simulate", "-c", cfg, "-n", "1000000000", "--rps", "1000000")
+	cmd := exec.Command(pvlbBinary, "simulate", "-c", cfg, "-n", "100000000", "--rps", "1000000")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
