@@ -141,7 +141,7 @@ service "svc" { discovery = discovery.static.local }
 	if s.Health.HealthCheck != wantHealth {
 		t.Errorf("health %+v, want %+v", s.Health.HealthCheck, wantHealth)
 	}
-	if s.Retry != policy.DefaultRetry() || s.Retry.MaxRetries != seed.MaxRetries || s.Retry.Delay != seed.RetryDelay || s.Retry.FailoverTimeout != seed.FailoverTimeout {
+	if !reflect.DeepEqual(s.Retry, policy.DefaultRetry()) || s.Retry.MaxRetries != seed.MaxRetries || s.Retry.Delay != seed.RetryDelay || s.Retry.FailoverTimeout != seed.FailoverTimeout {
 		t.Errorf("retry %+v", s.Retry)
 	}
 	if !reflect.DeepEqual(s.Client, policy.DefaultClient()) {
@@ -170,7 +170,8 @@ func TestAdvancedExampleDecodesEverySetting(t *testing.T) {
 	if want := (policy.HealthCheck{Interval: 15 * time.Second, Timeout: 3 * time.Second, UnhealthyThreshold: 3, HealthyThreshold: 2, Service: "peervault.PeerVaultService"}); s.Health.HealthCheck != want {
 		t.Errorf("health %+v", s.Health.HealthCheck)
 	}
-	if want := (policy.Retry{MaxRetries: 5, Delay: 2 * time.Second, FailoverTimeout: 15 * time.Second, RetryableCodes: policy.DefaultRetryableCodes}); s.Retry != want {
+	budget := lb.DefaultRetryBudget()
+	if want := (policy.Retry{MaxRetries: 5, Delay: 2 * time.Second, FailoverTimeout: 15 * time.Second, RetryableCodes: policy.DefaultRetryableCodes, Budget: &budget}); !reflect.DeepEqual(s.Retry, want) {
 		t.Errorf("retry %+v", s.Retry)
 	}
 	wantClient := policy.Client{
@@ -752,6 +753,77 @@ service "svc" { discovery = discovery.static.s }
 		for _, d := range diags {
 			if d.Subject == nil || d.Subject.Start.Line < 6 {
 				t.Errorf("%s: %q is not located in the scenario: %v", src, d.Summary, d.Subject)
+			}
+		}
+	}
+}
+
+// A retry block takes gRPC's backoff names, Envoy's per_try_timeout and
+// Finagle's budget (on by default) or A6's throttling; mistakes are
+// located.
+func TestRetryBudgetAndBackoff(t *testing.T) {
+	base := "discovery \"static\" \"s\" {\n  endpoint \"a\" { address = \"h:1\" }\n}\nservice \"svc\" {\n  discovery = discovery.static.s\n"
+	cfg, diags := load(t, base+`}`)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	s, _ := cfg.Service("svc")
+	if s.Retry.Budget == nil || *s.Retry.Budget != lb.DefaultRetryBudget() || s.Retry.Throttling != nil {
+		t.Errorf("default retry budget %+v, throttling %+v", s.Retry.Budget, s.Retry.Throttling)
+	}
+	cfg, diags = load(t, base+`  retry {
+    max_retries        = 4
+    initial_backoff    = "50ms"
+    backoff_multiplier = 1.5
+    max_backoff        = "200ms"
+    per_try_timeout    = "250ms"
+    budget {
+      percent = 10
+      ttl     = "30s"
+    }
+    throttling {
+      max_tokens  = 10
+      token_ratio = 0.1
+    }
+  }
+}`)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	s, _ = cfg.Service("svc")
+	r := s.Retry
+	if r.Delay != 50*time.Millisecond || r.BackoffMultiplier != 1.5 || r.MaxBackoff != 200*time.Millisecond || r.PerTryTimeout != 250*time.Millisecond {
+		t.Errorf("retry %+v", r)
+	}
+	if want := (lb.RetryBudget{Percent: 10, MinRetriesPerSecond: 10, TTL: 30 * time.Second}); r.Budget == nil || *r.Budget != want {
+		t.Errorf("budget %+v", r.Budget)
+	}
+	if want := (lb.RetryThrottling{MaxTokens: 10, TokenRatio: 0.1}); r.Throttling == nil || *r.Throttling != want {
+		t.Errorf("throttling %+v", r.Throttling)
+	}
+	if got := []time.Duration{r.Backoff(1), r.Backoff(2), r.Backoff(3), r.Backoff(4)}; fmt.Sprint(got) != "[50ms 75ms 112.5ms 168.75ms]" {
+		t.Errorf("backoffs %v", got)
+	}
+	cfg, diags = load(t, base+"  retry {\n    budget { enabled = false }\n  }\n}")
+	if s, _ = cfg.Service("svc"); diags.HasErrors() || s.Retry.Budget != nil {
+		t.Errorf("budget off: %v, %+v", diags, s.Retry.Budget)
+	}
+	for src, want := range map[string]string{
+		"retry {\n    delay = \"1s\"\n    initial_backoff = \"1s\"\n  }":                        "initial_backoff (gRPC's name) and delay are the same setting",
+		"retry {\n    delay = \"1s\"\n    max_backoff = \"500ms\"\n  }":                         "max_backoff (500ms) is less than the first backoff (1s)",
+		"retry {\n    budget {\n      ttl = \"2m\"\n    }\n  }":                                 "ttl must be from 1s to 1m",
+		"retry {\n    budget {\n      enabled = false\n      percent = 5\n    }\n  }":           "so percent has no effect",
+		"retry {\n    throttling { max_tokens = 10 }\n  }":                                      `The argument "token_ratio" is required`,
+		"retry {\n    throttling {\n      max_tokens = 2000\n      token_ratio = 1\n    }\n  }": "max_tokens must be from 0.001 to 1000",
+		"retry {\n    backoff_multiplier = 0.5\n  }":                                            "backoff_multiplier must be from 1 to 10",
+	} {
+		_, diags := load(t, base+"  "+src+"\n}")
+		if !diags.HasErrors() || !strings.Contains(diags.Error(), want) {
+			t.Errorf("%s: got %v, want an error with %q", src, diags, want)
+		}
+		for _, d := range diags {
+			if d.Subject == nil || d.Subject.Start.Line < 6 {
+				t.Errorf("%s: %q is not located in the retry block", src, d.Summary)
 			}
 		}
 	}

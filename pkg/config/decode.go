@@ -748,7 +748,19 @@ var outcomesSchema = &hcl.BodySchema{
 }
 
 var retrySchema = &hcl.BodySchema{
-	Attributes: []hcl.AttributeSchema{{Name: "max_retries"}, {Name: "delay"}, {Name: "failover_timeout"}, {Name: "retryable_codes"}},
+	Attributes: []hcl.AttributeSchema{
+		{Name: "max_retries"}, {Name: "delay"}, {Name: "initial_backoff"}, {Name: "backoff_multiplier"}, {Name: "max_backoff"},
+		{Name: "failover_timeout"}, {Name: "per_try_timeout"}, {Name: "retryable_codes"},
+	},
+	Blocks: []hcl.BlockHeaderSchema{{Type: "budget"}, {Type: "throttling"}},
+}
+
+var retryBudgetSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "enabled"}, {Name: "percent"}, {Name: "min_retries_per_second"}, {Name: "ttl"}},
+}
+
+var retryThrottlingSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "max_tokens", Required: true}, {Name: "token_ratio", Required: true}},
 }
 
 var tlsSchema = &hcl.BodySchema{
@@ -797,12 +809,7 @@ func (d *decoder) decodeServiceBlock(block *hcl.Block) {
 		d.merge(a)
 	}
 	if rb := d.singleBlock(content.Blocks, "retry", "service"); rb != nil {
-		a := d.attrs(d.content(rb.Body, retrySchema))
-		a.int("max_retries", 0, 10, &s.Retry.MaxRetries)
-		a.duration("delay", true, &s.Retry.Delay)
-		a.duration("failover_timeout", false, &s.Retry.FailoverTimeout)
-		a.codes("retryable_codes", &s.Retry.RetryableCodes)
-		d.merge(a)
+		d.decodeRetryBlock(rb, &s.Retry)
 	}
 	if ob := d.singleBlock(content.Blocks, "outcomes", "service"); ob != nil {
 		oc := d.content(ob.Body, outcomesSchema)
@@ -832,6 +839,66 @@ func (d *decoder) decodeServiceBlock(block *hcl.Block) {
 	}
 	d.checkWeightsUsed(s, content)
 	declare(d, "service", s.Name, s, d.cfg.services, &d.cfg.Services)
+}
+
+// decodeRetryBlock reads a service's retry block over the defaults: A6's
+// backoff names (delay is initial_backoff's older name), Envoy's
+// per_try_timeout, and the budget and throttling blocks.
+func (d *decoder) decodeRetryBlock(block *hcl.Block, r *policy.Retry) {
+	content := d.content(block.Body, retrySchema)
+	a := d.attrs(content)
+	a.int("max_retries", 0, 10, &r.MaxRetries)
+	a.duration("delay", true, &r.Delay)
+	if attr, ok := content.Attributes["initial_backoff"]; ok {
+		a.duration("initial_backoff", true, &r.Delay)
+		if content.Attributes["delay"] != nil {
+			a.errorf(attr.Range, "Two names for one setting", "initial_backoff (gRPC's name) and delay are the same setting, the first backoff: set one.")
+		}
+	}
+	a.float("backoff_multiplier", 1, 10, &r.BackoffMultiplier)
+	if attr, ok := content.Attributes["max_backoff"]; ok {
+		a.duration("max_backoff", false, &r.MaxBackoff)
+		if r.MaxBackoff > 0 && r.MaxBackoff < r.Delay {
+			a.errorf(attr.Expr.Range(), "Backoff capped below its start", "max_backoff (%s) is less than the first backoff (%s): raise it, or lower delay.", r.MaxBackoff, r.Delay)
+		}
+	}
+	a.duration("failover_timeout", false, &r.FailoverTimeout)
+	a.duration("per_try_timeout", false, &r.PerTryTimeout)
+	a.codes("retryable_codes", &r.RetryableCodes)
+	d.merge(a)
+	if b := d.singleBlock(content.Blocks, "budget", "retry block"); b != nil {
+		budget := lb.DefaultRetryBudget()
+		bc := d.content(b.Body, retryBudgetSchema)
+		ba := d.attrs(bc)
+		enabled := true
+		ba.bool("enabled", &enabled)
+		ba.float("percent", 0, 1000, &budget.Percent)
+		ba.float("min_retries_per_second", 0, 1e6, &budget.MinRetriesPerSecond)
+		if attr, ok := bc.Attributes["ttl"]; ok {
+			ba.duration("ttl", false, &budget.TTL)
+			if budget.TTL < time.Second || budget.TTL > time.Minute {
+				ba.errorf(attr.Expr.Range(), "Value out of range", "ttl must be from 1s to 1m, as Finagle's, not %s.", budget.TTL)
+			}
+		}
+		r.Budget = &budget
+		if !enabled {
+			r.Budget = nil
+			for _, as := range retryBudgetSchema.Attributes {
+				if attr, set := bc.Attributes[as.Name]; set && as.Name != "enabled" {
+					ba.errorf(attr.Range, "Setting of a disabled budget", "enabled = false turns the retry budget off, so %s has no effect: remove one or the other.", as.Name)
+				}
+			}
+		}
+		d.merge(ba)
+	}
+	if b := d.singleBlock(content.Blocks, "throttling", "retry block"); b != nil {
+		var th lb.RetryThrottling
+		ta := d.attrs(d.content(b.Body, retryThrottlingSchema))
+		ta.float("max_tokens", 0.001, 1000, &th.MaxTokens)
+		ta.float("token_ratio", 0.001, 1000, &th.TokenRatio)
+		d.merge(ta)
+		r.Throttling = &th
+	}
 }
 
 // decodeOutlierBlock reads an outlier_detection block: A50's and Envoy's

@@ -46,6 +46,10 @@ type Config struct {
 	ErrorRate float64
 	// ErrorCode is the status of injected failures; zero means INTERNAL.
 	ErrorCode statuscode.Code
+	// Pushback, when set, is sent with each injected failure as gRFC A6's
+	// grpc-retry-pushback-ms trailer: milliseconds to wait before a
+	// retry, or a negative number to ask for none.
+	Pushback string
 	// UnhealthyAfter, when positive, turns health to NOT_SERVING this long
 	// after the server starts serving.
 	UnhealthyAfter time.Duration
@@ -207,6 +211,9 @@ func (s *Server) behave(ctx context.Context) error {
 		}
 	}
 	if fail {
+		if s.cfg.Pushback != "" {
+			_ = grpc.SetTrailer(ctx, metadata.Pairs("grpc-retry-pushback-ms", s.cfg.Pushback))
+		}
 		code := codes.Internal
 		if s.cfg.ErrorCode != statuscode.OK {
 			code = codes.Code(s.cfg.ErrorCode)

@@ -7,6 +7,7 @@
 package policy
 
 import (
+	"math"
 	"time"
 
 	"github.com/peervault/pvlb/pkg/lb"
@@ -19,14 +20,62 @@ type Retry struct {
 	// MaxRetries is how many times a failed call is retried after its
 	// first attempt, each on a different endpoint where one is left.
 	MaxRetries int `json:"max_retries"`
-	// Delay is the first backoff; later ones double, with ±20% jitter.
+	// Delay is the first backoff (gRFC A6's initialBackoff; `delay` or
+	// `initial_backoff` in HCL); each later one is BackoffMultiplier
+	// times the one before, up to MaxBackoff, with ±20% jitter.
 	Delay time.Duration `json:"delay"`
+	// BackoffMultiplier grows the backoff; zero means 2.
+	BackoffMultiplier float64 `json:"backoff_multiplier,omitempty"`
+	// MaxBackoff caps a backoff; zero is no cap.
+	MaxBackoff time.Duration `json:"max_backoff,omitempty"`
 	// FailoverTimeout bounds the time spent retrying one call.
 	FailoverTimeout time.Duration `json:"failover_timeout"`
+	// PerTryTimeout, Envoy's per_try_timeout, ends an attempt that has not
+	// answered in time: it counts as a failure of its endpoint with
+	// DEADLINE_EXCEEDED, and the call moves on to another endpoint
+	// (DEADLINE_EXCEEDED need not be in RetryableCodes). Zero is none:
+	// an attempt may take all the call's deadline.
+	PerTryTimeout time.Duration `json:"per_try_timeout,omitempty"`
 	// RetryableCodes are the status codes retried on another endpoint;
 	// empty means DefaultRetryableCodes.
 	RetryableCodes statuscode.Set `json:"retryable_codes"`
+	// Budget bounds retries to a share of calls (Finagle's retry budget);
+	// nil is none. The default is lb.DefaultRetryBudget.
+	Budget *lb.RetryBudget `json:"budget,omitempty"`
+	// Throttling is gRFC A6's retry throttling; nil is none.
+	Throttling *lb.RetryThrottling `json:"throttling,omitempty"`
 }
+
+// Backoff is the wait before retry number n (from 1), before jitter:
+// Delay × BackoffMultiplier^(n-1), at most MaxBackoff.
+func (r Retry) Backoff(n int) time.Duration {
+	mult := r.BackoffMultiplier
+	if mult == 0 {
+		mult = 2
+	}
+	d := float64(r.Delay) * math.Pow(mult, float64(max(n-1, 0)))
+	if r.MaxBackoff > 0 {
+		d = min(d, float64(r.MaxBackoff))
+	}
+	return time.Duration(min(d, float64(math.MaxInt64/2)))
+}
+
+// Jitter spreads a backoff by ±20%, given a uniform draw u in [0, 1).
+func Jitter(d time.Duration, u float64) time.Duration {
+	return time.Duration(float64(d) * (0.8 + 0.4*u))
+}
+
+// Limiter returns the retry budget and throttling's shared state for one
+// client, or nil when neither is set.
+func (r Retry) Limiter(start time.Time) (*lb.RetryLimiter, error) {
+	if r.Budget == nil && r.Throttling == nil {
+		return nil, nil
+	}
+	return lb.NewRetryLimiter(r.Budget, r.Throttling, start)
+}
+
+// PerTryCode is the status of an attempt its per-try timeout ended.
+const PerTryCode = statuscode.DeadlineExceeded
 
 // Retries reports whether a call that failed with code is retried.
 func (r Retry) Retries(code statuscode.Code) bool {
@@ -42,10 +91,12 @@ func (r Retry) Retries(code statuscode.Code) bool {
 // on the call, so a retry cannot run it twice.
 var DefaultRetryableCodes = statuscode.SetOf(statuscode.Unavailable)
 
-// DefaultRetry returns the original design's defaults: 3 retries 1s apart
-// within 10s, of UNAVAILABLE only.
+// DefaultRetry returns the original design's defaults, 3 retries of
+// UNAVAILABLE 1s, 2s and 4s apart within 10s, under Finagle's retry
+// budget (20% of calls plus 10 a second, over 10s).
 func DefaultRetry() Retry {
-	return Retry{MaxRetries: 3, Delay: time.Second, FailoverTimeout: 10 * time.Second, RetryableCodes: DefaultRetryableCodes}
+	budget := lb.DefaultRetryBudget()
+	return Retry{MaxRetries: 3, Delay: time.Second, FailoverTimeout: 10 * time.Second, RetryableCodes: DefaultRetryableCodes, Budget: &budget}
 }
 
 // HealthCheck is a `health_policy` block: how endpoints are checked with

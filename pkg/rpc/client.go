@@ -3,9 +3,11 @@ package rpc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/policy"
 	"github.com/peervault/pvlb/pkg/statuscode"
 )
 
@@ -25,10 +28,13 @@ import (
 //	client := peervaultv1.NewPeerVaultServiceClient(balancedClient)
 //
 // A call that fails with a retryable code (UNAVAILABLE by default: refused
-// or broken connections) is retried up to MaxRetries times, each time on an
-// endpoint not yet tried while one is left, after an exponential backoff
-// with jitter, as long as FailoverTimeout allows. A stream is retried only
-// while no response has begun; after that its errors go to the caller.
+// or broken connections), or whose attempt outlives PerTryTimeout, is
+// retried up to MaxRetries times, each time on an endpoint not yet tried
+// while one is left, after an exponential backoff with jitter (or as long
+// as the server's grpc-retry-pushback-ms says), as long as
+// FailoverTimeout, the call's deadline and the retry budget allow. A
+// stream is retried only while no response has begun; after that its
+// errors go to the caller.
 type LoadBalancedClient struct {
 	balancer   *lb.LoadBalancer
 	pool       *ConnPool
@@ -37,6 +43,7 @@ type LoadBalancedClient struct {
 	log        *slog.Logger
 	outcomes   lb.OutcomeConfig
 	sessionKey string // metadata key of the sticky session id; "" when not sticky
+	limiter    *lb.RetryLimiter
 
 	calls, retries, failures atomic.Uint64
 	closed                   atomic.Bool
@@ -79,6 +86,10 @@ func NewLoadBalancedClient(balancer *lb.LoadBalancer, config *LoadBalancedClient
 		log:      loggerOrDiscard(logger),
 	}
 	c.outcomes = balancer.Config().Outcomes
+	var err error
+	if c.limiter, err = config.Retry.Limiter(time.Now()); err != nil {
+		return nil, err
+	}
 	if sticky := balancer.Config().Sticky; sticky.Enabled {
 		c.sessionKey = sticky.Key
 	}
@@ -93,10 +104,15 @@ func NewLoadBalancedClient(balancer *lb.LoadBalancer, config *LoadBalancedClient
 }
 
 // CallReport, passed as a call option, is filled in with every attempt the
-// call made, the last being the one that answered (or failed for good).
+// call made, the last being the one that answered (or failed for good),
+// and, for a call that failed, why it was not retried again.
 type CallReport struct {
 	grpc.EmptyCallOption
 	Attempts []Attempt
+	// NotRetried says why a failed call stopped: its code is not
+	// retried, max_retries, failover_timeout, the deadline, the retry
+	// budget or throttling, or the server's pushback.
+	NotRetried string
 }
 
 // Attempt is one try of a call on one endpoint.
@@ -148,53 +164,153 @@ func (c *LoadBalancedClient) Invoke(ctx context.Context, method string, args, re
 	report := findReport(opts)
 	c.calls.Add(1)
 	start := time.Now()
+	c.limiter.Call(start)
 	var triedList []*lb.Endpoint // nil until a retry: a first attempt allocates nothing
 	for attempt := 1; ; attempt++ {
-		err := c.invokeOnce(ctx, method, args, reply, opts, report, &triedList)
+		pushback, err := c.invokeOnce(ctx, method, args, reply, opts, report, &triedList)
 		if err == nil {
 			return nil
 		}
-		if !c.backoff(ctx, err, attempt, start) {
+		if !c.backoff(ctx, err, pushback, attempt, start, report) {
 			c.failures.Add(1)
 			return err
 		}
 	}
 }
 
-func (c *LoadBalancedClient) invokeOnce(ctx context.Context, method string, args, reply any, opts []grpc.CallOption, report *CallReport, triedList *[]*lb.Endpoint) error {
+// attemptOpts carries an attempt's call options with a trailer option
+// added, to read the server's pushback; pooled so that a call allocates
+// nothing for it.
+type attemptOpts struct {
+	trailer metadata.MD
+	opts    []grpc.CallOption
+}
+
+var attemptOptsPool = sync.Pool{New: func() any { return new(attemptOpts) }}
+
+// pushbackKey is gRFC A6's trailer: how long the server asks the client to
+// wait before retrying, in milliseconds; a negative or unreadable value
+// asks it not to retry.
+const pushbackKey = "grpc-retry-pushback-ms"
+
+// invokeOnce makes one attempt, and returns the server's pushback
+// (noPushback when it sent none) and the attempt's error.
+func (c *LoadBalancedClient) invokeOnce(ctx context.Context, method string, args, reply any, opts []grpc.CallOption, report *CallReport, triedList *[]*lb.Endpoint) (time.Duration, error) {
 	e, err := c.balancer.PickExcluding(ctx, *triedList)
 	if err != nil {
-		return noHealthyError{err}
+		return noPushback, noHealthyError{err}
 	}
 	started := time.Now()
+	pushback := noPushback
 	cc, err := c.pool.Get(e)
 	if err == nil {
-		err = cc.Invoke(ctx, method, args, reply, opts...)
+		actx := ctx
+		if c.cfg.PerTryTimeout > 0 {
+			var cancel context.CancelFunc
+			actx, cancel = context.WithTimeout(ctx, c.cfg.PerTryTimeout)
+			defer cancel()
+		}
+		ao := attemptOptsPool.Get().(*attemptOpts)
+		ao.opts = append(append(ao.opts[:0], opts...), grpc.Trailer(&ao.trailer))
+		err = cc.Invoke(actx, method, args, reply, ao.opts...)
+		if err != nil {
+			pushback = parsePushback(ao.trailer)
+			// The attempt's own deadline passed, not the call's: the server
+			// may report it (its end of the deadline) before our timer does.
+			if actx != ctx && ctx.Err() == nil && status.Code(err) == codes.DeadlineExceeded && pastDeadline(actx) {
+				err = perTryTimeout{status.Newf(codes.DeadlineExceeded, "per-try timeout: no answer from %s within %s", e.ID, c.cfg.PerTryTimeout)}
+			}
+		}
+		clear(ao.opts)
+		ao.trailer = nil
+		attemptOptsPool.Put(ao)
 	} else {
 		err = status.Error(codes.Unavailable, err.Error())
 	}
 	took := time.Since(started)
 	c.balancer.Done(e, took, c.classify(ctx, err))
+	c.limiter.Result(err == nil, err != nil && c.retryable(err))
 	report.add(e, took, err)
 	if err != nil {
 		*triedList = append(*triedList, e)
 		c.log.Debug("call failed", "method", method, "server", e.ID, "error", err)
 	}
-	return err
+	return pushback, err
+}
+
+func pastDeadline(ctx context.Context) bool {
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
+}
+
+// Pushbacks other than a wait: none sent, or the server's "do not retry".
+const (
+	noPushback   time.Duration = -1
+	pushbackStop time.Duration = -2
+)
+
+// parsePushback reads A6's pushback from trailers: the wait, noPushback,
+// or pushbackStop for a negative or malformed value.
+func parsePushback(md metadata.MD) time.Duration {
+	v := md.Get(pushbackKey)
+	if len(v) == 0 {
+		return noPushback
+	}
+	ms, err := strconv.ParseInt(v[0], 10, 64)
+	if err != nil || ms < 0 {
+		return pushbackStop
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
+// perTryTimeout is an attempt ended by the retry policy's per-try
+// timeout, as opposed to the call's own deadline.
+type perTryTimeout struct{ st *status.Status }
+
+func (e perTryTimeout) Error() string              { return e.st.Err().Error() }
+func (e perTryTimeout) GRPCStatus() *status.Status { return e.st }
+
+// retryable reports whether an attempt's error is one to retry: a
+// retryable code, or the attempt's own per-try timeout.
+func (c *LoadBalancedClient) retryable(err error) bool {
+	var pt perTryTimeout
+	return c.cfg.Retries(statuscode.Code(status.Code(err))) || errors.As(err, &pt)
 }
 
 // backoff decides whether a failed attempt is retried and, if so, waits
-// RetryDelay·2^(attempt-1) ±20% first. It reports whether to try again.
-func (c *LoadBalancedClient) backoff(ctx context.Context, err error, attempt int, start time.Time) bool {
-	if !c.cfg.Retries(statuscode.Code(status.Code(err))) || attempt > c.cfg.MaxRetries || ctx.Err() != nil {
+// first: the server's pushback when it sent one, else the retry policy's
+// backoff with ±20% jitter. It reports whether to try again, and why not
+// in the report.
+func (c *LoadBalancedClient) backoff(ctx context.Context, err error, pushback time.Duration, attempt int, start time.Time, report *CallReport) bool {
+	stop := func(why string) bool {
+		if report != nil {
+			report.NotRetried = why
+		}
 		return false
 	}
-	delay := time.Duration(float64(c.cfg.Delay) * float64(uint64(1)<<min(attempt-1, 30)) * (0.8 + 0.4*rand.Float64()))
-	if time.Since(start)+delay > c.cfg.FailoverTimeout {
-		return false
+	switch {
+	case ctx.Err() != nil:
+		return stop("the call's context ended")
+	case !c.retryable(err):
+		return stop(statuscode.Code(status.Code(err)).String() + " is not retried (retryable_codes)")
+	case attempt > c.cfg.MaxRetries:
+		return stop(fmt.Sprintf("max_retries (%d) reached", c.cfg.MaxRetries))
+	case pushback == pushbackStop:
+		return stop("the server asked not to retry (" + pushbackKey + ")")
 	}
-	if deadline, ok := ctx.Deadline(); ok && time.Now().Add(delay).After(deadline) {
-		return false
+	delay := pushback
+	if delay < 0 {
+		delay = policy.Jitter(c.cfg.Backoff(attempt), rand.Float64())
+	}
+	now := time.Now()
+	if now.Sub(start)+delay > c.cfg.FailoverTimeout {
+		return stop(fmt.Sprintf("failover_timeout (%s) would pass", c.cfg.FailoverTimeout))
+	}
+	if deadline, ok := ctx.Deadline(); ok && now.Add(delay).After(deadline) {
+		return stop("the call's deadline would pass")
+	}
+	if !c.limiter.Retry(now) {
+		return stop("the retry budget is spent")
 	}
 	c.retries.Add(1)
 	if delay <= 0 {
@@ -206,7 +322,7 @@ func (c *LoadBalancedClient) backoff(ctx context.Context, err error, attempt int
 	case <-t.C:
 		return true
 	case <-ctx.Done():
-		return false
+		return stop("the call's context ended")
 	}
 }
 
@@ -239,13 +355,14 @@ func (c *LoadBalancedClient) NewStream(ctx context.Context, desc *grpc.StreamDes
 		c: c, ctx: c.sessionContext(ctx), desc: desc, method: method, opts: opts,
 		report: findReport(opts), start: time.Now(),
 	}
+	c.limiter.Call(s.start)
 	for attempt := 1; ; attempt++ {
 		err := s.open()
 		if err == nil {
 			s.attempt = attempt
 			return s, nil
 		}
-		if !c.backoff(ctx, err, attempt, s.start) {
+		if !c.backoff(ctx, err, noPushback, attempt, s.start, s.report) {
 			c.failures.Add(1)
 			return nil, err
 		}
@@ -310,6 +427,7 @@ func (s *balancedStream) failOpen(e *lb.Endpoint, err error) {
 	took := time.Since(s.opened)
 	s.c.balancer.Done(e, took, s.c.classify(s.ctx, err))
 	s.report.add(e, took, err)
+	s.c.limiter.Result(false, s.c.retryable(err))
 	s.tried = append(s.tried, e)
 }
 
@@ -376,7 +494,7 @@ func (s *balancedStream) RecvMsg(m any) error {
 			s.final = err
 			return err
 		}
-		if !retry || !s.c.backoff(s.ctx, err, s.attempt, s.start) || !s.reopen() {
+		if !retry || !s.c.backoff(s.ctx, err, noPushback, s.attempt, s.start, s.report) || !s.reopen() {
 			s.c.failures.Add(1)
 			s.final = err
 			return err
@@ -393,6 +511,7 @@ func (s *balancedStream) endAttempt(err error) {
 		err = nil
 	}
 	s.report.add(s.endpoint, time.Since(s.opened), err)
+	s.c.limiter.Result(err == nil, err != nil && s.c.retryable(err))
 	if err != nil {
 		s.tried = append(s.tried, s.endpoint)
 	}
@@ -422,14 +541,17 @@ func (s *balancedStream) reopen() bool {
 // ClientStats is a LoadBalancedClient's state; its JSON keys are those of
 // the original design's GetStats.
 type ClientStats struct {
-	TotalConnections int            `json:"total_connections"`
-	MaxRetries       int            `json:"max_retries"`
-	RetryDelay       string         `json:"retry_delay"`
-	FailoverTimeout  string         `json:"failover_timeout"`
-	Calls            uint64         `json:"calls"`
-	Retries          uint64         `json:"retries"`
-	Failures         uint64         `json:"failures"`
-	LoadBalancer     lb.ServerStats `json:"load_balancer"`
+	TotalConnections int    `json:"total_connections"`
+	MaxRetries       int    `json:"max_retries"`
+	RetryDelay       string `json:"retry_delay"`
+	FailoverTimeout  string `json:"failover_timeout"`
+	Calls            uint64 `json:"calls"`
+	Retries          uint64 `json:"retries"`
+	// RetriesRefused counts retries the retry budget or throttling did
+	// not allow.
+	RetriesRefused uint64         `json:"retries_refused"`
+	Failures       uint64         `json:"failures"`
+	LoadBalancer   lb.ServerStats `json:"load_balancer"`
 }
 
 // GetStats returns the client's statistics.
@@ -441,6 +563,7 @@ func (c *LoadBalancedClient) GetStats() ClientStats {
 		FailoverTimeout:  c.cfg.FailoverTimeout.String(),
 		Calls:            c.calls.Load(),
 		Retries:          c.retries.Load(),
+		RetriesRefused:   c.limiter.Refused(),
 		Failures:         c.failures.Load(),
 		LoadBalancer:     c.balancer.GetServerStats(),
 	}
