@@ -376,6 +376,9 @@ func writeReport(w io.Writer, r *sim.Report) {
 	}
 	fmt.Fprintf(w, "Requests   %d succeeded, %d failed (%s); %d retries, %d requests saved by a retry\n",
 		r.Succeeded, r.Failed, pct(failedPct), r.Retries, r.Recovered)
+	if r.RetriesRefused > 0 || r.PerTryTimeouts > 0 {
+		fmt.Fprintf(w, "Retries    %d refused by the retry budget, %d attempts ended by the per-try timeout\n", r.RetriesRefused, r.PerTryTimeouts)
+	}
 	fmt.Fprintf(w, "Latency    p50 %s  p90 %s  p99 %s  p99.9 %s  max %s (end to end, successful requests)\n",
 		dur(r.Latency.P50), dur(r.Latency.P90), dur(r.Latency.P99), dur(r.Latency.P999), dur(r.Latency.Max))
 	fmt.Fprintf(w, "Time       %s simulated, %.0f requests/s succeeded\n", dur(r.SimulatedTime), r.Throughput)

@@ -183,10 +183,15 @@ func (c *LoadBalancedClient) Invoke(ctx context.Context, method string, args, re
 // nothing for it.
 type attemptOpts struct {
 	trailer metadata.MD
+	read    grpc.CallOption // grpc.Trailer(&trailer)
 	opts    []grpc.CallOption
 }
 
-var attemptOptsPool = sync.Pool{New: func() any { return new(attemptOpts) }}
+var attemptOptsPool = sync.Pool{New: func() any {
+	ao := new(attemptOpts)
+	ao.read = grpc.Trailer(&ao.trailer)
+	return ao
+}}
 
 // pushbackKey is gRFC A6's trailer: how long the server asks the client to
 // wait before retrying, in milliseconds; a negative or unreadable value
@@ -211,7 +216,7 @@ func (c *LoadBalancedClient) invokeOnce(ctx context.Context, method string, args
 			defer cancel()
 		}
 		ao := attemptOptsPool.Get().(*attemptOpts)
-		ao.opts = append(append(ao.opts[:0], opts...), grpc.Trailer(&ao.trailer))
+		ao.opts = append(append(ao.opts[:0], opts...), ao.read)
 		err = cc.Invoke(actx, method, args, reply, ao.opts...)
 		if err != nil {
 			pushback = parsePushback(ao.trailer)

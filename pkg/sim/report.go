@@ -30,6 +30,11 @@ type Report struct {
 	// that failed at first and then succeeded elsewhere.
 	Retries   int `json:"retries"`
 	Recovered int `json:"recovered"`
+	// RetriesRefused counts retries the retry budget or throttling did
+	// not allow (the request failed with its last error), and
+	// PerTryTimeouts the attempts the per-try timeout gave up on.
+	RetriesRefused int `json:"retries_refused,omitempty"`
+	PerTryTimeouts int `json:"per_try_timeouts,omitempty"`
 	// NoHealthy counts picks that found no server able to take traffic.
 	NoHealthy int `json:"no_healthy_picks"`
 	// Dropped counts attempts refused because a server's queue was full
@@ -174,25 +179,27 @@ func (s *simulation) outcomes(idx int32) lb.OutcomeCounts {
 func (s *simulation) report() *Report {
 	b := s.cfg.Balancer
 	r := &Report{
-		Service:       b.Service,
-		Strategy:      b.Strategy.Kind,
-		StrategyName:  s.cfg.StrategyName,
-		Seed:          s.cfg.Seed,
-		RPS:           s.cfg.RPS,
-		Concurrency:   s.cfg.Concurrency,
-		Sessions:      s.cfg.Sessions,
-		Clients:       s.cfg.Clients,
-		Requests:      s.done,
-		Succeeded:     s.succeeded,
-		Failed:        s.failed,
-		Retries:       s.retries,
-		Recovered:     s.recovered,
-		NoHealthy:     s.noHealthy,
-		Dropped:       s.dropped,
-		SimulatedTime: Millis(s.now),
-		Latency:       percentiles(&s.latency),
-		Events:        s.log,
-		Scenario:      s.cfg.Scenario,
+		Service:        b.Service,
+		Strategy:       b.Strategy.Kind,
+		StrategyName:   s.cfg.StrategyName,
+		Seed:           s.cfg.Seed,
+		RPS:            s.cfg.RPS,
+		Concurrency:    s.cfg.Concurrency,
+		Sessions:       s.cfg.Sessions,
+		Clients:        s.cfg.Clients,
+		Requests:       s.done,
+		Succeeded:      s.succeeded,
+		Failed:         s.failed,
+		Retries:        s.retries,
+		Recovered:      s.recovered,
+		RetriesRefused: s.refused,
+		PerTryTimeouts: s.perTryTimeouts,
+		NoHealthy:      s.noHealthy,
+		Dropped:        s.dropped,
+		SimulatedTime:  Millis(s.now),
+		Latency:        percentiles(&s.latency),
+		Events:         s.log,
+		Scenario:       s.cfg.Scenario,
 	}
 	if s.latency.total > 0 {
 		for _, q := range CDFQuantiles {

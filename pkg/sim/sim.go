@@ -204,14 +204,20 @@ const (
 	evChange
 	evRateChange
 	evConcurrencyChange
+	evPerTryTimeout
 )
 
 type event struct {
-	at     int64
-	seq    uint64 // tie-break: equal times run in scheduling order
-	kind   eventKind
+	at   int64
+	seq  uint64 // tie-break: equal times run in scheduling order
+	kind eventKind
+	// epoch and server say, for evAttemptDone, whose work ends: the
+	// server frees its place whether or not the client still waits, unless
+	// an outage (a new epoch) has emptied it since.
+	epoch  uint16
 	target int32  // request slot or server index
 	token  uint32 // attempt token, to drop completions of abandoned attempts
+	server int32
 }
 
 // request is one simulated call. It holds no pointers, so that a run with
@@ -246,7 +252,8 @@ type server struct {
 	// coldUntil is when its cold start ends; before, it is slower.
 	coldUntil int64
 	busy      int
-	queue     []int32 // FIFO of waiting request slots
+	queue     []waiting // FIFO of waiting requests
+	epoch     uint16    // outages so far: work from before one is void
 	checks    lb.HealthRun
 	attempts  int
 	errors    int
@@ -254,8 +261,16 @@ type server struct {
 	hist      histogram
 }
 
+// waiting is a request in a server's queue, as of its attempt's token: a
+// request that gave up on it (its per-try timeout) is skipped.
+type waiting struct {
+	slot  int32
+	token uint32
+}
+
 // client is one application instance's balancer over the servers.
 type client struct {
+	limiter   *lb.RetryLimiter // its retry budget or throttling; nil is none
 	balancer  *lb.LoadBalancer
 	eps       []*lb.Endpoint // by server index
 	byEP      map[*lb.Endpoint]int32
@@ -297,7 +312,7 @@ type simulation struct {
 	scratch  []*lb.Endpoint // the current request's tried endpoints, for a pick
 	timeline *timeline
 
-	issued, done, succeeded, failed, retries, recovered, noHealthy, dropped int
+	issued, done, succeeded, failed, retries, recovered, noHealthy, dropped, refused, perTryTimeouts int
 	latency                                                                 histogram
 	log                                                                     []Event
 }
@@ -347,7 +362,11 @@ func RunContext(ctx context.Context, cfg Config) (*Report, error) {
 		if err := balancer.Sync(specs); err != nil {
 			return nil, fmt.Errorf("simulate: %w", err)
 		}
-		c := &client{balancer: balancer, byEP: make(map[*lb.Endpoint]int32, len(specs))}
+		limiter, err := cfg.Retry.Limiter(time.Unix(0, 0))
+		if err != nil {
+			return nil, fmt.Errorf("simulate: %w", err)
+		}
+		c := &client{balancer: balancer, limiter: limiter, byEP: make(map[*lb.Endpoint]int32, len(specs))}
 		for i, sc := range cfg.Servers {
 			ep, _ := balancer.Endpoint(sc.ID)
 			c.eps = append(c.eps, ep)
@@ -420,7 +439,9 @@ func (s *simulation) loop(ctx context.Context) error {
 				s.schedule(s.load.next(s.now, s.rng), evArrival, 0, 0)
 			}
 		case evAttemptDone:
-			s.attemptDone(ev.target, ev.token)
+			s.attemptDone(ev)
+		case evPerTryTimeout:
+			s.perTryTimeout(ev.target, ev.token)
 		case evRetry:
 			s.attempt(ev.target)
 		case evHealthCheck:
@@ -466,8 +487,12 @@ func (s *simulation) startRequest() {
 	if len(s.sessions) > 0 {
 		r.session = int32(s.rng.IntN(len(s.sessions)))
 	}
+	s.clients[r.client].limiter.Call(s.clock())
 	s.attempt(slot)
 }
+
+// clock is the simulated time as the balancer and the limiters take it.
+func (s *simulation) clock() time.Time { return time.Unix(0, s.now) }
 
 // fillClosedLoop starts requests until the closed loop has its number in
 // flight, or every request has started.
@@ -512,8 +537,11 @@ func (s *simulation) attempt(slot int32) {
 		s.markUnhealthy(idx, "connection refused")
 		c.balancer.Done(ep, 0, s.outcome(statuscode.Unavailable))
 		r.server = -1
-		s.retryOrFail(slot)
+		s.failAttempt(slot, statuscode.Unavailable, s.cfg.Retry.Retries(statuscode.Unavailable))
 		return
+	}
+	if pt := s.cfg.Retry.PerTryTimeout; pt > 0 {
+		s.schedule(s.now+int64(pt), evPerTryTimeout, slot, r.token)
 	}
 	d := s.stream(r.id, r.attempts)
 	r.service = sv.sample.Sample(d)
@@ -522,36 +550,45 @@ func (s *simulation) attempt(slot int32) {
 	}
 	r.fails = sv.ErrorRate > 0 && d.Float64() < sv.ErrorRate
 	if sv.Capacity == 0 || sv.busy < sv.Capacity {
-		sv.busy++
-		s.schedule(s.now+r.service, evAttemptDone, slot, r.token)
+		s.serve(sv, idx, slot)
 	} else if len(sv.queue) >= MaxQueue {
 		// A real server's queue is bounded too: the call is refused.
 		sv.errors++
 		s.dropped++
 		c.balancer.Done(ep, 0, s.outcome(DroppedCode))
 		r.server = -1
-		if s.cfg.Retry.Retries(DroppedCode) {
-			s.retryOrFail(slot)
-		} else {
-			s.finish(slot, false)
-		}
+		s.failAttempt(slot, DroppedCode, s.cfg.Retry.Retries(DroppedCode))
 		return
 	} else {
 		r.queued = true
-		sv.queue = append(sv.queue, slot)
+		sv.queue = append(sv.queue, waiting{slot, r.token})
 	}
 	sv.peak = max(sv.peak, sv.busy+len(sv.queue))
 }
 
-func (s *simulation) attemptDone(slot int32, token uint32) {
+// serve starts the work of request slot's attempt on server idx.
+func (s *simulation) serve(sv *server, idx, slot int32) {
 	r := &s.reqs[slot]
-	if !r.active || r.token != token {
-		return // the attempt was abandoned when its server went down
+	sv.busy++
+	s.seq++
+	s.push(event{at: s.now + r.service, seq: s.seq, kind: evAttemptDone, epoch: sv.epoch, target: slot, token: r.token, server: idx})
+}
+
+// attemptDone ends a server's work on an attempt: the server frees its
+// place, and the request, if it still waits for this attempt, has its
+// answer.
+func (s *simulation) attemptDone(ev event) {
+	sv := s.servers[ev.server]
+	if ev.epoch == sv.epoch {
+		sv.busy--
+		s.startQueued(sv, ev.server)
+	}
+	slot := ev.target
+	r := &s.reqs[slot]
+	if !r.active || r.token != ev.token {
+		return // abandoned: its server went down, or its per-try timeout passed
 	}
 	idx := r.server
-	sv := s.servers[idx]
-	sv.busy--
-	s.startQueued(sv)
 	took := s.now - r.attemptStart
 	sv.hist.record(took)
 	r.server = -1
@@ -563,30 +600,61 @@ func (s *simulation) attemptDone(slot int32, token uint32) {
 			code = ServerErrorCode
 		}
 		c.balancer.Done(c.eps[idx], time.Duration(took), s.outcome(code))
-		if s.cfg.Retry.Retries(code) {
-			s.retryOrFail(slot)
-		} else {
-			s.finish(slot, false)
-		}
+		s.failAttempt(slot, code, s.cfg.Retry.Retries(code))
 		return
 	}
 	c.balancer.Done(c.eps[idx], time.Duration(took), lb.Success)
+	c.limiter.Result(true, false)
 	if r.tries > 1 {
 		s.recovered++
 	}
 	s.finish(slot, true)
 }
 
-// startQueued moves the next waiting request of sv into service.
-func (s *simulation) startQueued(sv *server) {
-	if len(sv.queue) == 0 {
+// perTryTimeout gives up on an attempt that has not answered within the
+// retry policy's per_try_timeout: a failure of its endpoint, retried
+// elsewhere. The server, which does not know, finishes the work (or drops
+// the request from its queue when it comes to it).
+func (s *simulation) perTryTimeout(slot int32, token uint32) {
+	r := &s.reqs[slot]
+	if !r.active || r.token != token || r.server < 0 {
 		return
 	}
-	next := sv.queue[0]
-	sv.queue = sv.queue[1:]
-	s.reqs[next].queued = false
-	sv.busy++
-	s.schedule(s.now+s.reqs[next].service, evAttemptDone, next, s.reqs[next].token)
+	idx := r.server
+	r.token++
+	r.queued = false
+	r.server = -1
+	s.perTryTimeouts++
+	c := s.clients[r.client]
+	c.balancer.Done(c.eps[idx], time.Duration(s.now-r.attemptStart), s.outcome(policy.PerTryCode))
+	s.failAttempt(slot, policy.PerTryCode, true)
+}
+
+// failAttempt ends a failed attempt: the limiter learns of it, and the
+// request is retried if its code is, or fails.
+func (s *simulation) failAttempt(slot int32, code statuscode.Code, retryable bool) {
+	s.clients[s.reqs[slot].client].limiter.Result(false, retryable)
+	if retryable {
+		s.retryOrFail(slot)
+	} else {
+		s.finish(slot, false)
+	}
+}
+
+// startQueued moves the next waiting request of sv into service, skipping
+// those that gave up.
+func (s *simulation) startQueued(sv *server, idx int32) {
+	for len(sv.queue) > 0 {
+		next := sv.queue[0]
+		sv.queue = sv.queue[1:]
+		r := &s.reqs[next.slot]
+		if !r.active || r.token != next.token {
+			continue
+		}
+		r.queued = false
+		s.serve(sv, idx, next.slot)
+		return
+	}
 }
 
 // stream returns the random numbers of one attempt of request id (or, with
@@ -599,18 +667,23 @@ func (s *simulation) stream(id int64, attempt int32) *rand.Rand {
 // jitterStream keys a backoff's draw apart from its attempt's.
 const jitterStream = 1 << 16
 
-// retryOrFail backs off exponentially with ±20% jitter and tries again while
-// retries and the failover budget last.
+// retryOrFail backs off as the retry policy says, with ±20% jitter, and
+// tries again while retries, the failover timeout and the client's retry
+// budget last.
 func (s *simulation) retryOrFail(slot int32) {
 	r := &s.reqs[slot]
 	b := s.cfg.Retry
 	attempts := int(r.attempts)
 	if attempts <= b.MaxRetries && attempts < maxAttempts {
-		backoff := float64(b.Delay) * math.Pow(2, float64(attempts-1)) * (0.8 + 0.4*s.stream(r.id, r.attempts|jitterStream).Float64())
+		backoff := policy.Jitter(b.Backoff(attempts), s.stream(r.id, r.attempts|jitterStream).Float64())
 		at := s.now + int64(backoff)
 		if at-r.start <= int64(b.FailoverTimeout) {
-			s.schedule(at, evRetry, slot, 0)
-			return
+			if !s.clients[r.client].limiter.Retry(s.clock()) {
+				s.refused++
+			} else {
+				s.schedule(at, evRetry, slot, 0)
+				return
+			}
 		}
 	}
 	s.finish(slot, false)
@@ -647,6 +720,8 @@ func (s *simulation) outageStart(idx int32) {
 	// Its connections break: the channel sees it at once, as gRPC does
 	// on a reset connection, and every call on it fails and is retried.
 	s.markUnhealthy(idx, "connection lost")
+	sv.epoch++
+	sv.busy, sv.queue = 0, sv.queue[:0]
 	for slot := range s.reqs {
 		r := &s.reqs[slot]
 		if r.active && r.server == idx {
@@ -656,10 +731,9 @@ func (s *simulation) outageStart(idx int32) {
 			sv.errors++
 			c := s.clients[r.client]
 			c.balancer.Done(c.eps[idx], time.Duration(s.now-r.attemptStart), s.outcome(statuscode.Unavailable))
-			s.retryOrFail(int32(slot))
+			s.failAttempt(int32(slot), statuscode.Unavailable, s.cfg.Retry.Retries(statuscode.Unavailable))
 		}
 	}
-	sv.busy, sv.queue = 0, sv.queue[:0]
 }
 
 // markUnhealthy marks a server unhealthy in every client: its connections
@@ -741,7 +815,7 @@ func (s *simulation) change(idx int32, ch *Change) {
 		}
 		sv.Behaviour, sv.sample = *b, b.Latency.Sampler()
 		for len(sv.queue) > 0 && (sv.Capacity == 0 || sv.busy < sv.Capacity) {
-			s.startQueued(sv)
+			s.startQueued(sv, idx)
 		}
 	}
 	if ch.Discovered != nil && *ch.Discovered == sv.absent {
@@ -843,7 +917,10 @@ const heapArity = 4
 
 func (s *simulation) schedule(at int64, kind eventKind, target int32, token uint32) {
 	s.seq++
-	e := event{at: at, seq: s.seq, kind: kind, target: target, token: token}
+	s.push(event{at: at, seq: s.seq, kind: kind, target: target, token: token})
+}
+
+func (s *simulation) push(e event) {
 	s.events = append(s.events, e)
 	h := s.events
 	i := len(h) - 1

@@ -242,6 +242,7 @@ func TestEveryServerDownWithoutDelayEnds(t *testing.T) {
 	c := withBase(lb.RoundRobin, Config{Servers: servers(1, 1), Requests: 100, RPS: 100, Seed: 1,
 		Outages: []Outage{{Server: "server1", From: 0, To: time.Hour}, {Server: "server2", From: 0, To: time.Hour}}})
 	c.Retry.Delay = 0 // retries at the same instant must still be bounded
+	c.Retry.Budget = nil
 	r := run(t, c)
 	b := c.Retry
 	if r.Failed != 100 || r.NoHealthy == 0 {
@@ -408,6 +409,7 @@ func TestPanicThresholdInTheSimulator(t *testing.T) {
 			Outages: []Outage{{Server: "server1", From: 0, To: time.Hour}, {Server: "server2", From: 0, To: time.Hour}}})
 		c.Balancer.PanicThreshold = threshold
 		c.Retry.Delay = time.Millisecond
+		c.Retry.Budget = nil // two thirds of first attempts fail: more retries than a budget allows
 		r := run(t, c)
 		var panicked bool
 		for _, e := range r.Events {
@@ -884,5 +886,78 @@ scenario "closed" {
 	}
 	if !slices.ContainsFunc(r.Events, func(e Event) bool { return e.At == 4*time.Second && e.What == "requests in flight now 5" }) {
 		t.Errorf("no event for the change at 4s: %v", r.Events)
+	}
+}
+
+// A retry storm in the simulator: one of three servers fails every call
+// at once with UNAVAILABLE, at 2,000 requests a second. Without a budget
+// every call that lands on it is retried; with Finagle's budget, retries
+// stay within 20% of the requests plus 10 a second, and the healthy
+// servers answer as fast as when they serve the load alone.
+func TestRetryBudgetInTheSimulator(t *testing.T) {
+	const requests, rps = 40000, 2000
+	fleet := func(failing bool) []Server {
+		srv := servers(1, 1, 1)
+		for i := range srv {
+			srv[i].Capacity = 16
+		}
+		if !failing {
+			return srv[:2]
+		}
+		srv[2].Latency = latency.Model{Kind: latency.Fixed, A: time.Millisecond}
+		srv[2].ErrorRate, srv[2].ErrorCode = 1, statuscode.Unavailable
+		return srv
+	}
+	runWith := func(failing bool, budget *lb.RetryBudget) *Report {
+		c := withBase(lb.RoundRobin, Config{Servers: fleet(failing), Requests: requests, RPS: rps, Seed: 1})
+		c.Retry.Delay, c.Retry.Budget = 0, budget
+		return run(t, c)
+	}
+	unbounded := runWith(true, nil)
+	b := lb.DefaultRetryBudget()
+	budgeted := runWith(true, &b)
+	alone := runWith(false, nil)
+	seconds := time.Duration(budgeted.SimulatedTime).Seconds()
+	t.Logf("retries: %d without a budget, %d with (%d refused, %d failed) over %.1fs; healthy p99 %v with, %v alone",
+		unbounded.Retries, budgeted.Retries, budgeted.RetriesRefused, budgeted.Failed, seconds,
+		time.Duration(budgeted.Servers[0].AttemptTime.P99), time.Duration(alone.Servers[0].AttemptTime.P99))
+	if unbounded.Retries < requests/3-400 || unbounded.Failed != 0 {
+		t.Errorf("without a budget: %d retries and %d failures, want a third of %d retried, none failed", unbounded.Retries, unbounded.Failed, requests)
+	}
+	// The reserve is a TTL's worth at the start, then 10 a second as
+	// withdrawals expire: 10 × (run + TTL) at most.
+	if limit := int(0.2*requests + 10*(seconds+10) + 1); budgeted.Retries > limit {
+		t.Errorf("with the budget: %d retries, over 20%% of requests plus 10 a second (%d)", budgeted.Retries, limit)
+	}
+	if budgeted.RetriesRefused == 0 || budgeted.Failed != budgeted.RetriesRefused {
+		t.Errorf("%d refused, %d failed: each refused retry is a failed request", budgeted.RetriesRefused, budgeted.Failed)
+	}
+	for i := range 2 {
+		with, without := budgeted.Servers[i].AttemptTime.P99, alone.Servers[i].AttemptTime.P99
+		if float64(with) > 1.1*float64(without) {
+			t.Errorf("%s: p99 %v with the failing server, %v without: want within 10%%", budgeted.Servers[i].ID, time.Duration(with), time.Duration(without))
+		}
+	}
+}
+
+// A per-try timeout in the simulator: one of three servers hangs (10 s an
+// answer); with a 100 ms per-try timeout no request waits on it for
+// longer, and it is blamed for each.
+func TestPerTryTimeoutInTheSimulator(t *testing.T) {
+	srv := servers(1, 1, 1)
+	srv[2].Latency = latency.Model{Kind: latency.Fixed, A: 10 * time.Second}
+	c := withBase(lb.RoundRobin, Config{Servers: srv, Requests: 6000, RPS: 1000, Seed: 1})
+	c.Retry.Delay, c.Retry.PerTryTimeout, c.Retry.Budget = 0, 100*time.Millisecond, nil
+	r := run(t, c)
+	if r.Failed != 0 || r.PerTryTimeouts < 1900 || time.Duration(r.Latency.Max) > 400*time.Millisecond {
+		t.Errorf("failed %d, per-try timeouts %d, slowest %v: want none failed, a third timed out, none over 100ms plus a fast answer",
+			r.Failed, r.PerTryTimeouts, time.Duration(r.Latency.Max))
+	}
+	if f := r.Servers[2].Outcomes.Failures; f < 1900 {
+		t.Errorf("the hung server is blamed for %d attempts, want each of its ~2,000", f)
+	}
+	c.Retry.PerTryTimeout = 0
+	if without := run(t, c); time.Duration(without.Latency.P99) < 9*time.Second {
+		t.Errorf("without a per-try timeout p99 is %v; the hung server should hold a third of requests for 10s", time.Duration(without.Latency.P99))
 	}
 }
