@@ -313,8 +313,8 @@ type simulation struct {
 	timeline *timeline
 
 	issued, done, succeeded, failed, retries, recovered, noHealthy, dropped, refused, perTryTimeouts int
-	latency                                                                 histogram
-	log                                                                     []Event
+	latency                                                                                          histogram
+	log                                                                                              []Event
 }
 
 // Run simulates cfg and reports what happened.
