@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -20,6 +21,7 @@ type DemoServerCmd struct {
 	Latency        string        `placeholder:"MODEL" help:"Delay every answer: 20ms, normal(20ms,5ms), lognormal(MEDIAN,P99) or recorded(FILE[,COLUMN])."`
 	ErrorRate      float64       `placeholder:"RATE" help:"Share of calls that fail, 0 to 1, with --error-code."`
 	ErrorCode      string        `default:"INTERNAL" placeholder:"CODE" help:"Status of the failures --error-rate injects, such as INTERNAL or UNAVAILABLE."`
+	Pushback       *int          `placeholder:"MS" help:"Send gRPC's grpc-retry-pushback-ms trailer with each injected failure: milliseconds a client should wait before retrying, or a negative number to ask it not to retry."`
 	UnhealthyAfter time.Duration `placeholder:"DURATION" help:"Report NOT_SERVING on grpc.health.v1 this long after starting."`
 	AddrFile       string        `type:"path" placeholder:"FILE" help:"Write the address listened on to FILE once serving (handy with port 0)."`
 }
@@ -57,6 +59,12 @@ func (c *DemoServerCmd) Run(a *app) error {
 		return userErrorf("--error-code %q is not a gRPC error status (known: %s)", c.ErrorCode, strings.Join(statuscode.Names()[1:], ", "))
 	}
 	cfg.ErrorCode = code
+	if c.Pushback != nil {
+		if c.ErrorRate == 0 {
+			return userErrorf("--pushback goes with the failures --error-rate injects; set --error-rate too")
+		}
+		cfg.Pushback = strconv.Itoa(*c.Pushback)
+	}
 	if cfg.Name == "" {
 		cfg.Name = c.Listen
 	}

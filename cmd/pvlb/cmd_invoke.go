@@ -255,6 +255,9 @@ func describeCall(w io.Writer, n int, r *rpc.CallReport, total time.Duration, er
 		}
 		fmt.Fprintf(w, "  attempt %d: %s (%s) %s: %s\n", i+1, at.Server, at.Address, at.Latency.Round(time.Microsecond), res)
 	}
+	if err != nil && r.NotRetried != "" {
+		fmt.Fprintf(w, "  not retried: %s\n", r.NotRetried)
+	}
 }
 
 // tally counts calls by the endpoint of their last attempt: where a call
