@@ -376,6 +376,10 @@ func writeReport(w io.Writer, r *sim.Report) {
 	}
 	fmt.Fprintf(w, "Requests   %d succeeded, %d failed (%s); %d retries, %d requests saved by a retry\n",
 		r.Succeeded, r.Failed, pct(failedPct), r.Retries, r.Recovered)
+	if l := r.Limited; l != nil {
+		fmt.Fprintf(w, "Limits     %d requests refused at once (every server at its cap or rate); %d picks skipped a server at max_requests_per_endpoint, %d one out of its rate_limit\n",
+			r.Overloaded, l.BreakerSkips, l.RateLimitSkips)
+	}
 	if r.RetriesRefused > 0 || r.PerTryTimeouts > 0 {
 		fmt.Fprintf(w, "Retries    %d refused by the retry budget, %d attempts ended by the per-try timeout\n", r.RetriesRefused, r.PerTryTimeouts)
 	}

@@ -238,7 +238,11 @@ type Service struct {
 	// OutlierDetection is the service's outlier_detection block; nil
 	// when it has none.
 	OutlierDetection *lb.OutlierDetection
-	DeclRange        hcl.Range
+	// CircuitBreakers and RateLimit are its circuit_breakers and
+	// rate_limit blocks; nil when it has none.
+	CircuitBreakers *lb.CircuitBreakers
+	RateLimit       *lb.RateLimit
+	DeclRange       hcl.Range
 }
 
 func defaultStrategy() *Strategy {
@@ -252,7 +256,8 @@ func defaultHealthPolicy() *HealthPolicy {
 
 // BalancerConfig returns what the service's LoadBalancer reads.
 func (s *Service) BalancerConfig() lb.Config {
-	return lb.Config{Service: s.Name, Strategy: s.Strategy.StrategyConfig, Sticky: s.Strategy.Sticky, Outcomes: s.Outcomes, PanicThreshold: s.PanicThreshold, OutlierDetection: s.OutlierDetection}
+	return lb.Config{Service: s.Name, Strategy: s.Strategy.StrategyConfig, Sticky: s.Strategy.Sticky, Outcomes: s.Outcomes, PanicThreshold: s.PanicThreshold,
+		OutlierDetection: s.OutlierDetection, CircuitBreakers: s.CircuitBreakers, RateLimit: s.RateLimit}
 }
 
 // Specs returns a static source's endpoints as the balancer takes them, in

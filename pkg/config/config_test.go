@@ -828,3 +828,43 @@ func TestRetryBudgetAndBackoff(t *testing.T) {
 		}
 	}
 }
+
+// circuit_breakers and rate_limit reach the balancer's config; mistakes
+// are located.
+func TestCircuitBreakersAndRateLimit(t *testing.T) {
+	base := "discovery \"static\" \"s\" {\n  endpoint \"a\" { address = \"h:1\" }\n}\nservice \"svc\" {\n  discovery = discovery.static.s\n"
+	cfg, diags := load(t, base+`  circuit_breakers {
+    max_requests              = 1024
+    max_requests_per_endpoint = 4
+  }
+  rate_limit {
+    requests_per_second = 100
+    burst               = 20
+  }
+}`)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	s, _ := cfg.Service("svc")
+	b := s.BalancerConfig()
+	if *b.CircuitBreakers != (lb.CircuitBreakers{MaxRequests: 1024, MaxRequestsPerEndpoint: 4}) || *b.RateLimit != (lb.RateLimit{RequestsPerSecond: 100, Burst: 20}) {
+		t.Errorf("breakers %+v, rate limit %+v", b.CircuitBreakers, b.RateLimit)
+	}
+	for src, want := range map[string]string{
+		"circuit_breakers {}":                                            "Set max_requests",
+		"circuit_breakers { max_requests = 0 }":                          "max_requests must be a whole number from 1",
+		"rate_limit { burst = 5 }":                                       `The argument "requests_per_second" is required`,
+		"rate_limit { requests_per_second = -1 }":                        "requests_per_second must be from 0.001",
+		"rate_limit {\n    requests_per_second = 10\n    burst = 0\n  }": "burst must be a whole number from 1",
+	} {
+		_, diags := load(t, base+"  "+src+"\n}")
+		if !diags.HasErrors() || !strings.Contains(diags.Error(), want) {
+			t.Errorf("%s: got %v, want an error with %q", src, diags, want)
+		}
+		for _, d := range diags {
+			if d.Subject == nil || d.Subject.Start.Line < 6 {
+				t.Errorf("%s: %q is not located in its block", src, d.Summary)
+			}
+		}
+	}
+}

@@ -724,7 +724,8 @@ func (d *decoder) decodePluginBlock(block *hcl.Block) {
 
 var serviceSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{{Name: "discovery"}, {Name: "strategy"}, {Name: "health"}, {Name: "panic_threshold"}},
-	Blocks:     []hcl.BlockHeaderSchema{{Type: "retry"}, {Type: "client"}, {Type: "outcomes"}, {Type: "outlier_detection"}},
+	Blocks: []hcl.BlockHeaderSchema{{Type: "retry"}, {Type: "client"}, {Type: "outcomes"}, {Type: "outlier_detection"},
+		{Type: "circuit_breakers"}, {Type: "rate_limit"}},
 }
 
 var outlierSchema = &hcl.BodySchema{
@@ -741,6 +742,14 @@ var successRateSchema = &hcl.BodySchema{
 
 var failurePercentageSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{{Name: "threshold"}, {Name: "enforcement_percentage"}, {Name: "minimum_hosts"}, {Name: "request_volume"}},
+}
+
+var circuitBreakersSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "max_requests"}, {Name: "max_requests_per_endpoint"}},
+}
+
+var rateLimitSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "requests_per_second", Required: true}, {Name: "burst"}},
 }
 
 var outcomesSchema = &hcl.BodySchema{
@@ -822,6 +831,26 @@ func (d *decoder) decodeServiceBlock(block *hcl.Block) {
 	}
 	if ob := d.singleBlock(content.Blocks, "outlier_detection", "service"); ob != nil {
 		s.OutlierDetection = d.decodeOutlierBlock(ob)
+	}
+	if b := d.singleBlock(content.Blocks, "circuit_breakers", "service"); b != nil {
+		cb := &lb.CircuitBreakers{}
+		bc := d.content(b.Body, circuitBreakersSchema)
+		a := d.attrs(bc)
+		a.int("max_requests", 1, lb.MaxLimit, &cb.MaxRequests)
+		a.int("max_requests_per_endpoint", 1, lb.MaxLimit, &cb.MaxRequestsPerEndpoint)
+		if len(bc.Attributes) == 0 {
+			a.errorf(b.DefRange, "Empty circuit_breakers block", "Set max_requests (the service's calls in flight), max_requests_per_endpoint (each endpoint's), or both.")
+		}
+		d.merge(a)
+		s.CircuitBreakers = cb
+	}
+	if b := d.singleBlock(content.Blocks, "rate_limit", "service"); b != nil {
+		rl := &lb.RateLimit{}
+		a := d.attrs(d.content(b.Body, rateLimitSchema))
+		a.float("requests_per_second", 0.001, 1e9, &rl.RequestsPerSecond)
+		a.int("burst", 1, lb.MaxLimit, &rl.Burst)
+		d.merge(a)
+		s.RateLimit = rl
 	}
 	if cb := d.singleBlock(content.Blocks, "client", "service"); cb != nil {
 		cc := d.content(cb.Body, clientSchema)

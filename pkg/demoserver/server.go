@@ -66,6 +66,9 @@ type Server struct {
 	health *health.Server
 	lis    net.Listener
 	calls  atomic.Int64
+	// inFlight and peak count the calls being answered, for tests of
+	// the client's caps.
+	inFlight, peak atomic.Int64
 
 	rmu sync.Mutex
 	rng *rand.Rand
@@ -194,6 +197,10 @@ func (s *Server) stopTimer() {
 // behave applies the configured latency and error rate to one call.
 func (s *Server) behave(ctx context.Context) error {
 	s.calls.Add(1)
+	n := s.inFlight.Add(1)
+	defer s.inFlight.Add(-1)
+	for p := s.peak.Load(); n > p && !s.peak.CompareAndSwap(p, n); p = s.peak.Load() {
+	}
 	s.rmu.Lock()
 	var delay time.Duration
 	if s.cfg.Latency != nil {
@@ -222,6 +229,9 @@ func (s *Server) behave(ctx context.Context) error {
 	}
 	return nil
 }
+
+// PeakInFlight is the most calls the server has answered at once.
+func (s *Server) PeakInFlight() int64 { return s.peak.Load() }
 
 // HealthCheck answers with the health status and the server's name.
 func (s *Server) HealthCheck(ctx context.Context, _ *pb.HealthCheckRequest) (*pb.HealthCheckResponse, error) {

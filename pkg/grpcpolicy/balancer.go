@@ -245,6 +245,9 @@ func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 			msg += ": " + p.lastErr.Error()
 		}
 		return balancer.PickResult{}, status.Error(codes.Unavailable, msg)
+	case errors.Is(err, lb.ErrOverloaded):
+		// The circuit breakers or the rate limit: fail now, do not queue.
+		return balancer.PickResult{}, status.Error(codes.ResourceExhausted, err.Error())
 	case err != nil:
 		if len(p.ready) == 0 && p.connecting {
 			return balancer.PickResult{}, balancer.ErrNoSubConnAvailable

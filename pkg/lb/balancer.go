@@ -36,6 +36,8 @@ type LoadBalancer struct {
 	// keeps each endpoint's in-flight word when the strategy reads it.
 	observer  OutcomeObserver
 	trackLoad bool
+	// limits are the circuit breakers and rate limit; nil when none.
+	limits    *limits
 	oneStripe bool             // seeded: counters on one stripe, for repeatable runs
 	outliers  *outlierDetector // nil without outlier detection
 	published *snapshot        // the last snapshot built (noteReturns compares with it); guarded by mu
@@ -186,6 +188,9 @@ func New(config Config, logger *slog.Logger, opts ...Option) (*LoadBalancer, err
 	lb.oneStripe = o.seed != 0
 	if r, ok := strategy.(interface{ readsLoad() bool }); ok {
 		lb.trackLoad = r.readsLoad()
+	}
+	if lb.limits = newLimits(config.CircuitBreakers, config.RateLimit); lb.limits != nil {
+		lb.trackLoad = true // caps read each endpoint's calls in flight
 	}
 	if o.now != nil {
 		lb.now = func() int64 { return o.now().UnixNano() }
@@ -490,8 +495,8 @@ func (lb *LoadBalancer) PickExcluding(ctx context.Context, tried []*Endpoint) (*
 	if picker == nil {
 		return nil, lb.noHealthy(s)
 	}
-	if lb.sessions != nil {
-		return lb.pickFrom(ctx, picker, nil, tried), nil
+	if lb.sessions != nil || lb.limits != nil {
+		return lb.pickFrom(ctx, picker, nil, tried)
 	}
 	e := picker.Pick(tried)
 	lb.acquire(e)
@@ -499,8 +504,9 @@ func (lb *LoadBalancer) PickExcluding(ctx context.Context, tried []*Endpoint) (*
 }
 
 // pickFrom picks with picker, honouring a sticky session whose endpoint is
-// in allowed (nil allows all), and counts the pick.
-func (lb *LoadBalancer) pickFrom(ctx context.Context, picker Picker, allowed map[*Endpoint]bool, tried []*Endpoint) *Endpoint {
+// in allowed (nil allows all), and counts the pick; with circuit breakers
+// or a rate limit, it skips endpoints at their cap.
+func (lb *LoadBalancer) pickFrom(ctx context.Context, picker Picker, allowed map[*Endpoint]bool, tried []*Endpoint) (*Endpoint, error) {
 	var e *Endpoint
 	if lb.sessions != nil {
 		if id, ok := SessionFromContext(ctx); ok {
@@ -510,8 +516,46 @@ func (lb *LoadBalancer) pickFrom(ctx context.Context, picker Picker, allowed map
 	if e == nil {
 		e = picker.Pick(tried)
 	}
-	lb.acquire(e)
-	return e
+	if lb.limits == nil {
+		lb.acquire(e)
+		return e, nil
+	}
+	return lb.pickWithin(picker, e, tried)
+}
+
+// pickWithin admits the picked endpoint e under the limits, or picks again
+// without it, and the others at their cap, until one is admitted or the
+// picker has nothing new to offer.
+func (lb *LoadBalancer) pickWithin(picker Picker, e *Endpoint, tried []*Endpoint) (*Endpoint, error) {
+	l := lb.limits
+	if !l.admitService() {
+		l.overloaded.Add(1)
+		return nil, fmt.Errorf("%w: service %q has %d calls in flight, its circuit breaker's max_requests", ErrOverloaded, lb.cfg.Service, l.maxRequests)
+	}
+	var now int64
+	if l.interval != 0 {
+		now = lb.now()
+	}
+	if l.admit(e, now) {
+		return e, nil
+	}
+	// The rare path: skip what is full until the picker offers only what
+	// was skipped already (it avoids the skipped while any other may take
+	// traffic).
+	skipped := append(append(make([]*Endpoint, 0, len(tried)+4), tried...), e)
+	for {
+		e = picker.Pick(skipped)
+		if slices.Contains(skipped, e) {
+			break
+		}
+		if l.admit(e, now) {
+			return e, nil
+		}
+		skipped = append(skipped, e)
+	}
+	l.releaseService()
+	l.overloaded.Add(1)
+	return nil, fmt.Errorf("%w: every endpoint of service %q that may take traffic is at its circuit breaker's max_requests_per_endpoint or out of its rate_limit", ErrOverloaded, lb.cfg.Service)
 }
 
 func (lb *LoadBalancer) pickSticky(picker Picker, allowed map[*Endpoint]bool, id string, triedList []*Endpoint) *Endpoint {

@@ -24,6 +24,10 @@ type Config struct {
 	// OutlierDetection, when set, ejects endpoints that the outcomes of
 	// real calls show failing; nil is off.
 	OutlierDetection *OutlierDetection `json:"outlier_detection,omitempty"`
+	// CircuitBreakers cap calls in flight and RateLimit each endpoint's
+	// calls per second; nil is none.
+	CircuitBreakers *CircuitBreakers `json:"circuit_breakers,omitempty"`
+	RateLimit       *RateLimit       `json:"rate_limit,omitempty"`
 }
 
 // StrategyConfig chooses and tunes the strategy: a `strategy` block.
@@ -121,6 +125,16 @@ func DefaultConfig() Config {
 func (c *Config) validate() error {
 	if !(c.PanicThreshold >= 0 && c.PanicThreshold <= 100) {
 		return fmt.Errorf("panic threshold %g is not a percentage from 0 to 100", c.PanicThreshold)
+	}
+	if c.CircuitBreakers != nil {
+		if err := c.CircuitBreakers.validate(); err != nil {
+			return err
+		}
+	}
+	if c.RateLimit != nil {
+		if err := c.RateLimit.validate(); err != nil {
+			return err
+		}
 	}
 	if c.OutlierDetection != nil {
 		if err := c.OutlierDetection.validate(); err != nil {

@@ -121,6 +121,8 @@ type Endpoint struct {
 	ejected     atomic.Bool   // by outlier detection
 	rampStart   atomic.Int64  // when slow start began, on the balancer's clock; 0: not warming
 	ejections   atomic.Uint64 // times ejected
+	// rateTAT is the rate limit's theoretical arrival time (see takeToken).
+	rateTAT atomic.Int64
 	// stripes hold the counters the statistics read. A pick and an outcome
 	// each add to the stripe of the calling goroutine's stack, so that
 	// calls on different cores rarely write the same cache line.

@@ -177,6 +177,9 @@ func (lb *LoadBalancer) Done(e *Endpoint, took time.Duration, outcome Outcome) {
 	if lb.trackLoad {
 		e.load.Add(^uint64(0))
 	}
+	if lb.limits != nil {
+		lb.limits.releaseService()
+	}
 	lb.stripe(e).record(took, outcome)
 	if lb.observer != nil {
 		lb.observer.ObserveOutcome(e, took, outcome)
@@ -194,6 +197,9 @@ func (lb *LoadBalancer) Release(e *Endpoint) {
 	}
 	if lb.trackLoad {
 		e.load.Add(^uint64(0))
+	}
+	if lb.limits != nil {
+		lb.limits.releaseService()
 	}
 	lb.stripe(e).neutral.Add(1)
 	if lb.observer != nil {

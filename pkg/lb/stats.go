@@ -6,12 +6,32 @@ type ServerStats struct {
 	Service      string `json:"service,omitempty"`
 	TotalServers int    `json:"total_servers"`
 	HealthCounts
-	TotalConnections int64           `json:"total_connections"`
-	Strategy         string          `json:"strategy"`
-	StickySession    bool            `json:"sticky_session"`
-	Panic            bool            `json:"panic,omitempty"`
-	ActiveSessions   int             `json:"active_sessions"`
-	Servers          []EndpointStats `json:"servers"`
+	TotalConnections int64  `json:"total_connections"`
+	Strategy         string `json:"strategy"`
+	StickySession    bool   `json:"sticky_session"`
+	Panic            bool   `json:"panic,omitempty"`
+	ActiveSessions   int    `json:"active_sessions"`
+	// Limited counts what the circuit breakers and rate limit did.
+	Limited *LimitCounts    `json:"limited,omitempty"`
+	Servers []EndpointStats `json:"servers"`
+}
+
+// LimitCounts counts picks that skipped an endpoint at its circuit
+// breaker's cap or out of its rate limit, and calls refused at once
+// because nothing could take them (ErrOverloaded).
+type LimitCounts struct {
+	BreakerSkips   uint64 `json:"circuit_breaker_skips"`
+	RateLimitSkips uint64 `json:"rate_limit_skips"`
+	Overloaded     uint64 `json:"overloaded"`
+}
+
+// Limited returns the limits' counts, or nil without limits.
+func (lb *LoadBalancer) Limited() *LimitCounts {
+	l := lb.limits
+	if l == nil {
+		return nil
+	}
+	return &LimitCounts{BreakerSkips: l.breakerSkips.Load(), RateLimitSkips: l.rateSkips.Load(), Overloaded: l.overloaded.Load()}
 }
 
 // HealthCounts counts endpoints by health, in ServerStats and HealthStats.
@@ -63,6 +83,7 @@ func (lb *LoadBalancer) GetServerStats() ServerStats {
 		Strategy:      lb.strategy.Name(),
 		StickySession: lb.sessions != nil,
 		Panic:         s.panic,
+		Limited:       lb.Limited(),
 		Servers:       make([]EndpointStats, 0, len(s.all)),
 	}
 	for _, e := range s.all {

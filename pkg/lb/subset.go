@@ -89,5 +89,5 @@ func (s *Subset) Pick(ctx context.Context, tried []*Endpoint) (*Endpoint, error)
 		}
 		return nil, ErrNoneAllowed
 	}
-	return s.lb.pickFrom(ctx, v.picker, v.allowed, tried), nil
+	return s.lb.pickFrom(ctx, v.picker, v.allowed, tried)
 }

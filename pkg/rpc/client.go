@@ -146,12 +146,17 @@ func (c *LoadBalancedClient) classify(ctx context.Context, err error) lb.Outcome
 	return c.outcomes.Classify(statuscode.Code(status.Code(err)), errors.Is(ctx.Err(), context.Canceled))
 }
 
-// noHealthyError is ErrNoHealthyServers as a gRPC UNAVAILABLE status.
-type noHealthyError struct{ err error }
+// pickError is a pick's failure as a gRPC status: UNAVAILABLE when no
+// endpoint may take traffic (ErrNoHealthyServers), RESOURCE_EXHAUSTED when
+// the circuit breakers or the rate limit leave none (lb.ErrOverloaded).
+type pickError struct{ err error }
 
-func (e noHealthyError) Error() string { return e.err.Error() }
-func (e noHealthyError) Unwrap() error { return e.err }
-func (e noHealthyError) GRPCStatus() *status.Status {
+func (e pickError) Error() string { return e.err.Error() }
+func (e pickError) Unwrap() error { return e.err }
+func (e pickError) GRPCStatus() *status.Status {
+	if errors.Is(e.err, lb.ErrOverloaded) {
+		return status.New(codes.ResourceExhausted, e.err.Error())
+	}
 	return status.New(codes.Unavailable, e.err.Error())
 }
 
@@ -203,7 +208,7 @@ const pushbackKey = "grpc-retry-pushback-ms"
 func (c *LoadBalancedClient) invokeOnce(ctx context.Context, method string, args, reply any, opts []grpc.CallOption, report *CallReport, triedList *[]*lb.Endpoint) (time.Duration, error) {
 	e, err := c.balancer.PickExcluding(ctx, *triedList)
 	if err != nil {
-		return noPushback, noHealthyError{err}
+		return noPushback, pickError{err}
 	}
 	started := time.Now()
 	pushback := noPushback
@@ -404,7 +409,7 @@ type balancedStream struct {
 func (s *balancedStream) open() error {
 	e, err := s.c.balancer.PickExcluding(s.ctx, s.tried)
 	if err != nil {
-		return noHealthyError{err}
+		return pickError{err}
 	}
 	s.opened = time.Now()
 	cc, err := s.c.pool.Get(e)

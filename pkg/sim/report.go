@@ -35,6 +35,10 @@ type Report struct {
 	// PerTryTimeouts the attempts the per-try timeout gave up on.
 	RetriesRefused int `json:"retries_refused,omitempty"`
 	PerTryTimeouts int `json:"per_try_timeouts,omitempty"`
+	// Overloaded counts attempts the circuit breakers or the rate limit
+	// refused (OverloadedCode), and Limited the balancer's own counts.
+	Overloaded int             `json:"overloaded,omitempty"`
+	Limited    *lb.LimitCounts `json:"limited,omitempty"`
 	// NoHealthy counts picks that found no server able to take traffic.
 	NoHealthy int `json:"no_healthy_picks"`
 	// Dropped counts attempts refused because a server's queue was full
@@ -194,6 +198,8 @@ func (s *simulation) report() *Report {
 		Recovered:      s.recovered,
 		RetriesRefused: s.refused,
 		PerTryTimeouts: s.perTryTimeouts,
+		Overloaded:     s.overloaded,
+		Limited:        s.limited(),
 		NoHealthy:      s.noHealthy,
 		Dropped:        s.dropped,
 		SimulatedTime:  Millis(s.now),
@@ -298,4 +304,20 @@ func FormatRatio(f float64) string {
 		return strconv.FormatFloat(f, 'g', 2, 64) + "×"
 	}
 	return strconv.FormatFloat(f, 'f', 2, 64) + "×"
+}
+
+// limited sums the clients' limit counts; nil without limits.
+func (s *simulation) limited() *lb.LimitCounts {
+	var sum *lb.LimitCounts
+	for _, c := range s.clients {
+		if l := c.balancer.Limited(); l != nil {
+			if sum == nil {
+				sum = &lb.LimitCounts{}
+			}
+			sum.BreakerSkips += l.BreakerSkips
+			sum.RateLimitSkips += l.RateLimitSkips
+			sum.Overloaded += l.Overloaded
+		}
+	}
+	return sum
 }

@@ -312,9 +312,9 @@ type simulation struct {
 	scratch  []*lb.Endpoint // the current request's tried endpoints, for a pick
 	timeline *timeline
 
-	issued, done, succeeded, failed, retries, recovered, noHealthy, dropped, refused, perTryTimeouts int
-	latency                                                                                          histogram
-	log                                                                                              []Event
+	issued, done, succeeded, failed, retries, recovered, noHealthy, dropped, refused, perTryTimeouts, overloaded int
+	latency                                                                                                      histogram
+	log                                                                                                          []Event
 }
 
 // Run simulates cfg and reports what happened.
@@ -519,6 +519,11 @@ func (s *simulation) attempt(slot int32) {
 		s.scratch = append(s.scratch, c.eps[i])
 	}
 	ep, err := c.balancer.PickExcluding(ctx, s.scratch)
+	if errors.Is(err, lb.ErrOverloaded) { // the circuit breakers or rate limit: fail at once
+		s.overloaded++
+		s.failAttempt(slot, OverloadedCode, s.cfg.Retry.Retries(OverloadedCode))
+		return
+	}
 	if err != nil { // nothing healthy: back off and try again, as a client would
 		s.noHealthy++
 		s.retryOrFail(slot)
@@ -876,6 +881,10 @@ func (sv *server) coldFactor(now int64) float64 {
 // finds it full is refused at once (DroppedCode). It also bounds a run's
 // memory when the offered load is far over the servers' capacity.
 const MaxQueue = 100_000
+
+// OverloadedCode is the status of a call the client's circuit breakers or
+// rate limit refused, as the real client's.
+const OverloadedCode = statuscode.ResourceExhausted
 
 // DroppedCode is the status of a request refused by a full queue.
 const DroppedCode = statuscode.ResourceExhausted

@@ -961,3 +961,34 @@ func TestPerTryTimeoutInTheSimulator(t *testing.T) {
 		t.Errorf("without a per-try timeout p99 is %v; the hung server should hold a third of requests for 10s", time.Duration(without.Latency.P99))
 	}
 }
+
+// Circuit breakers and rate limits in the simulator: no server holds more
+// than max_requests_per_endpoint of a client's calls; calls that find
+// every server full are refused at once; a rate limit holds.
+func TestLimitsInTheSimulator(t *testing.T) {
+	srv := servers(1, 1, 1)
+	for i := range srv {
+		srv[i].Latency = latency.Model{Kind: latency.Fixed, A: 20 * time.Millisecond}
+	}
+	srv[1].Latency = latency.Model{Kind: latency.Fixed, A: 200 * time.Millisecond}
+	c := withBase(lb.RoundRobin, Config{Servers: srv, Requests: 20000, RPS: 1000, Seed: 1})
+	without := run(t, c)
+	c.Balancer.CircuitBreakers = &lb.CircuitBreakers{MaxRequestsPerEndpoint: 8}
+	with := run(t, c)
+	t.Logf("slow server's peak in flight: %d without, %d with; %d refused, %+v", without.Servers[1].PeakInFlight, with.Servers[1].PeakInFlight, with.Overloaded, *with.Limited)
+	if without.Servers[1].PeakInFlight < 30 || with.Servers[1].PeakInFlight > 8 {
+		t.Errorf("peak in flight on the slow server: %d without the breaker, %d with a cap of 8", without.Servers[1].PeakInFlight, with.Servers[1].PeakInFlight)
+	}
+	if with.Limited == nil || with.Limited.BreakerSkips == 0 || with.Overloaded != int(with.Limited.Overloaded) {
+		t.Errorf("limit counts %+v, overloaded %d", with.Limited, with.Overloaded)
+	}
+
+	one := servers(1)
+	c = withBase(lb.RoundRobin, Config{Servers: one, Requests: 5000, RPS: 500, Seed: 1})
+	c.Balancer.RateLimit = &lb.RateLimit{RequestsPerSecond: 100}
+	r := run(t, c)
+	perSecond := float64(r.Servers[0].Requests) / time.Duration(r.SimulatedTime).Seconds()
+	if perSecond < 95 || perSecond > 105 || r.Failed != r.Overloaded {
+		t.Errorf("%.1f calls a second reached the server under a limit of 100; %d failed, %d refused", perSecond, r.Failed, r.Overloaded)
+	}
+}
