@@ -242,7 +242,9 @@ type Service struct {
 	// rate_limit blocks; nil when it has none.
 	CircuitBreakers *lb.CircuitBreakers
 	RateLimit       *lb.RateLimit
-	DeclRange       hcl.Range
+	// Hedging is its hedging block; nil when it has none.
+	Hedging   *policy.Hedging
+	DeclRange hcl.Range
 }
 
 func defaultStrategy() *Strategy {

@@ -868,3 +868,48 @@ func TestCircuitBreakersAndRateLimit(t *testing.T) {
 		}
 	}
 }
+
+func TestHedgingBlock(t *testing.T) {
+	base := "discovery \"static\" \"s\" {\n  endpoint \"a\" { address = \"h:1\" }\n}\nservice \"svc\" {\n  discovery = discovery.static.s\n"
+	cfg, diags := load(t, base+`  hedging {
+    max_attempts    = 3
+    delay           = "40ms"
+    non_fatal_codes = ["UNAVAILABLE"]
+    methods         = ["Get*", "/peervault.PeerVaultService/HealthCheck"]
+  }
+}`)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	s, _ := cfg.Service("svc")
+	h := s.Hedging
+	if h == nil || h.MaxAttempts != 3 || h.Delay != 40*time.Millisecond || h.NonFatalCodes != statuscode.SetOf(statuscode.Unavailable) {
+		t.Fatalf("hedging %+v", h)
+	}
+	for method, want := range map[string]bool{
+		"/peervault.PeerVaultService/GetUserData":      true,
+		"/peervault.PeerVaultService/HealthCheck":      true,
+		"/peervault.PeerVaultService/RecordUserEvents": false,
+		"/other.Service/HealthCheck":                   false,
+	} {
+		if h.Hedges(method) != want {
+			t.Errorf("%s hedged: %v, want %v", method, !want, want)
+		}
+	}
+	for src, want := range map[string]string{
+		"hedging { max_attempts = 2 }":                                `The argument "methods" is required`,
+		"hedging {\n    methods = []\n  }":                            "an empty list hedges nothing",
+		"hedging {\n    methods = [\"[\"]\n  }":                       "is neither a method name nor a valid pattern",
+		"hedging {\n    max_attempts = 6\n    methods = [\"*\"]\n  }": "max_attempts must be a whole number from 2 to 5",
+	} {
+		_, diags := load(t, base+"  "+src+"\n}")
+		if !diags.HasErrors() || !strings.Contains(diags.Error(), want) {
+			t.Errorf("%s: got %v, want an error with %q", src, diags, want)
+		}
+		for _, d := range diags {
+			if d.Subject == nil || d.Subject.Start.Line < 6 {
+				t.Errorf("%s: %q is not located in its block", src, d.Summary)
+			}
+		}
+	}
+}

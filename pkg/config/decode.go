@@ -725,7 +725,7 @@ func (d *decoder) decodePluginBlock(block *hcl.Block) {
 var serviceSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{{Name: "discovery"}, {Name: "strategy"}, {Name: "health"}, {Name: "panic_threshold"}},
 	Blocks: []hcl.BlockHeaderSchema{{Type: "retry"}, {Type: "client"}, {Type: "outcomes"}, {Type: "outlier_detection"},
-		{Type: "circuit_breakers"}, {Type: "rate_limit"}},
+		{Type: "circuit_breakers"}, {Type: "rate_limit"}, {Type: "hedging"}},
 }
 
 var outlierSchema = &hcl.BodySchema{
@@ -746,6 +746,10 @@ var failurePercentageSchema = &hcl.BodySchema{
 
 var circuitBreakersSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{{Name: "max_requests"}, {Name: "max_requests_per_endpoint"}},
+}
+
+var hedgingSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "max_attempts"}, {Name: "delay"}, {Name: "non_fatal_codes"}, {Name: "methods", Required: true}},
 }
 
 var rateLimitSchema = &hcl.BodySchema{
@@ -844,6 +848,9 @@ func (d *decoder) decodeServiceBlock(block *hcl.Block) {
 		d.merge(a)
 		s.CircuitBreakers = cb
 	}
+	if b := d.singleBlock(content.Blocks, "hedging", "service"); b != nil {
+		s.Hedging = d.decodeHedgingBlock(b)
+	}
 	if b := d.singleBlock(content.Blocks, "rate_limit", "service"); b != nil {
 		rl := &lb.RateLimit{}
 		a := d.attrs(d.content(b.Body, rateLimitSchema))
@@ -928,6 +935,29 @@ func (d *decoder) decodeRetryBlock(block *hcl.Block, r *policy.Retry) {
 		d.merge(ta)
 		r.Throttling = &th
 	}
+}
+
+// decodeHedgingBlock reads a hedging block: A6's hedgingPolicy names, and
+// the methods that are safe to hedge.
+func (d *decoder) decodeHedgingBlock(block *hcl.Block) *policy.Hedging {
+	h := &policy.Hedging{MaxAttempts: 2}
+	content := d.content(block.Body, hedgingSchema)
+	a := d.attrs(content)
+	a.int("max_attempts", 2, policy.MaxHedgingAttempts, &h.MaxAttempts)
+	a.duration("delay", true, &h.Delay)
+	a.codes("non_fatal_codes", &h.NonFatalCodes)
+	if attr, ok := a.decode("methods", &h.Methods); ok {
+		if len(h.Methods) == 0 {
+			a.errorf(attr.Expr.Range(), "No methods to hedge", "methods lists the methods safe to run more than once (idempotent ones), such as [\"GetUserData\"] or [\"/peervault.PeerVaultService/Get*\"]; an empty list hedges nothing: remove the block instead.")
+		}
+		for _, m := range h.Methods {
+			if _, err := path.Match(m, ""); err != nil || m == "" {
+				a.errorf(attr.Expr.Range(), "Invalid method pattern", "%q is neither a method name nor a valid pattern: write \"GetUserData\", \"Get*\" or \"/peervault.PeerVaultService/GetUserData\".", m)
+			}
+		}
+	}
+	d.merge(a)
+	return h
 }
 
 // decodeOutlierBlock reads an outlier_detection block: A50's and Envoy's

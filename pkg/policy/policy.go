@@ -8,6 +8,8 @@ package policy
 
 import (
 	"math"
+	"path"
+	"strings"
 	"time"
 
 	"github.com/peervault/pvlb/pkg/lb"
@@ -84,6 +86,46 @@ func (r Retry) Retries(code statuscode.Code) bool {
 		codes = DefaultRetryableCodes
 	}
 	return codes.Has(code)
+}
+
+// Hedging is a service's `hedging` block, gRFC A6's hedgingPolicy: a
+// unary call to one of Methods that has not answered within Delay is sent
+// again to another endpoint, up to MaxAttempts copies in all; the first
+// good answer wins and the others are cancelled. A copy that fails with
+// one of NonFatalCodes is followed by the next at once; any other failure
+// ends the call. Hedges count against the retry budget.
+type Hedging struct {
+	MaxAttempts int           `json:"max_attempts"`
+	Delay       time.Duration `json:"delay"`
+	// NonFatalCodes are A6's nonFatalStatusCodes; empty is none.
+	NonFatalCodes statuscode.Set `json:"non_fatal_codes"`
+	// Methods name the methods safe to run more than once: only they are
+	// hedged. A name with a slash is matched against the full method name
+	// ("/peervault.PeerVaultService/GetUserData", or a shell pattern such
+	// as "/peervault.PeerVaultService/Get*"); one without, against the
+	// method's own name ("GetUserData", "Get*"; "*" is every method).
+	Methods []string `json:"methods"`
+}
+
+// MaxHedgingAttempts is A6's cap on hedged copies.
+const MaxHedgingAttempts = 5
+
+// Hedges reports whether calls to method are hedged.
+func (h *Hedging) Hedges(method string) bool {
+	if h == nil {
+		return false
+	}
+	short := method[strings.LastIndexByte(method, '/')+1:]
+	for _, m := range h.Methods {
+		name := method
+		if !strings.Contains(m, "/") {
+			name = short
+		}
+		if ok, _ := path.Match(m, name); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // DefaultRetryableCodes are retried by default: UNAVAILABLE is what gRPC

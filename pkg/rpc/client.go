@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/policy"
@@ -46,6 +47,7 @@ type LoadBalancedClient struct {
 	limiter    *lb.RetryLimiter
 
 	calls, retries, failures atomic.Uint64
+	hedges, hedgeWins        atomic.Uint64
 	closed                   atomic.Bool
 }
 
@@ -170,6 +172,11 @@ func (c *LoadBalancedClient) Invoke(ctx context.Context, method string, args, re
 	c.calls.Add(1)
 	start := time.Now()
 	c.limiter.Call(start)
+	if h := c.cfg.Hedging; h.Hedges(method) {
+		if msg, ok := reply.(proto.Message); ok {
+			return c.invokeHedged(ctx, h, method, args, msg, opts, report)
+		}
+	}
 	var triedList []*lb.Endpoint // nil until a retry: a first attempt allocates nothing
 	for attempt := 1; ; attempt++ {
 		pushback, err := c.invokeOnce(ctx, method, args, reply, opts, report, &triedList)
@@ -181,6 +188,114 @@ func (c *LoadBalancedClient) Invoke(ctx context.Context, method string, args, re
 			return err
 		}
 	}
+}
+
+// hedgeResult is one hedged copy's answer.
+type hedgeResult struct {
+	e     *lb.Endpoint
+	reply proto.Message
+	took  time.Duration
+	err   error
+	hedge bool // not the first copy
+}
+
+// invokeHedged sends a unary call as gRFC A6 hedges it: a copy now, and
+// another on a different endpoint whenever Delay passes without an answer
+// or a copy fails with a non-fatal code, up to MaxAttempts; the first
+// good answer wins and the rest are cancelled (their outcomes neutral).
+// Each hedge needs the retry budget's leave.
+func (c *LoadBalancedClient) invokeHedged(ctx context.Context, h *policy.Hedging, method string, args any, reply proto.Message, opts []grpc.CallOption, report *CallReport) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	results := make(chan hedgeResult, h.MaxAttempts) // copies never block on a call that returned
+	var tried []*lb.Endpoint
+	var lastErr error
+	sent, pending := 0, 0
+	send := func() bool {
+		if sent > 0 && !c.limiter.Retry(time.Now()) {
+			if report != nil {
+				report.NotRetried = "the retry budget is spent"
+			}
+			return false
+		}
+		e, err := c.balancer.PickExcluding(ctx, tried)
+		if err != nil {
+			lastErr = pickError{err}
+			return false
+		}
+		tried = append(tried, e)
+		hedge := sent > 0
+		sent++
+		pending++
+		if hedge {
+			c.hedges.Add(1)
+		}
+		copyReply := reply.ProtoReflect().New().Interface()
+		go func() {
+			started := time.Now()
+			cc, err := c.pool.Get(e)
+			if err == nil {
+				err = cc.Invoke(ctx, method, args, copyReply, opts...)
+			} else {
+				err = status.Error(codes.Unavailable, err.Error())
+			}
+			took := time.Since(started)
+			c.balancer.Done(e, took, c.classify(ctx, err))
+			results <- hedgeResult{e: e, reply: copyReply, took: took, err: err, hedge: hedge}
+		}()
+		return true
+	}
+	if !send() {
+		c.failures.Add(1)
+		return lastErr
+	}
+	var timer *time.Timer
+	var tick <-chan time.Time
+	if h.MaxAttempts > 1 {
+		if h.Delay == 0 {
+			for sent < h.MaxAttempts && send() {
+			}
+		} else {
+			timer = time.NewTimer(h.Delay)
+			defer timer.Stop()
+			tick = timer.C
+		}
+	}
+	for pending > 0 {
+		select {
+		case <-tick:
+			if sent < h.MaxAttempts && send() && sent < h.MaxAttempts {
+				timer.Reset(h.Delay)
+			}
+		case r := <-results:
+			pending--
+			report.add(r.e, r.took, r.err)
+			if r.err == nil {
+				proto.Reset(reply)
+				proto.Merge(reply, r.reply)
+				c.limiter.Result(true, false)
+				if r.hedge {
+					c.hedgeWins.Add(1)
+				}
+				return nil
+			}
+			lastErr = r.err
+			code := statuscode.Code(status.Code(r.err))
+			c.limiter.Result(false, h.NonFatalCodes.Has(code))
+			if !h.NonFatalCodes.Has(code) {
+				if report != nil {
+					report.NotRetried = code.String() + " is fatal to a hedged call (non_fatal_codes)"
+				}
+				c.failures.Add(1)
+				return r.err
+			}
+			if sent < h.MaxAttempts {
+				send()
+			}
+		}
+	}
+	c.failures.Add(1)
+	return lastErr
 }
 
 // attemptOpts carries an attempt's call options with a trailer option
@@ -559,9 +674,13 @@ type ClientStats struct {
 	Retries          uint64 `json:"retries"`
 	// RetriesRefused counts retries the retry budget or throttling did
 	// not allow.
-	RetriesRefused uint64         `json:"retries_refused"`
-	Failures       uint64         `json:"failures"`
-	LoadBalancer   lb.ServerStats `json:"load_balancer"`
+	RetriesRefused uint64 `json:"retries_refused"`
+	Failures       uint64 `json:"failures"`
+	// Hedges counts hedged copies sent after a call's first, and
+	// HedgeWins those that answered first.
+	Hedges       uint64         `json:"hedges,omitempty"`
+	HedgeWins    uint64         `json:"hedge_wins,omitempty"`
+	LoadBalancer lb.ServerStats `json:"load_balancer"`
 }
 
 // GetStats returns the client's statistics.
@@ -574,6 +693,8 @@ func (c *LoadBalancedClient) GetStats() ClientStats {
 		Calls:            c.calls.Load(),
 		Retries:          c.retries.Load(),
 		RetriesRefused:   c.limiter.Refused(),
+		Hedges:           c.hedges.Load(),
+		HedgeWins:        c.hedgeWins.Load(),
 		Failures:         c.failures.Load(),
 		LoadBalancer:     c.balancer.GetServerStats(),
 	}

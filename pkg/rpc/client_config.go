@@ -13,6 +13,8 @@ import (
 type LoadBalancedClientConfig struct {
 	policy.Retry
 	policy.Client
+	// Hedging, when set, hedges unary calls to the methods it names.
+	Hedging *policy.Hedging
 }
 
 // DefaultLoadBalancedClientConfig returns the defaults: 3 retries of

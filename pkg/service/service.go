@@ -85,7 +85,7 @@ func New(ctx context.Context, svc *config.Service, opts Options) (_ *Service, er
 			return nil, fmt.Errorf("service %q: %w", svc.Name, err)
 		}
 	}
-	clientCfg := &rpc.LoadBalancedClientConfig{Retry: svc.Retry, Client: svc.Client}
+	clientCfg := &rpc.LoadBalancedClientConfig{Retry: svc.Retry, Client: svc.Client, Hedging: svc.Hedging}
 	if s.Pool, err = rpc.NewConnPool(s.Balancer, &svc.Client, opts.Logger, opts.DialOptions...); err != nil {
 		return nil, fmt.Errorf("service %q: %w", svc.Name, err)
 	}
