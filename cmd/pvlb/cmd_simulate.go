@@ -376,6 +376,9 @@ func writeReport(w io.Writer, r *sim.Report) {
 	}
 	fmt.Fprintf(w, "Requests   %d succeeded, %d failed (%s); %d retries, %d requests saved by a retry\n",
 		r.Succeeded, r.Failed, pct(failedPct), r.Retries, r.Recovered)
+	if r.Hedges > 0 {
+		fmt.Fprintf(w, "Hedging    %d copies sent after a request's first (%.1f%% more requests), %d answered first\n", r.Hedges, 100*float64(r.Hedges)/float64(max(r.Requests, 1)), r.HedgeWins)
+	}
 	if l := r.Limited; l != nil {
 		fmt.Fprintf(w, "Limits     %d requests refused at once (every server at its cap or rate); %d picks skipped a server at max_requests_per_endpoint, %d one out of its rate_limit\n",
 			r.Overloaded, l.BreakerSkips, l.RateLimitSkips)

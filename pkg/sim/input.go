@@ -53,7 +53,7 @@ func inputErrorf(format string, args ...any) error {
 // problem is an *InputError.
 func Assemble(cfg *config.Config, svc *config.Service, discovered []lb.EndpointSpec, o Overrides) (*Config, error) {
 	out := &Config{
-		Balancer: svc.BalancerConfig(), Health: svc.Health.HealthCheck, Retry: svc.Retry,
+		Balancer: svc.BalancerConfig(), Health: svc.Health.HealthCheck, Retry: svc.Retry, Hedging: svc.Hedging,
 		Requests: o.Requests, Sessions: o.Sessions, Clients: o.Clients, Seed: o.Seed, RPS: o.RPS, Concurrency: o.Concurrency,
 	}
 	if svc.Strategy.Name != "default" {

@@ -37,8 +37,12 @@ type Report struct {
 	PerTryTimeouts int `json:"per_try_timeouts,omitempty"`
 	// Overloaded counts attempts the circuit breakers or the rate limit
 	// refused (OverloadedCode), and Limited the balancer's own counts.
-	Overloaded int             `json:"overloaded,omitempty"`
-	Limited    *lb.LimitCounts `json:"limited,omitempty"`
+	Overloaded int `json:"overloaded,omitempty"`
+	// Hedges counts hedged copies sent after a request's first, and
+	// HedgeWins those that answered first.
+	Hedges    int             `json:"hedges,omitempty"`
+	HedgeWins int             `json:"hedge_wins,omitempty"`
+	Limited   *lb.LimitCounts `json:"limited,omitempty"`
 	// NoHealthy counts picks that found no server able to take traffic.
 	NoHealthy int `json:"no_healthy_picks"`
 	// Dropped counts attempts refused because a server's queue was full
@@ -199,6 +203,8 @@ func (s *simulation) report() *Report {
 		RetriesRefused: s.refused,
 		PerTryTimeouts: s.perTryTimeouts,
 		Overloaded:     s.overloaded,
+		Hedges:         s.hedges,
+		HedgeWins:      s.hedgeWins,
 		Limited:        s.limited(),
 		NoHealthy:      s.noHealthy,
 		Dropped:        s.dropped,

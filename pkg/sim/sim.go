@@ -101,6 +101,12 @@ type Config struct {
 	Outages []Outage
 	// Changes change servers during the run, in time order per server.
 	Changes []Change
+	// Hedging, when set, hedges every request as the client's hedging
+	// block would (the simulator has no methods to tell apart): a copy to
+	// another server after Delay without an answer, or at once after a
+	// non-fatal failure, up to MaxAttempts; the first answer wins. A hedged
+	// request is not retried (gRFC A6: a method hedges or retries).
+	Hedging *policy.Hedging
 	// RateChanges change an open-loop run's request rate, in time order,
 	// and ConcurrencyChanges a closed loop's requests in flight.
 	RateChanges        []RateChange
@@ -205,6 +211,7 @@ const (
 	evRateChange
 	evConcurrencyChange
 	evPerTryTimeout
+	evHedge
 )
 
 type event struct {
@@ -237,6 +244,13 @@ type request struct {
 	attempts     int32 // including picks that found no server
 	tries        int32 // attempts that reached a server, listed in tried
 	tried        [maxAttempts]int32
+	// Hedging: a copy's slot has copyOf, the request's own slot; the
+	// request's slot counts the copies sent (itself included) and those
+	// still waiting for an answer, and lists the copies' slots.
+	copyOf int32
+	sent   int8
+	live   int8
+	copies [policy.MaxHedgingAttempts]int32
 }
 
 // maxAttempts bounds attempts per request: the first plus up to 10 retries,
@@ -312,9 +326,9 @@ type simulation struct {
 	scratch  []*lb.Endpoint // the current request's tried endpoints, for a pick
 	timeline *timeline
 
-	issued, done, succeeded, failed, retries, recovered, noHealthy, dropped, refused, perTryTimeouts, overloaded int
-	latency                                                                                                      histogram
-	log                                                                                                          []Event
+	issued, done, succeeded, failed, retries, recovered, noHealthy, dropped, refused, perTryTimeouts, overloaded, hedges, hedgeWins int
+	latency                                                                                                                         histogram
+	log                                                                                                                             []Event
 }
 
 // Run simulates cfg and reports what happened.
@@ -442,6 +456,10 @@ func (s *simulation) loop(ctx context.Context) error {
 			s.attemptDone(ev)
 		case evPerTryTimeout:
 			s.perTryTimeout(ev.target, ev.token)
+		case evHedge:
+			if r := &s.reqs[ev.target]; r.active && r.copyOf < 0 && uint32(r.id) == ev.token {
+				s.hedge(ev.target)
+			}
 		case evRetry:
 			s.attempt(ev.target)
 		case evHealthCheck:
@@ -480,7 +498,7 @@ func (s *simulation) startRequest() {
 		slot = int32(len(s.reqs) - 1)
 	}
 	r := &s.reqs[slot]
-	*r = request{active: true, id: int64(s.issued), start: s.now, server: -1, session: -1, token: r.token}
+	*r = request{active: true, id: int64(s.issued), start: s.now, server: -1, session: -1, token: r.token, copyOf: -1, sent: 1, live: 1}
 	if len(s.clients) > 1 {
 		r.client = int32(s.rng.IntN(len(s.clients)))
 	}
@@ -488,7 +506,101 @@ func (s *simulation) startRequest() {
 		r.session = int32(s.rng.IntN(len(s.sessions)))
 	}
 	s.clients[r.client].limiter.Call(s.clock())
+	h := s.cfg.Hedging
+	if h != nil && h.MaxAttempts > 1 && h.Delay > 0 {
+		s.schedule(s.now+int64(h.Delay), evHedge, slot, uint32(r.id))
+	}
+	id := r.id
 	s.attempt(slot)
+	if h != nil && h.Delay == 0 { // every copy at once
+		for r := &s.reqs[slot]; r.active && r.copyOf < 0 && r.id == id && int(r.sent) < h.MaxAttempts && s.hedge(slot); r = &s.reqs[slot] {
+		}
+	}
+}
+
+// newSlot returns a free request slot.
+func (s *simulation) newSlot() int32 {
+	if n := len(s.free); n > 0 {
+		slot := s.free[n-1]
+		s.free = s.free[:n-1]
+		return slot
+	}
+	s.reqs = append(s.reqs, request{})
+	return int32(len(s.reqs) - 1)
+}
+
+// hedge sends another copy of request root to a server none of its
+// copies has tried, if the retry budget allows, and schedules the next
+// after the delay. It reports whether a copy went.
+func (s *simulation) hedge(root int32) bool {
+	h := s.cfg.Hedging
+	r := &s.reqs[root]
+	if int(r.sent) >= h.MaxAttempts || !s.clients[r.client].limiter.Retry(s.clock()) {
+		return false
+	}
+	slot := s.newSlot()
+	r = &s.reqs[root] // newSlot may have moved the slots
+	c := &s.reqs[slot]
+	*c = request{active: true, id: r.id, start: r.start, client: r.client, session: r.session, server: -1, token: c.token,
+		copyOf: root, attempts: int32(r.sent), tries: r.tries, tried: r.tried}
+	r.copies[r.sent-1] = slot
+	r.sent++
+	r.live++
+	s.hedges++
+	if int(r.sent) < h.MaxAttempts && h.Delay > 0 {
+		s.schedule(s.now+int64(h.Delay), evHedge, root, uint32(r.id))
+	}
+	s.attempt(slot)
+	return true
+}
+
+// rootOf is the request a slot's attempt belongs to.
+func (s *simulation) rootOf(slot int32) int32 {
+	if c := s.reqs[slot].copyOf; c >= 0 {
+		return c
+	}
+	return slot
+}
+
+// settle ends hedged request root: the copies still waiting are
+// abandoned (their servers finish the work), and the request finishes.
+func (s *simulation) settle(root int32, ok bool) {
+	r := &s.reqs[root]
+	for _, c := range r.copies[:max(r.sent-1, 0)] {
+		if cp := &s.reqs[c]; cp.active && cp.copyOf == root {
+			cp.active = false
+			cp.token++
+			s.free = append(s.free, c)
+		}
+	}
+	r.server = -1
+	s.finish(root, ok)
+}
+
+// hedgeFailed ends one copy's failed attempt: after a non-fatal code the
+// next copy goes at once (if any may); when none is left waiting, or the
+// code is fatal, the request fails.
+func (s *simulation) hedgeFailed(slot int32, code statuscode.Code) {
+	root := s.rootOf(slot)
+	r := &s.reqs[root]
+	if slot != root {
+		cp := &s.reqs[slot]
+		cp.active = false
+		cp.token++
+		s.free = append(s.free, slot)
+	} else {
+		r.server = -1
+		r.token++
+	}
+	r.live--
+	nonFatal := s.cfg.Hedging.NonFatalCodes.Has(code)
+	s.clients[r.client].limiter.Result(false, nonFatal)
+	if nonFatal && s.hedge(root) {
+		return
+	}
+	if !nonFatal || r.live <= 0 {
+		s.settle(root, false)
+	}
 }
 
 // clock is the simulated time as the balancer and the limiters take it.
@@ -510,7 +622,7 @@ func (s *simulation) attempt(slot int32) {
 		ctx = s.sessions[r.session]
 	}
 	r.attempts++
-	if r.attempts > 1 {
+	if r.attempts > 1 && r.copyOf < 0 {
 		s.retries++
 	}
 	c := s.clients[r.client]
@@ -524,6 +636,11 @@ func (s *simulation) attempt(slot int32) {
 		s.failAttempt(slot, OverloadedCode, s.cfg.Retry.Retries(OverloadedCode))
 		return
 	}
+	if err != nil && s.cfg.Hedging != nil {
+		s.noHealthy++
+		s.hedgeFailed(slot, statuscode.Unavailable)
+		return
+	}
 	if err != nil { // nothing healthy: back off and try again, as a client would
 		s.noHealthy++
 		s.retryOrFail(slot)
@@ -532,6 +649,12 @@ func (s *simulation) attempt(slot int32) {
 	idx := c.byEP[ep]
 	r.tried[r.tries] = idx
 	r.tries++
+	if r.copyOf >= 0 { // later copies avoid this server too
+		if root := &s.reqs[r.copyOf]; root.tries < maxAttempts {
+			root.tried[root.tries] = idx
+			root.tries++
+		}
+	}
 	sv := s.servers[idx]
 	sv.attempts++
 	s.timeline.attempt(s.now, idx)
@@ -545,7 +668,7 @@ func (s *simulation) attempt(slot int32) {
 		s.failAttempt(slot, statuscode.Unavailable, s.cfg.Retry.Retries(statuscode.Unavailable))
 		return
 	}
-	if pt := s.cfg.Retry.PerTryTimeout; pt > 0 {
+	if pt := s.cfg.Retry.PerTryTimeout; pt > 0 && s.cfg.Hedging == nil {
 		s.schedule(s.now+int64(pt), evPerTryTimeout, slot, r.token)
 	}
 	d := s.stream(r.id, r.attempts)
@@ -610,6 +733,13 @@ func (s *simulation) attemptDone(ev event) {
 	}
 	c.balancer.Done(c.eps[idx], time.Duration(took), lb.Success)
 	c.limiter.Result(true, false)
+	if s.cfg.Hedging != nil {
+		if r.copyOf >= 0 {
+			s.hedgeWins++
+		}
+		s.settle(s.rootOf(slot), true)
+		return
+	}
 	if r.tries > 1 {
 		s.recovered++
 	}
@@ -638,6 +768,10 @@ func (s *simulation) perTryTimeout(slot int32, token uint32) {
 // failAttempt ends a failed attempt: the limiter learns of it, and the
 // request is retried if its code is, or fails.
 func (s *simulation) failAttempt(slot int32, code statuscode.Code, retryable bool) {
+	if s.cfg.Hedging != nil {
+		s.hedgeFailed(slot, code)
+		return
+	}
 	s.clients[s.reqs[slot].client].limiter.Result(false, retryable)
 	if retryable {
 		s.retryOrFail(slot)
