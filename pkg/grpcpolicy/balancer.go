@@ -226,7 +226,12 @@ type grpcPicker struct {
 }
 
 func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
-	e, err := p.subset.Pick(info.Ctx, nil)
+	var tried []*lb.Endpoint
+	attempt := lb.AttemptFromContext(info.Ctx) // set by rpc's channel interceptor
+	if attempt != nil {
+		tried = attempt.Tried
+	}
+	e, err := p.subset.Pick(info.Ctx, tried)
 	var ready *subConn
 	if err == nil {
 		ready = p.ready[e]
@@ -253,6 +258,9 @@ func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 			return balancer.PickResult{}, balancer.ErrNoSubConnAvailable
 		}
 		return balancer.PickResult{}, status.Error(codes.Unavailable, err.Error())
+	}
+	if attempt != nil && attempt.Picked != nil {
+		attempt.Picked(e)
 	}
 	d := getCallDone()
 	d.balancer, d.endpoint, d.started = p.balancer, e, time.Since(epoch)

@@ -134,3 +134,28 @@ func (t *sessionTable) forget(e *Endpoint) {
 		s.mu.Unlock()
 	}
 }
+
+type attemptKey struct{}
+
+// Attempt carries, through a call's context, what the pick for one
+// attempt needs from a caller that retries or hedges the call, and tells
+// it back: the endpoints to avoid, and the one picked. The grpc-go
+// channel's picker honours it, so that rpc's channel interceptor moves a
+// retried call to a different endpoint, as LoadBalancedClient does.
+type Attempt struct {
+	Tried []*Endpoint
+	// Picked, when set, is called with each endpoint picked for the
+	// attempt.
+	Picked func(*Endpoint)
+}
+
+// WithAttempt returns ctx carrying a.
+func WithAttempt(ctx context.Context, a *Attempt) context.Context {
+	return context.WithValue(ctx, attemptKey{}, a)
+}
+
+// AttemptFromContext returns the Attempt ctx carries, or nil.
+func AttemptFromContext(ctx context.Context) *Attempt {
+	a, _ := ctx.Value(attemptKey{}).(*Attempt)
+	return a
+}

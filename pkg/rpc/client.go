@@ -3,11 +3,8 @@ package rpc
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,10 +13,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/peervault/pvlb/pkg/lb"
-	"github.com/peervault/pvlb/pkg/policy"
 	"github.com/peervault/pvlb/pkg/statuscode"
 )
 
@@ -44,11 +39,9 @@ type LoadBalancedClient struct {
 	log        *slog.Logger
 	outcomes   lb.OutcomeConfig
 	sessionKey string // metadata key of the sticky session id; "" when not sticky
-	limiter    *lb.RetryLimiter
+	*retrier
 
-	calls, retries, failures atomic.Uint64
-	hedges, hedgeWins        atomic.Uint64
-	closed                   atomic.Bool
+	closed atomic.Bool
 }
 
 var _ grpc.ClientConnInterface = (*LoadBalancedClient)(nil)
@@ -89,7 +82,7 @@ func NewLoadBalancedClient(balancer *lb.LoadBalancer, config *LoadBalancedClient
 	}
 	c.outcomes = balancer.Config().Outcomes
 	var err error
-	if c.limiter, err = config.Retry.Limiter(time.Now()); err != nil {
+	if c.retrier, err = newRetrier(config.Retry, config.Hedging, logger); err != nil {
 		return nil, err
 	}
 	if sticky := balancer.Config().Sticky; sticky.Enabled {
@@ -167,288 +160,29 @@ func (c *LoadBalancedClient) Invoke(ctx context.Context, method string, args, re
 	if c.closed.Load() {
 		return status.Error(codes.Canceled, "load balanced client is closed")
 	}
-	ctx = c.sessionContext(ctx)
-	report := findReport(opts)
-	c.calls.Add(1)
-	start := time.Now()
-	c.limiter.Call(start)
-	if h := c.cfg.Hedging; h.Hedges(method) {
-		if msg, ok := reply.(proto.Message); ok {
-			return c.invokeHedged(ctx, h, method, args, msg, opts, report)
-		}
-	}
-	var triedList []*lb.Endpoint // nil until a retry: a first attempt allocates nothing
-	for attempt := 1; ; attempt++ {
-		pushback, err := c.invokeOnce(ctx, method, args, reply, opts, report, &triedList)
-		if err == nil {
-			return nil
-		}
-		if !c.backoff(ctx, err, pushback, attempt, start, report) {
-			c.failures.Add(1)
-			return err
-		}
-	}
+	return c.invoke(c.sessionContext(ctx), method, args, reply, opts, c.attempt)
 }
 
-// hedgeResult is one hedged copy's answer.
-type hedgeResult struct {
-	e     *lb.Endpoint
-	reply proto.Message
-	took  time.Duration
-	err   error
-	hedge bool // not the first copy
-}
-
-// invokeHedged sends a unary call as gRFC A6 hedges it: a copy now, and
-// another on a different endpoint whenever Delay passes without an answer
-// or a copy fails with a non-fatal code, up to MaxAttempts; the first
-// good answer wins and the rest are cancelled (their outcomes neutral).
-// Each hedge needs the retry budget's leave.
-func (c *LoadBalancedClient) invokeHedged(ctx context.Context, h *policy.Hedging, method string, args any, reply proto.Message, opts []grpc.CallOption, report *CallReport) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	results := make(chan hedgeResult, h.MaxAttempts) // copies never block on a call that returned
-	var tried []*lb.Endpoint
-	var lastErr error
-	sent, pending := 0, 0
-	send := func() bool {
-		if sent > 0 && !c.limiter.Retry(time.Now()) {
-			if report != nil {
-				report.NotRetried = "the retry budget is spent"
-			}
-			return false
-		}
-		e, err := c.balancer.PickExcluding(ctx, tried)
-		if err != nil {
-			lastErr = pickError{err}
-			return false
-		}
-		tried = append(tried, e)
-		hedge := sent > 0
-		sent++
-		pending++
-		if hedge {
-			c.hedges.Add(1)
-		}
-		copyReply := reply.ProtoReflect().New().Interface()
-		go func() {
-			started := time.Now()
-			cc, err := c.pool.Get(e)
-			if err == nil {
-				err = cc.Invoke(ctx, method, args, copyReply, opts...)
-			} else {
-				err = status.Error(codes.Unavailable, err.Error())
-			}
-			took := time.Since(started)
-			c.balancer.Done(e, took, c.classify(ctx, err))
-			results <- hedgeResult{e: e, reply: copyReply, took: took, err: err, hedge: hedge}
-		}()
-		return true
-	}
-	if !send() {
-		c.failures.Add(1)
-		return lastErr
-	}
-	var timer *time.Timer
-	var tick <-chan time.Time
-	if h.MaxAttempts > 1 {
-		if h.Delay == 0 {
-			for sent < h.MaxAttempts && send() {
-			}
-		} else {
-			timer = time.NewTimer(h.Delay)
-			defer timer.Stop()
-			tick = timer.C
-		}
-	}
-	for pending > 0 {
-		select {
-		case <-tick:
-			if sent < h.MaxAttempts && send() && sent < h.MaxAttempts {
-				timer.Reset(h.Delay)
-			}
-		case r := <-results:
-			pending--
-			report.add(r.e, r.took, r.err)
-			if r.err == nil {
-				proto.Reset(reply)
-				proto.Merge(reply, r.reply)
-				c.limiter.Result(true, false)
-				if r.hedge {
-					c.hedgeWins.Add(1)
-				}
-				return nil
-			}
-			lastErr = r.err
-			code := statuscode.Code(status.Code(r.err))
-			c.limiter.Result(false, h.NonFatalCodes.Has(code))
-			if !h.NonFatalCodes.Has(code) {
-				if report != nil {
-					report.NotRetried = code.String() + " is fatal to a hedged call (non_fatal_codes)"
-				}
-				c.failures.Add(1)
-				return r.err
-			}
-			if sent < h.MaxAttempts {
-				send()
-			}
-		}
-	}
-	c.failures.Add(1)
-	return lastErr
-}
-
-// attemptOpts carries an attempt's call options with a trailer option
-// added, to read the server's pushback; pooled so that a call allocates
-// nothing for it.
-type attemptOpts struct {
-	trailer metadata.MD
-	read    grpc.CallOption // grpc.Trailer(&trailer)
-	opts    []grpc.CallOption
-}
-
-var attemptOptsPool = sync.Pool{New: func() any {
-	ao := new(attemptOpts)
-	ao.read = grpc.Trailer(&ao.trailer)
-	return ao
-}}
-
-// pushbackKey is gRFC A6's trailer: how long the server asks the client to
-// wait before retrying, in milliseconds; a negative or unreadable value
-// asks it not to retry.
-const pushbackKey = "grpc-retry-pushback-ms"
-
-// invokeOnce makes one attempt, and returns the server's pushback
-// (noPushback when it sent none) and the attempt's error.
-func (c *LoadBalancedClient) invokeOnce(ctx context.Context, method string, args, reply any, opts []grpc.CallOption, report *CallReport, triedList *[]*lb.Endpoint) (time.Duration, error) {
-	e, err := c.balancer.PickExcluding(ctx, *triedList)
+// attempt makes one attempt through the client's own connections: it
+// picks an endpoint other than those tried, calls it and reports the
+// outcome to the balancer.
+func (c *LoadBalancedClient) attempt(ctx context.Context, method string, args, reply any, tried []*lb.Endpoint, opts []grpc.CallOption, picked func(*lb.Endpoint)) (*lb.Endpoint, error) {
+	e, err := c.balancer.PickExcluding(ctx, tried)
 	if err != nil {
-		return noPushback, pickError{err}
+		return nil, pickError{err}
+	}
+	if picked != nil {
+		picked(e)
 	}
 	started := time.Now()
-	pushback := noPushback
 	cc, err := c.pool.Get(e)
 	if err == nil {
-		actx := ctx
-		if c.cfg.PerTryTimeout > 0 {
-			var cancel context.CancelFunc
-			actx, cancel = context.WithTimeout(ctx, c.cfg.PerTryTimeout)
-			defer cancel()
-		}
-		ao := attemptOptsPool.Get().(*attemptOpts)
-		ao.opts = append(append(ao.opts[:0], opts...), ao.read)
-		err = cc.Invoke(actx, method, args, reply, ao.opts...)
-		if err != nil {
-			pushback = parsePushback(ao.trailer)
-			// The attempt's own deadline passed, not the call's: the server
-			// may report it (its end of the deadline) before our timer does.
-			if actx != ctx && ctx.Err() == nil && status.Code(err) == codes.DeadlineExceeded && pastDeadline(actx) {
-				err = perTryTimeout{status.Newf(codes.DeadlineExceeded, "per-try timeout: no answer from %s within %s", e.ID, c.cfg.PerTryTimeout)}
-			}
-		}
-		clear(ao.opts)
-		ao.trailer = nil
-		attemptOptsPool.Put(ao)
+		err = cc.Invoke(ctx, method, args, reply, opts...)
 	} else {
 		err = status.Error(codes.Unavailable, err.Error())
 	}
-	took := time.Since(started)
-	c.balancer.Done(e, took, c.classify(ctx, err))
-	c.limiter.Result(err == nil, err != nil && c.retryable(err))
-	report.add(e, took, err)
-	if err != nil {
-		*triedList = append(*triedList, e)
-		c.log.Debug("call failed", "method", method, "server", e.ID, "error", err)
-	}
-	return pushback, err
-}
-
-func pastDeadline(ctx context.Context) bool {
-	d, ok := ctx.Deadline()
-	return ok && !time.Now().Before(d)
-}
-
-// Pushbacks other than a wait: none sent, or the server's "do not retry".
-const (
-	noPushback   time.Duration = -1
-	pushbackStop time.Duration = -2
-)
-
-// parsePushback reads A6's pushback from trailers: the wait, noPushback,
-// or pushbackStop for a negative or malformed value.
-func parsePushback(md metadata.MD) time.Duration {
-	v := md.Get(pushbackKey)
-	if len(v) == 0 {
-		return noPushback
-	}
-	ms, err := strconv.ParseInt(v[0], 10, 64)
-	if err != nil || ms < 0 {
-		return pushbackStop
-	}
-	return time.Duration(ms) * time.Millisecond
-}
-
-// perTryTimeout is an attempt ended by the retry policy's per-try
-// timeout, as opposed to the call's own deadline.
-type perTryTimeout struct{ st *status.Status }
-
-func (e perTryTimeout) Error() string              { return e.st.Err().Error() }
-func (e perTryTimeout) GRPCStatus() *status.Status { return e.st }
-
-// retryable reports whether an attempt's error is one to retry: a
-// retryable code, or the attempt's own per-try timeout.
-func (c *LoadBalancedClient) retryable(err error) bool {
-	var pt perTryTimeout
-	return c.cfg.Retries(statuscode.Code(status.Code(err))) || errors.As(err, &pt)
-}
-
-// backoff decides whether a failed attempt is retried and, if so, waits
-// first: the server's pushback when it sent one, else the retry policy's
-// backoff with ±20% jitter. It reports whether to try again, and why not
-// in the report.
-func (c *LoadBalancedClient) backoff(ctx context.Context, err error, pushback time.Duration, attempt int, start time.Time, report *CallReport) bool {
-	stop := func(why string) bool {
-		if report != nil {
-			report.NotRetried = why
-		}
-		return false
-	}
-	switch {
-	case ctx.Err() != nil:
-		return stop("the call's context ended")
-	case !c.retryable(err):
-		return stop(statuscode.Code(status.Code(err)).String() + " is not retried (retryable_codes)")
-	case attempt > c.cfg.MaxRetries:
-		return stop(fmt.Sprintf("max_retries (%d) reached", c.cfg.MaxRetries))
-	case pushback == pushbackStop:
-		return stop("the server asked not to retry (" + pushbackKey + ")")
-	}
-	delay := pushback
-	if delay < 0 {
-		delay = policy.Jitter(c.cfg.Backoff(attempt), rand.Float64())
-	}
-	now := time.Now()
-	if now.Sub(start)+delay > c.cfg.FailoverTimeout {
-		return stop(fmt.Sprintf("failover_timeout (%s) would pass", c.cfg.FailoverTimeout))
-	}
-	if deadline, ok := ctx.Deadline(); ok && now.Add(delay).After(deadline) {
-		return stop("the call's deadline would pass")
-	}
-	if !c.limiter.Retry(now) {
-		return stop("the retry budget is spent")
-	}
-	c.retries.Add(1)
-	if delay <= 0 {
-		return true
-	}
-	t := time.NewTimer(delay)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return stop("the call's context ended")
-	}
+	c.balancer.Done(e, time.Since(started), c.classify(ctx, err))
+	return e, err
 }
 
 // sessionContext carries a session id from request metadata into the
@@ -670,16 +404,7 @@ type ClientStats struct {
 	MaxRetries       int    `json:"max_retries"`
 	RetryDelay       string `json:"retry_delay"`
 	FailoverTimeout  string `json:"failover_timeout"`
-	Calls            uint64 `json:"calls"`
-	Retries          uint64 `json:"retries"`
-	// RetriesRefused counts retries the retry budget or throttling did
-	// not allow.
-	RetriesRefused uint64 `json:"retries_refused"`
-	Failures       uint64 `json:"failures"`
-	// Hedges counts hedged copies sent after a call's first, and
-	// HedgeWins those that answered first.
-	Hedges       uint64         `json:"hedges,omitempty"`
-	HedgeWins    uint64         `json:"hedge_wins,omitempty"`
+	CallStats
 	LoadBalancer lb.ServerStats `json:"load_balancer"`
 }
 
@@ -690,12 +415,7 @@ func (c *LoadBalancedClient) GetStats() ClientStats {
 		MaxRetries:       c.cfg.MaxRetries,
 		RetryDelay:       c.cfg.Delay.String(),
 		FailoverTimeout:  c.cfg.FailoverTimeout.String(),
-		Calls:            c.calls.Load(),
-		Retries:          c.retries.Load(),
-		RetriesRefused:   c.limiter.Refused(),
-		Hedges:           c.hedges.Load(),
-		HedgeWins:        c.hedgeWins.Load(),
-		Failures:         c.failures.Load(),
+		CallStats:        c.stats(),
 		LoadBalancer:     c.balancer.GetServerStats(),
 	}
 }

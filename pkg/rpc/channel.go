@@ -1,0 +1,75 @@
+package rpc
+
+import (
+	"context"
+	"log/slog"
+
+	"google.golang.org/grpc"
+
+	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/policy"
+)
+
+// ChannelCalls retries and hedges the unary calls of a grpc-go channel on
+// pvlb's policy ("pvlb:///SERVICE", see grpcpolicy) as LoadBalancedClient
+// does its own: the retry policy with its budget or throttling, per-try
+// timeouts, pushback and hedging, each retry or hedge on an endpoint the
+// call has not tried. Install its interceptor, and turn grpc-go's own
+// retries off so that calls are not retried twice:
+//
+//	calls, err := rpc.NewChannelCalls(svc.Retry, svc.Hedging, logger)
+//	cc, err := grpc.NewClient("pvlb:///peervault",
+//		grpc.WithResolvers(grpcpolicy.NewResolverBuilder(balancer)),
+//		grpc.WithUnaryInterceptor(calls.UnaryInterceptor()),
+//		grpc.WithDisableRetry(),
+//		grpc.WithTransportCredentials(insecure.NewCredentials()))
+type ChannelCalls struct {
+	r *retrier
+}
+
+// NewChannelCalls returns the retries and hedging of one channel.
+func NewChannelCalls(retry policy.Retry, hedging *policy.Hedging, logger *slog.Logger) (*ChannelCalls, error) {
+	r, err := newRetrier(retry, hedging, logger)
+	if err != nil {
+		return nil, err
+	}
+	return &ChannelCalls{r: r}, nil
+}
+
+// UnaryInterceptor returns the interceptor that runs the channel's unary
+// calls.
+func (c *ChannelCalls) UnaryInterceptor() grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		attempt := func(ctx context.Context, method string, args, reply any, tried []*lb.Endpoint, opts []grpc.CallOption, picked func(*lb.Endpoint)) (*lb.Endpoint, error) {
+			var got *lb.Endpoint
+			a := &lb.Attempt{Tried: tried, Picked: func(e *lb.Endpoint) {
+				got = e
+				if picked != nil {
+					picked(e)
+				}
+			}}
+			err := invoker(lb.WithAttempt(ctx, a), method, args, reply, cc, opts...)
+			return got, err
+		}
+		return c.r.invoke(ctx, method, req, reply, opts, attempt)
+	}
+}
+
+// CallStats counts what a channel's calls did: calls, retries and those
+// the budget refused, failures, hedges and hedges that answered first.
+type CallStats struct {
+	Calls          uint64 `json:"calls"`
+	Retries        uint64 `json:"retries"`
+	RetriesRefused uint64 `json:"retries_refused"`
+	Failures       uint64 `json:"failures"`
+	Hedges         uint64 `json:"hedges,omitempty"`
+	HedgeWins      uint64 `json:"hedge_wins,omitempty"`
+}
+
+// Stats returns the channel's call counts.
+func (c *ChannelCalls) Stats() CallStats { return c.r.stats() }
+
+func (r *retrier) stats() CallStats {
+	return CallStats{Calls: r.calls.Load(), Retries: r.retries.Load(), RetriesRefused: r.limiter.Refused(),
+		Failures: r.failures.Load(), Hedges: r.hedges.Load(), HedgeWins: r.hedgeWins.Load()}
+}
