@@ -836,6 +836,7 @@ func TestCircuitBreakersAndRateLimit(t *testing.T) {
 	cfg, diags := load(t, base+`  circuit_breakers {
     max_requests              = 1024
     max_requests_per_endpoint = 4
+    max_pending               = 16
   }
   rate_limit {
     requests_per_second = 100
@@ -847,7 +848,7 @@ func TestCircuitBreakersAndRateLimit(t *testing.T) {
 	}
 	s, _ := cfg.Service("svc")
 	b := s.BalancerConfig()
-	if *b.CircuitBreakers != (lb.CircuitBreakers{MaxRequests: 1024, MaxRequestsPerEndpoint: 4}) || *b.RateLimit != (lb.RateLimit{RequestsPerSecond: 100, Burst: 20}) {
+	if *b.CircuitBreakers != (lb.CircuitBreakers{MaxRequests: 1024, MaxRequestsPerEndpoint: 4, MaxPending: 16}) || *b.RateLimit != (lb.RateLimit{RequestsPerSecond: 100, Burst: 20}) {
 		t.Errorf("breakers %+v, rate limit %+v", b.CircuitBreakers, b.RateLimit)
 	}
 	for src, want := range map[string]string{

@@ -745,7 +745,7 @@ var failurePercentageSchema = &hcl.BodySchema{
 }
 
 var circuitBreakersSchema = &hcl.BodySchema{
-	Attributes: []hcl.AttributeSchema{{Name: "max_requests"}, {Name: "max_requests_per_endpoint"}},
+	Attributes: []hcl.AttributeSchema{{Name: "max_requests"}, {Name: "max_requests_per_endpoint"}, {Name: "max_pending"}},
 }
 
 var hedgingSchema = &hcl.BodySchema{
@@ -842,8 +842,9 @@ func (d *decoder) decodeServiceBlock(block *hcl.Block) {
 		a := d.attrs(bc)
 		a.int("max_requests", 1, lb.MaxLimit, &cb.MaxRequests)
 		a.int("max_requests_per_endpoint", 1, lb.MaxLimit, &cb.MaxRequestsPerEndpoint)
+		a.int("max_pending", 1, lb.MaxLimit, &cb.MaxPending)
 		if len(bc.Attributes) == 0 {
-			a.errorf(b.DefRange, "Empty circuit_breakers block", "Set max_requests (the service's calls in flight), max_requests_per_endpoint (each endpoint's), or both.")
+			a.errorf(b.DefRange, "Empty circuit_breakers block", "Set max_requests (the service's calls in flight), max_requests_per_endpoint (each endpoint's), max_pending (calls waiting for a connection), or several.")
 		}
 		d.merge(a)
 		s.CircuitBreakers = cb

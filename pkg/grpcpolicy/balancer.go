@@ -243,6 +243,11 @@ func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 			p.balancer.Release(e)
 		}
 		if p.connecting {
+			// The call waits for a connection: pending, under max_pending,
+			// when the call's attempt (rpc.ChannelCalls) lets it be counted.
+			if attempt != nil && !attempt.Wait(p.balancer) {
+				return balancer.PickResult{}, status.Error(codes.ResourceExhausted, p.balancer.ErrPendingFull().Error())
+			}
 			return balancer.PickResult{}, balancer.ErrNoSubConnAvailable
 		}
 		msg := "no ready connection to any healthy endpoint"
@@ -259,8 +264,11 @@ func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		}
 		return balancer.PickResult{}, status.Error(codes.Unavailable, err.Error())
 	}
-	if attempt != nil && attempt.Picked != nil {
-		attempt.Picked(e)
+	if attempt != nil {
+		attempt.Waited()
+		if attempt.Picked != nil {
+			attempt.Picked(e)
+		}
 	}
 	d := getCallDone()
 	d.balancer, d.endpoint, d.started = p.balancer, e, time.Since(epoch)

@@ -2,17 +2,22 @@ package grpcpolicy_test
 
 import (
 	"context"
+	"net"
 	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/peervault/pvlb/internal/testtools"
 	"github.com/peervault/pvlb/pkg/demoserver"
+	"github.com/peervault/pvlb/pkg/grpcpolicy"
 	"github.com/peervault/pvlb/pkg/latency"
 	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/policy"
 	"github.com/peervault/pvlb/pkg/rpc"
 	pb "github.com/peervault/pvlb/proto/peervault/v1"
 )
@@ -123,6 +128,101 @@ func TestRateLimitOnRealServers(t *testing.T) {
 			t.Logf("%d calls served in %.2fs (%d ok, %d refused); at most %.0f allowed", served, elapsed, ok, refused, want)
 			if float64(served) > want*1.05 || float64(served) < 100*elapsed*0.95 {
 				t.Errorf("%d calls in %.2fs at 100 a second", served, elapsed)
+			}
+		})
+	}
+}
+
+// blackHole accepts connections and never answers, so that a gRPC
+// connection to it stays CONNECTING: every call to it waits for a
+// connection, pending.
+func blackHole(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		lis.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	return lis.Addr().String()
+}
+
+// max_pending bounds the calls waiting for a connection, on both paths:
+// with a cap of 2 and an endpoint that never finishes connecting, of 6
+// calls 2 wait (until their deadline) and 4 fail at once.
+func TestMaxPendingOnBothPaths(t *testing.T) {
+	for _, path := range []string{"client", "channel"} {
+		t.Run(path, func(t *testing.T) {
+			cfg := lb.DefaultConfig()
+			cfg.Service, cfg.CircuitBreakers = "peervault", &lb.CircuitBreakers{MaxPending: 2}
+			balancer, err := lb.New(cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			host, port := testtools.HostPort(blackHole(t))
+			if err := balancer.AddServer("hole", host, port, 1); err != nil {
+				t.Fatal(err)
+			}
+			var stub pb.PeerVaultServiceClient
+			if path == "client" {
+				client, err := rpc.NewLoadBalancedClient(balancer, nil, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = client.Close() })
+				stub = pb.NewPeerVaultServiceClient(client)
+			} else {
+				calls, err := rpc.NewChannelCalls(policy.Retry{}, nil, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cc, err := grpc.NewClient("pvlb:///peervault",
+					grpc.WithResolvers(grpcpolicy.NewResolverBuilder(balancer)),
+					grpc.WithUnaryInterceptor(calls.UnaryInterceptor()),
+					grpc.WithDisableRetry(),
+					grpc.WithTransportCredentials(insecure.NewCredentials()))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { cc.Close() })
+				stub = pb.NewPeerVaultServiceClient(cc)
+			}
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			codesSeen := map[codes.Code]int{}
+			for range 6 {
+				wg.Go(func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+					defer cancel()
+					_, err := stub.GetUserData(ctx, &pb.GetUserDataRequest{UserId: "u"})
+					mu.Lock()
+					codesSeen[status.Code(err)]++
+					mu.Unlock()
+				})
+			}
+			wg.Wait()
+			t.Logf("%v", codesSeen)
+			if codesSeen[codes.ResourceExhausted] != 4 || codesSeen[codes.DeadlineExceeded] != 2 {
+				t.Errorf("codes %v: want 4 refused at once and 2 waiting until their deadline", codesSeen)
 			}
 		})
 	}

@@ -19,6 +19,10 @@ type CircuitBreakers struct {
 	MaxRequests int `json:"max_requests,omitempty"`
 	// MaxRequestsPerEndpoint caps each endpoint's calls in flight.
 	MaxRequestsPerEndpoint int `json:"max_requests_per_endpoint,omitempty"`
+	// MaxPending caps the service's calls waiting for a connection to
+	// their endpoint to be ready (Envoy's max_pending_requests: calls
+	// queued for a connection); past it a call fails at once.
+	MaxPending int `json:"max_pending,omitempty"`
 }
 
 // RateLimit caps the calls each endpoint is handed per second: a token
@@ -41,6 +45,8 @@ func (c *CircuitBreakers) validate() error {
 	switch {
 	case c.MaxRequests < 0 || c.MaxRequests > MaxLimit:
 		return fmt.Errorf("circuit breakers: max_requests must be from 0 to %d, not %d", MaxLimit, c.MaxRequests)
+	case c.MaxPending < 0 || c.MaxPending > MaxLimit:
+		return fmt.Errorf("circuit breakers: max_pending must be from 0 to %d, not %d", MaxLimit, c.MaxPending)
 	case c.MaxRequestsPerEndpoint < 0 || c.MaxRequestsPerEndpoint > inflightMask:
 		return fmt.Errorf("circuit breakers: max_requests_per_endpoint must be from 0 to %d, not %d", inflightMask, c.MaxRequestsPerEndpoint)
 	}
@@ -66,11 +72,13 @@ var ErrOverloaded = errors.New("overloaded")
 // checks on each pick.
 type limits struct {
 	maxRequests int64
+	maxPending  int64
 	perEndpoint uint64 // calls in flight an endpoint may hold; 0 none
 	interval    int64  // rate limit: nanoseconds per call; 0 none
 	tolerance   int64  // (burst-1) intervals: how far ahead a bucket may run
 
 	inFlight atomic.Int64 // the service's, when maxRequests is set
+	pending  atomic.Int64 // calls waiting for a connection, when maxPending is set
 	// Counts for statistics: picks that skipped an endpoint at its cap,
 	// or out of its rate, and calls refused because nothing could take
 	// them.
@@ -83,7 +91,7 @@ func newLimits(cb *CircuitBreakers, rl *RateLimit) *limits {
 	}
 	l := &limits{}
 	if cb != nil {
-		l.maxRequests, l.perEndpoint = int64(cb.MaxRequests), uint64(cb.MaxRequestsPerEndpoint)
+		l.maxRequests, l.perEndpoint, l.maxPending = int64(cb.MaxRequests), uint64(cb.MaxRequestsPerEndpoint), int64(cb.MaxPending)
 	}
 	if rl != nil {
 		l.interval = int64(float64(time.Second) / rl.RequestsPerSecond)
@@ -154,4 +162,38 @@ func (l *limits) takeToken(e *Endpoint, now int64) bool {
 			return true
 		}
 	}
+}
+
+// BeginPending counts a call that starts waiting for a connection to its
+// endpoint, and reports whether the circuit breakers' max_pending allows
+// it; a call that may not wait should fail at once (ErrOverloaded). A
+// call allowed must end its wait with EndPending. Without max_pending
+// every call may wait and nothing is counted.
+func (lb *LoadBalancer) BeginPending() bool {
+	l := lb.limits
+	if l == nil || l.maxPending == 0 {
+		return true
+	}
+	if l.pending.Add(1) > l.maxPending {
+		l.pending.Add(-1)
+		l.overloaded.Add(1)
+		return false
+	}
+	return true
+}
+
+// EndPending ends a wait BeginPending allowed.
+func (lb *LoadBalancer) EndPending() {
+	if l := lb.limits; l != nil && l.maxPending != 0 {
+		l.pending.Add(-1)
+	}
+}
+
+// LimitsPending reports whether max_pending is set: only then need a
+// caller tell the balancer of calls waiting for connections.
+func (lb *LoadBalancer) LimitsPending() bool { return lb.limits != nil && lb.limits.maxPending != 0 }
+
+// ErrPendingFull describes a call refused by max_pending.
+func (lb *LoadBalancer) ErrPendingFull() error {
+	return fmt.Errorf("%w: service %q has %d calls waiting for connections, its circuit breaker's max_pending", ErrOverloaded, lb.cfg.Service, lb.limits.maxPending)
 }

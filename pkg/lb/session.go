@@ -147,6 +147,32 @@ type Attempt struct {
 	// Picked, when set, is called with each endpoint picked for the
 	// attempt.
 	Picked func(*Endpoint)
+	// waitingOn is the balancer whose max_pending counts the attempt
+	// while it waits for a connection (see Wait); nil when not waiting.
+	waitingOn *LoadBalancer
+}
+
+// Wait counts the attempt as waiting for a connection under lb's
+// max_pending, once however often it is asked, and reports whether it may
+// wait; a call that may not should fail at once.
+func (a *Attempt) Wait(lb *LoadBalancer) bool {
+	if a.waitingOn != nil || !lb.LimitsPending() {
+		return true
+	}
+	if !lb.BeginPending() {
+		return false
+	}
+	a.waitingOn = lb
+	return true
+}
+
+// Waited ends the attempt's wait for a connection, if it was waiting: its
+// endpoint was picked, or the call ended.
+func (a *Attempt) Waited() {
+	if a.waitingOn != nil {
+		a.waitingOn.EndPending()
+		a.waitingOn = nil
+	}
 }
 
 // WithAttempt returns ctx carrying a.

@@ -49,6 +49,7 @@ func (c *ChannelCalls) UnaryInterceptor() grpc.UnaryClientInterceptor {
 				}
 			}}
 			err := invoker(lb.WithAttempt(ctx, a), method, args, reply, cc, opts...)
+			a.Waited() // the call may have ended while it waited for a connection
 			return got, err
 		}
 		return c.r.invoke(ctx, method, req, reply, opts, attempt)

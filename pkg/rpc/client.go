@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -176,13 +177,41 @@ func (c *LoadBalancedClient) attempt(ctx context.Context, method string, args, r
 	}
 	started := time.Now()
 	cc, err := c.pool.Get(e)
-	if err == nil {
-		err = cc.Invoke(ctx, method, args, reply, opts...)
-	} else {
+	if err != nil {
 		err = status.Error(codes.Unavailable, err.Error())
+	} else if err = c.waitForConnection(ctx, cc); err != nil {
+		c.balancer.Release(e) // refused by max_pending: nothing to say about the endpoint
+		return e, err
+	} else {
+		err = cc.Invoke(ctx, method, args, reply, opts...)
 	}
 	c.balancer.Done(e, time.Since(started), c.classify(ctx, err))
 	return e, err
+}
+
+// waitForConnection waits, under the circuit breakers' max_pending, while
+// cc is still connecting: such a call is pending, as Envoy counts calls
+// queued for a connection. Without max_pending, gRPC's own wait does.
+func (c *LoadBalancedClient) waitForConnection(ctx context.Context, cc *grpc.ClientConn) error {
+	if !c.balancer.LimitsPending() {
+		return nil
+	}
+	st := cc.GetState()
+	if st != connectivity.Idle && st != connectivity.Connecting {
+		return nil // ready, or failing: the call answers or fails at once
+	}
+	if !c.balancer.BeginPending() {
+		return pickError{c.balancer.ErrPendingFull()}
+	}
+	defer c.balancer.EndPending()
+	cc.Connect()
+	for st == connectivity.Idle || st == connectivity.Connecting {
+		if !cc.WaitForStateChange(ctx, st) {
+			return nil // the context ended: the call reports it
+		}
+		st = cc.GetState()
+	}
+	return nil
 }
 
 // sessionContext carries a session id from request metadata into the
