@@ -253,7 +253,11 @@ func describeCall(w io.Writer, n int, r *rpc.CallReport, total time.Duration, er
 		if at.Err != nil {
 			res = statuscode.Code(status.Code(at.Err)).String() + ": " + status.Convert(at.Err).Message()
 		}
-		fmt.Fprintf(w, "  attempt %d: %s (%s) %s: %s\n", i+1, at.Server, at.Address, at.Latency.Round(time.Microsecond), res)
+		kind := "attempt"
+		if at.Hedge {
+			kind = "hedge"
+		}
+		fmt.Fprintf(w, "  %s %d: %s (%s) %s: %s\n", kind, i+1, at.Server, at.Address, at.Latency.Round(time.Microsecond), res)
 	}
 	if err != nil && r.NotRetried != "" {
 		fmt.Fprintf(w, "  not retried: %s\n", r.NotRetried)

@@ -110,14 +110,28 @@ func (r *retrier) once(ctx context.Context, method string, args, reply any, trie
 	return e, pushback, err
 }
 
-// hedgeResult is one hedged copy's answer.
+// hedgeCopy is one hedged copy of a call: where it went, and its answer
+// once it has one.
+type hedgeCopy struct {
+	e       *lb.Endpoint
+	started time.Time
+	took    time.Duration
+	err     error
+	done    bool
+}
+
+// hedgeResult is a copy's answer, by its place in the order sent.
 type hedgeResult struct {
+	i     int
 	e     *lb.Endpoint
 	reply proto.Message
 	took  time.Duration
 	err   error
-	hedge bool // not the first copy
 }
+
+// errOvertaken is the report's word on a copy still waiting when another
+// answered first, or the call failed.
+var errOvertaken = status.Error(codes.Canceled, "cancelled: the call ended on another copy")
 
 // invokeHedged sends a unary call as gRFC A6 hedges it: a copy now, and
 // another on a different endpoint whenever Delay passes without an answer
@@ -132,6 +146,24 @@ func (r *retrier) invokeHedged(ctx context.Context, method string, args any, rep
 	var tried []*lb.Endpoint
 	var lastErr error
 	sent, pending := 0, 0
+	copies := make([]hedgeCopy, 0, h.MaxAttempts)
+	// Every copy goes in the report, in the order sent, those that had not
+	// answered when the call ended too.
+	defer func() {
+		if report == nil {
+			return
+		}
+		for i, c := range copies {
+			if c.e == nil {
+				continue
+			}
+			if !c.done {
+				c.took, c.err = time.Since(c.started), errOvertaken
+			}
+			report.add(c.e, c.took, c.err)
+			report.Attempts[len(report.Attempts)-1].Hedge = i > 0
+		}
+	}()
 	send := func() bool {
 		if sent > 0 && !r.limiter.Retry(time.Now()) {
 			if report != nil {
@@ -139,26 +171,28 @@ func (r *retrier) invokeHedged(ctx context.Context, method string, args any, rep
 			}
 			return false
 		}
-		hedge := sent > 0
+		i := sent
 		copyReply := reply.ProtoReflect().New().Interface()
 		pickedCh := make(chan *lb.Endpoint, 1)
 		var once sync.Once
 		note := func(e *lb.Endpoint) { once.Do(func() { pickedCh <- e }) }
 		snapshot := tried[:len(tried):len(tried)]
+		started := time.Now()
 		go func() {
-			started := time.Now()
 			e, err := attempt(ctx, method, args, copyReply, snapshot, opts, note)
 			note(e)
-			results <- hedgeResult{e: e, reply: copyReply, took: time.Since(started), err: err, hedge: hedge}
+			results <- hedgeResult{i: i, e: e, reply: copyReply, took: time.Since(started), err: err}
 		}()
 		// The next copy must avoid this one's endpoint: wait for the pick,
 		// which comes first and fast, not for the call.
-		if e := <-pickedCh; e != nil {
+		e := <-pickedCh
+		if e != nil {
 			tried = append(tried, e)
 		}
+		copies = append(copies, hedgeCopy{e: e, started: started})
 		sent++
 		pending++
-		if hedge {
+		if i > 0 {
 			r.hedges.Add(1)
 		}
 		return true
@@ -184,14 +218,13 @@ func (r *retrier) invokeHedged(ctx context.Context, method string, args any, rep
 			}
 		case res := <-results:
 			pending--
-			if res.e != nil {
-				report.add(res.e, res.took, res.err)
-			}
+			c := &copies[res.i]
+			c.e, c.took, c.err, c.done = res.e, res.took, res.err, true
 			if res.err == nil {
 				proto.Reset(reply)
 				proto.Merge(reply, res.reply)
 				r.limiter.Result(true, false)
-				if res.hedge {
+				if res.i > 0 {
 					r.hedgeWins.Add(1)
 				}
 				return nil

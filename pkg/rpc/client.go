@@ -117,6 +117,8 @@ type Attempt struct {
 	Address string
 	Latency time.Duration
 	Err     error
+	// Hedge marks a hedged copy sent after the call's first.
+	Hedge bool
 }
 
 func findReport(opts []grpc.CallOption) *CallReport {

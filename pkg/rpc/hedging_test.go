@@ -100,6 +100,9 @@ func TestHedgingOnlyListedMethods(t *testing.T) {
 	if client.GetStats().Hedges == 0 {
 		t.Error("the listed method was not hedged after 1ms against 30ms servers")
 	}
+	if len(report.Attempts) == 0 || (len(report.Attempts) > 1) != slices.ContainsFunc(report.Attempts, func(a rpc.Attempt) bool { return a.Hedge }) {
+		t.Errorf("report %+v: a hedged copy that answered is marked a hedge", report.Attempts)
+	}
 }
 
 // A copy that fails with a non-fatal code is followed by the next at
