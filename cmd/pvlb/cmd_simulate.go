@@ -383,8 +383,12 @@ func writeReport(w io.Writer, r *sim.Report) {
 		fmt.Fprintf(w, "Limits     %d requests refused at once (every server at its cap or rate); %d picks skipped a server at max_requests_per_endpoint, %d one out of its rate_limit\n",
 			r.Overloaded, l.BreakerSkips, l.RateLimitSkips)
 	}
-	if r.RetriesRefused > 0 || r.PerTryTimeouts > 0 {
-		fmt.Fprintf(w, "Retries    %d refused by the retry budget, %d attempts ended by the per-try timeout\n", r.RetriesRefused, r.PerTryTimeouts)
+	if r.RetriesRefused > 0 || r.PerTryTimeouts > 0 || r.PushbackStops > 0 {
+		fmt.Fprintf(w, "Retries    %d refused by the retry budget, %d attempts ended by the per-try timeout", r.RetriesRefused, r.PerTryTimeouts)
+		if r.PushbackStops > 0 {
+			fmt.Fprintf(w, ", %d not retried at their server's word (pushback)", r.PushbackStops)
+		}
+		fmt.Fprintln(w)
 	}
 	fmt.Fprintf(w, "Latency    p50 %s  p90 %s  p99 %s  p99.9 %s  max %s (end to end, successful requests)\n",
 		dur(r.Latency.P50), dur(r.Latency.P90), dur(r.Latency.P99), dur(r.Latency.P999), dur(r.Latency.Max))

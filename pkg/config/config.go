@@ -168,6 +168,9 @@ type SimulatedServer struct {
 	// DefaultColdStartSlow), the factor falling linearly to 1 over it.
 	ColdStart     *time.Duration
 	ColdStartSlow *float64
+	// Pushback is sent with the server's failures: a duration, or
+	// PushbackNoRetry ("no_retry" in HCL).
+	Pushback *time.Duration
 	// Down, in a scenario, takes the server down (true) or brings it back;
 	// Slow makes it that many times slower than it was; Discovered false
 	// makes discovery stop reporting it (it leaves the service, its calls
@@ -190,7 +193,14 @@ type Behaviour struct {
 	// is ColdStartSlow times slower when it starts, for ColdStart.
 	ColdStart     time.Duration
 	ColdStartSlow float64
+	// Pushback is what the server's failures say of retrying them (gRFC
+	// A6's grpc-retry-pushback-ms): wait this long; PushbackNoRetry, do
+	// not; zero, nothing.
+	Pushback time.Duration
 }
+
+// PushbackNoRetry is a pushback that asks clients not to retry.
+const PushbackNoRetry time.Duration = -1
 
 // Scenario is a `scenario "NAME"` block: what happens to a service's
 // servers over a simulated run, for pvlb simulate --scenario.

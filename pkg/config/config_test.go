@@ -914,3 +914,19 @@ func TestHedgingBlock(t *testing.T) {
 		}
 	}
 }
+
+func TestSimulatedPushback(t *testing.T) {
+	base := "discovery \"static\" \"s\" {\n  endpoint \"a\" { address = \"h:1\" }\n}\nservice \"svc\" { discovery = discovery.static.s }\n"
+	cfg, diags := load(t, base+"simulation \"svc\" {\n  server \"a\" { pushback = \"300ms\" }\n  server \"*\" { pushback = \"no_retry\" }\n}")
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	sim, _ := cfg.Simulation("svc")
+	if *sim.Servers[0].Pushback != 300*time.Millisecond || *sim.Servers[1].Pushback != PushbackNoRetry {
+		t.Errorf("pushbacks %v, %v", *sim.Servers[0].Pushback, *sim.Servers[1].Pushback)
+	}
+	_, diags = load(t, base+"simulation \"svc\" {\n  server \"a\" { pushback = \"soon\" }\n}")
+	if !diags.HasErrors() || !strings.Contains(diags.Error(), `a wait such as "300ms", or "no_retry"`) || diags[0].Subject.Start.Line != 6 {
+		t.Errorf("bad pushback: %v", diags)
+	}
+}

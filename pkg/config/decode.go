@@ -384,7 +384,7 @@ var simulationSchema = &hcl.BodySchema{
 }
 
 var simulatedServerSchema = &hcl.BodySchema{
-	Attributes: []hcl.AttributeSchema{{Name: "latency"}, {Name: "error_rate"}, {Name: "error_code"}, {Name: "capacity"}, {Name: "cold_start"}, {Name: "cold_start_slow"}},
+	Attributes: []hcl.AttributeSchema{{Name: "latency"}, {Name: "error_rate"}, {Name: "error_code"}, {Name: "capacity"}, {Name: "cold_start"}, {Name: "cold_start_slow"}, {Name: "pushback"}},
 }
 
 func (d *decoder) decodeSimulationBlock(block *hcl.Block) {
@@ -473,6 +473,17 @@ func (d *decoder) decodeServerBehaviour(block *hcl.Block, schema *hcl.BodySchema
 			a.errorf(attr.Range, "Cold start without a length", "cold_start_slow is how much slower the server is when a cold start begins; set cold_start too, how long it lasts, like cold_start = \"30s\".")
 		}
 	}
+	var pushback string
+	if attr, ok := a.decode("pushback", &pushback); ok {
+		if pushback == "no_retry" {
+			p := PushbackNoRetry
+			s.Pushback = &p
+		} else if d, err := time.ParseDuration(pushback); err == nil && d > 0 {
+			s.Pushback = &d
+		} else {
+			a.errorf(attr.Expr.Range(), "Invalid pushback", "pushback is what the server's failures say of retrying (gRPC's grpc-retry-pushback-ms): a wait such as \"300ms\", or \"no_retry\"; not %s.", a.shown("pushback", pushback))
+		}
+	}
 	var codeName string
 	if attr, ok := a.decode("error_code", &codeName); ok {
 		code, known := statuscode.Parse(codeName)
@@ -504,7 +515,7 @@ var scenarioStepSchema = &hcl.BodySchema{
 }
 
 var scenarioServerSchema = &hcl.BodySchema{
-	Attributes: []hcl.AttributeSchema{{Name: "latency"}, {Name: "slow"}, {Name: "error_rate"}, {Name: "error_code"}, {Name: "down"}, {Name: "discovered"}, {Name: "cold_start"}, {Name: "cold_start_slow"}},
+	Attributes: []hcl.AttributeSchema{{Name: "latency"}, {Name: "slow"}, {Name: "error_rate"}, {Name: "error_code"}, {Name: "down"}, {Name: "discovered"}, {Name: "cold_start"}, {Name: "cold_start_slow"}, {Name: "pushback"}},
 }
 
 func (d *decoder) decodeScenarioBlock(block *hcl.Block) {
@@ -617,7 +628,7 @@ func (s *SimulatedServer) Matches(id string) bool {
 // SetsBehaviour reports whether the block sets how the server behaves, as
 // opposed to only taking it down, or out of discovery, or back.
 func (s *SimulatedServer) SetsBehaviour() bool {
-	return s.Latency != nil || s.Slow != nil || s.ErrorRate != nil || s.ErrorCode != nil || s.Capacity != nil || s.ColdStart != nil || s.ColdStartSlow != nil
+	return s.Latency != nil || s.Slow != nil || s.ErrorRate != nil || s.ErrorCode != nil || s.Capacity != nil || s.ColdStart != nil || s.ColdStartSlow != nil || s.Pushback != nil
 }
 
 // ApplyTo sets what the block sets, leaving the rest as it is.
@@ -642,6 +653,9 @@ func (s *SimulatedServer) ApplyTo(b *Behaviour) {
 	}
 	if s.ColdStartSlow != nil {
 		b.ColdStartSlow = *s.ColdStartSlow
+	}
+	if s.Pushback != nil {
+		b.Pushback = *s.Pushback
 	}
 }
 

@@ -35,6 +35,9 @@ type Report struct {
 	// PerTryTimeouts the attempts the per-try timeout gave up on.
 	RetriesRefused int `json:"retries_refused,omitempty"`
 	PerTryTimeouts int `json:"per_try_timeouts,omitempty"`
+	// PushbackStops counts failed requests not retried because their
+	// server's pushback said not to.
+	PushbackStops int `json:"pushback_stops,omitempty"`
 	// Overloaded counts attempts the circuit breakers or the rate limit
 	// refused (OverloadedCode), and Limited the balancer's own counts.
 	Overloaded int `json:"overloaded,omitempty"`
@@ -202,6 +205,7 @@ func (s *simulation) report() *Report {
 		Recovered:      s.recovered,
 		RetriesRefused: s.refused,
 		PerTryTimeouts: s.perTryTimeouts,
+		PushbackStops:  s.pushbackStops,
 		Overloaded:     s.overloaded,
 		Hedges:         s.hedges,
 		HedgeWins:      s.hedgeWins,

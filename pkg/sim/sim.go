@@ -236,6 +236,7 @@ type request struct {
 	client       int32 // which client sends it
 	id           int64 // issue order, which keys the request's random draws
 	service      int64 // the running attempt's service time
+	pushback     int64 // what the last failure's server said of a retry (config.Behaviour.Pushback)
 	start        int64
 	attemptStart int64
 	server       int32 // -1 when no attempt is running
@@ -326,9 +327,9 @@ type simulation struct {
 	scratch  []*lb.Endpoint // the current request's tried endpoints, for a pick
 	timeline *timeline
 
-	issued, done, succeeded, failed, retries, recovered, noHealthy, dropped, refused, perTryTimeouts, overloaded, hedges, hedgeWins int
-	latency                                                                                                                         histogram
-	log                                                                                                                             []Event
+	issued, done, succeeded, failed, retries, recovered, noHealthy, dropped, refused, perTryTimeouts, overloaded, hedges, hedgeWins, pushbackStops int
+	latency                                                                                                                                        histogram
+	log                                                                                                                                            []Event
 }
 
 // Run simulates cfg and reports what happened.
@@ -728,6 +729,7 @@ func (s *simulation) attemptDone(ev event) {
 			code = ServerErrorCode
 		}
 		c.balancer.Done(c.eps[idx], time.Duration(took), s.outcome(code))
+		r.pushback = int64(sv.Pushback)
 		s.failAttempt(slot, code, s.cfg.Retry.Retries(code))
 		return
 	}
@@ -813,8 +815,15 @@ func (s *simulation) retryOrFail(slot int32) {
 	r := &s.reqs[slot]
 	b := s.cfg.Retry
 	attempts := int(r.attempts)
-	if attempts <= b.MaxRetries && attempts < maxAttempts {
+	pushback := r.pushback
+	r.pushback = 0
+	if pushback == int64(config.PushbackNoRetry) {
+		s.pushbackStops++
+	} else if attempts <= b.MaxRetries && attempts < maxAttempts {
 		backoff := policy.Jitter(b.Backoff(attempts), s.stream(r.id, r.attempts|jitterStream).Float64())
+		if pushback > 0 { // the server said how long to wait
+			backoff = time.Duration(pushback)
+		}
 		at := s.now + int64(backoff)
 		if at-r.start <= int64(b.FailoverTimeout) {
 			if !s.clients[r.client].limiter.Retry(s.clock()) {

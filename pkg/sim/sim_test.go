@@ -1029,3 +1029,22 @@ func TestHedgingInTheSimulator(t *testing.T) {
 		t.Errorf("fatal failures: only %d of 2,000 failed; half go first to the failing server", r.Failed)
 	}
 }
+
+// A server's pushback in the simulator: its failures are retried after
+// the wait it asks for, or not at all.
+func TestPushbackInTheSimulator(t *testing.T) {
+	srv := servers(1, 1)
+	srv[0].Latency = latency.Model{Kind: latency.Fixed, A: time.Millisecond}
+	srv[0].ErrorRate, srv[0].ErrorCode, srv[0].Pushback = 1, statuscode.Unavailable, 500*time.Millisecond
+	c := withBase(lb.RoundRobin, Config{Servers: srv, Requests: 1000, RPS: 100, Seed: 1})
+	c.Retry.Delay, c.Retry.Budget = time.Millisecond, nil
+	r := run(t, c)
+	if r.Failed != 0 || r.Recovered < 450 || time.Duration(r.Latency.P90) < 500*time.Millisecond {
+		t.Errorf("pushback 500ms: %d failed, %d recovered, p90 %v; want every failure retried after half a second", r.Failed, r.Recovered, time.Duration(r.Latency.P90))
+	}
+	c.Servers[0].Pushback = config.PushbackNoRetry
+	r = run(t, c)
+	if r.Retries != 0 || r.PushbackStops < 450 || r.Failed != r.PushbackStops {
+		t.Errorf("pushback no_retry: %d retries, %d stops, %d failed; want none retried", r.Retries, r.PushbackStops, r.Failed)
+	}
+}
