@@ -29,7 +29,7 @@ type SimulateCmd struct {
 	Concurrency *int     `help:"Instead of a rate, keep this many requests in flight (closed loop)."`
 	Strategy    string   `help:"Try another strategy than the service's: a strategy block of the configuration by its name, or a kind with its defaults (${strategies})." placeholder:"NAME|KIND"`
 	Compare     []string `placeholder:"NAME|KIND,..." help:"Run the same traffic through each of these strategies (names or kinds, or all for every kind) and compare them in one table. Every strategy sees the same arrivals and the same random draws per request."`
-	Latency     []string `sep:"none" placeholder:"[SERVER=]MODEL" help:"Latency model: 20ms, normal(20ms,5ms), lognormal(MEDIAN,P99), or recorded(FILE[,COLUMN]) to resample latencies recorded from a real service. Without SERVER= it applies to every server. Repeatable."`
+	Latency     []string `sep:"none" placeholder:"[SERVER=]MODEL" help:"Latency model: 20ms, normal(20ms,5ms), lognormal(MEDIAN,P99), recorded(FILE[,COLUMN]) to resample latencies recorded from a real service, or replay(FILE[,COLUMN]) to take them in order. Without SERVER= it applies to every server. Repeatable."`
 	ErrorRate   []string `sep:"none" placeholder:"[SERVER=]RATE" help:"Share of a server's answers that fail, 0 to 1. Repeatable."`
 	Capacity    []string `sep:"none" placeholder:"[SERVER=]N" help:"Requests a server handles at once; more wait in its queue (at most 100,000; more are refused and counted as dropped). 0 is unlimited. Repeatable."`
 	Down        []string `sep:"none" placeholder:"SERVER@FROM[-TO]" help:"Take a server down from FROM to TO (simulated time, e.g. server2@2s-5s), or for the rest of the run. Repeatable."`
@@ -51,19 +51,25 @@ expected share, errors, latency percentiles and peak in-flight per server,
 the balancer's own moving average of each server's latency (EWMA, learnt
 from every attempt's outcome), then totals and what failover did.
 
-The service's strategy, sticky sessions, retries and health policy all act
-as configured. How each server behaves comes from the service's simulation
-block (server "ID-OR-PATTERN" { latency error_rate capacity }), overridden by
-the flags; servers it does not set answer in lognormal(10ms, 40ms). A server taken --down breaks its connections (calls
-on it fail and are retried elsewhere), is marked unhealthy at once, and
-returns after healthy_threshold passed health checks once it is back.
+The service's strategy, sticky sessions, retries (with their budget,
+per-try timeout and hedging), circuit breakers, rate limits and health
+policy all act as configured. How each server behaves comes from the
+service's simulation block (server "ID-OR-PATTERN" { latency error_rate
+capacity cold_start pushback }), overridden by the flags; servers it does
+not set answer in lognormal(10ms, 40ms). A scenario block (--scenario)
+says what happens over time: load steps and ramps, servers slowing,
+failing, going down, leaving and joining discovery, starting cold. A
+server taken --down breaks its connections (calls on it fail and are
+retried elsewhere), is marked unhealthy at once, and returns after
+healthy_threshold passed health checks once it is back.
 
 Examples:
   pvlb simulate -c examples/weighted.hcl
   pvlb simulate -c examples/weighted.hcl --down secondary@2s-5s
   pvlb simulate -c examples/basic.hcl --latency server3=lognormal(50ms,200ms) --strategy least_connections --concurrency 32
   pvlb simulate -c examples/sticky.hcl --sessions 100 --output json
-  pvlb simulate -c examples/slow.hcl --requests 20000 --rps 2000 --compare round_robin,two_choices,three_choices`
+  pvlb simulate -c examples/slow.hcl --requests 20000 --rps 2000 --compare round_robin,two_choices,three_choices
+  pvlb simulate -c examples/deploy.hcl --scenario deploy --compare round_robin,gentle,fastest --report deploy.html`
 }
 
 // Run simulates.
