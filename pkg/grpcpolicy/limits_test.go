@@ -34,6 +34,39 @@ func limitedBalancer(t *testing.T, servers []*demoserver.Server, cb *lb.CircuitB
 	return balancer
 }
 
+// stubOn returns a stub over balancer on one live path: "client", a
+// LoadBalancedClient; "channel", a pvlb:/// channel, warmed up until ready
+// servers have answered; "channel calls", a channel whose unary calls
+// rpc.ChannelCalls runs (without retries: each call is one attempt).
+func stubOn(t *testing.T, path string, balancer *lb.LoadBalancer, ready int) pb.PeerVaultServiceClient {
+	t.Helper()
+	switch path {
+	case "client":
+		client, err := rpc.NewLoadBalancedClient(balancer, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = client.Close() })
+		return pb.NewPeerVaultServiceClient(client)
+	case "channel":
+		return newChannel(t, balancer, ready)
+	}
+	calls, err := rpc.NewChannelCalls(policy.Retry{}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient("pvlb:///peervault",
+		grpc.WithResolvers(grpcpolicy.NewResolverBuilder(balancer)),
+		grpc.WithUnaryInterceptor(calls.UnaryInterceptor()),
+		grpc.WithDisableRetry(),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return pb.NewPeerVaultServiceClient(cc)
+}
+
 // hammer sends calls from 64 callers for the given time and counts the
 // calls that succeeded and those refused with RESOURCE_EXHAUSTED.
 func hammer(t *testing.T, stub pb.PeerVaultServiceClient, d time.Duration) (ok, refused int) {
@@ -74,17 +107,7 @@ func TestCircuitBreakerOnRealServers(t *testing.T) {
 		t.Run(path, func(t *testing.T) {
 			servers := testtools.DemoServers(t, 3, demoserver.Config{Latency: &slow}, demoserver.Config{Latency: &slow}, demoserver.Config{Latency: &slow})
 			balancer := limitedBalancer(t, servers, &lb.CircuitBreakers{MaxRequestsPerEndpoint: 4}, nil)
-			var stub pb.PeerVaultServiceClient
-			if path == "client" {
-				client, err := rpc.NewLoadBalancedClient(balancer, nil, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { _ = client.Close() })
-				stub = pb.NewPeerVaultServiceClient(client)
-			} else {
-				stub = newChannel(t, balancer, 3)
-			}
+			stub := stubOn(t, path, balancer, 3)
 			ok, refused := hammer(t, stub, time.Second)
 			for _, s := range servers {
 				if p := s.PeakInFlight(); p > 4 {
@@ -108,17 +131,7 @@ func TestRateLimitOnRealServers(t *testing.T) {
 		t.Run(path, func(t *testing.T) {
 			servers := testtools.DemoServers(t, 1)
 			balancer := limitedBalancer(t, servers, nil, &lb.RateLimit{RequestsPerSecond: 100})
-			var stub pb.PeerVaultServiceClient
-			if path == "client" {
-				client, err := rpc.NewLoadBalancedClient(balancer, nil, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { _ = client.Close() })
-				stub = pb.NewPeerVaultServiceClient(client)
-			} else {
-				stub = newChannel(t, balancer, 1)
-			}
+			stub := stubOn(t, path, balancer, 1)
 			before := servers[0].Calls()
 			start := time.Now()
 			ok, refused := hammer(t, stub, 2*time.Second)
@@ -134,8 +147,7 @@ func TestRateLimitOnRealServers(t *testing.T) {
 }
 
 // blackHole accepts connections and never answers, so that a gRPC
-// connection to it stays CONNECTING: every call to it waits for a
-// connection, pending.
+// connection to it stays CONNECTING; it returns its address.
 func blackHole(t *testing.T) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -170,7 +182,7 @@ func blackHole(t *testing.T) string {
 // with a cap of 2 and an endpoint that never finishes connecting, of 6
 // calls 2 wait (until their deadline) and 4 fail at once.
 func TestMaxPendingOnBothPaths(t *testing.T) {
-	for _, path := range []string{"client", "channel"} {
+	for _, path := range []string{"client", "channel calls"} {
 		t.Run(path, func(t *testing.T) {
 			cfg := lb.DefaultConfig()
 			cfg.Service, cfg.CircuitBreakers = "peervault", &lb.CircuitBreakers{MaxPending: 2}
@@ -182,30 +194,7 @@ func TestMaxPendingOnBothPaths(t *testing.T) {
 			if err := balancer.AddServer("hole", host, port, 1); err != nil {
 				t.Fatal(err)
 			}
-			var stub pb.PeerVaultServiceClient
-			if path == "client" {
-				client, err := rpc.NewLoadBalancedClient(balancer, nil, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { _ = client.Close() })
-				stub = pb.NewPeerVaultServiceClient(client)
-			} else {
-				calls, err := rpc.NewChannelCalls(policy.Retry{}, nil, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				cc, err := grpc.NewClient("pvlb:///peervault",
-					grpc.WithResolvers(grpcpolicy.NewResolverBuilder(balancer)),
-					grpc.WithUnaryInterceptor(calls.UnaryInterceptor()),
-					grpc.WithDisableRetry(),
-					grpc.WithTransportCredentials(insecure.NewCredentials()))
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { cc.Close() })
-				stub = pb.NewPeerVaultServiceClient(cc)
-			}
+			stub := stubOn(t, path, balancer, 0)
 			var wg sync.WaitGroup
 			var mu sync.Mutex
 			codesSeen := map[codes.Code]int{}

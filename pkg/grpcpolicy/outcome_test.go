@@ -2,8 +2,6 @@ package grpcpolicy_test
 
 import (
 	"context"
-	"net"
-	"sync"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -54,33 +52,9 @@ func TestConnectingEndpointsShareIsSpreadEvenly(t *testing.T) {
 	servers := testtools.DemoServers(t, 3)
 	// A listener that accepts and never speaks HTTP/2 keeps the
 	// connection CONNECTING.
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns []net.Conn
-	var mu sync.Mutex
-	go func() {
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		silent.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	})
+	silent := blackHole(t)
 	balancer := newBalancer(t, config(lb.RoundRobin), servers)
-	host, port := testtools.HostPort(silent.Addr().String())
+	host, port := testtools.HostPort(silent)
 	if err := balancer.AddServer("silent", host, port, 1); err != nil {
 		t.Fatal(err)
 	}

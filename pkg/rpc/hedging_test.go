@@ -13,7 +13,6 @@ import (
 	"github.com/peervault/pvlb/internal/testtools"
 	"github.com/peervault/pvlb/pkg/demoserver"
 	"github.com/peervault/pvlb/pkg/latency"
-	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/policy"
 	"github.com/peervault/pvlb/pkg/rpc"
 	"github.com/peervault/pvlb/pkg/statuscode"
@@ -155,19 +154,7 @@ func TestHedgingNonFatalCodes(t *testing.T) {
 
 func hedgingClient(t *testing.T, servers []*demoserver.Server, h *policy.Hedging) *rpc.LoadBalancedClient {
 	t.Helper()
-	cfg := lb.DefaultConfig()
-	cfg.Service = "peervault"
-	balancer, err := lb.New(cfg, nil, lb.WithSeed(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	testtools.AddServers(t, balancer, servers)
 	ccfg := rpc.DefaultLoadBalancedClientConfig()
 	ccfg.Hedging = h
-	client, err := rpc.NewLoadBalancedClient(balancer, ccfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = client.Close() })
-	return client
+	return roundRobinClient(t, servers, ccfg)
 }

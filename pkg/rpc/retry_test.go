@@ -24,6 +24,16 @@ import (
 // given.
 func retryClient(t *testing.T, servers []*demoserver.Server, retry policy.Retry) (*rpc.LoadBalancedClient, pb.PeerVaultServiceClient) {
 	t.Helper()
+	ccfg := rpc.DefaultLoadBalancedClientConfig()
+	ccfg.Retry = retry
+	client := roundRobinClient(t, servers, ccfg)
+	return client, pb.NewPeerVaultServiceClient(client)
+}
+
+// roundRobinClient balances round robin over servers with the client
+// config given.
+func roundRobinClient(t *testing.T, servers []*demoserver.Server, ccfg *rpc.LoadBalancedClientConfig) *rpc.LoadBalancedClient {
+	t.Helper()
 	cfg := lb.DefaultConfig()
 	cfg.Service = "peervault"
 	balancer, err := lb.New(cfg, nil, lb.WithSeed(1))
@@ -31,14 +41,12 @@ func retryClient(t *testing.T, servers []*demoserver.Server, retry policy.Retry)
 		t.Fatal(err)
 	}
 	testtools.AddServers(t, balancer, servers)
-	ccfg := rpc.DefaultLoadBalancedClientConfig()
-	ccfg.Retry = retry
 	client, err := rpc.NewLoadBalancedClient(balancer, ccfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = client.Close() })
-	return client, pb.NewPeerVaultServiceClient(client)
+	return client
 }
 
 // call sends n calls from 8 callers and returns how many failed.
