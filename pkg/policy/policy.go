@@ -7,6 +7,7 @@
 package policy
 
 import (
+	"fmt"
 	"math"
 	"path"
 	"strings"
@@ -109,6 +110,27 @@ type Hedging struct {
 
 // MaxHedgingAttempts is A6's cap on hedged copies.
 const MaxHedgingAttempts = 5
+
+// Validate reports a setting out of range: what HCL checks attribute by
+// attribute, for a Hedging built in Go.
+func (h *Hedging) Validate() error {
+	switch {
+	case h == nil:
+		return nil
+	case h.MaxAttempts < 2 || h.MaxAttempts > MaxHedgingAttempts:
+		return fmt.Errorf("hedging: max_attempts must be from 2 to %d, not %d", MaxHedgingAttempts, h.MaxAttempts)
+	case h.Delay < 0:
+		return fmt.Errorf("hedging: delay must not be negative, not %s", h.Delay)
+	case len(h.Methods) == 0:
+		return fmt.Errorf("hedging: methods lists none to hedge")
+	}
+	for _, m := range h.Methods {
+		if _, err := path.Match(m, ""); err != nil || m == "" {
+			return fmt.Errorf("hedging: %q is neither a method name nor a valid pattern", m)
+		}
+	}
+	return nil
+}
 
 // Hedges reports whether calls to method are hedged.
 func (h *Hedging) Hedges(method string) bool {

@@ -42,6 +42,9 @@ type retrier struct {
 }
 
 func newRetrier(retry policy.Retry, hedging *policy.Hedging, log *slog.Logger) (*retrier, error) {
+	if err := hedging.Validate(); err != nil {
+		return nil, err
+	}
 	limiter, err := retry.Limiter(time.Now())
 	if err != nil {
 		return nil, err
@@ -97,7 +100,7 @@ func (r *retrier) once(ctx context.Context, method string, args, reply any, trie
 		// The attempt's own deadline passed, not the call's: the server
 		// may report it (its end of the deadline) before our timer does.
 		if actx != ctx && ctx.Err() == nil && status.Code(err) == codes.DeadlineExceeded && pastDeadline(actx) {
-			err = perTryTimeout{status.Newf(codes.DeadlineExceeded, "per-try timeout: no answer from %s within %s", e.ID, r.retry.PerTryTimeout)}
+			err = perTryTimeout{status.Newf(codes.Code(policy.PerTryCode), "per-try timeout: no answer from %s within %s", e.ID, r.retry.PerTryTimeout)}
 		}
 	}
 	r.limiter.Result(err == nil, err != nil && r.retryable(err))

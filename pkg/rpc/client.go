@@ -75,17 +75,18 @@ func NewLoadBalancedClient(balancer *lb.LoadBalancer, config *LoadBalancedClient
 	for _, opt := range opts {
 		opt(&o)
 	}
+	retrier, err := newRetrier(config.Retry, config.Hedging, logger)
+	if err != nil {
+		return nil, err
+	}
 	c := &LoadBalancedClient{
+		retrier:  retrier,
 		balancer: balancer,
 		pool:     o.pool,
 		cfg:      *config,
 		log:      loggerOrDiscard(logger),
 	}
 	c.outcomes = balancer.Config().Outcomes
-	var err error
-	if c.retrier, err = newRetrier(config.Retry, config.Hedging, logger); err != nil {
-		return nil, err
-	}
 	if sticky := balancer.Config().Sticky; sticky.Enabled {
 		c.sessionKey = sticky.Key
 	}

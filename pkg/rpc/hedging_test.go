@@ -158,3 +158,20 @@ func hedgingClient(t *testing.T, servers []*demoserver.Server, h *policy.Hedging
 	ccfg.Hedging = h
 	return roundRobinClient(t, servers, ccfg)
 }
+
+// Hedging built in Go is checked as HCL checks it.
+func TestHedgingSettings(t *testing.T) {
+	for _, h := range []*policy.Hedging{
+		{MaxAttempts: 1, Methods: []string{"*"}},
+		{MaxAttempts: 6, Methods: []string{"*"}},
+		{MaxAttempts: 2, Delay: -time.Second, Methods: []string{"*"}},
+		{MaxAttempts: 2},
+		{MaxAttempts: 2, Methods: []string{"["}},
+	} {
+		ccfg := rpc.DefaultLoadBalancedClientConfig()
+		ccfg.Hedging = h
+		if _, err := rpc.NewLoadBalancedClient(nil, ccfg, nil); err == nil {
+			t.Errorf("%+v: no error", *h)
+		}
+	}
+}

@@ -192,7 +192,7 @@ func Assemble(cfg *config.Config, svc *config.Service, discovered []lb.EndpointS
 	if scenario != nil {
 		applyScenario(out, scenario)
 		if o.Requests == 0 && scenario.Duration > 0 && out.RPS > 0 {
-			out.Requests = RequestsOver(out.RPS, out.RateChanges, scenario.Duration)
+			out.Requests = requestsOver(out.RPS, out.RateChanges, scenario.Duration)
 			if out.Requests > MaxRequests {
 				return nil, inputErrorf("scenario %q sends %d requests over its %s, more than a run holds (%d): shorten its duration or lower its rates", scenario.Name, out.Requests, scenario.Duration, MaxRequests)
 			}

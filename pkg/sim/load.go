@@ -114,9 +114,9 @@ func (l *load) peak() float64 {
 	return top
 }
 
-// RequestsOver is how many requests an open loop at rps, changed by
+// requestsOver is how many requests an open loop at rps, changed by
 // changes, sends over d (at least one).
-func RequestsOver(rps float64, changes []RateChange, d time.Duration) int {
+func requestsOver(rps float64, changes []RateChange, d time.Duration) int {
 	return max(1, int(math.Round(newLoad(rps, changes).expected(d))))
 }
 

@@ -185,6 +185,9 @@ func (c *Config) validate() error {
 		}
 		last = rc.At
 	}
+	if err := c.Hedging.Validate(); err != nil {
+		return err
+	}
 	last = 0
 	for _, cc := range c.ConcurrencyChanges {
 		switch {

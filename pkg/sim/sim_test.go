@@ -218,6 +218,7 @@ func TestInvalidConfigs(t *testing.T) {
 		func(c *Config) { c.RateChanges = []RateChange{{At: time.Second, RPS: 5}, {At: 0, RPS: 6}} },
 		func(c *Config) { c.RateChanges = []RateChange{{At: time.Second, RPS: 5, Ramp: -time.Second}} },
 		func(c *Config) { c.Changes = []Change{{Server: "nope"}} },
+		func(c *Config) { c.Hedging = &policy.Hedging{MaxAttempts: policy.MaxHedgingAttempts + 1, Methods: []string{"*"}} },
 	}
 	for i, mutate := range bad {
 		c := good
@@ -1004,7 +1005,7 @@ func TestHedgingInTheSimulator(t *testing.T) {
 	}
 	c := withBase(lb.RoundRobin, Config{Servers: srv, Requests: 40000, RPS: 1000, Seed: 1})
 	without := run(t, c)
-	c.Hedging = &policy.Hedging{MaxAttempts: 2, Delay: 60 * time.Millisecond}
+	c.Hedging = &policy.Hedging{MaxAttempts: 2, Delay: 60 * time.Millisecond, Methods: []string{"*"}}
 	with := run(t, c)
 	extra := float64(with.Hedges) / float64(with.Requests)
 	t.Logf("p50 %v → %v, p99 %v → %v, p99.9 %v → %v; %d hedges (%.1f%%), %d won", time.Duration(without.Latency.P50), time.Duration(with.Latency.P50),
@@ -1020,7 +1021,7 @@ func TestHedgingInTheSimulator(t *testing.T) {
 	failing[0].ErrorRate, failing[0].ErrorCode = 1, statuscode.Unavailable
 	c = withBase(lb.RoundRobin, Config{Servers: failing, Requests: 2000, RPS: 1000, Seed: 1})
 	c.Retry.Budget = nil // half the requests need a hedge: more than the default budget allows
-	c.Hedging = &policy.Hedging{MaxAttempts: 2, Delay: time.Hour, NonFatalCodes: statuscode.SetOf(statuscode.Unavailable)}
+	c.Hedging = &policy.Hedging{MaxAttempts: 2, Delay: time.Hour, NonFatalCodes: statuscode.SetOf(statuscode.Unavailable), Methods: []string{"*"}}
 	if r := run(t, c); r.Failed != 0 || r.Hedges < 900 || time.Duration(r.Latency.Max) > time.Second {
 		t.Errorf("non-fatal failures: %d failed, %d hedges, slowest %v; want none failed, each failure hedged at once", r.Failed, r.Hedges, time.Duration(r.Latency.Max))
 	}
