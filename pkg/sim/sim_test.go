@@ -218,7 +218,9 @@ func TestInvalidConfigs(t *testing.T) {
 		func(c *Config) { c.RateChanges = []RateChange{{At: time.Second, RPS: 5}, {At: 0, RPS: 6}} },
 		func(c *Config) { c.RateChanges = []RateChange{{At: time.Second, RPS: 5, Ramp: -time.Second}} },
 		func(c *Config) { c.Changes = []Change{{Server: "nope"}} },
-		func(c *Config) { c.Hedging = &policy.Hedging{MaxAttempts: policy.MaxHedgingAttempts + 1, Methods: []string{"*"}} },
+		func(c *Config) {
+			c.Hedging = &policy.Hedging{MaxAttempts: policy.MaxHedgingAttempts + 1, Methods: []string{"*"}}
+		},
 	}
 	for i, mutate := range bad {
 		c := good
