@@ -343,6 +343,46 @@ simulation "s" {}`, "Duplicate simulation of service", "already declared"},
   endpoint "a" { address = "h:99999" }
 }`, "Invalid address", "1 to 65535"},
 		{"bad label", `strategy "has space" { kind = "random" }`, "Invalid name", "not a valid name"},
+		{"ring size on maglev", `strategy "x" {
+  kind = "maglev"
+  min_ring_size = 2048
+}`, "Setting not used by this strategy", `min_ring_size applies only to kind = "ring_hash"`},
+		{"balance factor on round robin", `strategy "x" {
+  kind = "round_robin"
+  hash_balance_factor = 150
+}`, "Setting not used by this strategy", `"ring_hash" and "maglev"`},
+		{"ring sizes out of order", `strategy "x" {
+  kind = "ring_hash"
+  min_ring_size = 8192
+}`, "Ring sizes out of order", "max_ring_size defaults to 4096"},
+		{"table size not prime", `strategy "x" {
+  kind = "maglev"
+  table_size = 65536
+}`, "Invalid table_size", "must be a prime"},
+		{"balance factor under 100", `strategy "x" {
+  kind = "maglev"
+  hash_balance_factor = 90
+}`, "Invalid hash_balance_factor", "from 100"},
+		{"empty hash_key", `strategy "x" {
+  kind = "ring_hash"
+  hash_key {}
+}`, "Nothing to hash", "header"},
+		{"binary hash header", `strategy "x" {
+  kind = "ring_hash"
+  hash_key { header = "x-id-bin" }
+}`, "Invalid hash_key header", "binary"},
+		{"hash_key on random", `strategy "x" {
+  kind = "random"
+  hash_key { header = "x-id" }
+}`, "Setting not used by this strategy", "hash_key applies only"},
+		{"sticky with ring_hash", `strategy "x" {
+  kind = "ring_hash"
+  sticky_session {}
+}`, "Sticky sessions with a hashing strategy", "remove sticky_session"},
+		{"hash_key attribute misplaced", `strategy "x" {
+  kind = "ring_hash"
+  header = "x-id"
+}`, "Unsupported argument", "hash_key"},
 		{"top-level attribute", `strategy_kind = "random"`, "Unsupported argument", "not expected here"},
 		{"syntax error", `service "s" {`, "Unclosed configuration block", ""},
 		{"negative size", base + `service "s" {

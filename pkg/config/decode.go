@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net"
 	"path"
 	"path/filepath"
@@ -178,8 +179,23 @@ var strategySchema = &hcl.BodySchema{
 		{Name: "kind", Required: true}, {Name: "choice_count"},
 		{Name: "decay"}, {Name: "default_rtt"}, {Name: "failure_penalty"},
 		{Name: "active_request_bias"},
+		{Name: "min_ring_size"}, {Name: "max_ring_size"}, {Name: "table_size"}, {Name: "hash_balance_factor"},
 	},
-	Blocks: []hcl.BlockHeaderSchema{{Type: "sticky_session"}, {Type: "slow_start"}},
+	Blocks: []hcl.BlockHeaderSchema{{Type: "sticky_session"}, {Type: "slow_start"}, {Type: "hash_key"}},
+}
+
+var hashKeySchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "header"}, {Name: "method"}},
+}
+
+// hashingSettings are the settings only ring_hash and maglev read, and
+// which of them reads each.
+var hashingSettings = []struct {
+	name  string
+	kinds []string
+}{
+	{"min_ring_size", []string{lb.RingHash}}, {"max_ring_size", []string{lb.RingHash}},
+	{"table_size", []string{lb.Maglev}}, {"hash_balance_factor", []string{lb.RingHash, lb.Maglev}},
 }
 
 var slowStartSchema = &hcl.BodySchema{
@@ -229,6 +245,7 @@ func (d *decoder) decodeStrategyBlock(block *hcl.Block) {
 	a.duration("decay", false, &s.Decay)
 	a.duration("default_rtt", false, &s.DefaultRTT)
 	a.duration("failure_penalty", false, &s.FailurePenalty)
+	d.decodeHashing(s, content, a)
 	if sb := d.singleBlock(content.Blocks, "slow_start", "strategy"); sb != nil {
 		ss := lb.DefaultSlowStart(0)
 		a := d.attrs(d.content(sb.Body, slowStartSchema))
@@ -236,7 +253,7 @@ func (d *decoder) decodeStrategyBlock(block *hcl.Block) {
 		a.float("aggression", 0.01, 100, &ss.Aggression)
 		a.float("min_weight_percent", 0, 100, &ss.MinWeightPercent)
 		d.merge(a)
-		if s.Kind == lb.Random {
+		if s.Kind == lb.Random || hashes(s.Kind) {
 			d.errorf(sb.DefRange, "Setting not used by this strategy", "slow_start applies to kinds round_robin, weighted, least_connections and peak_ewma; strategy %q is %q.", s.Name, s.Kind)
 		}
 		if ss.Window > 0 {
@@ -253,10 +270,67 @@ func (d *decoder) decodeStrategyBlock(block *hcl.Block) {
 		if attr, ok := sc.Attributes["key"]; ok && s.Sticky.Key == "" {
 			sa.errorf(attr.Expr.Range(), "Empty session key", "key names the request metadata that carries the session id; it cannot be empty.")
 		}
+		if hashes(s.Kind) && s.Sticky.Enabled {
+			sa.errorf(sb.DefRange, "Sticky sessions with a hashing strategy", "%s sends every call with the same key to the same endpoint, with no table to keep: remove sticky_session. A session id from the Go API (lb.WithSession) is hashed as the key; to hash one from request metadata, add hash_key { header = %q }.", s.Kind, s.Sticky.Key)
+		}
 		d.merge(sa)
 	}
 	d.merge(a)
 	declare(d, "strategy", s.Name, s, d.cfg.strategies, &d.cfg.Strategies)
+}
+
+func hashes(kind string) bool { return kind == lb.RingHash || kind == lb.Maglev }
+
+// decodeHashing decodes ring_hash's and maglev's settings into s.
+func (d *decoder) decodeHashing(s *Strategy, content *hcl.BodyContent, a *attrs) {
+	for _, hs := range hashingSettings {
+		if attr, ok := content.Attributes[hs.name]; ok && !slices.Contains(hs.kinds, s.Kind) {
+			kinds := fmt.Sprintf("%q", hs.kinds[0])
+			if len(hs.kinds) == 2 {
+				kinds += fmt.Sprintf(" and %q", hs.kinds[1])
+			}
+			a.errorf(attr.Range, "Setting not used by this strategy", "%s applies only to kind = %s; strategy %q is %q.", hs.name, kinds, s.Name, s.Kind)
+		}
+	}
+	a.int("min_ring_size", 1, lb.MaxRingSize, &s.MinRingSize)
+	a.int("max_ring_size", 1, lb.MaxRingSize, &s.MaxRingSize)
+	if attr, ok := content.Attributes["min_ring_size"]; ok && s.MinRingSize != 0 {
+		if _, maxRing := s.RingSizes(); s.MinRingSize > maxRing {
+			hint := ""
+			if s.MaxRingSize == 0 {
+				hint = fmt.Sprintf(" max_ring_size defaults to %d, grpc-go's; set it too.", lb.DefaultMaxRingSize)
+			}
+			a.errorf(attr.Expr.Range(), "Ring sizes out of order", "min_ring_size (%d) must not be larger than max_ring_size (%d).%s", s.MinRingSize, maxRing, hint)
+		}
+	}
+	a.intHint("table_size", 2, lb.MaxMaglevTableSize, fmt.Sprintf("Envoy's default is %d.", lb.DefaultMaglevTableSize), &s.TableSize)
+	if attr, ok := content.Attributes["table_size"]; ok && s.TableSize != 0 && !lb.IsPrime(s.TableSize) {
+		a.errorf(attr.Expr.Range(), "Invalid table_size", "table_size must be a prime, as Maglev's permutations need, not %d. Envoy's default is %d; other primes: 65537, 131071, 524287, 1048573.", s.TableSize, lb.DefaultMaglevTableSize)
+	}
+	a.intHint("hash_balance_factor", 100, math.MaxInt32, "It is a percentage of the mean load: 125 lets an endpoint take up to 1.25 × its share of the calls in flight.", &s.HashBalanceFactor)
+	hb := d.singleBlock(content.Blocks, "hash_key", "strategy")
+	if hb == nil {
+		return
+	}
+	if !hashes(s.Kind) {
+		d.errorf(hb.DefRange, "Setting not used by this strategy", "hash_key applies only to kind = %q and %q; strategy %q is %q.", lb.RingHash, lb.Maglev, s.Name, s.Kind)
+	}
+	hc := d.content(hb.Body, hashKeySchema)
+	ha := d.attrs(hc)
+	key := &lb.HashKey{}
+	ha.string("header", &key.Header)
+	ha.bool("method", &key.Method)
+	if attr, ok := hc.Attributes["header"]; ok {
+		key.Header = strings.ToLower(key.Header)
+		if err := lb.CheckHashHeader(key.Header); err != nil {
+			ha.errorf(attr.Expr.Range(), "Invalid hash_key header", "header = %s: %s.", ha.shown("header", key.Header), err)
+		}
+	}
+	if key.Header == "" && !key.Method {
+		ha.errorf(hb.DefRange, "Nothing to hash", "hash_key needs a header to hash (header = \"x-user-id\"), the method (method = true), or both.")
+	}
+	d.merge(ha)
+	s.HashKey = key
 }
 
 // --- health_policy ---
@@ -1062,7 +1136,7 @@ func lowercaseHint(k string) string {
 // strategy ignores: a setting that silently does nothing is a bug waiting.
 func (d *decoder) checkWeightsUsed(s *Service, content *hcl.BodyContent) {
 	switch s.Strategy.Kind {
-	case lb.Weighted, lb.LeastConnections, lb.PeakEWMA:
+	case lb.Weighted, lb.LeastConnections, lb.PeakEWMA, lb.RingHash, lb.Maglev:
 		return // they honour weights
 	}
 	if s.Discovery == nil {
@@ -1074,7 +1148,7 @@ func (d *decoder) checkWeightsUsed(s *Service, content *hcl.BodyContent) {
 			if attr, ok := content.Attributes["strategy"]; ok {
 				rng = attr.Expr.Range()
 			}
-			d.warnf(rng, "Endpoint weights have no effect", "Service %q uses the %s strategy, which ignores weights, but %s gives endpoint %q weight %d. Use a strategy of kind weighted, least_connections or peak_ewma to honour them.",
+			d.warnf(rng, "Endpoint weights have no effect", "Service %q uses the %s strategy, which ignores weights, but %s gives endpoint %q weight %d. Use a strategy of kind weighted, least_connections, peak_ewma, ring_hash or maglev to honour them.",
 				s.Name, s.Strategy.Kind, s.Discovery.Ref(), ep.ID, ep.Weight)
 			return
 		}

@@ -28,6 +28,7 @@ var places = []place{
 	{serviceSchema, "a service block", "service \"NAME\" {\n  %s\n}"},
 	{strategySchema, "a strategy block", "strategy \"NAME\" {\n  kind = \"round_robin\"\n  %s\n}"},
 	{slowStartSchema, "a slow_start block inside a strategy", "strategy \"NAME\" {\n  slow_start {\n    %s\n  }\n}"},
+	{hashKeySchema, "a hash_key block inside a strategy", "strategy \"NAME\" {\n  kind = \"ring_hash\"\n  hash_key {\n    %s\n  }\n}"},
 	{stickySchema, "a sticky_session block inside a strategy", "strategy \"NAME\" {\n  sticky_session {\n    %s\n  }\n}"},
 	{healthSchema, "a health_policy block", "health_policy \"NAME\" {\n  %s\n}"},
 	{staticSchema, "a static discovery block", "discovery \"static\" \"NAME\" {\n  %s\n}"},

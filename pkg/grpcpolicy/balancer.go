@@ -3,14 +3,13 @@ package grpcpolicy
 import (
 	"context"
 	"errors"
-	"maps"
-	"slices"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/status"
 
@@ -154,14 +153,23 @@ func (b *grpcBalancer) subConnStateChanged(e *lb.Endpoint, entry *subConn, st ba
 // publishLocked gives the channel a picker for the current subchannel
 // states and an overall state.
 func (b *grpcBalancer) publishLocked() {
-	p := &grpcPicker{balancer: b.balancer, ready: map[*lb.Endpoint]*subConn{}}
+	p := &grpcPicker{balancer: b.balancer, ready: map[*lb.Endpoint]*subConn{}, readsRequest: b.balancer.ReadsRequest()}
 	var connecting, failing int
+	// A hashing strategy keeps a key on its endpoint while that one
+	// connects, as grpc-go's ring_hash does: the call waits for it rather
+	// than move. Only an endpoint failing to connect is walked past.
+	var allowed []*lb.Endpoint
+	hashes := b.balancer.HashesKeys()
 	for e, entry := range b.subConns {
 		switch entry.state {
 		case connectivity.Ready:
 			p.ready[e] = entry
+			allowed = append(allowed, e)
 		case connectivity.Connecting, connectivity.Idle:
 			connecting++
+			if hashes {
+				allowed = append(allowed, e)
+			}
 		default:
 			failing++
 		}
@@ -177,7 +185,7 @@ func (b *grpcBalancer) publishLocked() {
 	}
 	p.connecting = connecting > 0
 	p.subset = b.balancer.NewSubset()
-	p.subset.Allow(slices.Collect(maps.Keys(p.ready)))
+	p.subset.Allow(allowed)
 	p.lastErr = b.lastErr
 	b.cc.UpdateState(balancer.State{ConnectivityState: state, Picker: p})
 }
@@ -218,11 +226,14 @@ func (b *grpcBalancer) Close() {
 // grpcPicker is immutable: the balancer publishes a new one on every
 // subchannel state change.
 type grpcPicker struct {
-	balancer   *lb.LoadBalancer
-	ready      map[*lb.Endpoint]*subConn
-	subset     *lb.Subset // the endpoints in ready
-	connecting bool
-	lastErr    error
+	balancer *lb.LoadBalancer
+	// readsRequest is set when picks read the call's metadata or method
+	// (a sticky session key, a hash key).
+	readsRequest bool
+	ready        map[*lb.Endpoint]*subConn
+	subset       *lb.Subset // the endpoints in ready
+	connecting   bool
+	lastErr      error
 }
 
 func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
@@ -231,7 +242,12 @@ func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	if attempt != nil {
 		tried = attempt.Tried
 	}
-	e, err := p.subset.Pick(info.Ctx, tried)
+	ctx := info.Ctx
+	if p.readsRequest {
+		md, _ := metadata.FromOutgoingContext(ctx)
+		ctx = p.balancer.KeyedContext(ctx, info.FullMethodName, md.Get)
+	}
+	e, err := p.subset.Pick(ctx, tried)
 	var ready *subConn
 	if err == nil {
 		ready = p.ready[e]

@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/resolver"
 
 	"github.com/peervault/pvlb/internal/testtools"
@@ -127,6 +128,14 @@ func TestGRPCChannelStickySessions(t *testing.T) {
 	got := testtools.ServedBy(t, lb.WithSession(context.Background(), "alice"), stub, 30)
 	if len(got) != 1 {
 		t.Fatalf("one session was served by %v", got)
+	}
+	// The session id in the metadata sticky_session.key names, as
+	// LoadBalancedClient reads it.
+	for _, user := range []string{"bob", "carol", "dave"} {
+		got := testtools.ServedBy(t, metadata.AppendToOutgoingContext(context.Background(), lb.DefaultSessionKey, user), stub, 30)
+		if len(got) != 1 {
+			t.Fatalf("session %s in metadata was served by %v", user, got)
+		}
 	}
 }
 

@@ -36,6 +36,10 @@ type LoadBalancer struct {
 	// keeps each endpoint's in-flight word when the strategy reads it.
 	observer  OutcomeObserver
 	trackLoad bool
+	// countTotal keeps total, the calls in flight on every endpoint, for
+	// bounded-load hashing.
+	countTotal bool
+	hashes     bool // the strategy hashes each call's key
 	// limits are the circuit breakers and rate limit; nil when none.
 	limits    *limits
 	oneStripe bool             // seeded: counters on one stripe, for repeatable runs
@@ -51,6 +55,9 @@ type LoadBalancer struct {
 	snap        atomic.Pointer[snapshot]
 	subscribers map[int]func([]*Endpoint)
 	nextSub     int
+
+	_     cacheLinePad
+	total atomic.Int64
 }
 
 // snapshot is an immutable view of the endpoints, swapped whole on change.
@@ -89,7 +96,11 @@ func (s *snapshot) getPicker() Picker {
 
 func (s *snapshot) build() {
 	b := &builtPicker{}
-	if len(s.eligible) > 0 {
+	switch h, hashed := s.strategy.(*hashing); {
+	case len(s.eligible) == 0:
+	case hashed:
+		b.p = h.newPickerOver(s.all, s.eligible, s.lb)
+	default:
 		b.p = s.strategy.NewPicker(s.eligible)
 		if s.lb != nil {
 			b.p = s.wrapRamp(b.p, s.lb)
@@ -188,6 +199,9 @@ func New(config Config, logger *slog.Logger, opts ...Option) (*LoadBalancer, err
 	lb.oneStripe = o.seed != 0
 	if r, ok := strategy.(interface{ readsLoad() bool }); ok {
 		lb.trackLoad = r.readsLoad()
+	}
+	if h, ok := strategy.(*hashing); ok {
+		lb.hashes, lb.countTotal = true, h.balanceFactor != 0
 	}
 	if lb.limits = newLimits(config.CircuitBreakers, config.RateLimit); lb.limits != nil {
 		lb.trackLoad = true // caps read each endpoint's calls in flight
@@ -480,6 +494,24 @@ func (lb *LoadBalancer) Pick(ctx context.Context) (*Endpoint, error) {
 // PickExcluding is Pick for a retry: it avoids the endpoints in tried while
 // any other endpoint may take traffic.
 func (lb *LoadBalancer) PickExcluding(ctx context.Context, tried []*Endpoint) (*Endpoint, error) {
+	return lb.pick(ctx, callKey{}, tried)
+}
+
+// PickHash is PickExcluding for a call whose key hashes to hash (see
+// HashKey.Hash), which ring_hash and maglev map to its endpoint; other
+// strategies ignore it.
+func (lb *LoadBalancer) PickHash(ctx context.Context, hash uint64, tried []*Endpoint) (*Endpoint, error) {
+	return lb.pick(ctx, callKey{hash, true}, tried)
+}
+
+// callKey is a call's hash key when its caller knows it; otherwise the
+// call's context may carry one (RequestHash).
+type callKey struct {
+	hash uint64
+	set  bool
+}
+
+func (lb *LoadBalancer) pick(ctx context.Context, key callKey, tried []*Endpoint) (*Endpoint, error) {
 	s := lb.snap.Load()
 	if s.stale {
 		s = lb.current()
@@ -495,20 +527,33 @@ func (lb *LoadBalancer) PickExcluding(ctx context.Context, tried []*Endpoint) (*
 	if picker == nil {
 		return nil, lb.noHealthy(s)
 	}
-	if lb.sessions != nil || lb.limits != nil {
-		return lb.pickFrom(ctx, picker, nil, tried)
+	if lb.sessions != nil || lb.limits != nil || lb.hashes {
+		return lb.pickFrom(ctx, picker, nil, key, tried)
 	}
 	e := picker.Pick(tried)
 	lb.acquire(e)
 	return e, nil
 }
 
-// pickFrom picks with picker, honouring a sticky session whose endpoint is
-// in allowed (nil allows all), and counts the pick; with circuit breakers
-// or a rate limit, it skips endpoints at their cap.
-func (lb *LoadBalancer) pickFrom(ctx context.Context, picker Picker, allowed map[*Endpoint]bool, tried []*Endpoint) (*Endpoint, error) {
+// pickFrom picks with picker, honouring a sticky session or, for a
+// hashing strategy, the call's key, with an endpoint in allowed (nil
+// allows all), and counts the pick; with circuit breakers or a rate
+// limit, it skips endpoints at their cap.
+func (lb *LoadBalancer) pickFrom(ctx context.Context, picker Picker, allowed map[*Endpoint]bool, key callKey, tried []*Endpoint) (*Endpoint, error) {
 	var e *Endpoint
-	if lb.sessions != nil {
+	hp, hashed := picker.(*hashPicker)
+	switch {
+	case hashed:
+		if !key.set {
+			key.hash, key.set = RequestHash(ctx)
+		}
+		if !key.set {
+			key.hash = hp.rnd.next()
+		}
+		if e = hp.pickHash(key.hash, tried, allowed); e == nil {
+			return nil, ErrNoneAllowed
+		}
+	case lb.sessions != nil:
 		if id, ok := SessionFromContext(ctx); ok {
 			e = lb.pickSticky(picker, allowed, id, tried)
 		}
@@ -520,13 +565,18 @@ func (lb *LoadBalancer) pickFrom(ctx context.Context, picker Picker, allowed map
 		lb.acquire(e)
 		return e, nil
 	}
-	return lb.pickWithin(picker, e, tried)
+	if hashed {
+		// Past a full endpoint, the key walks on to the next, as past an
+		// unhealthy one.
+		return lb.pickWithin(func(skip []*Endpoint) *Endpoint { return hp.pickHash(key.hash, skip, allowed) }, e, tried)
+	}
+	return lb.pickWithin(picker.Pick, e, tried)
 }
 
 // pickWithin admits the picked endpoint e under the limits, or picks again
-// without it, and the others at their cap, until one is admitted or the
-// picker has nothing new to offer.
-func (lb *LoadBalancer) pickWithin(picker Picker, e *Endpoint, tried []*Endpoint) (*Endpoint, error) {
+// with next without it, and the others at their cap, until one is
+// admitted or next has nothing new to offer.
+func (lb *LoadBalancer) pickWithin(next func(skip []*Endpoint) *Endpoint, e *Endpoint, tried []*Endpoint) (*Endpoint, error) {
 	l := lb.limits
 	if !l.admitService() {
 		l.overloaded.Add(1)
@@ -537,6 +587,7 @@ func (lb *LoadBalancer) pickWithin(picker Picker, e *Endpoint, tried []*Endpoint
 		now = lb.now()
 	}
 	if l.admit(e, now) {
+		lb.admitted()
 		return e, nil
 	}
 	// The rare path: skip what is full until the picker offers only what
@@ -544,11 +595,12 @@ func (lb *LoadBalancer) pickWithin(picker Picker, e *Endpoint, tried []*Endpoint
 	// traffic).
 	skipped := append(append(make([]*Endpoint, 0, len(tried)+4), tried...), e)
 	for {
-		e = picker.Pick(skipped)
-		if slices.Contains(skipped, e) {
+		e = next(skipped)
+		if e == nil || slices.Contains(skipped, e) {
 			break
 		}
 		if l.admit(e, now) {
+			lb.admitted()
 			return e, nil
 		}
 		skipped = append(skipped, e)
@@ -556,6 +608,14 @@ func (lb *LoadBalancer) pickWithin(picker Picker, e *Endpoint, tried []*Endpoint
 	l.releaseService()
 	l.overloaded.Add(1)
 	return nil, fmt.Errorf("%w: every endpoint of service %q that may take traffic is at its circuit breaker's max_requests_per_endpoint or out of its rate_limit", ErrOverloaded, lb.cfg.Service)
+}
+
+// admitted counts a pick the limits admitted (and counted on its
+// endpoint) in the service's total.
+func (lb *LoadBalancer) admitted() {
+	if lb.countTotal {
+		lb.total.Add(1)
+	}
 }
 
 func (lb *LoadBalancer) pickSticky(picker Picker, allowed map[*Endpoint]bool, id string, triedList []*Endpoint) *Endpoint {

@@ -219,3 +219,47 @@ func BenchmarkOutlierDetection(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPickHash measures a keyed pick (PickHash, then Release) at 3
+// and 1,000 endpoints: ring_hash and maglev side by side, plain and under
+// bounded load (hash_balance_factor 125, which reads the calls in flight).
+func BenchmarkPickHash(b *testing.B) {
+	keys := make([]uint64, 1024)
+	for i := range keys {
+		keys[i] = uint64(i) * 0x9e3779b97f4a7c15
+	}
+	for _, kind := range []string{RingHash, Maglev} {
+		for _, factor := range []int{0, 125} {
+			for _, n := range []int{3, 1000} {
+				lb, err := New(Config{Service: "peervault", Strategy: StrategyConfig{Kind: kind, HashBalanceFactor: factor}}, nil)
+				must(b, err)
+				must(b, lb.Sync(specs(n)))
+				ctx := context.Background()
+				name := kind
+				if factor != 0 {
+					name += "+bounded"
+				}
+				b.Run(fmt.Sprintf("%s/n=%d/serial", name, n), func(b *testing.B) {
+					b.ReportAllocs()
+					i := 0
+					for b.Loop() {
+						e, _ := lb.PickHash(ctx, keys[i&1023], nil)
+						lb.Release(e)
+						i++
+					}
+				})
+				b.Run(fmt.Sprintf("%s/n=%d/parallel", name, n), func(b *testing.B) {
+					b.ReportAllocs()
+					b.RunParallel(func(pb *testing.PB) {
+						i := 0
+						for pb.Next() {
+							e, _ := lb.PickHash(ctx, keys[i&1023], nil)
+							lb.Release(e)
+							i++
+						}
+					})
+				})
+			}
+		}
+	}
+}

@@ -2,6 +2,7 @@ package lb
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/peervault/pvlb/pkg/statuscode"
@@ -61,6 +62,35 @@ type StrategyConfig struct {
 	// SlowStart, when set, ramps up endpoints that join or return; nil is
 	// off.
 	SlowStart *SlowStart `json:"slow_start,omitempty"`
+
+	// MinRingSize and MaxRingSize size ring_hash's ring as gRFC A42 and
+	// grpc-go do (zero: DefaultMinRingSize, DefaultMaxRingSize); TableSize
+	// is maglev's table size, a prime (zero: DefaultMaglevTableSize).
+	MinRingSize int `json:"min_ring_size,omitempty"`
+	MaxRingSize int `json:"max_ring_size,omitempty"`
+	TableSize   int `json:"table_size,omitempty"`
+	// HashBalanceFactor, a percentage of at least 100, bounds the load of
+	// ring_hash and maglev as Envoy's hash_balance_factor: no endpoint
+	// takes a call while it has more than factor/100 × its weighted share
+	// of the calls in flight; the key goes to the next endpoint with room.
+	// Zero is off.
+	HashBalanceFactor int `json:"hash_balance_factor,omitempty"`
+	// HashKey says what of a call ring_hash and maglev hash; nil hashes
+	// only what the call's context carries (WithHashKey, WithSession).
+	HashKey *HashKey `json:"hash_key,omitempty"`
+}
+
+// HashKey is a strategy's `hash_key` block: what of a call is hashed
+// (see KeyedContext, through which the gRPC layer hands the balancer the
+// call's metadata and method).
+type HashKey struct {
+	// Header names the request metadata to hash, as gRFC A76's
+	// request_hash_header: its values joined with ",", as grpc-go does, so
+	// that both pick the same endpoint.
+	Header string `json:"header,omitempty"`
+	// Method hashes the call's full method name too (alone when Header is
+	// empty), so that one key's calls of different methods spread.
+	Method bool `json:"method,omitempty"`
 }
 
 // MaxActiveRequestBias bounds active_request_bias.
@@ -75,6 +105,22 @@ const (
 
 func (c StrategyConfig) validate() error {
 	loadAware := c.Kind == LeastConnections || c.Kind == PeakEWMA
+	hashing := c.Kind == RingHash || c.Kind == Maglev
+	switch {
+	case (c.MinRingSize != 0 || c.MaxRingSize != 0) && c.Kind != RingHash:
+		return fmt.Errorf("min_ring_size and max_ring_size apply only to %s, not %s", RingHash, c.Kind)
+	case c.TableSize != 0 && c.Kind != Maglev:
+		return fmt.Errorf("table_size applies only to %s, not %s", Maglev, c.Kind)
+	case (c.HashBalanceFactor != 0 || c.HashKey != nil) && !hashing:
+		return fmt.Errorf("hash_balance_factor and hash_key apply only to %s and %s, not %s", RingHash, Maglev, c.Kind)
+	case c.SlowStart != nil && hashing:
+		return fmt.Errorf("slow_start does not apply to %s: a key's endpoint does not depend on how long it has served", c.Kind)
+	}
+	if hashing {
+		if err := c.validateHashing(); err != nil {
+			return err
+		}
+	}
 	switch {
 	case c.ChoiceCount != 0 && !loadAware:
 		return fmt.Errorf("choice_count applies only to %s and %s, not %s", LeastConnections, PeakEWMA, c.Kind)
@@ -97,6 +143,65 @@ func (c StrategyConfig) validate() error {
 	return nil
 }
 
+func (c StrategyConfig) validateHashing() error {
+	minRing, maxRing := c.RingSizes()
+	switch {
+	case c.MinRingSize < 0 || c.MaxRingSize < 0:
+		return fmt.Errorf("min_ring_size and max_ring_size must be positive")
+	case minRing > MaxRingSize || maxRing > MaxRingSize:
+		return fmt.Errorf("ring sizes are at most %d (8M, as Envoy's), not %d", MaxRingSize, max(minRing, maxRing))
+	case minRing > maxRing:
+		if c.MaxRingSize == 0 {
+			return fmt.Errorf("min_ring_size %d is larger than the default max_ring_size %d (grpc-go's); raise max_ring_size with it", minRing, maxRing)
+		}
+		return fmt.Errorf("min_ring_size %d is larger than max_ring_size %d", minRing, maxRing)
+	case c.TableSize < 0 || c.TableSize > MaxMaglevTableSize:
+		return fmt.Errorf("table_size must be a prime up to %d, not %d", MaxMaglevTableSize, c.TableSize)
+	case c.TableSize != 0 && !IsPrime(c.TableSize):
+		return fmt.Errorf("table_size must be a prime (as Maglev needs; Envoy's default is %d), not %d", DefaultMaglevTableSize, c.TableSize)
+	case c.HashBalanceFactor != 0 && c.HashBalanceFactor < 100:
+		return fmt.Errorf("hash_balance_factor is a percentage of at least 100 (Envoy's bound), not %d", c.HashBalanceFactor)
+	case c.HashKey != nil && c.HashKey.Header == "" && !c.HashKey.Method:
+		return fmt.Errorf("hash_key needs a header to hash, the method, or both")
+	case c.HashKey != nil && c.HashKey.Header != "":
+		if err := CheckHashHeader(c.HashKey.Header); err != nil {
+			return fmt.Errorf("hash_key header %q: %w", c.HashKey.Header, err)
+		}
+	}
+	return nil
+}
+
+// CheckHashHeader reports whether name can be hashed as a call's key: a
+// gRPC metadata key in lower case, not a binary one (whose values are
+// bytes, not text) and not reserved by gRPC.
+func CheckHashHeader(name string) error {
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return fmt.Errorf("a metadata key has only lower-case letters, digits, '-', '_' and '.', not %q", r)
+		}
+	}
+	switch {
+	case strings.HasSuffix(name, "-bin"):
+		return fmt.Errorf("binary metadata (a key ending in -bin) cannot be hashed as text")
+	case strings.HasPrefix(name, "grpc-"):
+		return fmt.Errorf("keys starting with grpc- are reserved for gRPC itself")
+	}
+	return nil
+}
+
+// RingSizes returns ring_hash's ring sizes, defaults filled in. A
+// max_ring_size alone below the default minimum lowers the minimum too.
+func (c StrategyConfig) RingSizes() (minSize, maxSize int) {
+	minSize, maxSize = c.MinRingSize, c.MaxRingSize
+	if maxSize == 0 {
+		maxSize = DefaultMaxRingSize
+	}
+	if minSize == 0 {
+		minSize = min(DefaultMinRingSize, maxSize)
+	}
+	return minSize, maxSize
+}
+
 // StickyConfig is a strategy's `sticky_session` block.
 type StickyConfig struct {
 	// Enabled binds a session id (see WithSession) to an endpoint for TTL,
@@ -104,8 +209,8 @@ type StickyConfig struct {
 	Enabled bool          `json:"enabled"`
 	TTL     time.Duration `json:"ttl"`
 	// Key names the request metadata that carries the session id when a
-	// call's context has none from WithSession. The gRPC layer reads it
-	// from here; empty means only WithSession counts.
+	// call's context has none from WithSession (see KeyedContext); empty
+	// means only WithSession counts.
 	Key string `json:"key,omitempty"`
 }
 
@@ -140,6 +245,9 @@ func (c *Config) validate() error {
 		if err := c.OutlierDetection.validate(); err != nil {
 			return err
 		}
+	}
+	if c.Sticky.Enabled && (c.Strategy.Kind == RingHash || c.Strategy.Kind == Maglev) {
+		return fmt.Errorf("%s maps each session to its endpoint by hashing, with no table to keep: drop sticky_session (the session id is hashed; a hash_key block names the metadata that carries it)", c.Strategy.Kind)
 	}
 	if c.Sticky.Enabled && c.Sticky.TTL <= 0 {
 		return fmt.Errorf("sticky sessions need a positive session timeout, not %s", c.Sticky.TTL)

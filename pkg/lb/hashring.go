@@ -36,19 +36,35 @@ type hashMember struct {
 	index  int32
 }
 
-// hashRing is grpc-go's ring: each member has entries in proportion to
-// its weight, hashed from "KEY_N"; a key goes to the first entry at or
-// after its hash, wrapping.
-type hashRing struct {
-	hashes []uint64 // sorted
-	owners []int32  // member index of each entry
+// hashTable is a ring or a Maglev table: a key hash names a position,
+// whose owner takes the key; walking on from a position visits owners in
+// proportion to their share, which is how a key whose owner may not take
+// it finds the next one.
+type hashTable struct {
+	// hashes are the ring's entries, sorted; nil for Maglev, whose
+	// position is the hash modulo the table size.
+	hashes []uint64
+	owners []int32 // member index at each position
+}
+
+// find returns the position of hash h: for a ring, the first entry at or
+// after h, wrapping.
+func (t *hashTable) find(h uint64) int {
+	if t.hashes == nil {
+		return int(h % uint64(len(t.owners)))
+	}
+	i, _ := slices.BinarySearch(t.hashes, h)
+	if i == len(t.hashes) {
+		i = 0
+	}
+	return i
 }
 
 // newHashRing builds the ring exactly as grpc-go's ring_hash does, so
 // that the same members and key hash pick the same member: the ring is
 // scaled so the lightest member has a whole number of entries, within
 // [minSize, maxSize].
-func newHashRing(members []hashMember, minSize, maxSize int) hashRing {
+func newHashRing(members []hashMember, minSize, maxSize int) hashTable {
 	sorted := slices.Clone(members)
 	slices.SortFunc(sorted, func(a, b hashMember) int {
 		switch {
@@ -92,39 +108,25 @@ func newHashRing(members []hashMember, minSize, maxSize int) hashRing {
 		}
 		return 0
 	})
-	r := hashRing{hashes: make([]uint64, len(entries)), owners: make([]int32, len(entries))}
+	r := hashTable{hashes: make([]uint64, len(entries)), owners: make([]int32, len(entries))}
 	for i, e := range entries {
 		r.hashes[i], r.owners[i] = e.hash, e.owner
 	}
 	return r
 }
 
-// find returns the position of the first entry at or after h, wrapping.
-func (r *hashRing) find(h uint64) int {
-	i, _ := slices.BinarySearch(r.hashes, h)
-	if i == len(r.hashes) {
-		i = 0
-	}
-	return i
-}
-
-// maglevTable is Envoy's Maglev table: every member fills the slots of
-// its own permutation of the table in turn, weighted, until all are
-// taken; a key goes to the slot its hash names.
-type maglevTable struct {
-	slots []int32
-}
-
-// newMaglevTable builds a table of size slots (a prime) over members:
-// each member's permutation starts at xxHash64(key, seed 0) mod size and
+// newMaglevTable builds Envoy's Maglev table of size slots (a prime):
+// every member fills the slots of its own permutation of the table in
+// turn, weighted, until all are taken; a key goes to the slot its hash
+// names. Each member's permutation starts at xxHash64(key, seed 0) mod size and
 // steps by xxHash64(key, seed 1) mod (size-1) + 1, as Envoy's; a member
 // of weight w fills w/max(w) as many slots as the heaviest.
-func newMaglevTable(members []hashMember, size int) (maglevTable, error) {
-	if !isPrime(size) {
-		return maglevTable{}, fmt.Errorf("maglev table size %d is not a prime", size)
+func newMaglevTable(members []hashMember, size int) (hashTable, error) {
+	if !IsPrime(size) {
+		return hashTable{}, fmt.Errorf("maglev table size %d is not a prime", size)
 	}
 	if len(members) == 0 {
-		return maglevTable{}, nil
+		return hashTable{}, nil
 	}
 	sorted := slices.Clone(members)
 	slices.SortFunc(sorted, func(a, b hashMember) int {
@@ -175,10 +177,11 @@ func newMaglevTable(members []hashMember, size int) (maglevTable, error) {
 			}
 		}
 	}
-	return maglevTable{slots: slots}, nil
+	return hashTable{owners: slots}, nil
 }
 
-func isPrime(n int) bool {
+// IsPrime reports whether n is a prime, as a Maglev table's size must be.
+func IsPrime(n int) bool {
 	if n < 2 {
 		return false
 	}

@@ -17,7 +17,7 @@ func members(n int) []hashMember {
 }
 
 // owners maps 100,000 keys to members.
-func ringOwners(r hashRing, keys []uint64) []int32 {
+func ringOwners(r hashTable, keys []uint64) []int32 {
 	out := make([]int32, len(keys))
 	for i, k := range keys {
 		out[i] = r.owners[r.find(k)]
@@ -25,10 +25,10 @@ func ringOwners(r hashRing, keys []uint64) []int32 {
 	return out
 }
 
-func maglevOwners(m maglevTable, keys []uint64) []int32 {
+func maglevOwners(m hashTable, keys []uint64) []int32 {
 	out := make([]int32, len(keys))
 	for i, k := range keys {
-		out[i] = m.slots[k%uint64(len(m.slots))]
+		out[i] = m.owners[m.find(k)]
 	}
 	return out
 }
@@ -178,7 +178,7 @@ func BenchmarkHashTables(b *testing.B) {
 		var sink int32
 		i := 0
 		for b.Loop() {
-			sink += tab.slots[keys[i&1023]%uint64(len(tab.slots))]
+			sink += tab.owners[tab.find(keys[i&1023])]
 			i++
 		}
 		_ = sink

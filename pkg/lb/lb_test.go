@@ -406,6 +406,21 @@ func TestPickAllocatesNothing(t *testing.T) {
 			t.Errorf("%s: %v allocations per pick, want 0", kind, allocs)
 		}
 	}
+	for _, kind := range []string{RingHash, Maglev} {
+		lb, err := New(Config{Strategy: StrategyConfig{Kind: kind, HashBalanceFactor: 150}}, nil)
+		must(t, err)
+		must(t, lb.Sync(specs(10)))
+		ctx := context.Background()
+		var key uint64
+		allocs := testing.AllocsPerRun(1000, func() {
+			key += 0x9e3779b97f4a7c15
+			e, _ := lb.PickHash(ctx, key, nil)
+			lb.Release(e)
+		})
+		if allocs != 0 {
+			t.Errorf("%s: %v allocations per keyed pick, want 0", kind, allocs)
+		}
+	}
 	clock := &fakeClock{t: time.Unix(0, 0)}
 	lb := newStickyLB(t, clock)
 	ctx := WithSession(context.Background(), "user123")
@@ -421,7 +436,7 @@ func TestConcurrentPicksAndChanges(t *testing.T) {
 	for _, kind := range StrategyKinds() {
 		t.Run(kind, func(t *testing.T) {
 			cfg := withStrategy(kind)
-			cfg.StickySession = true
+			cfg.StickySession = kind != RingHash && kind != Maglev // which hash the session instead
 			lb := newTestLB(t, cfg, 3, 2, 1, 1)
 			var wg sync.WaitGroup
 			for g := range 4 {

@@ -176,6 +176,9 @@ func (e *Endpoint) InFlight() int64 {
 func (lb *LoadBalancer) Done(e *Endpoint, took time.Duration, outcome Outcome) {
 	if lb.trackLoad {
 		e.load.Add(^uint64(0))
+		if lb.countTotal {
+			lb.total.Add(-1)
+		}
 	}
 	if lb.limits != nil {
 		lb.limits.releaseService()
@@ -189,6 +192,10 @@ func (lb *LoadBalancer) Done(e *Endpoint, took time.Duration, outcome Outcome) {
 	}
 }
 
+// inFlightTotal is the calls in flight on every endpoint, kept when
+// bounded-load hashing reads it.
+func (lb *LoadBalancer) inFlightTotal() int64 { return lb.total.Load() }
+
 // Release ends a pick whose outcome is unknown; it counts as Neutral. A nil
 // endpoint is ignored.
 func (lb *LoadBalancer) Release(e *Endpoint) {
@@ -197,6 +204,9 @@ func (lb *LoadBalancer) Release(e *Endpoint) {
 	}
 	if lb.trackLoad {
 		e.load.Add(^uint64(0))
+		if lb.countTotal {
+			lb.total.Add(-1)
+		}
 	}
 	if lb.limits != nil {
 		lb.limits.releaseService()
@@ -223,6 +233,9 @@ func (lb *LoadBalancer) Probed(e *Endpoint, passed bool) {
 func (lb *LoadBalancer) acquire(e *Endpoint) {
 	if lb.trackLoad {
 		e.load.Add(pickDelta)
+		if lb.countTotal {
+			lb.total.Add(1)
+		}
 		return
 	}
 	lb.stripe(e).picks.Add(1)

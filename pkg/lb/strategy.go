@@ -24,7 +24,7 @@ const (
 
 // StrategyKinds lists every strategy kind, for help texts and suggestions.
 func StrategyKinds() []string {
-	return []string{RoundRobin, Random, Weighted, LeastConnections, PeakEWMA}
+	return []string{RoundRobin, Random, Weighted, LeastConnections, PeakEWMA, RingHash, Maglev}
 }
 
 // A Strategy builds Pickers. The LoadBalancer calls NewPicker each time the
@@ -94,6 +94,9 @@ func NewStrategy(cfg StrategyConfig, opts StrategyOptions) (Strategy, error) {
 	case PeakEWMA:
 		pe := newPeakEWMA(cfg, opts.Now)
 		s, base = pe, &pe.strategyBase
+	case RingHash, Maglev:
+		h := newHashing(cfg)
+		s, base = h, &h.strategyBase
 	default:
 		return nil, fmt.Errorf("unknown strategy %q (known: %s)", kind, strings.Join(StrategyKinds(), ", "))
 	}

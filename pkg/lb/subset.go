@@ -71,7 +71,13 @@ func (s *Subset) current() *subsetView {
 			in = append(in, e)
 		}
 	}
-	if len(in) > 0 {
+	switch {
+	case len(in) == 0:
+	case s.lb.hashes:
+		// A key keeps its place on the table over every endpoint and
+		// walks past those left out, so that only their keys move.
+		v.picker = base.getPicker()
+	default:
 		v.picker = s.lb.strategy.NewPicker(in)
 	}
 	s.view.Store(v)
@@ -82,6 +88,16 @@ func (s *Subset) current() *subsetView {
 // with ErrNoHealthyServers when no endpoint may take traffic at all, and
 // with ErrNoneAllowed when some may but none is in the subset.
 func (s *Subset) Pick(ctx context.Context, tried []*Endpoint) (*Endpoint, error) {
+	return s.pick(ctx, callKey{}, tried)
+}
+
+// PickHash is Pick for a call whose key hashes to hash, as
+// LoadBalancer.PickHash.
+func (s *Subset) PickHash(ctx context.Context, hash uint64, tried []*Endpoint) (*Endpoint, error) {
+	return s.pick(ctx, callKey{hash, true}, tried)
+}
+
+func (s *Subset) pick(ctx context.Context, key callKey, tried []*Endpoint) (*Endpoint, error) {
 	v := s.current()
 	if v.picker == nil {
 		if v.eligible == 0 {
@@ -89,5 +105,5 @@ func (s *Subset) Pick(ctx context.Context, tried []*Endpoint) (*Endpoint, error)
 		}
 		return nil, ErrNoneAllowed
 	}
-	return s.lb.pickFrom(ctx, v.picker, v.allowed, tried)
+	return s.lb.pickFrom(ctx, v.picker, v.allowed, key, tried)
 }

@@ -33,13 +33,14 @@ import (
 // stream is retried only while no response has begun; after that its
 // errors go to the caller.
 type LoadBalancedClient struct {
-	balancer   *lb.LoadBalancer
-	pool       *ConnPool
-	ownPool    bool
-	cfg        LoadBalancedClientConfig
-	log        *slog.Logger
-	outcomes   lb.OutcomeConfig
-	sessionKey string // metadata key of the sticky session id; "" when not sticky
+	balancer *lb.LoadBalancer
+	pool     *ConnPool
+	ownPool  bool
+	cfg      LoadBalancedClientConfig
+	log      *slog.Logger
+	outcomes lb.OutcomeConfig
+	// readsRequest is set when picks read the call's metadata or method.
+	readsRequest bool
 	*retrier
 
 	closed atomic.Bool
@@ -87,9 +88,7 @@ func NewLoadBalancedClient(balancer *lb.LoadBalancer, config *LoadBalancedClient
 		log:      loggerOrDiscard(logger),
 	}
 	c.outcomes = balancer.Config().Outcomes
-	if sticky := balancer.Config().Sticky; sticky.Enabled {
-		c.sessionKey = sticky.Key
-	}
+	c.readsRequest = balancer.ReadsRequest()
 	if c.pool == nil {
 		pool, err := NewConnPool(balancer, &config.Client, logger, o.dialOpts...)
 		if err != nil {
@@ -164,7 +163,7 @@ func (c *LoadBalancedClient) Invoke(ctx context.Context, method string, args, re
 	if c.closed.Load() {
 		return status.Error(codes.Canceled, "load balanced client is closed")
 	}
-	return c.invoke(c.sessionContext(ctx), method, args, reply, opts, c.attempt)
+	return c.invoke(c.keyedContext(ctx, method), method, args, reply, opts, c.attempt)
 }
 
 // attempt makes one attempt through the client's own connections: it
@@ -217,20 +216,19 @@ func (c *LoadBalancedClient) waitForConnection(ctx context.Context, cc *grpc.Cli
 	return nil
 }
 
-// sessionContext carries a session id from request metadata into the
-// context, when the context has none and a metadata key is configured.
-func (c *LoadBalancedClient) sessionContext(ctx context.Context) context.Context {
-	if c.sessionKey == "" {
+// keyedContext carries what the balancer reads from a call's request
+// metadata and method (a sticky session id, a hash key) into its context.
+func (c *LoadBalancedClient) keyedContext(ctx context.Context, method string) context.Context {
+	if !c.readsRequest {
 		return ctx
 	}
-	if _, ok := lb.SessionFromContext(ctx); ok {
-		return ctx
-	}
+	return c.balancer.KeyedContext(ctx, method, outgoingMetadata(ctx))
+}
+
+// outgoingMetadata returns a getter of ctx's outgoing metadata values.
+func outgoingMetadata(ctx context.Context) func(string) []string {
 	md, _ := metadata.FromOutgoingContext(ctx)
-	if v := md.Get(c.sessionKey); len(v) > 0 && v[0] != "" {
-		return lb.WithSession(ctx, v[0])
-	}
-	return ctx
+	return md.Get
 }
 
 // NewStream opens a stream through the balancer. Opening is retried like a
@@ -243,7 +241,7 @@ func (c *LoadBalancedClient) NewStream(ctx context.Context, desc *grpc.StreamDes
 	}
 	c.calls.Add(1)
 	s := &balancedStream{
-		c: c, ctx: c.sessionContext(ctx), desc: desc, method: method, opts: opts,
+		c: c, ctx: c.keyedContext(ctx, method), desc: desc, method: method, opts: opts,
 		report: findReport(opts), start: time.Now(),
 	}
 	c.limiter.Call(s.start)
