@@ -34,6 +34,8 @@ type SimulateCmd struct {
 	Capacity    []string `sep:"none" placeholder:"[SERVER=]N" help:"Requests a server handles at once; more wait in its queue (at most 100,000; more are refused and counted as dropped). 0 is unlimited. Repeatable."`
 	Down        []string `sep:"none" placeholder:"SERVER@FROM[-TO]" help:"Take a server down from FROM to TO (simulated time, e.g. server2@2s-5s), or for the rest of the run. Repeatable."`
 	Sessions    int      `help:"Spread requests over this many sticky session ids."`
+	Keys        int      `help:"Give each request one of this many keys, which ring_hash and maglev hash and servers with cache_keys cache."`
+	KeySkew     float64  `name:"key-skew" placeholder:"S" help:"Draw the keys from a Zipf distribution of exponent S (above 1: 1.1 mild, 2 steep) rather than uniformly: a few hot keys take most requests."`
 	Clients     *int     `help:"Send from this many independent client balancers (application instances), each with its own picker state, sessions and outcomes; each request comes from one at random. Default 1."`
 	Seed        uint64   `default:"1" help:"Random seed; the same seed gives the same run."`
 	Output      string   `short:"o" default:"text" enum:"text,json" help:"Output format: ${enum}."`
@@ -127,6 +129,7 @@ func (c *SimulateCmd) Run(a *app) error {
 	}
 	overrides := sim.Overrides{
 		Scenario: c.Scenario, Requests: requests, RPS: rps, Concurrency: concurrency, Sessions: c.Sessions, Clients: clients, Seed: c.Seed,
+		Keys: c.Keys, KeySkew: c.KeySkew,
 		Strategy: c.Strategy, Latency: c.Latency, ErrorRate: c.ErrorRate, Capacity: c.Capacity, Down: c.Down,
 	}
 	var page *os.File
@@ -179,6 +182,9 @@ func (c *SimulateCmd) Run(a *app) error {
 	report, simCfg, err := c.run(a, cfg, svc, discovered, overrides)
 	if err != nil {
 		return err
+	}
+	if c.Keys > 0 && !simCfg.UsesKeys() {
+		return errUnusedKeys(report.Strategy)
 	}
 	if err := writePage([]*sim.Report{report}); err != nil {
 		return err
@@ -242,12 +248,14 @@ func (c *SimulateCmd) compare(a *app, cfg *config.Config, svc *config.Service, d
 		names = append(names, n)
 	}
 	var results []compared
+	keysUsed := false
 	for _, name := range names {
 		o.Strategy = name
-		report, _, err := c.run(a, cfg, svc, discovered, o)
+		report, simCfg, err := c.run(a, cfg, svc, discovered, o)
 		if err != nil {
 			return nil, err
 		}
+		keysUsed = keysUsed || simCfg.UsesKeys()
 		r := compared{Report: report}
 		if len(results) > 0 {
 			first := results[0].Latency
@@ -258,7 +266,14 @@ func (c *SimulateCmd) compare(a *app, cfg *config.Config, svc *config.Service, d
 		}
 		results = append(results, r)
 	}
+	if o.Keys > 0 && !keysUsed {
+		return nil, errUnusedKeys(strings.Join(names, ", "))
+	}
 	return results, nil
+}
+
+func errUnusedKeys(strategies string) error {
+	return userErrorf("--keys has no effect: %s does not hash keys (ring_hash and maglev do) and no server caches them (cache_keys in a simulation server block)", strategies)
 }
 
 // commandLine is the command as a shell would take it back.
@@ -288,16 +303,30 @@ func writeComparison(w io.Writer, results []compared) {
 	fmt.Fprintf(w, "Compared %d strategies on %d requests to service %q, %s, seed %d: each saw the same arrivals and the same random draws per request.\n\n",
 		len(results), r.Requests, r.Service, r.Traffic(), r.Seed)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "STRATEGY\tP50\tP90\tP99\tP99.9\tFAILED\tRETRIES\tBUSIEST\tQUIETEST\tP99 VS FIRST\tP99.9 VS FIRST")
+	cached := false
+	for _, c := range results {
+		_, ok := c.CacheHitRate()
+		cached = cached || ok
+	}
+	header := "STRATEGY\tP50\tP90\tP99\tP99.9\tFAILED\tRETRIES\tBUSIEST\tQUIETEST\tP99 VS FIRST\tP99.9 VS FIRST"
+	if cached {
+		header += "\tCACHE HITS"
+	}
+	fmt.Fprintln(tw, header)
 	for _, c := range results {
 		busiest, quietest := 0.0, 1.0
 		for _, s := range c.Servers {
 			busiest, quietest = max(busiest, s.Share), min(quietest, s.Share)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", c.Label(),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s", c.Label(),
 			dur(c.Latency.P50), dur(c.Latency.P90), dur(c.Latency.P99), dur(c.Latency.P999),
 			fmt.Sprintf("%d (%s)", c.Failed, pct(float64(c.Failed)/float64(c.Requests))), c.Retries,
 			pct(busiest), pct(quietest), sim.FormatRatio(c.P99VsFirst), sim.FormatRatio(c.P999VsFirst))
+		if cached {
+			rate, _ := c.CacheHitRate()
+			fmt.Fprintf(tw, "\t%s", pct(rate))
+		}
+		fmt.Fprintln(tw)
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(w, "\nLatency is end to end, of requests that succeeded; BUSIEST and QUIETEST are the largest and smallest server shares.")
@@ -395,6 +424,9 @@ func writeReport(w io.Writer, r *sim.Report) {
 			fmt.Fprintf(w, ", %d not retried at their server's word (pushback)", r.PushbackStops)
 		}
 		fmt.Fprintln(w)
+	}
+	if rate, ok := r.CacheHitRate(); ok {
+		fmt.Fprintf(w, "Cache      %s hits: %d of %d keyed attempts found their key in their server's cache\n", pct(rate), r.CacheHits, r.CacheHits+r.CacheMisses)
 	}
 	fmt.Fprintf(w, "Latency    p50 %s  p90 %s  p99 %s  p99.9 %s  max %s (end to end, successful requests)\n",
 		dur(r.Latency.P50), dur(r.Latency.P90), dur(r.Latency.P99), dur(r.Latency.P999), dur(r.Latency.Max))

@@ -171,6 +171,11 @@ type SimulatedServer struct {
 	// Pushback is sent with the server's failures: a duration, or
 	// PushbackNoRetry ("no_retry" in HCL).
 	Pushback *time.Duration
+	// CacheKeys is how many request keys (simulate --keys) the server
+	// keeps in a least-recently-used cache; a request whose key it does
+	// not hold is a miss and takes MissLatency instead of Latency.
+	CacheKeys   *int
+	MissLatency *latency.Model
 	// Down, in a scenario, takes the server down (true) or brings it back;
 	// Slow makes it that many times slower than it was; Discovered false
 	// makes discovery stop reporting it (it leaves the service, its calls
@@ -197,6 +202,10 @@ type Behaviour struct {
 	// A6's grpc-retry-pushback-ms): wait this long; PushbackNoRetry, do
 	// not; zero, nothing.
 	Pushback time.Duration
+	// CacheKeys is the keys the server caches (0: no cache); a request
+	// whose key is not cached takes MissLatency, when set.
+	CacheKeys   int
+	MissLatency *latency.Model
 }
 
 // PushbackNoRetry is a pushback that asks clients not to retry.

@@ -458,7 +458,8 @@ var simulationSchema = &hcl.BodySchema{
 }
 
 var simulatedServerSchema = &hcl.BodySchema{
-	Attributes: []hcl.AttributeSchema{{Name: "latency"}, {Name: "error_rate"}, {Name: "error_code"}, {Name: "capacity"}, {Name: "cold_start"}, {Name: "cold_start_slow"}, {Name: "pushback"}},
+	Attributes: []hcl.AttributeSchema{{Name: "latency"}, {Name: "error_rate"}, {Name: "error_code"}, {Name: "capacity"}, {Name: "cold_start"}, {Name: "cold_start_slow"}, {Name: "pushback"},
+		{Name: "cache_keys"}, {Name: "miss_latency"}},
 }
 
 func (d *decoder) decodeSimulationBlock(block *hcl.Block) {
@@ -545,6 +546,22 @@ func (d *decoder) decodeServerBehaviour(block *hcl.Block, schema *hcl.BodySchema
 		s.ColdStartSlow = &f
 		if content.Attributes["cold_start"] == nil {
 			a.errorf(attr.Range, "Cold start without a length", "cold_start_slow is how much slower the server is when a cold start begins; set cold_start too, how long it lasts, like cold_start = \"30s\".")
+		}
+	}
+	if _, ok := content.Attributes["cache_keys"]; ok {
+		var n int
+		a.int("cache_keys", 1, MaxCacheKeys, &n)
+		s.CacheKeys = &n
+	}
+	if attr, ok := a.decode("miss_latency", &model); ok {
+		m, err := latency.Parse(model)
+		if err != nil {
+			a.errorf(attr.Expr.Range(), "Invalid latency model", "%s.", a.scrub("miss_latency", model, err.Error()))
+		} else {
+			s.MissLatency = &m
+		}
+		if content.Attributes["cache_keys"] == nil {
+			a.errorf(attr.Range, "Miss latency without a cache", "miss_latency is how long a request whose key is not in the server's cache takes; set cache_keys too, how many keys the server caches, like cache_keys = 10000.")
 		}
 	}
 	var pushback string
@@ -702,7 +719,8 @@ func (s *SimulatedServer) Matches(id string) bool {
 // SetsBehaviour reports whether the block sets how the server behaves, as
 // opposed to only taking it down, or out of discovery, or back.
 func (s *SimulatedServer) SetsBehaviour() bool {
-	return s.Latency != nil || s.Slow != nil || s.ErrorRate != nil || s.ErrorCode != nil || s.Capacity != nil || s.ColdStart != nil || s.ColdStartSlow != nil || s.Pushback != nil
+	return s.Latency != nil || s.Slow != nil || s.ErrorRate != nil || s.ErrorCode != nil || s.Capacity != nil || s.ColdStart != nil || s.ColdStartSlow != nil || s.Pushback != nil ||
+		s.CacheKeys != nil || s.MissLatency != nil
 }
 
 // ApplyTo sets what the block sets, leaving the rest as it is.
@@ -731,7 +749,16 @@ func (s *SimulatedServer) ApplyTo(b *Behaviour) {
 	if s.Pushback != nil {
 		b.Pushback = *s.Pushback
 	}
+	if s.CacheKeys != nil {
+		b.CacheKeys = *s.CacheKeys
+	}
+	if s.MissLatency != nil {
+		b.MissLatency = s.MissLatency
+	}
 }
+
+// MaxCacheKeys bounds a simulated server's cache (see Behaviour).
+const MaxCacheKeys = 1 << 24
 
 // DefaultColdStartSlow is how many times slower a server is when a cold
 // start begins, unless cold_start_slow says.

@@ -21,7 +21,9 @@ type Overrides struct {
 	RPS         float64 // zero, without Concurrency, means 1000
 	Concurrency int
 	Sessions    int
-	Clients     int // independent client balancers; 0 means one
+	Keys        int     // request keys (see Config.Keys)
+	KeySkew     float64 // Zipf exponent of the keys; 0 is uniform
+	Clients     int     // independent client balancers; 0 means one
 	Seed        uint64
 	// Strategy replaces the service's strategy with a strategy block of
 	// the configuration by its name, or with a kind and its defaults.
@@ -55,6 +57,7 @@ func Assemble(cfg *config.Config, svc *config.Service, discovered []lb.EndpointS
 	out := &Config{
 		Balancer: svc.BalancerConfig(), Health: svc.Health.HealthCheck, Retry: svc.Retry, Hedging: svc.Hedging,
 		Requests: o.Requests, Sessions: o.Sessions, Clients: o.Clients, Seed: o.Seed, RPS: o.RPS, Concurrency: o.Concurrency,
+		Keys: o.Keys, KeySkew: o.KeySkew,
 	}
 	if svc.Strategy.Name != "default" {
 		out.StrategyName = svc.Strategy.Name
@@ -106,6 +109,12 @@ func Assemble(cfg *config.Config, svc *config.Service, discovered []lb.EndpointS
 		return nil, inputErrorf("--rps and --concurrency exclude each other: choose open loop or closed loop")
 	case o.Sessions < 0:
 		return nil, inputErrorf("--sessions must not be negative, not %d", o.Sessions)
+	case o.Keys < 0 || o.Keys > MaxKeys:
+		return nil, inputErrorf("--keys must be from 1 to %d, not %d", MaxKeys, o.Keys)
+	case o.KeySkew != 0 && !(o.KeySkew > 1 && o.KeySkew <= 100):
+		return nil, inputErrorf("--key-skew is a Zipf exponent above 1 (1.1 is mild, 2 steep; at most 100), not %g", o.KeySkew)
+	case o.KeySkew != 0 && o.Keys == 0:
+		return nil, inputErrorf("--key-skew needs --keys, the number of keys to draw from")
 	case o.Clients < 0 || o.Clients > MaxClients:
 		return nil, inputErrorf("--clients must be from 1 to %d, not %d", MaxClients, o.Clients)
 	case o.RPS == 0 && o.Concurrency == 0:

@@ -21,7 +21,14 @@ type Report struct {
 	// PeakConcurrency is the most a closed loop's steps put in flight.
 	PeakConcurrency int `json:"peak_concurrency,omitempty"`
 	Sessions        int `json:"sessions,omitempty"`
-	Clients         int `json:"clients,omitempty"`
+	// Keys and KeySkew are the run's request keys (Config.Keys).
+	Keys    int     `json:"keys,omitempty"`
+	KeySkew float64 `json:"key_skew,omitempty"`
+	// CacheHits and CacheMisses count keyed attempts on servers with a
+	// cache (config.Behaviour.CacheKeys) that found their key or not.
+	CacheHits   int `json:"cache_hits,omitempty"`
+	CacheMisses int `json:"cache_misses,omitempty"`
+	Clients     int `json:"clients,omitempty"`
 
 	Requests  int `json:"requests"`
 	Succeeded int `json:"succeeded"`
@@ -101,6 +108,8 @@ type ServerReport struct {
 	Errors        int             `json:"errors"`
 	AttemptTime   Percentiles     `json:"latency"` // per attempt, queueing included
 	PeakInFlight  int             `json:"peak_in_flight"`
+	CacheHits     int             `json:"cache_hits,omitempty"`
+	CacheMisses   int             `json:"cache_misses,omitempty"`
 	FinalHealth   lb.HealthStatus `json:"final_health"`
 	// Outcomes are the balancer's own counts for this server: what every
 	// finished attempt said about it, and its health checks.
@@ -197,6 +206,8 @@ func (s *simulation) report() *Report {
 		RPS:            s.cfg.RPS,
 		Concurrency:    s.cfg.Concurrency,
 		Sessions:       s.cfg.Sessions,
+		Keys:           s.cfg.Keys,
+		KeySkew:        s.cfg.KeySkew,
 		Clients:        s.cfg.Clients,
 		Requests:       s.done,
 		Succeeded:      s.succeeded,
@@ -253,11 +264,15 @@ func (s *simulation) report() *Report {
 			Errors:       sv.errors,
 			AttemptTime:  percentiles(&sv.hist),
 			PeakInFlight: sv.peak,
+			CacheHits:    sv.hits,
+			CacheMisses:  sv.misses,
 			FinalHealth:  s.health(int32(idx)),
 			Outcomes:     s.outcomes(int32(idx)),
 			Timeline:     attempts[idx],
 		}
 		sr.LatencyEWMA = Millis(sr.Outcomes.LatencyEWMA)
+		r.CacheHits += sv.hits
+		r.CacheMisses += sv.misses
 		if totalAttempts > 0 {
 			sr.Share = float64(sv.attempts) / float64(totalAttempts)
 		}
@@ -301,10 +316,26 @@ func (r *Report) Traffic() string {
 	if r.Sessions > 0 {
 		mode += fmt.Sprintf(", %d sticky sessions", r.Sessions)
 	}
+	if r.Keys > 0 {
+		mode += fmt.Sprintf(", %d keys", r.Keys)
+		if r.KeySkew > 0 {
+			mode += fmt.Sprintf(" (Zipf %g)", r.KeySkew)
+		}
+	}
 	if r.Clients > 1 {
 		mode += fmt.Sprintf(", from %d clients", r.Clients)
 	}
 	return mode
+}
+
+// CacheHitRate is the share of keyed attempts on caching servers that
+// found their key; false when there were none.
+func (r *Report) CacheHitRate() (float64, bool) {
+	n := r.CacheHits + r.CacheMisses
+	if n == 0 {
+		return 0, false
+	}
+	return float64(r.CacheHits) / float64(n), true
 }
 
 // FormatRatio writes a ratio of two figures as "0.84×", with two

@@ -14,7 +14,10 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 
 	"github.com/peervault/pvlb/pkg/config"
 	"github.com/peervault/pvlb/pkg/latency"
@@ -92,6 +95,14 @@ type Config struct {
 	// Sessions spreads requests over this many sticky session ids; zero
 	// sends no session ids.
 	Sessions int
+	// Keys gives each request one of this many keys, which ring_hash and
+	// maglev hash (other strategies ignore them) and servers with a cache
+	// (Behaviour.CacheKeys) cache; zero sends no keys. KeySkew, when not
+	// zero, draws keys from a Zipf distribution of that exponent (more
+	// than 1: the larger, the more requests share the hottest keys)
+	// rather than uniformly.
+	Keys    int
+	KeySkew float64
 	// Clients is how many independent client balancers share the servers,
 	// as that many application instances would, each with its own picker
 	// state, sessions, outcomes and outlier detection (health checks are
@@ -124,6 +135,23 @@ type Config struct {
 	// onFinish, for tests, sees each request end: its number, when it
 	// arrived, and the service time drawn for its last attempt.
 	onFinish func(id, start, service int64)
+	// onPick, for tests, sees each attempt placed on a server (in flight
+	// on it, queued included, counting the attempt).
+	onPick func(s *simulation, server int32)
+}
+
+// UsesKeys reports whether the run's keys matter: the strategy hashes
+// them or a server caches them.
+func (c *Config) UsesKeys() bool {
+	if k := c.Balancer.Strategy.Kind; k == lb.RingHash || k == lb.Maglev {
+		return true
+	}
+	for _, s := range c.Servers {
+		if s.CacheKeys > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Config) validate() error {
@@ -144,6 +172,12 @@ func (c *Config) validate() error {
 		return fmt.Errorf("invalid request rate %v", c.RPS)
 	case c.Sessions < 0:
 		return fmt.Errorf("sessions must not be negative, not %d", c.Sessions)
+	case c.Keys < 0 || c.Keys > MaxKeys:
+		return fmt.Errorf("keys must be from 1 to %d, not %d", MaxKeys, c.Keys)
+	case c.KeySkew != 0 && !(c.KeySkew > 1 && c.KeySkew <= 100):
+		return fmt.Errorf("a key skew is a Zipf exponent above 1 (1.1 is mild, 2 steep) and at most 100, not %g", c.KeySkew)
+	case c.KeySkew != 0 && c.Keys == 0:
+		return errors.New("a key skew needs keys to draw")
 	case c.Clients < 0 || c.Clients > MaxClients:
 		return fmt.Errorf("clients must be from 1 to %d, not %d", MaxClients, c.Clients)
 	}
@@ -244,6 +278,7 @@ type request struct {
 	attemptStart int64
 	server       int32 // -1 when no attempt is running
 	session      int32 // index into sessions, -1 for none
+	key          int32 // index into keyHashes, -1 for none
 	token        uint32
 	attempts     int32 // including picks that found no server
 	tries        int32 // attempts that reached a server, listed in tried
@@ -273,6 +308,10 @@ type server struct {
 	queue     []waiting // FIFO of waiting requests
 	epoch     uint16    // outages so far: work from before one is void
 	checks    lb.HealthRun
+	cache     *keyCache // nil without Behaviour.CacheKeys
+	missed    latency.Sampler
+	hits      int
+	misses    int
 	attempts  int
 	errors    int
 	peak      int
@@ -304,6 +343,7 @@ const (
 	MaxConcurrency     = config.MaxConcurrency
 	MaxClients         = 10000
 	MaxClientEndpoints = 1_000_000
+	MaxKeys            = config.MaxCacheKeys
 )
 
 type simulation struct {
@@ -327,8 +367,12 @@ type simulation struct {
 	reqs     []request
 	free     []int32
 	sessions []context.Context
-	scratch  []*lb.Endpoint // the current request's tried endpoints, for a pick
-	timeline *timeline
+	// keyHashes are the keys' hashes as the balancer takes them; zipf
+	// draws skewed keys.
+	keyHashes []uint64
+	zipf      *rand.Zipf
+	scratch   []*lb.Endpoint // the current request's tried endpoints, for a pick
+	timeline  *timeline
 
 	issued, done, succeeded, failed, retries, recovered, noHealthy, dropped, refused, perTryTimeouts, overloaded, hedges, hedgeWins, pushbackStops int
 	latency                                                                                                                                        histogram
@@ -362,7 +406,9 @@ func RunContext(ctx context.Context, cfg Config) (*Report, error) {
 	specs := make([]lb.EndpointSpec, len(cfg.Servers))
 	for i, sc := range cfg.Servers {
 		specs[i] = sc.EndpointSpec
-		s.servers = append(s.servers, &server{Server: sc, sample: sc.Latency.Sampler(), hist: newHistogram()})
+		sv := &server{Server: sc, hist: newHistogram()}
+		sv.setBehaviour(sc.Behaviour)
+		s.servers = append(s.servers, sv)
 	}
 	for k := range max(cfg.Clients, 1) {
 		prefix := ""
@@ -394,6 +440,16 @@ func RunContext(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	for i := range cfg.Sessions {
 		s.sessions = append(s.sessions, lb.WithSession(context.Background(), fmt.Sprintf("session-%d", i)))
+	}
+	if cfg.Keys > 0 {
+		s.keyHashes = make([]uint64, cfg.Keys)
+		buf := make([]byte, 0, 16)
+		for i := range s.keyHashes {
+			s.keyHashes[i] = xxhash.Sum64(strconv.AppendInt(append(buf[:0], "key-"...), int64(i), 10))
+		}
+		if cfg.KeySkew > 0 {
+			s.zipf = rand.NewZipf(s.rng, cfg.KeySkew, 1, uint64(cfg.Keys-1))
+		}
 	}
 	s.load = newLoad(cfg.RPS, cfg.RateChanges)
 	s.timeline = newTimeline(cfg.TimelineStep, len(s.servers), s.expectedLength())
@@ -502,12 +558,18 @@ func (s *simulation) startRequest() {
 		slot = int32(len(s.reqs) - 1)
 	}
 	r := &s.reqs[slot]
-	*r = request{active: true, id: int64(s.issued), start: s.now, server: -1, session: -1, token: r.token, copyOf: -1, sent: 1, live: 1}
+	*r = request{active: true, id: int64(s.issued), start: s.now, server: -1, session: -1, key: -1, token: r.token, copyOf: -1, sent: 1, live: 1}
 	if len(s.clients) > 1 {
 		r.client = int32(s.rng.IntN(len(s.clients)))
 	}
 	if len(s.sessions) > 0 {
 		r.session = int32(s.rng.IntN(len(s.sessions)))
+	}
+	switch {
+	case s.zipf != nil:
+		r.key = int32(s.zipf.Uint64())
+	case len(s.keyHashes) > 0:
+		r.key = int32(s.rng.IntN(len(s.keyHashes)))
 	}
 	s.clients[r.client].limiter.Call(s.clock())
 	h := s.cfg.Hedging
@@ -545,7 +607,7 @@ func (s *simulation) hedge(root int32) bool {
 	slot := s.newSlot()
 	r = &s.reqs[root] // newSlot may have moved the slots
 	c := &s.reqs[slot]
-	*c = request{active: true, id: r.id, start: r.start, client: r.client, session: r.session, server: -1, token: c.token,
+	*c = request{active: true, id: r.id, start: r.start, client: r.client, session: r.session, key: r.key, server: -1, token: c.token,
 		copyOf: root, attempts: int32(r.sent), tries: r.tries, tried: r.tried}
 	r.copies[r.sent-1] = slot
 	r.sent++
@@ -634,7 +696,13 @@ func (s *simulation) attempt(slot int32) {
 	for _, i := range r.tried[:r.tries] {
 		s.scratch = append(s.scratch, c.eps[i])
 	}
-	ep, err := c.balancer.PickExcluding(ctx, s.scratch)
+	var ep *lb.Endpoint
+	var err error
+	if r.key >= 0 {
+		ep, err = c.balancer.PickHash(ctx, s.keyHashes[r.key], s.scratch)
+	} else {
+		ep, err = c.balancer.PickExcluding(ctx, s.scratch)
+	}
 	if errors.Is(err, lb.ErrOverloaded) { // the circuit breakers or rate limit: fail at once
 		s.overloaded++
 		s.failAttempt(slot, OverloadedCode, s.cfg.Retry.Retries(OverloadedCode))
@@ -676,7 +744,15 @@ func (s *simulation) attempt(slot int32) {
 		s.schedule(s.now+int64(pt), evPerTryTimeout, slot, r.token)
 	}
 	d := s.stream(r.id, r.attempts)
-	r.service = sv.sample.Sample(d)
+	sample := &sv.sample
+	if sv.cache != nil && r.key >= 0 {
+		if sv.cache.touch(r.key) {
+			sv.hits++
+		} else if sv.misses++; sv.MissLatency != nil {
+			sample = &sv.missed
+		}
+	}
+	r.service = sample.Sample(d)
 	if s.now < sv.coldUntil {
 		r.service = int64(float64(r.service) * sv.coldFactor(s.now))
 	}
@@ -696,6 +772,9 @@ func (s *simulation) attempt(slot int32) {
 		sv.queue = append(sv.queue, waiting{slot, r.token})
 	}
 	sv.peak = max(sv.peak, sv.busy+len(sv.queue))
+	if s.cfg.onPick != nil {
+		s.cfg.onPick(s, idx)
+	}
 }
 
 // serve starts the work of request slot's attempt on server idx.
@@ -867,6 +946,9 @@ func (s *simulation) finish(slot int32, ok bool) {
 func (s *simulation) outageStart(idx int32) {
 	sv := s.servers[idx]
 	sv.down = true
+	if sv.cache != nil {
+		sv.cache.clear() // it comes back cold
+	}
 	s.note(idx, FromScenario, "goes down")
 	// Its connections break: the channel sees it at once, as gRPC does
 	// on a reset connection, and every call on it fails and is retried.
@@ -964,7 +1046,7 @@ func (s *simulation) change(idx int32, ch *Change) {
 		if b.Capacity != sv.Capacity {
 			s.note(idx, FromScenario, fmt.Sprintf("capacity now %d", b.Capacity))
 		}
-		sv.Behaviour, sv.sample = *b, b.Latency.Sampler()
+		sv.setBehaviour(*b)
 		for len(sv.queue) > 0 && (sv.Capacity == 0 || sv.busy < sv.Capacity) {
 			s.startQueued(sv, idx)
 		}
@@ -1122,4 +1204,19 @@ func (s *simulation) pop() event {
 	}
 	h[i] = e
 	return top
+}
+
+// setBehaviour makes b how the server behaves from now on; its cache
+// keeps what it holds unless its size changes.
+func (sv *server) setBehaviour(b config.Behaviour) {
+	sv.Behaviour, sv.sample = b, b.Latency.Sampler()
+	if b.MissLatency != nil {
+		sv.missed = b.MissLatency.Sampler()
+	}
+	switch {
+	case b.CacheKeys == 0:
+		sv.cache = nil
+	case sv.cache == nil || int(sv.cache.capacity) != b.CacheKeys:
+		sv.cache = newKeyCache(b.CacheKeys)
+	}
 }
