@@ -527,6 +527,12 @@ func (lb *LoadBalancer) pick(ctx context.Context, key callKey, tried []*Endpoint
 	if picker == nil {
 		return nil, lb.noHealthy(s)
 	}
+	if hp, ok := picker.(*hashPicker); ok && key.set && lb.limits == nil {
+		// A keyed pick without limits: the table lookup and nothing else.
+		e := hp.pickHash(key.hash, tried, nil)
+		lb.acquire(e)
+		return e, nil
+	}
 	if lb.sessions != nil || lb.limits != nil || lb.hashes {
 		return lb.pickFrom(ctx, picker, nil, key, tried)
 	}

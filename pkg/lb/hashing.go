@@ -234,6 +234,9 @@ func (p *hashPicker) Pick(triedList []*Endpoint) *Endpoint {
 func (p *hashPicker) pickHash(h uint64, triedList []*Endpoint, allowed map[*Endpoint]bool) *Endpoint {
 	start := p.table.find(h)
 	owners := p.table.owners
+	if idx := owners[start]; p.ok[idx] && allowed == nil && len(triedList) == 0 && p.share == nil {
+		return p.eps[idx] // the common case, kept apart from the walk
+	}
 	var fallback *Endpoint
 	for i, n := start, len(owners); ; {
 		idx := owners[i]
