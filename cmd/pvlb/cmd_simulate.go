@@ -57,7 +57,8 @@ The service's strategy, sticky sessions, retries (with their budget,
 per-try timeout and hedging), circuit breakers, rate limits and health
 policy all act as configured. How each server behaves comes from the
 service's simulation block (server "ID-OR-PATTERN" { latency error_rate
-capacity cold_start pushback }), overridden by the flags; servers it does
+capacity cold_start pushback cache_keys miss_latency }), overridden by the
+flags; servers it does
 not set answer in lognormal(10ms, 40ms). A scenario block (--scenario)
 says what happens over time: load steps and ramps, servers slowing,
 failing, going down, leaving and joining discovery, starting cold. A
@@ -71,7 +72,8 @@ Examples:
   pvlb simulate -c examples/basic.hcl --latency server3=lognormal(50ms,200ms) --strategy least_connections --concurrency 32
   pvlb simulate -c examples/sticky.hcl --sessions 100 --output json
   pvlb simulate -c examples/slow.hcl --requests 20000 --rps 2000 --compare round_robin,two_choices,three_choices
-  pvlb simulate -c examples/deploy.hcl --scenario deploy --compare round_robin,gentle,fastest --report deploy.html`
+  pvlb simulate -c examples/deploy.hcl --scenario deploy --compare round_robin,gentle,fastest --report deploy.html
+  pvlb simulate -c examples/affinity.hcl --keys 100000 --key-skew 1.1 --compare round_robin,by_user,by_user_bounded`
 }
 
 // Run simulates.
