@@ -78,6 +78,9 @@ type StrategyConfig struct {
 	// HashKey says what of a call ring_hash and maglev hash; nil hashes
 	// only what the call's context carries (WithHashKey, WithSession).
 	HashKey *HashKey `json:"hash_key,omitempty"`
+	// WeightedRoundRobin tunes weighted_round_robin; nil is gRFC A58's
+	// defaults.
+	WeightedRoundRobin *WeightedRoundRobinConfig `json:"weighted_round_robin,omitempty"`
 }
 
 // HashKey is a strategy's `hash_key` block: what of a call is hashed
@@ -113,11 +116,21 @@ func (c StrategyConfig) validate() error {
 		return fmt.Errorf("table_size applies only to %s, not %s", Maglev, c.Kind)
 	case (c.HashBalanceFactor != 0 || c.HashKey != nil) && !hashing:
 		return fmt.Errorf("hash_balance_factor and hash_key apply only to %s and %s, not %s", RingHash, Maglev, c.Kind)
+	case c.SlowStart != nil && c.Kind == WeightedRoundRobin:
+		return fmt.Errorf("slow_start does not apply to %s: a new endpoint has the mean weight until its own reports count", c.Kind)
 	case c.SlowStart != nil && hashing:
 		return fmt.Errorf("slow_start does not apply to %s: a key's endpoint does not depend on how long it has served", c.Kind)
 	}
 	if hashing {
 		if err := c.validateHashing(); err != nil {
+			return err
+		}
+	}
+	if c.WeightedRoundRobin != nil {
+		if c.Kind != WeightedRoundRobin {
+			return fmt.Errorf("weighted_round_robin's settings apply only to %s, not %s", WeightedRoundRobin, c.Kind)
+		}
+		if err := c.WeightedRoundRobin.validate(); err != nil {
 			return err
 		}
 	}

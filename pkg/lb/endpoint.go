@@ -123,6 +123,9 @@ type Endpoint struct {
 	ejections   atomic.Uint64 // times ejected
 	// rateTAT is the rate limit's theoretical arrival time (see takeToken).
 	rateTAT atomic.Int64
+	// reported is what the endpoint's load reports say, for
+	// weighted_round_robin.
+	reported loadWeight
 	// stripes hold the counters the statistics read. A pick and an outcome
 	// each add to the stripe of the calling goroutine's stack, so that
 	// calls on different cores rarely write the same cache line.

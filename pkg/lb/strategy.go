@@ -24,7 +24,7 @@ const (
 
 // StrategyKinds lists every strategy kind, for help texts and suggestions.
 func StrategyKinds() []string {
-	return []string{RoundRobin, Random, Weighted, LeastConnections, PeakEWMA, RingHash, Maglev}
+	return []string{RoundRobin, Random, Weighted, LeastConnections, PeakEWMA, RingHash, Maglev, WeightedRoundRobin}
 }
 
 // A Strategy builds Pickers. The LoadBalancer calls NewPicker each time the
@@ -97,6 +97,9 @@ func NewStrategy(cfg StrategyConfig, opts StrategyOptions) (Strategy, error) {
 	case RingHash, Maglev:
 		h := newHashing(cfg)
 		s, base = h, &h.strategyBase
+	case WeightedRoundRobin:
+		w := newWeightedRoundRobin(cfg)
+		s, base = w, &w.strategyBase
 	default:
 		return nil, fmt.Errorf("unknown strategy %q (known: %s)", kind, strings.Join(StrategyKinds(), ", "))
 	}
