@@ -379,6 +379,22 @@ simulation "s" {}`, "Duplicate simulation of service", "already declared"},
   kind = "ring_hash"
   sticky_session {}
 }`, "Sticky sessions with a hashing strategy", "remove sticky_session"},
+		{"blackout on round robin", `strategy "x" {
+  kind = "round_robin"
+  blackout_period = "5s"
+}`, "Setting not used by this strategy", `blackout_period applies only to kind = "weighted_round_robin"`},
+		{"oob period without oob", `strategy "x" {
+  kind = "weighted_round_robin"
+  oob_reporting_period = "5s"
+}`, "Out-of-band period without out-of-band reports", "enable_oob_load_report = true"},
+		{"weight update too often", `strategy "x" {
+  kind = "weighted_round_robin"
+  weight_update_period = "10ms"
+}`, "Invalid weight_update_period", "at least 100ms"},
+		{"negative penalty", `strategy "x" {
+  kind = "weighted_round_robin"
+  error_utilization_penalty = -1
+}`, "Value out of range", "error_utilization_penalty must be from 0"},
 		{"hash_key attribute misplaced", `strategy "x" {
   kind = "ring_hash"
   header = "x-id"

@@ -180,6 +180,8 @@ var strategySchema = &hcl.BodySchema{
 		{Name: "decay"}, {Name: "default_rtt"}, {Name: "failure_penalty"},
 		{Name: "active_request_bias"},
 		{Name: "min_ring_size"}, {Name: "max_ring_size"}, {Name: "table_size"}, {Name: "hash_balance_factor"},
+		{Name: "blackout_period"}, {Name: "weight_expiration_period"}, {Name: "weight_update_period"},
+		{Name: "error_utilization_penalty"}, {Name: "enable_oob_load_report"}, {Name: "oob_reporting_period"},
 	},
 	Blocks: []hcl.BlockHeaderSchema{{Type: "sticky_session"}, {Type: "slow_start"}, {Type: "hash_key"}},
 }
@@ -246,6 +248,7 @@ func (d *decoder) decodeStrategyBlock(block *hcl.Block) {
 	a.duration("default_rtt", false, &s.DefaultRTT)
 	a.duration("failure_penalty", false, &s.FailurePenalty)
 	d.decodeHashing(s, content, a)
+	d.decodeWeightedRoundRobin(s, content, a)
 	if sb := d.singleBlock(content.Blocks, "slow_start", "strategy"); sb != nil {
 		ss := lb.DefaultSlowStart(0)
 		a := d.attrs(d.content(sb.Body, slowStartSchema))
@@ -253,7 +256,7 @@ func (d *decoder) decodeStrategyBlock(block *hcl.Block) {
 		a.float("aggression", 0.01, 100, &ss.Aggression)
 		a.float("min_weight_percent", 0, 100, &ss.MinWeightPercent)
 		d.merge(a)
-		if s.Kind == lb.Random || hashes(s.Kind) {
+		if s.Kind == lb.Random || s.Kind == lb.WeightedRoundRobin || hashes(s.Kind) {
 			d.errorf(sb.DefRange, "Setting not used by this strategy", "slow_start applies to kinds round_robin, weighted, least_connections and peak_ewma; strategy %q is %q.", s.Name, s.Kind)
 		}
 		if ss.Window > 0 {
@@ -331,6 +334,47 @@ func (d *decoder) decodeHashing(s *Strategy, content *hcl.BodyContent, a *attrs)
 	}
 	d.merge(ha)
 	s.HashKey = key
+}
+
+// weightedRoundRobinSettings are the settings only weighted_round_robin
+// reads.
+var weightedRoundRobinSettings = []string{"blackout_period", "weight_expiration_period", "weight_update_period",
+	"error_utilization_penalty", "enable_oob_load_report", "oob_reporting_period"}
+
+// decodeWeightedRoundRobin decodes weighted_round_robin's settings into s.
+func (d *decoder) decodeWeightedRoundRobin(s *Strategy, content *hcl.BodyContent, a *attrs) {
+	set := false
+	for _, name := range weightedRoundRobinSettings {
+		if attr, ok := content.Attributes[name]; ok {
+			set = true
+			if s.Kind != lb.WeightedRoundRobin {
+				a.errorf(attr.Range, "Setting not used by this strategy", "%s applies only to kind = %q; strategy %q is %q.", name, lb.WeightedRoundRobin, s.Name, s.Kind)
+			}
+		}
+	}
+	if !set {
+		return
+	}
+	w := &lb.WeightedRoundRobinConfig{BlackoutPeriod: lb.DefaultBlackoutPeriod}
+	a.duration("blackout_period", true, &w.BlackoutPeriod)
+	a.duration("weight_expiration_period", false, &w.WeightExpirationPeriod)
+	a.duration("weight_update_period", false, &w.WeightUpdatePeriod)
+	if attr, ok := content.Attributes["weight_update_period"]; ok && w.WeightUpdatePeriod > 0 && w.WeightUpdatePeriod < lb.MinWeightUpdatePeriod {
+		a.errorf(attr.Expr.Range(), "Invalid weight_update_period", "weight_update_period must be at least %s (grpc-go's floor), not %s.", lb.MinWeightUpdatePeriod, w.WeightUpdatePeriod)
+	}
+	if _, ok := content.Attributes["error_utilization_penalty"]; ok {
+		penalty := lb.DefaultErrorUtilizationPenalty
+		a.float("error_utilization_penalty", 0, 1000, &penalty)
+		w.ErrorUtilizationPenalty = &penalty
+	}
+	a.bool("enable_oob_load_report", &w.EnableOOBLoadReport)
+	a.duration("oob_reporting_period", false, &w.OOBReportingPeriod)
+	if attr, ok := content.Attributes["oob_reporting_period"]; ok && !w.EnableOOBLoadReport {
+		a.errorf(attr.Range, "Out-of-band period without out-of-band reports", "oob_reporting_period is how often each server sends its load on its own stream; it needs enable_oob_load_report = true (without it, load comes in every call's trailers).")
+	}
+	if s.Kind == lb.WeightedRoundRobin {
+		s.WeightedRoundRobin = w
+	}
 }
 
 // --- health_policy ---
