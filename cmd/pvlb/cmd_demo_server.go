@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
 	"strconv"
@@ -23,6 +24,7 @@ type DemoServerCmd struct {
 	ErrorCode      string        `default:"INTERNAL" placeholder:"CODE" help:"Status of the failures --error-rate injects, such as INTERNAL or UNAVAILABLE."`
 	Pushback       *int          `placeholder:"MS" help:"Send gRPC's grpc-retry-pushback-ms trailer with each injected failure: milliseconds a client should wait before retrying, or a negative number to ask it not to retry."`
 	UnhealthyAfter time.Duration `placeholder:"DURATION" help:"Report NOT_SERVING on grpc.health.v1 this long after starting."`
+	Capacity       float64       `placeholder:"QPS" help:"Calls a second the server answers at full use. With it, the server reports its load with ORCA (the calls and errors a second it answers, and their share of QPS as CPU utilization) in every call's trailers and out of band, for weighted_round_robin."`
 	AddrFile       string        `type:"path" placeholder:"FILE" help:"Write the address listened on to FILE once serving (handy with port 0)."`
 }
 
@@ -38,7 +40,11 @@ SIGINT or SIGTERM stop it gracefully.
 Example: three servers for examples/basic.hcl
   pvlb demo-server --listen 127.0.0.1:50051 --name server1 &
   pvlb demo-server --listen 127.0.0.1:50052 --name server2 &
-  pvlb demo-server --listen 127.0.0.1:50053 --name server3 &`
+  pvlb demo-server --listen 127.0.0.1:50053 --name server3 &
+
+With --capacity the server reports its load (ORCA), for a strategy of kind
+weighted_round_robin: servers of capacities 100, 200 and 400 calls a second
+get 1/7, 2/7 and 4/7 of the calls once their reports count.`
 }
 
 // Run serves until a signal stops it.
@@ -65,6 +71,10 @@ func (c *DemoServerCmd) Run(a *app) error {
 		}
 		cfg.Pushback = strconv.Itoa(*c.Pushback)
 	}
+	if c.Capacity < 0 || math.IsNaN(c.Capacity) || math.IsInf(c.Capacity, 0) {
+		return userErrorf("--capacity is calls a second, a positive number, not %g", c.Capacity)
+	}
+	cfg.Capacity = c.Capacity
 	if cfg.Name == "" {
 		cfg.Name = c.Listen
 	}

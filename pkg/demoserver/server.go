@@ -24,6 +24,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/orca"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -55,6 +56,14 @@ type Config struct {
 	UnhealthyAfter time.Duration
 	// Seed makes latency and error injection repeatable; 0 is random.
 	Seed uint64
+	// Capacity, when positive, is how many calls a second the server
+	// answers at full use. The server then reports its load with ORCA, as
+	// grpc-go's weighted_round_robin and pvlb's read it: the calls and
+	// errors it answered over the last second, and their share of
+	// Capacity as its CPU utilization; in every call's trailers and on
+	// ORCA's out-of-band service (at most every 30 seconds, grpc-go's
+	// floor).
+	Capacity float64
 }
 
 // Server is a running demo server.
@@ -74,6 +83,10 @@ type Server struct {
 	rng *rand.Rand
 	// timer for UnhealthyAfter, stopped on Stop.
 	timer *time.Timer
+	// load is what the server reports of its load (Capacity), and rate
+	// measures it.
+	load orca.ServerMetricsRecorder
+	rate rateMeter
 }
 
 // New returns a demo server; Serve starts it.
@@ -97,7 +110,18 @@ func New(cfg Config, logger *slog.Logger, opts ...grpc.ServerOption) *Server {
 		MinTime:             10 * time.Second,
 		PermitWithoutStream: true,
 	})}, opts...)
+	if cfg.Capacity > 0 {
+		s.load = orca.NewServerMetricsRecorder()
+		// First, as the orca package asks: every call's trailers carry
+		// the server's load.
+		opts = append([]grpc.ServerOption{orca.CallMetricsServerOption(s.load)}, opts...)
+	}
 	s.grpc = grpc.NewServer(opts...)
+	if s.load != nil {
+		if err := orca.Register(s.grpc, orca.ServiceOptions{ServerMetricsProvider: s.load}); err != nil {
+			panic(err) // only a nil provider fails
+		}
+	}
 	pb.RegisterPeerVaultServiceServer(s.grpc, s)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
@@ -199,6 +223,11 @@ func (s *Server) behave(ctx context.Context) error {
 	s.calls.Add(1)
 	n := s.inFlight.Add(1)
 	defer s.inFlight.Add(-1)
+	var failed bool
+	if s.load != nil {
+		orca.CallMetricsRecorderFromContext(ctx) // the call's trailers carry the report
+		defer func() { s.answered(failed) }()
+	}
 	for p := s.peak.Load(); n > p && !s.peak.CompareAndSwap(p, n); p = s.peak.Load() {
 	}
 	s.rmu.Lock()
@@ -218,6 +247,7 @@ func (s *Server) behave(ctx context.Context) error {
 		}
 	}
 	if fail {
+		failed = true
 		if s.cfg.Pushback != "" {
 			_ = grpc.SetTrailer(ctx, metadata.Pairs("grpc-retry-pushback-ms", s.cfg.Pushback))
 		}
@@ -228,6 +258,52 @@ func (s *Server) behave(ctx context.Context) error {
 		return status.Errorf(code, "%s: injected failure (error rate %g)", s.cfg.Name, s.cfg.ErrorRate)
 	}
 	return nil
+}
+
+// answered counts an answered call and reports the load it makes.
+func (s *Server) answered(failed bool) {
+	qps, eps := s.rate.add(time.Now(), failed)
+	s.load.SetQPS(qps)
+	s.load.SetEPS(eps)
+	s.load.SetCPUUtilization(qps / s.cfg.Capacity)
+}
+
+// rateMeter counts calls and errors over the last second, in ten buckets
+// of 100ms.
+type rateMeter struct {
+	mu      sync.Mutex
+	calls   [10]int
+	errors  [10]int
+	current int64 // the bucket (time in 100ms units) calls[current%10] counts
+}
+
+// add counts a call at now and returns the calls and errors a second over
+// the last full second of buckets and the current one, prorated.
+func (m *rateMeter) add(now time.Time, failed bool) (qps, eps float64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	const bucket = 100 * time.Millisecond
+	b := now.UnixNano() / int64(bucket)
+	for m.current < b {
+		m.current++
+		if b-m.current >= 10 {
+			m.current = b // a gap of more than a second: start afresh
+			m.calls, m.errors = [10]int{}, [10]int{}
+		}
+		m.calls[m.current%10], m.errors[m.current%10] = 0, 0
+	}
+	m.calls[b%10]++
+	if failed {
+		m.errors[b%10]++
+	}
+	// The nine full buckets and the elapsed part of the current one.
+	elapsed := 0.9 + float64(now.UnixNano()%int64(bucket))/float64(time.Second)
+	var calls, errs int
+	for i := range 10 {
+		calls += m.calls[i]
+		errs += m.errors[i]
+	}
+	return float64(calls) / elapsed, float64(errs) / elapsed
 }
 
 // PeakInFlight is the most calls the server has answered at once.

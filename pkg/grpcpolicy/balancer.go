@@ -6,14 +6,17 @@ import (
 	"sync"
 	"time"
 
+	v3orcapb "github.com/cncf/xds/go/xds/data/orca/v3"
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/orca" // also parses the load reports in calls' trailers into DoneInfo.ServerLoad
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/status"
 
 	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/orcaload"
 	"github.com/peervault/pvlb/pkg/statuscode"
 )
 
@@ -50,16 +53,38 @@ type grpcBalancer struct {
 type subConn struct {
 	sc    balancer.SubConn
 	state connectivity.State
+	// stopLoad ends the subchannel's out-of-band load reports; nil
+	// without them.
+	stopLoad func()
+}
+
+// shutdown ends the subchannel and its load reports.
+func (s *subConn) shutdown() {
+	if s.stopLoad != nil {
+		s.stopLoad()
+	}
+	s.sc.Shutdown()
+}
+
+// loadListener hands an endpoint's out-of-band load reports to the core.
+type loadListener struct {
+	balancer *lb.LoadBalancer
+	endpoint *lb.Endpoint
+}
+
+func (l loadListener) OnLoadReport(r *v3orcapb.OrcaLoadReport) {
+	l.balancer.ReportLoad(l.endpoint, orcaload.FromProto(r))
 }
 
 // callDone carries one pick to its Done callback: the endpoint, when the
 // call started, and the callback itself, bound once when the carrier is
 // made. Carriers are pooled, so that a pick allocates no closure.
 type callDone struct {
-	balancer *lb.LoadBalancer
-	endpoint *lb.Endpoint
-	started  time.Duration // since epoch
-	fn       func(balancer.DoneInfo)
+	balancer    *lb.LoadBalancer
+	endpoint    *lb.Endpoint
+	started     time.Duration // since epoch
+	loadPerCall bool          // hand the trailers' load report to the balancer
+	fn          func(balancer.DoneInfo)
 }
 
 // epoch anchors call timings: time.Since reads only the monotonic clock,
@@ -83,6 +108,9 @@ func (d *callDone) done(info balancer.DoneInfo) {
 	if info.Err != nil {
 		code := status.Code(info.Err)
 		outcome = d.balancer.Config().Outcomes.Classify(statuscode.Code(code), errors.Is(info.Err, context.Canceled))
+	}
+	if r, ok := info.ServerLoad.(*v3orcapb.OrcaLoadReport); ok && r != nil && d.loadPerCall {
+		d.balancer.ReportLoad(d.endpoint, orcaload.FromProto(r))
 	}
 	d.balancer.Done(d.endpoint, time.Since(epoch)-d.started, outcome)
 	d.balancer, d.endpoint = nil, nil
@@ -124,7 +152,7 @@ func (b *grpcBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 	}
 	for e, entry := range b.subConns {
 		if !present[e] {
-			entry.sc.Shutdown()
+			entry.shutdown()
 			delete(b.subConns, e)
 		}
 	}
@@ -139,6 +167,7 @@ func (b *grpcBalancer) subConnStateChanged(e *lb.Endpoint, entry *subConn, st ba
 		return
 	}
 	entry.state = st.ConnectivityState
+	b.followLoad(e, entry)
 	switch st.ConnectivityState {
 	case connectivity.Idle:
 		entry.sc.Connect() // reconnect eagerly, as round_robin does
@@ -150,10 +179,29 @@ func (b *grpcBalancer) subConnStateChanged(e *lb.Endpoint, entry *subConn, st ba
 	b.publishLocked()
 }
 
+// followLoad opens ORCA's out-of-band stream of load reports on a
+// subchannel that turned READY, as grpc-go's weighted_round_robin does
+// with enable_oob_load_report, and closes it when the subchannel leaves
+// READY.
+func (b *grpcBalancer) followLoad(e *lb.Endpoint, entry *subConn) {
+	period, ok := b.balancer.LoadReports()
+	switch {
+	case !ok || period == 0:
+	case entry.state == connectivity.Ready && entry.stopLoad == nil:
+		entry.stopLoad = orca.RegisterOOBListener(entry.sc, loadListener{b.balancer, e}, orca.OOBListenerOptions{ReportInterval: period})
+	case entry.state != connectivity.Ready && entry.stopLoad != nil:
+		entry.stopLoad()
+		entry.stopLoad = nil
+	}
+}
+
 // publishLocked gives the channel a picker for the current subchannel
 // states and an overall state.
 func (b *grpcBalancer) publishLocked() {
 	p := &grpcPicker{balancer: b.balancer, ready: map[*lb.Endpoint]*subConn{}, readsRequest: b.balancer.ReadsRequest()}
+	if oob, ok := b.balancer.LoadReports(); ok && oob == 0 {
+		p.loadPerCall = true
+	}
 	var connecting, failing int
 	// A hashing strategy keeps a key on its endpoint while that one
 	// connects, as grpc-go's ring_hash does: the call waits for it rather
@@ -218,7 +266,7 @@ func (b *grpcBalancer) Close() {
 	defer b.mu.Unlock()
 	b.closed = true
 	for e, entry := range b.subConns {
-		entry.sc.Shutdown()
+		entry.shutdown()
 		delete(b.subConns, e)
 	}
 }
@@ -228,8 +276,9 @@ func (b *grpcBalancer) Close() {
 type grpcPicker struct {
 	balancer *lb.LoadBalancer
 	// readsRequest is set when picks read the call's metadata or method
-	// (a sticky session key, a hash key).
-	readsRequest bool
+	// (a sticky session key, a hash key); loadPerCall when the strategy
+	// reads the load reports in calls' trailers.
+	readsRequest, loadPerCall bool
 	ready        map[*lb.Endpoint]*subConn
 	subset       *lb.Subset // the endpoints in ready
 	connecting   bool
@@ -287,7 +336,7 @@ func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		}
 	}
 	d := getCallDone()
-	d.balancer, d.endpoint, d.started = p.balancer, e, time.Since(epoch)
+	d.balancer, d.endpoint, d.started, d.loadPerCall = p.balancer, e, time.Since(epoch), p.loadPerCall
 	return balancer.PickResult{SubConn: ready.sc, Done: d.fn}, nil
 }
 

@@ -177,13 +177,15 @@ func New(config Config, logger *slog.Logger, opts ...Option) (*LoadBalancer, err
 	for _, opt := range opts {
 		opt(&o)
 	}
+	// One clock for the balancer and its strategy, so that times one
+	// writes (a load report's) the other can compare.
+	now := monotonicNow()
+	if o.now != nil {
+		now = func() int64 { return o.now().UnixNano() }
+	}
 	strategy := o.strategy
 	if strategy == nil {
 		var err error
-		var now func() int64
-		if o.now != nil {
-			now = func() int64 { return o.now().UnixNano() }
-		}
 		strategy, err = NewStrategy(config.Strategy, StrategyOptions{Seed: o.seed, Now: now})
 		if err != nil {
 			return nil, fmt.Errorf("load balancer config: %w", err)
@@ -206,12 +208,7 @@ func New(config Config, logger *slog.Logger, opts ...Option) (*LoadBalancer, err
 	if lb.limits = newLimits(config.CircuitBreakers, config.RateLimit); lb.limits != nil {
 		lb.trackLoad = true // caps read each endpoint's calls in flight
 	}
-	if o.now != nil {
-		lb.now = func() int64 { return o.now().UnixNano() }
-	} else {
-		start := time.Now()
-		lb.now = func() int64 { return int64(time.Since(start)) } // monotonic
-	}
+	lb.now = now
 	if config.Sticky.Enabled {
 		lb.sessions = newSessionTable(int64(config.Sticky.TTL))
 	}

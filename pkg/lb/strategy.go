@@ -98,7 +98,7 @@ func NewStrategy(cfg StrategyConfig, opts StrategyOptions) (Strategy, error) {
 		h := newHashing(cfg)
 		s, base = h, &h.strategyBase
 	case WeightedRoundRobin:
-		w := newWeightedRoundRobin(cfg)
+		w := newWeightedRoundRobin(cfg, opts.Now)
 		s, base = w, &w.strategyBase
 	default:
 		return nil, fmt.Errorf("unknown strategy %q (known: %s)", kind, strings.Join(StrategyKinds(), ", "))

@@ -138,11 +138,14 @@ func (lb *LoadBalancer) ReportLoad(e *Endpoint, r LoadReport) {
 }
 
 // weightedRoundRobin is gRFC A58's policy. Its pickers recompute their
-// weights when the strategy's generation moves on, which load reports do
-// at most once a weight_update_period.
+// weights when the strategy's generation moves on, at most once a
+// weight_update_period: load reports move it, and so does every
+// clockCheckEvery-th pick, for weights to expire and for out-of-band
+// reports, which may come only every few seconds.
 type weightedRoundRobin struct {
 	strategyBase
 	cfg WeightedRoundRobinConfig
+	now func() int64 // the balancer's clock
 	_   cacheLinePad
 	// generation counts weight updates; at is the balancer's time of the
 	// last, which pickers judge blackout and expiry by.
@@ -151,8 +154,11 @@ type weightedRoundRobin struct {
 	nextUpdate atomic.Int64
 }
 
-func newWeightedRoundRobin(cfg StrategyConfig) *weightedRoundRobin {
-	return &weightedRoundRobin{cfg: cfg.WeightedRoundRobin.withDefaults()}
+func newWeightedRoundRobin(cfg StrategyConfig, now func() int64) *weightedRoundRobin {
+	if now == nil {
+		now = monotonicNow()
+	}
+	return &weightedRoundRobin{cfg: cfg.WeightedRoundRobin.withDefaults(), now: now}
 }
 
 // LoadReports says how the balancer wants endpoints' load reports: none
@@ -277,6 +283,10 @@ func newStrideSchedule(eps []*Endpoint, cfg WeightedRoundRobinConfig, now int64)
 	return out
 }
 
+// clockCheckEvery is how many picks pass between two looks at the clock,
+// which costs more than the pick itself.
+const clockCheckEvery = 256
+
 // strideOffset staggers the endpoints' skipped passes, so that endpoints
 // of equal weight do not skip the same passes.
 const strideOffset = maxStride / 2
@@ -289,6 +299,9 @@ func (p *wrrPicker) Pick(triedList []*Endpoint) *Endpoint {
 	n := uint64(len(p.eps))
 	for range 4 * n {
 		i := p.next.Add(1)
+		if i%clockCheckEvery == 0 {
+			p.s.maybeUpdate(p.s.now())
+		}
 		index := i % n
 		if sched.weights != nil {
 			w := uint64(sched.weights[index])

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/orcaload"
 	"github.com/peervault/pvlb/pkg/statuscode"
 )
 
@@ -41,6 +42,10 @@ type LoadBalancedClient struct {
 	outcomes lb.OutcomeConfig
 	// readsRequest is set when picks read the call's metadata or method.
 	readsRequest bool
+	// loadPerCall is set when the strategy reads the load each call's
+	// trailers report (ORCA); loads, when it reads it out of band.
+	loadPerCall bool
+	loads       *loadStreams
 	*retrier
 
 	closed atomic.Bool
@@ -89,12 +94,18 @@ func NewLoadBalancedClient(balancer *lb.LoadBalancer, config *LoadBalancedClient
 	}
 	c.outcomes = balancer.Config().Outcomes
 	c.readsRequest = balancer.ReadsRequest()
+	if oob, ok := balancer.LoadReports(); ok && oob == 0 {
+		c.loadPerCall = true
+	}
 	if c.pool == nil {
 		pool, err := NewConnPool(balancer, &config.Client, logger, o.dialOpts...)
 		if err != nil {
 			return nil, err
 		}
 		c.pool, c.ownPool = pool, true
+	}
+	if oob, ok := balancer.LoadReports(); ok && oob > 0 {
+		c.loads = newLoadStreams(balancer, c.pool, oob, c.log)
 	}
 	return c, nil
 }
@@ -184,6 +195,12 @@ func (c *LoadBalancedClient) attempt(ctx context.Context, method string, args, r
 	} else if err = c.waitForConnection(ctx, cc); err != nil {
 		c.balancer.Release(e) // refused by max_pending: nothing to say about the endpoint
 		return e, err
+	} else if c.loadPerCall {
+		var trailer metadata.MD
+		err = cc.Invoke(ctx, method, args, reply, append(opts, grpc.Trailer(&trailer))...)
+		if r, ok := orcaload.FromTrailer(trailer); ok {
+			c.balancer.ReportLoad(e, r)
+		}
 	} else {
 		err = cc.Invoke(ctx, method, args, reply, opts...)
 	}
@@ -455,6 +472,9 @@ func (c *LoadBalancedClient) GetStats() ClientStats {
 func (c *LoadBalancedClient) Close() error {
 	if !c.closed.CompareAndSwap(false, true) {
 		return nil
+	}
+	if c.loads != nil {
+		c.loads.Close()
 	}
 	if c.ownPool {
 		if err := c.pool.Close(); err != nil && !errors.Is(err, ErrClosed) {
