@@ -279,10 +279,10 @@ type grpcPicker struct {
 	// (a sticky session key, a hash key); loadPerCall when the strategy
 	// reads the load reports in calls' trailers.
 	readsRequest, loadPerCall bool
-	ready        map[*lb.Endpoint]*subConn
-	subset       *lb.Subset // the endpoints in ready
-	connecting   bool
-	lastErr      error
+	ready                     map[*lb.Endpoint]*subConn
+	subset                    *lb.Subset // the endpoints in ready
+	connecting                bool
+	lastErr                   error
 }
 
 func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
