@@ -1,7 +1,9 @@
 package sim
 
 import (
+	"math"
 	"testing"
+	"time"
 
 	"github.com/peervault/pvlb/pkg/config"
 	"github.com/peervault/pvlb/pkg/latency"
@@ -79,6 +81,34 @@ func TestKeySettingsAreChecked(t *testing.T) {
 		cfg := withBase(lb.RingHash, Config{Servers: servers(1), Requests: 10, RPS: 10, Keys: c.Keys, KeySkew: c.KeySkew})
 		if _, err := Run(cfg); err == nil {
 			t.Errorf("keys %d, skew %g: accepted", c.Keys, c.KeySkew)
+		}
+	}
+}
+
+// Servers of capacities 8, 16 and 32 (each answer takes 10ms) report their
+// load with every answer; weighted_round_robin turns the reports into
+// weights 1:2:4 once the blackout period has passed, and keeps to them
+// with reports every second out of band too.
+func TestWeightedRoundRobinInTheSimulator(t *testing.T) {
+	for _, oob := range []bool{false, true} {
+		srv := servers(1, 1, 1)
+		for i, capacity := range []int{8, 16, 32} {
+			srv[i].Latency = latency.Model{Kind: latency.Fixed, A: 10e6}
+			srv[i].Capacity = capacity
+		}
+		c := withBase(lb.WeightedRoundRobin, Config{Servers: srv, Requests: 80000, RPS: 2000, Seed: 5})
+		w := &lb.WeightedRoundRobinConfig{BlackoutPeriod: time.Second, WeightUpdatePeriod: 100 * time.Millisecond}
+		if oob {
+			w.EnableOOBLoadReport, w.OOBReportingPeriod = true, time.Second
+		}
+		c.Balancer.Strategy.WeightedRoundRobin = w
+		r := run(t, c)
+		got := []float64{r.Servers[0].Share, r.Servers[1].Share, r.Servers[2].Share}
+		t.Logf("out of band %v: shares %.3f %.3f %.3f", oob, got[0], got[1], got[2])
+		for i, want := range []float64{1.0 / 7, 2.0 / 7, 4.0 / 7} {
+			if math.Abs(got[i]-want) > 0.1*want {
+				t.Errorf("out of band %v: server%d's share %.3f, want %.3f within 10%%", oob, i+1, got[i], want)
+			}
 		}
 	}
 }

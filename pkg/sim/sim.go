@@ -249,6 +249,7 @@ const (
 	evConcurrencyChange
 	evPerTryTimeout
 	evHedge
+	evLoadReport
 )
 
 type event struct {
@@ -309,6 +310,7 @@ type server struct {
 	epoch     uint16    // outages so far: work from before one is void
 	checks    lb.HealthRun
 	cache     *keyCache // nil without Behaviour.CacheKeys
+	meter     loadMeter // what it reports of its load, when the strategy reads it
 	missed    latency.Sampler
 	hits      int
 	misses    int
@@ -367,6 +369,10 @@ type simulation struct {
 	reqs     []request
 	free     []int32
 	sessions []context.Context
+	// reportsLoad is set when the strategy reads servers' load reports
+	// (weighted_round_robin): with every answer, or every oobPeriod.
+	reportsLoad bool
+	oobPeriod   int64
 	// keyHashes are the keys' hashes as the balancer takes them; zipf
 	// draws skewed keys.
 	keyHashes []uint64
@@ -471,6 +477,14 @@ func RunContext(ctx context.Context, cfg Config) (*Report, error) {
 			s.schedule(0, evHealthCheck, int32(i), 0)
 		}
 	}
+	if oob, ok := s.clients[0].balancer.LoadReports(); ok {
+		s.reportsLoad, s.oobPeriod = true, int64(oob)
+		for i := range s.servers {
+			if s.oobPeriod > 0 {
+				s.schedule(s.oobPeriod, evLoadReport, int32(i), 0)
+			}
+		}
+	}
 	for i, cc := range cfg.ConcurrencyChanges {
 		s.schedule(int64(cc.At), evConcurrencyChange, 0, uint32(i))
 	}
@@ -522,6 +536,8 @@ func (s *simulation) loop(ctx context.Context) error {
 			}
 		case evRetry:
 			s.attempt(ev.target)
+		case evLoadReport:
+			s.reportLoadOutOfBand(ev.target)
 		case evHealthCheck:
 			s.healthCheck(ev.target)
 		case evOutageStart:
@@ -780,6 +796,9 @@ func (s *simulation) attempt(slot int32) {
 // serve starts the work of request slot's attempt on server idx.
 func (s *simulation) serve(sv *server, idx, slot int32) {
 	r := &s.reqs[slot]
+	if s.reportsLoad {
+		sv.meter.advance(s.now, sv.busy)
+	}
 	sv.busy++
 	s.seq++
 	s.push(event{at: s.now + r.service, seq: s.seq, kind: evAttemptDone, epoch: sv.epoch, target: slot, token: r.token, server: idx})
@@ -790,14 +809,24 @@ func (s *simulation) serve(sv *server, idx, slot int32) {
 // answer.
 func (s *simulation) attemptDone(ev event) {
 	sv := s.servers[ev.server]
-	if ev.epoch == sv.epoch {
-		sv.busy--
-		s.startQueued(sv, ev.server)
-	}
 	slot := ev.target
 	r := &s.reqs[slot]
-	if !r.active || r.token != ev.token {
+	live := r.active && r.token == ev.token
+	if ev.epoch == sv.epoch {
+		if s.reportsLoad {
+			sv.meter.answer(s.now, sv.busy, live && r.fails)
+		}
+		sv.busy--
+		s.startQueued(sv, ev.server)
+		r = &s.reqs[slot]
+	}
+	if !live {
 		return // abandoned: its server went down, or its per-try timeout passed
+	}
+	if s.reportsLoad && s.oobPeriod == 0 {
+		// The answer's trailers carry the server's load.
+		c := s.clients[r.client]
+		c.balancer.ReportLoad(c.eps[ev.server], sv.meter.report(s.now, sv.busy, sv.Capacity))
 	}
 	idx := r.server
 	took := s.now - r.attemptStart
@@ -954,6 +983,9 @@ func (s *simulation) outageStart(idx int32) {
 	// on a reset connection, and every call on it fails and is retried.
 	s.markUnhealthy(idx, "connection lost")
 	sv.epoch++
+	if s.reportsLoad {
+		sv.meter.advance(s.now, sv.busy)
+	}
 	sv.busy, sv.queue = 0, sv.queue[:0]
 	for slot := range s.reqs {
 		r := &s.reqs[slot]
@@ -1219,4 +1251,18 @@ func (sv *server) setBehaviour(b config.Behaviour) {
 	case sv.cache == nil || int(sv.cache.capacity) != b.CacheKeys:
 		sv.cache = newKeyCache(b.CacheKeys)
 	}
+}
+
+// reportLoadOutOfBand sends server idx's load report to every client, as
+// ORCA's out-of-band stream does, unless it is down, and schedules the
+// next.
+func (s *simulation) reportLoadOutOfBand(idx int32) {
+	sv := s.servers[idx]
+	if !sv.down {
+		r := sv.meter.report(s.now, sv.busy, sv.Capacity)
+		for _, c := range s.clients {
+			c.balancer.ReportLoad(c.eps[idx], r)
+		}
+	}
+	s.schedule(s.now+s.oobPeriod, evLoadReport, idx, 0)
 }
