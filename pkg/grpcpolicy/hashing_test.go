@@ -8,10 +8,7 @@ import (
 
 	"google.golang.org/grpc"
 	_ "google.golang.org/grpc/balancer/ringhash" // grpc-go's ring_hash, to compare with
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/resolver"
-	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/peervault/pvlb/internal/testtools"
 	"github.com/peervault/pvlb/pkg/demoserver"
@@ -24,20 +21,8 @@ import (
 // the x-user-id header (gRFC A76), ring sizes as given.
 func grpcRingHashChannel(t *testing.T, servers []*demoserver.Server, minRing, maxRing int) pb.PeerVaultServiceClient {
 	t.Helper()
-	r := manual.NewBuilderWithScheme("ringcompare")
-	var addrs []resolver.Address
-	for _, s := range servers {
-		addrs = append(addrs, resolver.Address{Addr: s.Addr()})
-	}
-	r.InitialState(resolver.State{Addresses: addrs})
 	sc := fmt.Sprintf(`{"loadBalancingConfig": [{"ring_hash_experimental": {"minRingSize": %d, "maxRingSize": %d, "requestHashHeader": "x-user-id"}}]}`, minRing, maxRing)
-	cc, err := grpc.NewClient("ringcompare:///peervault", grpc.WithResolvers(r),
-		grpc.WithDefaultServiceConfig(sc), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return pb.NewPeerVaultServiceClient(cc)
+	return pb.NewPeerVaultServiceClient(grpcChannel(t, servers, sc))
 }
 
 // servedByKey calls once per key, the key in x-user-id, and records

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/peervault/pvlb/internal/testtools"
 	"github.com/peervault/pvlb/pkg/demoserver"
@@ -53,6 +54,25 @@ func newChannel(t testing.TB, balancer *lb.LoadBalancer, servers int) pb.PeerVau
 		}
 	}
 	return stub
+}
+
+// grpcChannel dials servers through a manual resolver with grpc-go's own
+// policy that serviceConfig names, to compare pvlb with.
+func grpcChannel(t testing.TB, servers []*demoserver.Server, serviceConfig string) *grpc.ClientConn {
+	t.Helper()
+	r := manual.NewBuilderWithScheme("grpcgo")
+	var addrs []resolver.Address
+	for _, s := range servers {
+		addrs = append(addrs, resolver.Address{Addr: s.Addr()})
+	}
+	r.InitialState(resolver.State{Addresses: addrs})
+	cc, err := grpc.NewClient("grpcgo:///peervault", grpc.WithResolvers(r),
+		grpc.WithDefaultServiceConfig(serviceConfig), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
 }
 
 func config(kind string) *lb.LoadBalancerConfig {

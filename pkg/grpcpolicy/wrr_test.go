@@ -8,11 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	_ "google.golang.org/grpc/balancer/weightedroundrobin" // grpc-go's, to compare with
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/resolver"
-	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/peervault/pvlb/internal/testtools"
 	"github.com/peervault/pvlb/pkg/demoserver"
@@ -99,19 +95,8 @@ func TestWeightedRoundRobinFromRealLoadReports(t *testing.T) {
 	}
 	t.Cleanup(func() { client.Close() })
 
-	r := manual.NewBuilderWithScheme("wrrcompare")
-	var addrs []resolver.Address
-	for _, s := range servers {
-		addrs = append(addrs, resolver.Address{Addr: s.Addr()})
-	}
-	r.InitialState(resolver.State{Addresses: addrs})
 	sc := fmt.Sprintf(`{"loadBalancingConfig": [{"weighted_round_robin": {"blackoutPeriod": "%gs", "weightUpdatePeriod": "%gs"}}]}`, blackout.Seconds(), update.Seconds())
-	cc, err := grpc.NewClient("wrrcompare:///peervault", grpc.WithResolvers(r),
-		grpc.WithDefaultServiceConfig(sc), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
+	cc := grpcChannel(t, servers, sc)
 
 	got := map[string][]float64{}
 	for _, path := range []struct {
@@ -148,18 +133,7 @@ func TestWeightedRoundRobinFromRealLoadReports(t *testing.T) {
 // channel from the start, and the first report carries their load.
 func TestWeightedRoundRobinFromOutOfBandReports(t *testing.T) {
 	servers := loadServers(t)
-	r := manual.NewBuilderWithScheme("busy")
-	var addrs []resolver.Address
-	for _, s := range servers {
-		addrs = append(addrs, resolver.Address{Addr: s.Addr()})
-	}
-	r.InitialState(resolver.State{Addresses: addrs})
-	busy, err := grpc.NewClient("busy:///peervault", grpc.WithResolvers(r),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"round_robin": {}}]}`), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { busy.Close() })
+	busy := grpcChannel(t, servers, `{"loadBalancingConfig": [{"round_robin": {}}]}`)
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { stop(); wg.Wait() })

@@ -263,3 +263,45 @@ func BenchmarkPickHash(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkWeightedRoundRobin measures weighted_round_robin's pick (with
+// Release) over endpoints whose reports give weights 1..5, and taking one
+// load report, at 3 and 1,000 endpoints.
+func BenchmarkWeightedRoundRobin(b *testing.B) {
+	for _, n := range []int{3, 1000} {
+		zero := time.Duration(0)
+		lb, err := New(Config{Service: "peervault", Strategy: StrategyConfig{Kind: WeightedRoundRobin,
+			WeightedRoundRobin: &WeightedRoundRobinConfig{BlackoutPeriod: zero}}}, nil)
+		must(b, err)
+		must(b, lb.Sync(specs(n)))
+		eps := lb.Endpoints()
+		for i, e := range eps {
+			lb.ReportLoad(e, LoadReport{CPUUtilization: 1 / float64(i%5+1), QPS: 100})
+		}
+		ctx := context.Background()
+		b.Run(fmt.Sprintf("pick/n=%d/serial", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				e, _ := lb.Pick(ctx)
+				lb.Release(e)
+			}
+		})
+		b.Run(fmt.Sprintf("pick/n=%d/parallel", n), func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					e, _ := lb.Pick(ctx)
+					lb.Release(e)
+				}
+			})
+		})
+		b.Run(fmt.Sprintf("report_load/n=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				lb.ReportLoad(eps[i%n], LoadReport{CPUUtilization: 0.5, QPS: 100})
+				i++
+			}
+		})
+	}
+}
