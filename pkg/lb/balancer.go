@@ -524,13 +524,13 @@ func (lb *LoadBalancer) pick(ctx context.Context, key callKey, tried []*Endpoint
 	if picker == nil {
 		return nil, lb.noHealthy(s)
 	}
-	if hp, ok := picker.(*hashPicker); ok && key.set && lb.limits == nil {
-		// A keyed pick without limits: the table lookup and nothing else.
-		e := hp.pickHash(key.hash, tried, nil)
-		lb.acquire(e)
-		return e, nil
-	}
 	if lb.sessions != nil || lb.limits != nil || lb.hashes {
+		if hp, ok := picker.(*hashPicker); ok && key.set && lb.limits == nil {
+			// A keyed pick without limits: the table lookup and nothing else.
+			e := hp.pickHash(key.hash, tried, nil)
+			lb.acquire(e)
+			return e, nil
+		}
 		return lb.pickFrom(ctx, picker, nil, key, tried)
 	}
 	e := picker.Pick(tried)
