@@ -138,13 +138,14 @@ func newMaglevTable(members []hashMember, size int) (hashTable, error) {
 		}
 		return 0
 	})
-	offset := make([]uint64, len(sorted))
 	skip := make([]uint64, len(sorted))
-	next := make([]uint64, len(sorted))
+	// pos is each member's next slot in its permutation: offset + k×skip
+	// mod size, stepped by addition rather than a division per probe.
+	pos := make([]uint64, len(sorted))
 	maxWeight := 0
 	d := xxhash.NewWithSeed(1)
 	for i, m := range sorted {
-		offset[i] = xxhash.Sum64String(m.key) % uint64(size)
+		pos[i] = xxhash.Sum64String(m.key) % uint64(size)
 		d.ResetWithSeed(1)
 		_, _ = d.WriteString(m.key)
 		skip[i] = d.Sum64()%uint64(size-1) + 1
@@ -165,8 +166,10 @@ func newMaglevTable(members []hashMember, size int) (hashTable, error) {
 			targets[i] += float64(m.weight) / float64(maxWeight)
 			for float64(placed[i]) < math.Floor(targets[i]) && filled < size {
 				for {
-					c := (offset[i] + next[i]*skip[i]) % uint64(size)
-					next[i]++
+					c := pos[i]
+					if pos[i] += skip[i]; pos[i] >= uint64(size) {
+						pos[i] -= uint64(size)
+					}
 					if slots[c] < 0 {
 						slots[c] = m.index
 						filled++
