@@ -1,6 +1,7 @@
 package lb
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -66,15 +67,7 @@ func (t *hashTable) find(h uint64) int {
 // [minSize, maxSize].
 func newHashRing(members []hashMember, minSize, maxSize int) hashTable {
 	sorted := slices.Clone(members)
-	slices.SortFunc(sorted, func(a, b hashMember) int {
-		switch {
-		case a.key < b.key:
-			return -1
-		case a.key > b.key:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(sorted, byHashKey)
 	var sum float64
 	for _, m := range sorted {
 		sum += float64(m.weight)
@@ -129,15 +122,7 @@ func newMaglevTable(members []hashMember, size int) (hashTable, error) {
 		return hashTable{}, nil
 	}
 	sorted := slices.Clone(members)
-	slices.SortFunc(sorted, func(a, b hashMember) int {
-		switch {
-		case a.key < b.key:
-			return -1
-		case a.key > b.key:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(sorted, byHashKey)
 	skip := make([]uint64, len(sorted))
 	// pos is each member's next slot in its permutation: offset + k×skip
 	// mod size, stepped by addition rather than a division per probe.
@@ -195,3 +180,5 @@ func IsPrime(n int) bool {
 	}
 	return true
 }
+
+func byHashKey(a, b hashMember) int { return cmp.Compare(a.key, b.key) }
