@@ -6,8 +6,7 @@ import (
 	"sync"
 	"time"
 
-	v3orcaservicegrpc "github.com/cncf/xds/go/xds/service/orca/v3"
-	v3orcaservicepb "github.com/cncf/xds/go/xds/service/orca/v3"
+	orcaservice "github.com/cncf/xds/go/xds/service/orca/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/peervault/pvlb/pkg/lb"
@@ -98,8 +97,8 @@ func (s *loadStreams) stream(ctx context.Context, e *lb.Endpoint) (reported bool
 	if err != nil {
 		return false
 	}
-	st, err := v3orcaservicegrpc.NewOpenRcaServiceClient(cc).StreamCoreMetrics(ctx,
-		&v3orcaservicepb.OrcaLoadReportRequest{ReportInterval: durationpb.New(s.period)})
+	st, err := orcaservice.NewOpenRcaServiceClient(cc).StreamCoreMetrics(ctx,
+		&orcaservice.OrcaLoadReportRequest{ReportInterval: durationpb.New(s.period)})
 	if err != nil {
 		return false
 	}
