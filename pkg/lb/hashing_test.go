@@ -391,3 +391,28 @@ func TestHashBalanceFactorCountsConcurrently(t *testing.T) {
 		t.Errorf("calls in flight after every release: %d, want 0", n)
 	}
 }
+
+// An endpoint whose metadata has hash_key (gRFC A76) is hashed by it, not
+// by its address: a server that comes back at a new address keeps its
+// keys.
+func TestHashingHonoursTheEndpointsHashKey(t *testing.T) {
+	keys := testKeys()[:5000]
+	for _, kind := range hashingKinds {
+		build := func(addresses []string) []string {
+			b, err := New(Config{Service: "peervault", Strategy: StrategyConfig{Kind: kind}}, nil)
+			must(t, err)
+			var specs []EndpointSpec
+			for i, a := range addresses {
+				specs = append(specs, EndpointSpec{ID: fmt.Sprintf("s%d", i), Host: a, Port: 50051, Weight: 1,
+					Metadata: map[string]string{"hash_key": fmt.Sprintf("pod-%d", i)}})
+			}
+			must(t, b.Sync(specs))
+			return mapKeys(t, b, keys)
+		}
+		before := build([]string{"10.0.0.1", "10.0.0.2", "10.0.0.3"})
+		after := build([]string{"10.0.9.1", "10.0.9.2", "10.0.9.3"})
+		if !equalStrings(before, after) {
+			t.Errorf("%s: keys moved when the addresses changed and the hash keys did not", kind)
+		}
+	}
+}
