@@ -32,7 +32,7 @@ type InvokeCmd struct {
 	Service    string        `short:"s" help:"Service (from the configuration) to send through. Needed only when there are several."`
 	Data       string        `short:"d" placeholder:"JSON" help:"Request as JSON; @FILE reads a file, @- standard input. Default: {}."`
 	Header     []string      `short:"H" sep:"none" placeholder:"KEY:VALUE" help:"Request metadata. Repeatable."`
-	Session    string        `placeholder:"ID" help:"Sticky session id for the call."`
+	Session    string        `placeholder:"ID" help:"Session id for the call: a sticky session's, or the key of a ring_hash or maglev strategy."`
 	Count      int           `short:"n" default:"1" help:"Send the call this many times and show who served them."`
 	Timeout    time.Duration `default:"10s" help:"Deadline of each call, retries included."`
 	Verbose    bool          `short:"v" help:"Show the endpoint, the attempts and the latency of each call."`
@@ -101,8 +101,9 @@ func (c *InvokeCmd) Run(a *app) error {
 	if err != nil {
 		return err
 	}
-	if c.Session != "" && !svcCfg.Strategy.Sticky.Enabled {
-		return userErrorf("--session needs sticky sessions, but strategy %q of service %q has none; add a sticky_session block", svcCfg.Strategy.Name, svcCfg.Name)
+	hashes := svcCfg.Strategy.Kind == lb.RingHash || svcCfg.Strategy.Kind == lb.Maglev
+	if c.Session != "" && !svcCfg.Strategy.Sticky.Enabled && !hashes {
+		return userErrorf("--session needs sticky sessions or a hashing strategy (ring_hash, maglev), but strategy %q of service %q is %s without a sticky_session block", svcCfg.Strategy.Name, svcCfg.Name, svcCfg.Strategy.Kind)
 	}
 
 	tally := newTally()
