@@ -43,6 +43,7 @@ type CLI struct {
 type Globals struct {
 	Config      []string         `short:"c" default:"." env:"PVLB_CONFIG" sep:"none" predictor:"hcl" help:"Configuration: a .hcl file, or a directory whose *.hcl files are read together. Repeat -c to read several as one configuration."`
 	LogLevel    string           `default:"warn" enum:"debug,info,warn,error" help:"Log level: ${enum}."`
+	LogFormat   string           `default:"text" enum:"text,json" help:"Log format: ${enum}. Every change of state (health, ejection, panic mode, discovery, plugin restarts) is one line with its service and server."`
 	VersionFlag kong.VersionFlag `name:"version" help:"Print the version and exit."`
 }
 
@@ -135,7 +136,7 @@ func MainContext(ctx context.Context, args []string, stdout, stderr io.Writer) (
 		}
 		return 1
 	}
-	a = &app{ctx: ctx, stdout: stdout, stderr: stderr, globals: &cli.Globals, log: newLogger(stderr, cli.LogLevel), args: args}
+	a = &app{ctx: ctx, stdout: stdout, stderr: stderr, globals: &cli.Globals, log: newLogger(stderr, cli.LogLevel, cli.LogFormat), args: args}
 	err = kctx.Run(a)
 	if ctx.Err() != nil && err != nil {
 		return 1 // interrupted: the shell knows why
@@ -143,10 +144,14 @@ func MainContext(ctx context.Context, args []string, stdout, stderr io.Writer) (
 	return exitStatus(stderr, err)
 }
 
-func newLogger(w io.Writer, level string) *slog.Logger {
+func newLogger(w io.Writer, level, format string) *slog.Logger {
 	var l slog.Level
-	_ = l.UnmarshalText([]byte(level)) // kong's enum already checked it
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	_ = l.UnmarshalText([]byte(level)) // kong's enums already checked both
+	opts := &slog.HandlerOptions{Level: l}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 func versionString() string {

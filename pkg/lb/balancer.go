@@ -272,6 +272,9 @@ func (lb *LoadBalancer) Sync(specs []EndpointSpec) error {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
 	changed, healthChanged := false, false
+	// The first endpoints a service finds are one line; later changes a
+	// line per endpoint.
+	first := len(lb.endpoints) == 0
 	var gone []*Endpoint
 	for id, e := range lb.endpoints {
 		spec, keep := want[id]
@@ -279,6 +282,7 @@ func (lb *LoadBalancer) Sync(specs []EndpointSpec) error {
 			delete(want, id)
 			if old := HealthStatus(e.discovery.Swap(int32(spec.Health))); old != spec.Health {
 				healthChanged = true
+				lb.log.Info("server health changed by discovery", "server", id, "address", e.Address, "from", old, "to", spec.Health)
 			}
 			continue
 		}
@@ -286,10 +290,28 @@ func (lb *LoadBalancer) Sync(specs []EndpointSpec) error {
 		delete(lb.endpoints, id)
 		gone = append(gone, e)
 		changed = true
+		if !keep {
+			lb.log.Info("server removed by discovery", "server", id, "address", e.Address)
+		}
+	}
+	replaced := make(map[string]bool, len(gone))
+	for _, g := range gone {
+		replaced[g.ID] = true
 	}
 	for id, spec := range want {
-		lb.endpoints[id] = newEndpoint(spec)
+		e := newEndpoint(spec)
+		lb.endpoints[id] = e
 		changed = true
+		switch {
+		case first:
+		case replaced[id]:
+			lb.log.Info("server changed by discovery", "server", id, "address", e.Address, "weight", e.Weight, "zone", e.Zone)
+		default:
+			lb.log.Info("server added by discovery", "server", id, "address", e.Address)
+		}
+	}
+	if first && len(specs) > 0 {
+		lb.log.Info("servers discovered", "endpoints", len(specs))
 	}
 	if !changed {
 		if healthChanged {

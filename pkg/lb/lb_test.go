@@ -1,13 +1,16 @@
 package lb
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -579,6 +582,31 @@ func TestEDFTableMatchesTheHeap(t *testing.T) {
 			if want := heap.next(); int(got) != want {
 				t.Fatalf("weights %v: slot %d is %d, the heap says %d", weights, i, got, want)
 			}
+		}
+	}
+}
+
+// Discovery's changes are logged a line per server, each with the
+// service: the first endpoints as one line, then additions, removals,
+// changes and health reported by discovery.
+func TestSyncLogsEveryChange(t *testing.T) {
+	var buf bytes.Buffer
+	cfg := DefaultConfig()
+	cfg.Service = "peervault"
+	b, err := New(cfg, slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	must(t, err)
+	must(t, b.Sync([]EndpointSpec{{ID: "a", Host: "10.0.0.1", Port: 1, Weight: 1}, {ID: "b", Host: "10.0.0.2", Port: 1, Weight: 1}}))
+	must(t, b.Sync([]EndpointSpec{{ID: "a", Host: "10.0.0.1", Port: 1, Weight: 2}, {ID: "c", Host: "10.0.0.3", Port: 1, Weight: 1, Health: HealthUnhealthy}}))
+	must(t, b.Sync([]EndpointSpec{{ID: "a", Host: "10.0.0.1", Port: 1, Weight: 2}, {ID: "c", Host: "10.0.0.3", Port: 1, Weight: 1}}))
+	for _, want := range []string{
+		`msg="servers discovered" service=peervault endpoints=2`,
+		`msg="server changed by discovery" service=peervault server=a address=10.0.0.1:1 weight=2`,
+		`msg="server removed by discovery" service=peervault server=b address=10.0.0.2:1`,
+		`msg="server added by discovery" service=peervault server=c address=10.0.0.3:1`,
+		`msg="server health changed by discovery" service=peervault server=c address=10.0.0.3:1 from=unhealthy to=unknown`,
+	} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("no line with %s in:\n%s", want, buf.String())
 		}
 	}
 }
