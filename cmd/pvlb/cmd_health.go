@@ -17,6 +17,7 @@ import (
 type HealthCmd struct {
 	Service string `short:"s" help:"Report only this service (default: every service)."`
 	Force   bool   `help:"Check every endpoint now with grpc.health.v1, concurrently."`
+	Watch   bool   `help:"Keep checking at each health policy's interval and report every change (health, ejections, endpoints found or lost) as it happens, until interrupted: on a terminal the table redrawn in place, otherwise a line per change (JSON lines with --output json)."`
 	Output  string `short:"o" default:"text" enum:"text,json" help:"Output format: ${enum}."`
 }
 
@@ -38,9 +39,13 @@ static list without --force always is; the balancer sends such endpoints
 traffic); 1 when every endpoint of some service is unhealthy (or the
 configuration is invalid).
 
+With --watch the checks keep running, and every change is reported as
+it happens until interrupted (exit 0).
+
 Examples:
   pvlb health -c examples/basic.hcl --force
-  pvlb health -c examples/basic.hcl --force --output json`
+  pvlb health -c examples/basic.hcl --force --output json
+  pvlb health -c examples/basic.hcl --watch`
 }
 
 type serviceHealth struct {
@@ -69,6 +74,9 @@ func (c *HealthCmd) Run(a *app) error {
 	}
 	if len(services) == 0 {
 		return userErrorf("the configuration declares no service")
+	}
+	if c.Watch {
+		return c.watch(a, cfg, services)
 	}
 	report := make([]serviceHealth, len(services))
 	for i, svc := range services {
