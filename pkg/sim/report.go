@@ -228,11 +228,7 @@ func (s *simulation) report() *Report {
 		Events:         s.log,
 		Scenario:       s.cfg.Scenario,
 	}
-	if s.latency.total > 0 {
-		for _, q := range CDFQuantiles {
-			r.LatencyCDF = append(r.LatencyCDF, CDFPoint{Quantile: q, Latency: Millis(s.latency.quantile(q))})
-		}
-	}
+	r.LatencyCDF = latencyCDF(&s.latency)
 	if r.Concurrency > 0 {
 		r.PeakConcurrency = r.Concurrency
 		for _, cc := range s.cfg.ConcurrencyChanges {
@@ -276,17 +272,33 @@ func (s *simulation) report() *Report {
 		if totalAttempts > 0 {
 			sr.Share = float64(sv.attempts) / float64(totalAttempts)
 		}
-		if b.Strategy.Kind == lb.Weighted {
-			sr.ExpectedShare = float64(sv.Weight) / float64(totalWeight)
-		} else {
-			sr.ExpectedShare = 1 / float64(len(s.servers))
-		}
+		sr.ExpectedShare = expectedShare(b.Strategy.Kind, sv.Weight, totalWeight, len(s.servers))
 		r.Servers = append(r.Servers, sr)
 	}
 	for i := range r.Events {
 		r.Events[i].AtMS = Millis(r.Events[i].At)
 	}
 	return r
+}
+
+// latencyCDF samples h at CDFQuantiles; nil when h is empty.
+func latencyCDF(h *histogram) []CDFPoint {
+	var out []CDFPoint
+	if h.total > 0 {
+		for _, q := range CDFQuantiles {
+			out = append(out, CDFPoint{Quantile: q, Latency: Millis(h.quantile(q))})
+		}
+	}
+	return out
+}
+
+// expectedShare is what a strategy aims to give a server of weight w: its
+// weight's part for weighted, else an equal part.
+func expectedShare(kind string, w, totalWeight, servers int) float64 {
+	if kind == lb.Weighted && totalWeight > 0 {
+		return float64(w) / float64(totalWeight)
+	}
+	return 1 / float64(servers)
 }
 
 // Label names the run's strategy: its block's name and kind, or the kind.

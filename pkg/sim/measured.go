@@ -1,0 +1,114 @@
+package sim
+
+import (
+	"sync"
+	"time"
+
+	"github.com/peervault/pvlb/pkg/lb"
+)
+
+// Measurement gathers what real calls did into a Report of the same shape
+// as a simulation's, so that a prediction and reality can be read side by
+// side (pvlb load). It is safe for concurrent use.
+type Measurement struct {
+	mu      sync.Mutex
+	report  Report
+	index   map[string]int // server id → its place in report.Servers
+	latency histogram
+	servers []histogram
+}
+
+// NewMeasurement starts a measurement of calls to service with the given
+// strategy over servers; servers found later are added as they answer.
+func NewMeasurement(service, strategy, strategyName string, servers []*lb.Endpoint) *Measurement {
+	m := &Measurement{index: map[string]int{}, latency: newHistogram()}
+	m.report.Service, m.report.Strategy, m.report.StrategyName = service, strategy, strategyName
+	for _, e := range servers {
+		m.server(e.ID, e.Address, e.Weight)
+	}
+	return m
+}
+
+// server returns id's place, adding it; the caller holds mu or owns m.
+func (m *Measurement) server(id, address string, weight int) int {
+	if i, ok := m.index[id]; ok {
+		return i
+	}
+	m.index[id] = len(m.report.Servers)
+	m.report.Servers = append(m.report.Servers, ServerReport{ID: id, Address: address, Weight: weight})
+	m.servers = append(m.servers, newHistogram())
+	return len(m.report.Servers) - 1
+}
+
+// MeasuredAttempt is one attempt of a call: the server that took it, how
+// long it took, and whether it failed.
+type MeasuredAttempt struct {
+	Server, Address string
+	Took            time.Duration
+	Failed          bool
+}
+
+// Call records one call: its attempts, how long it took end to end, and
+// whether it succeeded in the end.
+func (m *Measurement) Call(attempts []MeasuredAttempt, took time.Duration, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := &m.report
+	r.Requests++
+	if ok {
+		r.Succeeded++
+		m.latency.record(int64(took))
+	} else {
+		r.Failed++
+	}
+	if len(attempts) > 1 {
+		r.Retries += len(attempts) - 1
+		if ok {
+			r.Recovered++
+		}
+	}
+	if len(attempts) == 0 {
+		r.NoHealthy++
+	}
+	for _, a := range attempts {
+		i := m.server(a.Server, a.Address, 1)
+		s := &r.Servers[i]
+		s.Requests++
+		if a.Failed {
+			s.Errors++
+		} else {
+			m.servers[i].record(int64(a.Took))
+		}
+	}
+}
+
+// Report returns what was measured over elapsed, with each server's share
+// of the attempts.
+func (m *Measurement) Report(elapsed time.Duration) *Report {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.report
+	r.Servers = append([]ServerReport(nil), m.report.Servers...)
+	r.Events = []Event{}
+	r.SimulatedTime = Millis(elapsed)
+	if elapsed > 0 {
+		r.Throughput = float64(r.Succeeded) / elapsed.Seconds()
+	}
+	r.Latency = percentiles(&m.latency)
+	r.LatencyCDF = latencyCDF(&m.latency)
+	attempts, weights := 0, 0
+	for _, s := range r.Servers {
+		attempts += s.Requests
+		weights += s.Weight
+	}
+	for i := range r.Servers {
+		s := &r.Servers[i]
+		s.AttemptTime = percentiles(&m.servers[i])
+		s.Timeline = []int{}
+		if attempts > 0 {
+			s.Share = float64(s.Requests) / float64(attempts)
+		}
+		s.ExpectedShare = expectedShare(r.Strategy, s.Weight, weights, len(r.Servers))
+	}
+	return &r
+}
