@@ -30,6 +30,7 @@ type CLI struct {
 	Validate       ValidateCmd       `cmd:"" help:"Check a configuration: syntax, references, types and values."`
 	Simulate       SimulateCmd       `cmd:"" help:"Send simulated traffic through a service's real balancing strategy and report how it spreads."`
 	Invoke         InvokeCmd         `cmd:"" help:"Send a real gRPC call through the balancer and print the answer and who served it."`
+	Load           LoadCmd           `cmd:"" help:"Drive real traffic through the balancer (a rate or a number in flight) and report it as simulate does."`
 	Health         HealthCmd         `cmd:"" help:"Show every endpoint's health; --force checks them now with grpc.health.v1."`
 	DemoServer     DemoServerCmd     `cmd:"" help:"Run a PeerVault demo server to try pvlb against."`
 	Plugins        PluginsCmd        `cmd:"" help:"List the discovery providers found, bundled and external."`

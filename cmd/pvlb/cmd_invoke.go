@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/peervault/pvlb/pkg/config"
 	"github.com/peervault/pvlb/pkg/invoke"
 	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/rpc"
@@ -26,19 +27,24 @@ import (
 	"github.com/peervault/pvlb/pkg/statuscode"
 )
 
-// InvokeCmd sends a real RPC through the balancer.
-type InvokeCmd struct {
+// callFlags say what invoke and load call, and how.
+type callFlags struct {
 	Method     string        `arg:"" help:"Method to call: /package.Service/Method."`
 	Service    string        `short:"s" help:"Service (from the configuration) to send through. Needed only when there are several."`
 	Data       string        `short:"d" placeholder:"JSON" help:"Request as JSON; @FILE reads a file, @- standard input. Default: {}."`
 	Header     []string      `short:"H" sep:"none" placeholder:"KEY:VALUE" help:"Request metadata. Repeatable."`
 	Session    string        `placeholder:"ID" help:"Session id for the call: a sticky session's, or the key of a ring_hash or maglev strategy."`
-	Count      int           `short:"n" default:"1" help:"Send the call this many times and show who served them."`
 	Timeout    time.Duration `default:"10s" help:"Deadline of each call, retries included."`
-	Verbose    bool          `short:"v" help:"Show the endpoint, the attempts and the latency of each call."`
 	Proto      []string      `placeholder:"FILE" help:"Resolve types from these .proto files instead of server reflection; named from the working directory or from an -I directory."`
 	ImportPath []string      `short:"I" type:"existingdir" placeholder:"DIR" help:"Where --proto files and their imports are found."`
-	Output     string        `short:"o" default:"text" enum:"text,json" help:"Output format: ${enum}. JSON holds the answers (of one call), and per server the calls, failures and latency."`
+}
+
+// InvokeCmd sends a real RPC through the balancer.
+type InvokeCmd struct {
+	callFlags `embed:""`
+	Count     int    `short:"n" default:"1" help:"Send the call this many times and show who served them."`
+	Verbose   bool   `short:"v" help:"Show the endpoint, the attempts and the latency of each call."`
+	Output    string `short:"o" default:"text" enum:"text,json" help:"Output format: ${enum}. JSON holds the answers (of one call), and per server the calls, failures and latency."`
 }
 
 // Help is shown by pvlb invoke --help.
@@ -61,50 +67,75 @@ Examples:
   pvlb invoke -c examples/sticky.hcl /peervault.PeerVaultService/GetUserData -d '{"user_id":"u1"}' --session alice -v`
 }
 
+// startedCall is a service ready to call, and what to call it with.
+type startedCall struct {
+	svc      *service.Service
+	cfg      *config.Service
+	method   protoreflect.MethodDescriptor
+	requests []proto.Message
+	ctx      context.Context // with the metadata and session to send
+}
+
+// start loads the configuration, starts the service (checking every
+// endpoint once; oneShot leaves the checks there, else they go on at the
+// policy's interval), finds the method and builds the requests. The
+// caller closes the service.
+func (c *callFlags) start(a *app, oneShot bool) (_ *startedCall, err error) {
+	body, err := readData(c.Data)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return nil, err
+	}
+	svcCfg, err := pickService(cfg, c.Service)
+	if err != nil {
+		return nil, err
+	}
+	hashes := svcCfg.Strategy.Kind == lb.RingHash || svcCfg.Strategy.Kind == lb.Maglev
+	if c.Session != "" && !svcCfg.Strategy.Sticky.Enabled && !hashes {
+		return nil, userErrorf("--session needs sticky sessions or a hashing strategy (ring_hash, maglev), but strategy %q of service %q is %s without a sticky_session block", svcCfg.Strategy.Name, svcCfg.Name, svcCfg.Strategy.Kind)
+	}
+	svc, err := service.New(a.ctx, svcCfg, service.Options{Logger: a.log, HealthChecks: true, OneShot: oneShot, Host: a.pluginHost(cfg), Config: cfg})
+	if err != nil {
+		return nil, userError{err}
+	}
+	defer func() {
+		if err != nil {
+			svc.Close()
+		}
+	}()
+	svc.Health.ForceHealthCheckAll(a.ctx)
+	if err := requireHealthy(svc); err != nil {
+		return nil, err
+	}
+	md, err := c.resolve(a.ctx, svc)
+	if err != nil {
+		return nil, err
+	}
+	reqs, err := invoke.NewRequests(md, body)
+	if err != nil {
+		return nil, userError{err}
+	}
+	ctx, err := c.outgoing(a.ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &startedCall{svc: svc, cfg: svcCfg, method: md, requests: reqs, ctx: ctx}, nil
+}
+
 // Run invokes.
 func (c *InvokeCmd) Run(a *app) error {
 	if c.Count < 1 {
 		return userErrorf("--count must be at least 1, not %d", c.Count)
 	}
-	body, err := readData(c.Data)
+	call, err := c.start(a, true)
 	if err != nil {
 		return err
 	}
-	cfg, err := a.loadConfig()
-	if err != nil {
-		return err
-	}
-	svcCfg, err := pickService(cfg, c.Service)
-	if err != nil {
-		return err
-	}
-	svc, err := service.New(a.ctx, svcCfg, service.Options{Logger: a.log, HealthChecks: true, OneShot: true, Host: a.pluginHost(cfg), Config: cfg})
-	if err != nil {
-		return userError{err}
-	}
-	defer svc.Close()
-	svc.Health.ForceHealthCheckAll(a.ctx)
-	if err := requireHealthy(svc); err != nil {
-		return err
-	}
-
-	ctx := a.ctx
-	md, err := c.resolve(ctx, svc)
-	if err != nil {
-		return err
-	}
-	reqs, err := invoke.NewRequests(md, body)
-	if err != nil {
-		return userError{err}
-	}
-	ctx, err = c.outgoing(ctx)
-	if err != nil {
-		return err
-	}
-	hashes := svcCfg.Strategy.Kind == lb.RingHash || svcCfg.Strategy.Kind == lb.Maglev
-	if c.Session != "" && !svcCfg.Strategy.Sticky.Enabled && !hashes {
-		return userErrorf("--session needs sticky sessions or a hashing strategy (ring_hash, maglev), but strategy %q of service %q is %s without a sticky_session block", svcCfg.Strategy.Name, svcCfg.Name, svcCfg.Strategy.Kind)
-	}
+	defer call.svc.Close()
+	svc, md, reqs, ctx := call.svc, call.method, call.requests, call.ctx
 
 	tally := newTally()
 	var responses []json.RawMessage
@@ -188,7 +219,7 @@ func requireHealthy(svc *service.Service) error {
 	return userErrorf("%s", b.String())
 }
 
-func (c *InvokeCmd) resolve(ctx context.Context, svc *service.Service) (protoreflect.MethodDescriptor, error) {
+func (c *callFlags) resolve(ctx context.Context, svc *service.Service) (protoreflect.MethodDescriptor, error) {
 	var r invoke.Resolver
 	if len(c.Proto) > 0 {
 		fr, err := invoke.NewProtoFileResolver(ctx, c.Proto, c.ImportPath)
@@ -212,7 +243,7 @@ func (c *InvokeCmd) resolve(ctx context.Context, svc *service.Service) (protoref
 }
 
 // outgoing adds -H metadata and --session to the context.
-func (c *InvokeCmd) outgoing(ctx context.Context) (context.Context, error) {
+func (c *callFlags) outgoing(ctx context.Context) (context.Context, error) {
 	var pairs []string
 	for _, h := range c.Header {
 		k, v, ok := strings.Cut(h, ":")

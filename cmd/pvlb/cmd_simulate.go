@@ -384,7 +384,11 @@ func (c *SimulateCmd) progress(a *app, cfg *sim.Config) func() {
 
 // writeReport prints the report as a table with a bar per share.
 func writeReport(w io.Writer, r *sim.Report) {
-	fmt.Fprintf(w, "Simulated %d requests to service %q: strategy %s, %s, seed %d.\n\n", r.Requests, r.Service, r.Label(), r.Traffic(), r.Seed)
+	if r.Measured {
+		fmt.Fprintf(w, "Measured %d calls to service %q: strategy %s, %s.\n\n", r.Requests, r.Service, r.Label(), r.Traffic())
+	} else {
+		fmt.Fprintf(w, "Simulated %d requests to service %q: strategy %s, %s, seed %d.\n\n", r.Requests, r.Service, r.Label(), r.Traffic(), r.Seed)
+	}
 
 	var table strings.Builder
 	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)
@@ -397,9 +401,13 @@ func writeReport(w io.Writer, r *sim.Report) {
 		if s.LatencyEWMA > 0 {
 			ewma = dur(s.LatencyEWMA)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\t%s\n",
+		peak := strconv.Itoa(s.PeakInFlight)
+		if r.Measured {
+			peak = "-" // a real server's own count, which the client cannot see
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n",
 			s.ID, s.Weight, s.Requests, pct(s.Share), pct(s.ExpectedShare), s.Errors,
-			p50, p90, p99, ewma, s.PeakInFlight, bar(s.Share, 30))
+			p50, p90, p99, ewma, peak, bar(s.Share, 30))
 	}
 	_ = tw.Flush()
 	for _, line := range strings.Split(strings.TrimSuffix(table.String(), "\n"), "\n") {
@@ -432,7 +440,11 @@ func writeReport(w io.Writer, r *sim.Report) {
 	}
 	fmt.Fprintf(w, "Latency    p50 %s  p90 %s  p99 %s  p99.9 %s  max %s (end to end, successful requests)\n",
 		dur(r.Latency.P50), dur(r.Latency.P90), dur(r.Latency.P99), dur(r.Latency.P999), dur(r.Latency.Max))
-	fmt.Fprintf(w, "Time       %s simulated, %.0f requests/s succeeded\n", dur(r.SimulatedTime), r.Throughput)
+	if r.Measured {
+		fmt.Fprintf(w, "Time       %s, %.0f calls/s succeeded\n", dur(r.SimulatedTime), r.Throughput)
+	} else {
+		fmt.Fprintf(w, "Time       %s simulated, %.0f requests/s succeeded\n", dur(r.SimulatedTime), r.Throughput)
+	}
 	if r.Dropped > 0 {
 		fmt.Fprintf(w, "Dropped    %d attempts refused by a full queue (%d waiting on one server)\n", r.Dropped, sim.MaxQueue)
 	}

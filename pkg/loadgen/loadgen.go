@@ -64,8 +64,6 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--duration must be positive and at most %s, not %s", MaxDuration, c.Duration)
 	case c.Total < 0 || c.Total > MaxTotal:
 		return fmt.Errorf("--total must be from 1 to %d, not %d", MaxTotal, c.Total)
-	case c.Call == nil:
-		return errors.New("no call to make")
 	}
 	return nil
 }
@@ -76,6 +74,9 @@ func (c *Config) Validate() error {
 func Run(ctx context.Context, cfg Config, m *sim.Measurement) (*sim.Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.Call == nil {
+		return nil, errors.New("loadgen: no call to make")
 	}
 	runCtx := ctx
 	if cfg.Duration > 0 {

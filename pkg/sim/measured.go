@@ -11,9 +11,10 @@ import (
 // as a simulation's, so that a prediction and reality can be read side by
 // side (pvlb load). It is safe for concurrent use.
 type Measurement struct {
-	mu      sync.Mutex
-	report  Report
-	index   map[string]int // server id → its place in report.Servers
+	mu        sync.Mutex
+	report    Report
+	endpoints map[string]*lb.Endpoint // what the balancer knows of each server
+	index     map[string]int          // server id → its place in report.Servers
 	latency histogram
 	servers []histogram
 }
@@ -21,10 +22,12 @@ type Measurement struct {
 // NewMeasurement starts a measurement of calls to service with the given
 // strategy over servers; servers found later are added as they answer.
 func NewMeasurement(service, strategy, strategyName string, servers []*lb.Endpoint) *Measurement {
-	m := &Measurement{index: map[string]int{}, latency: newHistogram()}
+	m := &Measurement{index: map[string]int{}, endpoints: map[string]*lb.Endpoint{}, latency: newHistogram()}
 	m.report.Service, m.report.Strategy, m.report.StrategyName = service, strategy, strategyName
+	m.report.Measured = true
 	for _, e := range servers {
 		m.server(e.ID, e.Address, e.Weight)
+		m.endpoints[e.ID] = e
 	}
 	return m
 }
@@ -105,6 +108,10 @@ func (m *Measurement) Report(elapsed time.Duration) *Report {
 		s := &r.Servers[i]
 		s.AttemptTime = percentiles(&m.servers[i])
 		s.Timeline = []int{}
+		if e, ok := m.endpoints[s.ID]; ok {
+			s.Outcomes, s.FinalHealth = e.Outcomes(), e.Health()
+			s.LatencyEWMA = Millis(s.Outcomes.LatencyEWMA)
+		}
 		if attempts > 0 {
 			s.Share = float64(s.Requests) / float64(attempts)
 		}

@@ -12,6 +12,9 @@ import (
 type Report struct {
 	Service  string `json:"service"`
 	Strategy string `json:"strategy"`
+	// Measured marks a report of real calls (pvlb load): its times are
+	// wall-clock, and it has no seed, events or time series.
+	Measured bool `json:"measured,omitempty"`
 	// StrategyName is the strategy block's name, when one was used.
 	StrategyName string  `json:"strategy_name,omitempty"`
 	Scenario     string  `json:"scenario,omitempty"`

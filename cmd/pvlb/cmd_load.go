@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/peervault/pvlb/pkg/invoke"
+	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/loadgen"
+	"github.com/peervault/pvlb/pkg/rpc"
+	"github.com/peervault/pvlb/pkg/sim"
+	"github.com/peervault/pvlb/pkg/sim/simreport"
+)
+
+// LoadCmd drives real traffic through the balancer to real servers.
+type LoadCmd struct {
+	callFlags   `embed:""`
+	RPS         float64       `name:"rps" placeholder:"N" help:"Start N calls a second, evenly spaced (open loop)."`
+	Concurrency int           `placeholder:"N" help:"Instead of a rate, keep N calls in flight (closed loop)."`
+	Duration    time.Duration `placeholder:"DURATION" help:"Run this long (at most 24h)."`
+	Total       int           `placeholder:"N" help:"Make this many calls (with --duration too, whichever comes first)."`
+	Sessions    int           `placeholder:"K" help:"Spread the calls over K session ids (sticky sessions, or the keys of ring_hash and maglev)."`
+	Keys        int           `placeholder:"N" help:"Give each call one of N hash keys (lb.WithHashKey), for ring_hash and maglev."`
+	KeySkew     float64       `name:"key-skew" placeholder:"S" help:"Draw --keys from a Zipf distribution of exponent S (above 1) rather than uniformly."`
+	Output      string        `short:"o" default:"text" enum:"text,json" help:"Output format of the final report: ${enum}, the shape of simulate's."`
+	Report      string        `placeholder:"FILE.html" type:"path" help:"Also write the run as an HTML page, as simulate --report does."`
+}
+
+// Help is shown by pvlb load --help.
+func (c *LoadCmd) Help() string {
+	return `Sends real calls through the configured service's balancer (the same
+strategy, health checks, retries and failover as the Go library) at a
+rate (--rps, open loop) or with a number in flight (--concurrency, closed
+loop), for a --duration or a --total, and reports what happened in the
+shape of pvlb simulate's report: per server the calls, share, errors and
+latency, then the totals. On a terminal a line of progress refreshes
+every second; otherwise a line is printed every five seconds. SIGINT
+stops the run early and reports what was measured.
+
+Put a prediction beside reality: run pvlb simulate with the same rate
+and pvlb load against the servers, and compare the two reports.
+
+Examples:
+  pvlb load -c examples/basic.hcl /peervault.PeerVaultService/GetUserData -d '{"user_id":"u1"}' --rps 200 --duration 10s
+  pvlb load -c examples/basic.hcl /peervault.PeerVaultService/GetUserData -d '{"user_id":"u1"}' --concurrency 8 --total 5000 -o json`
+}
+
+// Run loads.
+func (c *LoadCmd) Run(a *app) error {
+	switch {
+	case c.KeySkew != 0 && c.Keys == 0:
+		return userErrorf("--key-skew needs --keys, the number of keys to draw from")
+	case c.KeySkew != 0 && !(c.KeySkew > 1 && c.KeySkew <= 100):
+		return userErrorf("--key-skew is a Zipf exponent above 1 (1.1 is mild, 2 steep; at most 100), not %g", c.KeySkew)
+	case c.Keys < 0 || c.Sessions < 0:
+		return userErrorf("--keys and --sessions must not be negative")
+	case c.Sessions > 0 && c.Session != "":
+		return userErrorf("--session and --sessions exclude each other: one session id, or K of them")
+	}
+	cfg := loadgen.Config{RPS: c.RPS, Concurrency: c.Concurrency, Duration: c.Duration, Total: c.Total, Timeout: c.Timeout}
+	if err := cfg.Validate(); err != nil {
+		return userError{err}
+	}
+	call, err := c.start(a, false)
+	if err != nil {
+		return err
+	}
+	defer call.svc.Close()
+	if c.Keys > 0 && !call.svc.Balancer.HashesKeys() {
+		return userErrorf("--keys has no effect: strategy %q of service %q is %s, which does not hash keys (ring_hash and maglev do)", call.cfg.Strategy.Name, call.cfg.Name, call.cfg.Strategy.Kind)
+	}
+	if c.Sessions > 0 && !call.cfg.Strategy.Sticky.Enabled && !call.svc.Balancer.HashesKeys() {
+		return userErrorf("--sessions needs sticky sessions or a hashing strategy (ring_hash, maglev), but strategy %q of service %q is %s without a sticky_session block", call.cfg.Strategy.Name, call.cfg.Name, call.cfg.Strategy.Kind)
+	}
+	cfg.Call = c.caller(call)
+	var page *os.File
+	if c.Report != "" {
+		if page, err = os.Create(c.Report); err != nil {
+			return userErrorf("--report: %v", err)
+		}
+		defer page.Close()
+	}
+	cfg.Progress, cfg.ProgressEvery = c.progress(a)
+	m := sim.NewMeasurement(call.cfg.Name, call.cfg.Strategy.Kind, call.cfg.Strategy.Name, call.svc.Balancer.Endpoints())
+	// call.ctx carries the -H metadata and --session to every call, and
+	// ends with the command.
+	report, err := loadgen.Run(call.ctx, cfg, m)
+	if isTerminal(a.stderr) {
+		fmt.Fprint(a.stderr, "\r\x1b[K") // clear the progress line
+	}
+	if err != nil && a.ctx.Err() == nil {
+		return userError{err}
+	}
+	if call.cfg.Strategy.Name == "default" {
+		report.StrategyName = ""
+	}
+	if page != nil {
+		if err := simreport.Write(redacting{page}, simreport.Page{Command: commandLine(a.args), Runs: []*sim.Report{report}}); err != nil {
+			return fmt.Errorf("--report: %w", err)
+		}
+		fmt.Fprintf(a.stderr, "pvlb: wrote the report to %s\n", c.Report)
+	}
+	if c.Output == "json" {
+		return writeJSON(a.stdout, report)
+	}
+	writeReport(a.stdout, report)
+	return nil
+}
+
+// caller returns the call loadgen makes: the method through the
+// service's client, with the session or key of call number seq; ctx
+// comes from call.ctx.
+func (c *LoadCmd) caller(call *startedCall) loadgen.Call {
+	var keys func() int
+	if c.Keys > 0 {
+		var mu sync.Mutex
+		r := rand.New(rand.NewPCG(1, 2))
+		if c.KeySkew > 0 {
+			z := rand.NewZipf(r, c.KeySkew, 1, uint64(c.Keys-1))
+			keys = func() int { mu.Lock(); defer mu.Unlock(); return int(z.Uint64()) }
+		} else {
+			keys = func() int { mu.Lock(); defer mu.Unlock(); return r.IntN(c.Keys) }
+		}
+	}
+	return func(ctx context.Context, seq int) ([]sim.MeasuredAttempt, error) {
+		if c.Sessions > 0 {
+			ctx = lb.WithSession(ctx, fmt.Sprintf("session-%d", seq%c.Sessions))
+		}
+		if keys != nil {
+			ctx = lb.WithHashKey(ctx, fmt.Sprintf("key-%d", keys()))
+		}
+		report := &rpc.CallReport{}
+		err := invoke.Call(ctx, call.svc.Client, call.method, call.requests, func(proto.Message) error { return nil }, report)
+		attempts := make([]sim.MeasuredAttempt, len(report.Attempts))
+		for i, at := range report.Attempts {
+			attempts[i] = sim.MeasuredAttempt{Server: at.Server, Address: at.Address, Took: at.Latency, Failed: at.Err != nil}
+		}
+		return attempts, err
+	}
+}
+
+// progress shows the run as it goes: a line refreshed in place on a
+// terminal, else a line every five seconds.
+func (c *LoadCmd) progress(a *app) (func(*sim.Report), time.Duration) {
+	live := isTerminal(a.stderr)
+	every := 5 * time.Second
+	if live {
+		every = time.Second
+	}
+	return func(r *sim.Report) {
+		elapsed := time.Duration(r.SimulatedTime)
+		var shares []string
+		for _, s := range r.Servers {
+			shares = append(shares, fmt.Sprintf("%s %s", s.ID, pct(s.Share)))
+		}
+		line := fmt.Sprintf("%s  %d calls  %.0f/s  p50 %s  p99 %s  failed %d  %s",
+			elapsed.Round(time.Second), r.Requests, float64(r.Requests)/max(elapsed.Seconds(), 1e-9),
+			dur(r.Latency.P50), dur(r.Latency.P99), r.Failed, strings.Join(shares, "  "))
+		if live {
+			fmt.Fprint(a.stderr, "\r\x1b[K"+line)
+		} else {
+			fmt.Fprintln(a.stderr, line)
+		}
+	}, every
+}
