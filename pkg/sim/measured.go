@@ -15,8 +15,8 @@ type Measurement struct {
 	report    Report
 	endpoints map[string]*lb.Endpoint // what the balancer knows of each server
 	index     map[string]int          // server id → its place in report.Servers
-	latency histogram
-	servers []histogram
+	latency   histogram
+	servers   []histogram
 }
 
 // NewMeasurement starts a measurement of calls to service with the given
