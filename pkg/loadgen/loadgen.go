@@ -100,7 +100,7 @@ func Run(ctx context.Context, cfg Config, m *sim.Measurement) (*sim.Report, erro
 		}
 		began := time.Now()
 		attempts, err := cfg.Call(callCtx, seq)
-		m.Call(attempts, time.Since(began), err == nil)
+		m.Call(attempts, began, time.Since(began), err == nil)
 	}
 	stopProgress := progress(runCtx, cfg, m, start)
 	var wg sync.WaitGroup

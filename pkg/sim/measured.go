@@ -17,12 +17,17 @@ type Measurement struct {
 	index     map[string]int          // server id → its place in report.Servers
 	latency   histogram
 	servers   []histogram
+	// start is when the measurement began, which its time series count
+	// from.
+	start    time.Time
+	timeline *timeline
 }
 
 // NewMeasurement starts a measurement of calls to service with the given
 // strategy over servers; servers found later are added as they answer.
 func NewMeasurement(service, strategy, strategyName string, servers []*lb.Endpoint) *Measurement {
-	m := &Measurement{index: map[string]int{}, endpoints: map[string]*lb.Endpoint{}, latency: newHistogram()}
+	m := &Measurement{index: map[string]int{}, endpoints: map[string]*lb.Endpoint{}, latency: newHistogram(),
+		start: time.Now(), timeline: newTimeline(0, 0, 0)}
 	m.report.Service, m.report.Strategy, m.report.StrategyName = service, strategy, strategyName
 	m.report.Measured = true
 	for _, e := range servers {
@@ -40,6 +45,7 @@ func (m *Measurement) server(id, address string, weight int) int {
 	m.index[id] = len(m.report.Servers)
 	m.report.Servers = append(m.report.Servers, ServerReport{ID: id, Address: address, Weight: weight})
 	m.servers = append(m.servers, newHistogram())
+	m.timeline.attempts = append(m.timeline.attempts, nil)
 	return len(m.report.Servers) - 1
 }
 
@@ -51,11 +57,13 @@ type MeasuredAttempt struct {
 	Failed          bool
 }
 
-// Call records one call: its attempts, how long it took end to end, and
-// whether it succeeded in the end.
-func (m *Measurement) Call(attempts []MeasuredAttempt, took time.Duration, ok bool) {
+// Call records one call that began at began: its attempts, how long it
+// took end to end, and whether it succeeded in the end.
+func (m *Measurement) Call(attempts []MeasuredAttempt, began time.Time, took time.Duration, ok bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	at := int64(began.Sub(m.start))
+	m.timeline.finish(at+int64(took), ok, int64(took))
 	r := &m.report
 	r.Requests++
 	if ok {
@@ -75,6 +83,7 @@ func (m *Measurement) Call(attempts []MeasuredAttempt, took time.Duration, ok bo
 	}
 	for _, a := range attempts {
 		i := m.server(a.Server, a.Address, 1)
+		m.timeline.attempt(at, int32(i))
 		s := &r.Servers[i]
 		s.Requests++
 		if a.Failed {
@@ -85,8 +94,8 @@ func (m *Measurement) Call(attempts []MeasuredAttempt, took time.Duration, ok bo
 	}
 }
 
-// Report returns what was measured over elapsed, with each server's share
-// of the attempts.
+// Report returns what was measured over elapsed (since NewMeasurement),
+// with each server's share of the attempts and the time series.
 func (m *Measurement) Report(elapsed time.Duration) *Report {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -98,6 +107,8 @@ func (m *Measurement) Report(elapsed time.Duration) *Report {
 		r.Throughput = float64(r.Succeeded) / elapsed.Seconds()
 	}
 	r.Latency = percentiles(&m.latency)
+	timeline, perServer := m.timeline.series(int64(elapsed))
+	r.Timeline = timeline
 	r.LatencyCDF = latencyCDF(&m.latency)
 	attempts, weights := 0, 0
 	for _, s := range r.Servers {
@@ -107,7 +118,7 @@ func (m *Measurement) Report(elapsed time.Duration) *Report {
 	for i := range r.Servers {
 		s := &r.Servers[i]
 		s.AttemptTime = percentiles(&m.servers[i])
-		s.Timeline = []int{}
+		s.Timeline = perServer[i]
 		if e, ok := m.endpoints[s.ID]; ok {
 			s.Outcomes, s.FinalHealth = e.Outcomes(), e.Health()
 			s.LatencyEWMA = Millis(s.Outcomes.LatencyEWMA)

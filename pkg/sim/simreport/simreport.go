@@ -46,6 +46,10 @@ func Write(w io.Writer, p Page) error {
 	first := p.Runs[0]
 	d := pageData{Command: p.Command, First: first, Compare: len(p.Runs) > 1, Mode: first.Traffic()}
 	d.Title = fmt.Sprintf("pvlb simulate: service %q", first.Service)
+	d.Clock = timeAxis(first)
+	if first.Measured {
+		d.Title = fmt.Sprintf("pvlb load: service %q", first.Service)
+	}
 	if first.Scenario != "" {
 		d.Title += fmt.Sprintf(", scenario %q", first.Scenario)
 	}
@@ -74,6 +78,8 @@ func Write(w io.Writer, p Page) error {
 
 type pageData struct {
 	Title, Command, Mode string
+	// Clock names the time axis: simulated time, or a measured run's.
+	Clock string
 	First                *sim.Report
 	Compare              bool
 	Runs                 []runData
@@ -239,7 +245,7 @@ func stacked(id string, r *sim.Report, end float64, events []mark) string {
 	}
 	ymax := niceMax(top)
 	c := newChart(id, 0, end, 0, ymax, false, false)
-	c.axes("simulated time", "attempts per second", ticks(0, end, 8), ticks(0, ymax, 5), seconds, plain)
+	c.axes(timeAxis(r), "attempts per second", ticks(0, end, 8), ticks(0, ymax, 5), seconds, plain)
 	zero := make([]float64, n)
 	for i, l := range layers {
 		below := zero
@@ -256,7 +262,7 @@ func stacked(id string, r *sim.Report, end float64, events []mark) string {
 func percentilesOverTime(id string, r *sim.Report, end float64, events []mark) string {
 	t := r.Timeline
 	xs := stepTimes(t, len(t.Succeeded))
-	c := latencyChart(id, "latency", end, t.P50, t.P90, t.P99)
+	c := latencyChart(id, "latency", timeAxis(r), end, t.P50, t.P90, t.P99)
 	for i, s := range [][]sim.Millis{t.P50, t.P90, t.P99} {
 		c.line([]string{"p50", "p90", "p99"}[i], colour(i), xs, values(s), false)
 	}
@@ -270,7 +276,7 @@ func tailOverTime(runs []*sim.Report, end float64, events []mark) string {
 	for _, r := range runs {
 		all = append(all, r.Timeline.P99)
 	}
-	c := latencyChart("p99-by-strategy", "p99 latency", end, all...)
+	c := latencyChart("p99-by-strategy", "p99 latency", timeAxis(runs[0]), end, all...)
 	for i, r := range runs {
 		c.line(r.Label(), colour(i), stepTimes(r.Timeline, len(r.Timeline.P99)), values(r.Timeline.P99), false)
 	}
@@ -282,7 +288,7 @@ func tailOverTime(runs []*sim.Report, end float64, events []mark) string {
 // series: a linear axis, or a log one when they span more than a decade
 // and a half, so that a strategy whose tail is a hundred times another's
 // does not flatten the other into the axis.
-func latencyChart(id, what string, end float64, series ...[]sim.Millis) *chart {
+func latencyChart(id, what, clock string, end float64, series ...[]sim.Millis) *chart {
 	lo, hi := math.Inf(1), 0.0
 	for _, s := range series {
 		for _, v := range s {
@@ -294,12 +300,12 @@ func latencyChart(id, what string, end float64, series ...[]sim.Millis) *chart {
 	if hi > 0 && hi/lo > 30 {
 		lo, hi = decades(lo, hi)
 		c := newChart(id, 0, end, lo, hi, false, true)
-		c.axes("simulated time", what+" (log scale)", ticks(0, end, 8), logTicks(lo, hi), seconds, duration)
+		c.axes(clock, what+" (log scale)", ticks(0, end, 8), logTicks(lo, hi), seconds, duration)
 		return c
 	}
 	ymax := niceMax(hi)
 	c := newChart(id, 0, end, 0, ymax, false, false)
-	c.axes("simulated time", what+" (ms)", ticks(0, end, 8), ticks(0, ymax, 5), seconds, plain)
+	c.axes(clock, what+" (ms)", ticks(0, end, 8), ticks(0, ymax, 5), seconds, plain)
 	return c
 }
 
@@ -358,3 +364,11 @@ func values(v []sim.Millis) []float64 {
 var page = template.Must(template.New("page").Funcs(template.FuncMap{
 	"ms": ms, "pct": pct, "at": func(d time.Duration) string { return seconds(d.Seconds()) },
 }).Parse(pageTemplate))
+
+// timeAxis names a run's time axis: simulated time, or a measured run's.
+func timeAxis(r *sim.Report) string {
+	if r.Measured {
+		return "time"
+	}
+	return "simulated time"
+}

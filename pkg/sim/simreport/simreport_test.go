@@ -257,3 +257,40 @@ func abs(v int) int {
 	}
 	return v
 }
+
+// A measured run (pvlb load) makes a page that says so: real calls, the
+// wall clock, no seed; its series come from the calls' own times.
+func TestMeasuredRunPage(t *testing.T) {
+	b, err := lb.New(lb.DefaultConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Sync([]lb.EndpointSpec{{ID: "server1", Host: "10.0.0.1", Port: 1, Weight: 1}, {ID: "server2", Host: "10.0.0.2", Port: 1, Weight: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	m := sim.NewMeasurement("peervault", lb.RoundRobin, "", b.Endpoints())
+	start := time.Now()
+	for i := range 100 {
+		id := fmt.Sprintf("server%d", i%2+1)
+		m.Call([]sim.MeasuredAttempt{{Server: id, Took: time.Millisecond}}, start.Add(time.Duration(i)*10*time.Millisecond), time.Millisecond, true)
+	}
+	r := m.Report(time.Second)
+	if len(r.Timeline.Succeeded) == 0 || len(r.Servers[0].Timeline) == 0 {
+		t.Fatalf("no time series: %+v", r.Timeline)
+	}
+	var page bytes.Buffer
+	if err := Write(&page, Page{Command: "pvlb load ...", Runs: []*sim.Report{r}}); err != nil {
+		t.Fatal(err)
+	}
+	html := page.String()
+	for _, want := range []string{`pvlb load: service &#34;peervault&#34;`, "100 real calls", "Made by pvlb load", ">time<"} {
+		if !strings.Contains(html, want) {
+			t.Errorf("the page lacks %q", want)
+		}
+	}
+	for _, unwanted := range []string{"seed", "simulated time"} {
+		if strings.Contains(html, unwanted) {
+			t.Errorf("a measured run's page says %q", unwanted)
+		}
+	}
+}

@@ -40,8 +40,11 @@ details { margin: 8px 0 16px; }
 </head>
 <body>
 <h1>{{.Title}}</h1>
-<p class="meta">{{.First.Requests}} requests, {{.Mode}}, seed {{.First.Seed}}{{if .Compare}}: every strategy saw the same arrivals and the same random draws per request{{end}}.</p>
+{{if .First.Measured}}<p class="meta">{{.First.Requests}} real calls, {{.Mode}}.</p>
+{{if .Command}}<p class="meta">Made with <code>{{.Command}}</code>.</p>{{end}}
+{{else}}<p class="meta">{{.First.Requests}} requests, {{.Mode}}, seed {{.First.Seed}}{{if .Compare}}: every strategy saw the same arrivals and the same random draws per request{{end}}.</p>
 {{if .Command}}<p class="meta">Made with <code>{{.Command}}</code>; the same command gives the same figures.</p>{{end}}
+{{end}}
 
 {{if .Compare}}
 <h2>Strategies side by side</h2>
@@ -64,7 +67,7 @@ details { margin: 8px 0 16px; }
 
 {{range .Runs}}
 <h2>Strategy {{.Name}}</h2>
-<p class="meta">{{.R.Succeeded}} succeeded, {{.R.Failed}} failed ({{.FailedPct}}), {{.R.Retries}} retries ({{.R.Recovered}} requests recovered by them){{if .R.Dropped}}, {{.R.Dropped}} attempts refused by full queues{{end}}; p50 {{ms .R.Latency.P50}}, p99 {{ms .R.Latency.P99}}, p99.9 {{ms .R.Latency.P999}} over {{ms .R.SimulatedTime}} of simulated time.</p>
+<p class="meta">{{.R.Succeeded}} succeeded, {{.R.Failed}} failed ({{.FailedPct}}), {{.R.Retries}} retries ({{.R.Recovered}} requests recovered by them){{if .R.Dropped}}, {{.R.Dropped}} attempts refused by full queues{{end}}; p50 {{ms .R.Latency.P50}}, p99 {{ms .R.Latency.P99}}, p99.9 {{ms .R.Latency.P999}} over {{ms .R.SimulatedTime}} of {{$.Clock}}.</p>
 <table class="servers">
 <tr><th>server</th><th style="text-align:left">latency model</th><th>attempts</th><th>share</th><th>expected</th><th>errors</th><th>attempt p50</th><th>attempt p99</th><th>peak in flight</th><th>health at end</th></tr>
 {{range .R.Servers}}<tr><td>{{.ID}}</td><td class="model">{{.Latency}}</td><td>{{.Requests}}</td><td>{{pct .Share}}</td><td>{{pct .ExpectedShare}}</td><td>{{.Errors}}</td><td>{{ms .AttemptTime.P50}}</td><td>{{ms .AttemptTime.P99}}</td><td>{{.PeakInFlight}}</td><td>{{.FinalHealth}}</td></tr>
@@ -83,7 +86,8 @@ details { margin: 8px 0 16px; }
 <h2>Latency distribution</h2>
 {{.CDFChart}}
 {{end}}
-<p class="note">Made by pvlb simulate: the production balancer under simulated traffic, on a simulated clock.</p>
+{{if .First.Measured}}<p class="note">Made by pvlb load: real calls through the production balancer to real servers, on the wall clock.</p>
+{{else}}<p class="note">Made by pvlb simulate: the production balancer under simulated traffic, on a simulated clock.</p>{{end}}
 </body>
 </html>
 `
