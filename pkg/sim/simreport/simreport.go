@@ -79,12 +79,12 @@ func Write(w io.Writer, p Page) error {
 type pageData struct {
 	Title, Command, Mode string
 	// Clock names the time axis: simulated time, or a measured run's.
-	Clock string
-	First                *sim.Report
-	Compare              bool
-	Runs                 []runData
-	TailChart, CDFChart  template.HTML
-	Marks                []mark
+	Clock               string
+	First               *sim.Report
+	Compare             bool
+	Runs                []runData
+	TailChart, CDFChart template.HTML
+	Marks               []mark
 }
 
 type runData struct {
