@@ -129,10 +129,11 @@ type Timeline struct {
 // series returns the timeline as reported, every series as long as the
 // run, and each server's attempts (ServerReport.Timeline).
 func (t *timeline) series(end int64) (Timeline, [][]int) {
-	n := len(t.succeeded)
 	if end > 0 {
-		n = max(n, t.point(end-1)+1)
+		t.point(end - 1) // the series reach the run's end
 	}
+	// Taken after point, which may have coarsened the series.
+	n := len(t.succeeded)
 	for i := range t.attempts {
 		t.attempts[i] = append(t.attempts[i], make([]int, n-len(t.attempts[i]))...)
 	}
