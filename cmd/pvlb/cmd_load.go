@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"text/tabwriter"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -15,6 +16,7 @@ import (
 	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/loadgen"
 	"github.com/peervault/pvlb/pkg/rpc"
+	"github.com/peervault/pvlb/pkg/service"
 	"github.com/peervault/pvlb/pkg/sim"
 	"github.com/peervault/pvlb/pkg/sim/simreport"
 )
@@ -40,9 +42,12 @@ strategy, health checks, retries and failover as the Go library) at a
 rate (--rps, open loop) or with a number in flight (--concurrency, closed
 loop), for a --duration or a --total, and reports what happened in the
 shape of pvlb simulate's report: per server the calls, share, errors and
-latency, then the totals. On a terminal a line of progress refreshes
-every second; otherwise a line is printed every five seconds. SIGINT
-stops the run early and reports what was measured.
+latency, then the totals. On a terminal the run is shown as it goes, every
+second: the totals, each server's health, calls, share, errors and
+latency, and the latest changes of health, ejections and discovery.
+Otherwise each change is a line as it happens, and the totals a line
+every five seconds. SIGINT stops the run early and reports what was
+measured.
 
 Put a prediction beside reality: run pvlb simulate with the same rate
 and pvlb load against the servers, and compare the two reports.
@@ -87,14 +92,11 @@ func (c *LoadCmd) Run(a *app) error {
 		}
 		defer page.Close()
 	}
-	cfg.Progress, cfg.ProgressEvery = c.progress(a)
+	cfg.Progress, cfg.ProgressEvery = c.progress(a, call.svc)
 	m := sim.NewMeasurement(call.cfg.Name, call.cfg.Strategy.Kind, call.cfg.Strategy.Name, call.svc.Balancer.Endpoints())
 	// call.ctx carries the -H metadata and --session to every call, and
 	// ends with the command.
 	report, err := loadgen.Run(call.ctx, cfg, m)
-	if isTerminal(a.stderr) {
-		fmt.Fprint(a.stderr, "\r\x1b[K") // clear the progress line
-	}
 	if err != nil && a.ctx.Err() == nil {
 		return userError{err}
 	}
@@ -146,27 +148,58 @@ func (c *LoadCmd) caller(call *startedCall) loadgen.Call {
 	}
 }
 
-// progress shows the run as it goes: a line refreshed in place on a
-// terminal, else a line every five seconds.
-func (c *LoadCmd) progress(a *app) (func(*sim.Report), time.Duration) {
+// progress shows the run as it goes. On a terminal: every second, the
+// totals, a table of the servers (health, calls, share, errors, latency)
+// and the latest changes of health, ejections and discovery, redrawn in
+// place. Otherwise: each change as a line when it happens (looked for
+// every second), and the totals every five seconds.
+func (c *LoadCmd) progress(a *app, svc *service.Service) (func(*sim.Report), time.Duration) {
 	live := isTerminal(a.stderr)
-	every := 5 * time.Second
-	if live {
-		every = time.Second
-	}
+	seen := map[string]map[string]serverState{}
+	var recent []watchEvent
+	looks := 0
 	return func(r *sim.Report) {
+		_, events := watchLook(svc, seen, nil, looks == 0)
+		if looks == 0 {
+			events = nil // the servers as the run starts: the table shows them
+		}
+		looks++
 		elapsed := time.Duration(r.SimulatedTime)
-		var shares []string
-		for _, s := range r.Servers {
-			shares = append(shares, fmt.Sprintf("%s %s", s.ID, pct(s.Share)))
-		}
-		line := fmt.Sprintf("%s  %d calls  %.0f/s  p50 %s  p99 %s  failed %d  %s",
+		totals := fmt.Sprintf("%s  %d calls  %.0f/s  p50 %s  p99 %s  failed %d",
 			elapsed.Round(time.Second), r.Requests, float64(r.Requests)/max(elapsed.Seconds(), 1e-9),
-			dur(r.Latency.P50), dur(r.Latency.P99), r.Failed, strings.Join(shares, "  "))
-		if live {
-			fmt.Fprint(a.stderr, "\r\x1b[K"+line)
-		} else {
-			fmt.Fprintln(a.stderr, line)
+			dur(r.Latency.P50), dur(r.Latency.P99), r.Failed)
+		if !live {
+			for _, e := range events {
+				fmt.Fprintln(a.stderr, e.text())
+			}
+			if looks%5 == 0 {
+				fmt.Fprintln(a.stderr, totals)
+			}
+			return
 		}
-	}, every
+		recent = append(recent, events...)
+		recent = recent[max(0, len(recent)-8):]
+		var b strings.Builder
+		b.WriteString("\x1b[H\x1b[2J" + totals + "\n\n")
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "SERVER\tHEALTH\tCALLS\tSHARE\tERRORS\tP50\tP99")
+		for _, s := range r.Servers {
+			health := "-"
+			if e, ok := svc.Balancer.Endpoint(s.ID); ok {
+				health = e.Health().String()
+				if e.Ejected() {
+					health += ", ejected"
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n", s.ID, health, s.Requests, pct(s.Share), s.Errors, dur(s.AttemptTime.P50), dur(s.AttemptTime.P99))
+		}
+		_ = tw.Flush()
+		if len(recent) > 0 {
+			b.WriteString("\nLatest changes\n")
+			for _, e := range recent {
+				b.WriteString("  " + e.text() + "\n")
+			}
+		}
+		fmt.Fprint(a.stderr, b.String())
+	}, time.Second
 }

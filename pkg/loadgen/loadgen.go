@@ -43,8 +43,8 @@ type Config struct {
 	// Call makes one call; Timeout bounds each.
 	Call    Call
 	Timeout time.Duration
-	// Progress, when set, is called about every ProgressEvery with what
-	// was measured so far.
+	// Progress, when set, is called before the first call and then about
+	// every ProgressEvery with what was measured so far.
 	Progress      func(*sim.Report)
 	ProgressEvery time.Duration
 }
@@ -100,6 +100,9 @@ func Run(ctx context.Context, cfg Config, m *sim.Measurement) (*sim.Report, erro
 		}
 		began := time.Now()
 		attempts, err := cfg.Call(callCtx, seq)
+		if err != nil && ctx.Err() != nil {
+			return // cut short by the run's interruption: not a result
+		}
 		m.Call(attempts, began, time.Since(began), err == nil)
 	}
 	stopProgress := progress(runCtx, cfg, m, start)
@@ -162,6 +165,9 @@ func progress(ctx context.Context, cfg Config, m *sim.Measurement, start time.Ti
 	if every <= 0 {
 		every = time.Second
 	}
+	// Once before the first call, so that what it reports as the start
+	// is the start.
+	cfg.Progress(m.Report(time.Since(start)))
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
