@@ -55,6 +55,8 @@ func Write(w io.Writer, p Page) error {
 	}
 	for i, r := range p.Runs {
 		d.Runs = append(d.Runs, summarise(i, r, first))
+		_, cached := r.CacheHitRate()
+		d.Cached = d.Cached || cached
 	}
 	end := 0.0
 	for _, r := range p.Runs {
@@ -79,9 +81,12 @@ func Write(w io.Writer, p Page) error {
 type pageData struct {
 	Title, Command, Mode string
 	// Clock names the time axis: simulated time, or a measured run's.
-	Clock               string
-	First               *sim.Report
-	Compare             bool
+	Clock   string
+	First   *sim.Report
+	Compare bool
+	// Cached is set when some run's servers cache keys: the comparison
+	// then shows each run's cache hits.
+	Cached              bool
 	Runs                []runData
 	TailChart, CDFChart template.HTML
 	Marks               []mark
@@ -94,6 +99,7 @@ type runData struct {
 	FailedPct               string
 	Busiest, Quietest       string
 	P99Ratio, P999Ratio     string
+	CacheHits               string // the share of keyed attempts that found their key cached; "–" without caches
 	LoadChart, LatencyChart template.HTML
 	Events                  []sim.Event
 	MoreEvents              int
@@ -110,6 +116,10 @@ func summarise(i int, r, first *sim.Report) runData {
 	}
 	d.Busiest, d.Quietest = pct(busiest), pct(quietest)
 	d.P99Ratio, d.P999Ratio = ratio(r.Latency.P99, first.Latency.P99), ratio(r.Latency.P999, first.Latency.P999)
+	d.CacheHits = "–"
+	if rate, ok := r.CacheHitRate(); ok {
+		d.CacheHits = pct(rate)
+	}
 	d.Events = r.Events
 	if len(d.Events) > maxEventRows {
 		d.Events, d.MoreEvents = d.Events[:maxEventRows], len(d.Events)-maxEventRows

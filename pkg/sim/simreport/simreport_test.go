@@ -294,3 +294,31 @@ func TestMeasuredRunPage(t *testing.T) {
 		}
 	}
 }
+
+// A comparison of runs whose servers cache keys shows each run's cache
+// hits; one without caches has no such column.
+func TestComparisonShowsCacheHits(t *testing.T) {
+	run := func(label string, hits, misses int) *sim.Report {
+		return &sim.Report{Service: "peervault", Strategy: label, Requests: hits + misses, Succeeded: hits + misses, CacheHits: hits, CacheMisses: misses,
+			Servers: []sim.ServerReport{{ID: "server1", Share: 1, Timeline: []int{1}}}, Timeline: sim.Timeline{Step: sim.Millis(time.Second), Succeeded: []int{1}, Failed: []int{0}, P50: []sim.Millis{1}, P90: []sim.Millis{1}, P99: []sim.Millis{1}}}
+	}
+	for _, tc := range []struct {
+		runs []*sim.Report
+		want bool
+	}{
+		{[]*sim.Report{run("round_robin", 20, 80), run("ring_hash", 70, 30)}, true},
+		{[]*sim.Report{run("round_robin", 0, 0), run("random", 0, 0)}, false},
+	} {
+		var page bytes.Buffer
+		if err := Write(&page, Page{Runs: tc.runs}); err != nil {
+			t.Fatal(err)
+		}
+		html := page.String()
+		if got := strings.Contains(html, "<th>cache hits</th>"); got != tc.want {
+			t.Errorf("cache hits column: %v, want %v", got, tc.want)
+		}
+		if tc.want && (!strings.Contains(html, "<td>20.0%</td></tr>") || !strings.Contains(html, "<td>70.0%</td></tr>")) {
+			t.Error("the runs' hit rates are not in the table")
+		}
+	}
+}

@@ -49,8 +49,8 @@ details { margin: 8px 0 16px; }
 {{if .Compare}}
 <h2>Strategies side by side</h2>
 <table id="comparison">
-<tr><th>strategy</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>failed</th><th>retries</th><th>busiest</th><th>quietest</th><th>p99 vs first</th><th>p99.9 vs first</th></tr>
-{{range .Runs}}<tr><td><span class="swatch" style="background:{{.Colour}}"></span>{{.Name}}</td><td>{{ms .R.Latency.P50}}</td><td>{{ms .R.Latency.P90}}</td><td>{{ms .R.Latency.P99}}</td><td>{{ms .R.Latency.P999}}</td><td>{{.R.Failed}} ({{.FailedPct}})</td><td>{{.R.Retries}}</td><td>{{.Busiest}}</td><td>{{.Quietest}}</td><td>{{.P99Ratio}}</td><td>{{.P999Ratio}}</td></tr>
+<tr><th>strategy</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>failed</th><th>retries</th><th>busiest</th><th>quietest</th><th>p99 vs first</th><th>p99.9 vs first</th>{{if .Cached}}<th>cache hits</th>{{end}}</tr>
+{{range .Runs}}<tr><td><span class="swatch" style="background:{{.Colour}}"></span>{{.Name}}</td><td>{{ms .R.Latency.P50}}</td><td>{{ms .R.Latency.P90}}</td><td>{{ms .R.Latency.P99}}</td><td>{{ms .R.Latency.P999}}</td><td>{{.R.Failed}} ({{.FailedPct}})</td><td>{{.R.Retries}}</td><td>{{.Busiest}}</td><td>{{.Quietest}}</td><td>{{.P99Ratio}}</td><td>{{.P999Ratio}}</td>{{if $.Cached}}<td>{{.CacheHits}}</td>{{end}}</tr>
 {{end}}</table>
 <p class="note">Latency is end to end, of requests that succeeded, retries included. Busiest and quietest are the largest and smallest server shares of attempts.</p>
 <h3>p99 latency over time</h3>
