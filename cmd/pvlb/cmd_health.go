@@ -19,6 +19,8 @@ type HealthCmd struct {
 	Force   bool   `help:"Check every endpoint now with grpc.health.v1, concurrently."`
 	Watch   bool   `help:"Keep checking at each health policy's interval and report every change (health, ejections, endpoints found or lost) as it happens, until interrupted: on a terminal the table redrawn in place, otherwise a line per change (JSON lines with --output json)."`
 	Output  string `short:"o" default:"text" enum:"text,json" help:"Output format: ${enum}."`
+	// MetricsAddr serves metrics while --watch runs.
+	MetricsAddr string `name:"metrics-addr" placeholder:"HOST:PORT" help:"With --watch, serve the balancers' metrics in Prometheus's text format at http://HOST:PORT/metrics (docs/metrics.md). Off by default."`
 }
 
 // Help is shown by pvlb health --help.
@@ -74,6 +76,9 @@ func (c *HealthCmd) Run(a *app) error {
 	}
 	if len(services) == 0 {
 		return userErrorf("the configuration declares no service")
+	}
+	if c.MetricsAddr != "" && !c.Watch {
+		return userErrorf("--metrics-addr serves metrics while the command runs; it needs --watch")
 	}
 	if c.Watch {
 		return c.watch(a, cfg, services)

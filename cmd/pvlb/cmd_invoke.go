@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -78,9 +79,9 @@ type startedCall struct {
 
 // start loads the configuration, starts the service (checking every
 // endpoint once; oneShot leaves the checks there, else they go on at the
-// policy's interval), finds the method and builds the requests. The
-// caller closes the service.
-func (c *callFlags) start(a *app, oneShot bool) (_ *startedCall, err error) {
+// policy's interval; with meter, recording metrics), finds the method and
+// builds the requests. The caller closes the service.
+func (c *callFlags) start(a *app, oneShot bool, meter metric.MeterProvider) (_ *startedCall, err error) {
 	body, err := readData(c.Data)
 	if err != nil {
 		return nil, err
@@ -97,7 +98,7 @@ func (c *callFlags) start(a *app, oneShot bool) (_ *startedCall, err error) {
 	if c.Session != "" && !svcCfg.Strategy.Sticky.Enabled && !hashes {
 		return nil, userErrorf("--session needs sticky sessions or a hashing strategy (ring_hash, maglev), but strategy %q of service %q is %s without a sticky_session block", svcCfg.Strategy.Name, svcCfg.Name, svcCfg.Strategy.Kind)
 	}
-	svc, err := service.New(a.ctx, svcCfg, service.Options{Logger: a.log, HealthChecks: true, OneShot: oneShot, Host: a.pluginHost(cfg), Config: cfg})
+	svc, err := service.New(a.ctx, svcCfg, service.Options{Logger: a.log, HealthChecks: true, OneShot: oneShot, Host: a.pluginHost(cfg), Config: cfg, Meter: meter})
 	if err != nil {
 		return nil, userError{err}
 	}
@@ -130,7 +131,7 @@ func (c *InvokeCmd) Run(a *app) error {
 	if c.Count < 1 {
 		return userErrorf("--count must be at least 1, not %d", c.Count)
 	}
-	call, err := c.start(a, true)
+	call, err := c.start(a, true, nil)
 	if err != nil {
 		return err
 	}

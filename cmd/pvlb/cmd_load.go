@@ -33,6 +33,7 @@ type LoadCmd struct {
 	KeySkew     float64       `name:"key-skew" placeholder:"S" help:"Draw --keys from a Zipf distribution of exponent S (above 1) rather than uniformly."`
 	Output      string        `short:"o" default:"text" enum:"text,json" help:"Output format of the final report: ${enum}, the shape of simulate's."`
 	Report      string        `placeholder:"FILE.html" type:"path" help:"Also write the run as an HTML page, as simulate --report does."`
+	MetricsAddr string        `name:"metrics-addr" placeholder:"HOST:PORT" help:"Serve the balancer's metrics in Prometheus's text format at http://HOST:PORT/metrics while the run lasts (docs/metrics.md). Off by default."`
 }
 
 // Help is shown by pvlb load --help.
@@ -73,7 +74,12 @@ func (c *LoadCmd) Run(a *app) error {
 	if err := cfg.Validate(); err != nil {
 		return userError{err}
 	}
-	call, err := c.start(a, false)
+	meter, stopMetrics, err := serveMetrics(a, c.MetricsAddr)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	call, err := c.start(a, false, meter)
 	if err != nil {
 		return err
 	}

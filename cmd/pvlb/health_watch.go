@@ -44,6 +44,11 @@ type serverState struct {
 // redrawn in place, with the latest changes under it; otherwise the table
 // once, then a line per change (JSON lines with --output json).
 func (c *HealthCmd) watch(a *app, cfg *config.Config, services []*config.Service) error {
+	meter, stopMetrics, err := serveMetrics(a, c.MetricsAddr)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	var running []*service.Service
 	defer func() {
 		for _, s := range running {
@@ -51,7 +56,7 @@ func (c *HealthCmd) watch(a *app, cfg *config.Config, services []*config.Service
 		}
 	}()
 	for _, svcCfg := range services {
-		svc, err := service.New(a.ctx, svcCfg, service.Options{Logger: a.log, HealthChecks: true, Host: a.pluginHost(cfg), Config: cfg})
+		svc, err := service.New(a.ctx, svcCfg, service.Options{Logger: a.log, HealthChecks: true, Host: a.pluginHost(cfg), Config: cfg, Meter: meter})
 		if err != nil {
 			if a.ctx.Err() != nil {
 				return nil

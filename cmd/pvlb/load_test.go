@@ -1,89 +1,31 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/peervault/pvlb/internal/testtools"
-	"github.com/peervault/pvlb/pkg/demoserver"
 )
 
 // pvlb load reports a server's health changing while it runs, a line as
 // it happens when its output is not a terminal; SIGINT ends the run
-// early with the report of what was measured, exit 0.
+// early with the report of what was measured, exit 0, calls it cut short
+// not counted as failures.
 func TestLoadReportsChangesAndStopsOnSIGINT(t *testing.T) {
-	var servers []*demoserver.Server
-	for i := range 2 {
-		s, err := demoserver.Start("127.0.0.1:0", demoserver.Config{Name: fmt.Sprintf("server%d", i+1)}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(s.Stop)
-		servers = append(servers, s)
-	}
-	cfg := filepath.Join(t.TempDir(), "pvlb.hcl")
-	src := fmt.Sprintf(`discovery "static" "local" {
-  endpoint "server1" { address = %q }
-  endpoint "server2" { address = %q }
-}
-health_policy "quick" {
-  interval            = "200ms"
-  timeout             = "150ms"
-  unhealthy_threshold = 1
-  healthy_threshold   = 1
-}
-service "peervault" {
-  discovery = discovery.static.local
-  health    = health_policy.quick
-}
-`, servers[0].Addr(), servers[1].Addr())
-	if err := os.WriteFile(cfg, []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(pvlbBinary, "load", "-c", cfg, "/peervault.PeerVaultService/GetUserData", "-d", `{"user_id":"u1"}`,
-		"--concurrency", "2", "--duration", "5m")
+	servers := testtools.DemoServers(t, 2)
 	var stdout bytes.Buffer
-	cmd.Stdout = &stdout
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	timer := time.AfterFunc(60*time.Second, func() { _ = cmd.Process.Kill() })
-	defer timer.Stop()
+	p := startPiped(t, "stderr", &stdout, "load", "-c", staticConfig(t, servers, true), "/peervault.PeerVaultService/GetUserData", "-d", `{"user_id":"u1"}`,
+		"--concurrency", "2", "--duration", "5m")
 	testtools.WaitFor(t, "calls to reach server2", func() bool { return servers[1].Calls() > 20 })
 	servers[1].SetServing(false)
-	lines := bufio.NewScanner(stderr)
-	found := ""
-	for found == "" && lines.Scan() {
-		if line := lines.Text(); strings.Contains(line, "server2") && strings.Contains(line, "healthy → unhealthy") {
-			found = line
-		}
-	}
-	if found == "" {
-		t.Fatal("no line said server2 turned unhealthy")
-	}
-	go func() {
-		for lines.Scan() {
-		}
-	}()
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	if ws := exitWithin(t, cmd, 2*exitGrace); ws.ExitStatus() != 0 {
-		t.Errorf("exit status %d after SIGINT, want 0", ws.ExitStatus())
-	}
+	found := p.await(t, "server2", "healthy → unhealthy")
+	p.interrupt(t)
 	out := stdout.String()
 	t.Logf("%s\n%s", found, out)
 	if !strings.Contains(out, "Measured ") || !strings.Contains(out, "server1") {
@@ -92,4 +34,55 @@ service "peervault" {
 	if !strings.Contains(out, " 0 failed") {
 		t.Errorf("calls cut short by SIGINT were counted as failures:\n%s", out)
 	}
+}
+
+// pvlb load --metrics-addr serves the balancer's metrics while it runs:
+// picks per endpoint, which add up to the calls made (less those in
+// flight), and each attempt's duration by endpoint and status.
+func TestLoadServesMetrics(t *testing.T) {
+	servers := testtools.DemoServers(t, 3)
+	p := startPiped(t, "stderr", nil, "load", "-c", staticConfig(t, servers, false), "/peervault.PeerVaultService/GetUserData", "-d", `{"user_id":"u1"}`,
+		"--concurrency", "2", "--duration", "5m", "--metrics-addr", "127.0.0.1:0")
+	_, url, _ := strings.Cut(p.await(t, "pvlb: metrics at "), "pvlb: metrics at ")
+	testtools.WaitFor(t, "calls to reach every server", func() bool {
+		for _, s := range servers {
+			if s.Calls() < 50 {
+				return false
+			}
+		}
+		return true
+	})
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(body)
+	value := func(re string) float64 {
+		t.Helper()
+		m := regexp.MustCompile("(?m)^" + re + " ([0-9.e+]+)$").FindStringSubmatch(text)
+		if m == nil {
+			t.Fatalf("no %s in:\n%s", re, text)
+		}
+		v, _ := strconv.ParseFloat(m[1], 64)
+		return v
+	}
+	var picks float64
+	for _, s := range servers {
+		n := value(fmt.Sprintf(`pvlb_endpoint_picks_total\{grpc_target="peervault",pvlb_address="%s",pvlb_endpoint="%s"\}`, regexp.QuoteMeta(s.Addr()), s.Name()))
+		attempts := value(fmt.Sprintf(`pvlb_client_attempt_duration_seconds_count\{grpc_method="/peervault.PeerVaultService/GetUserData",grpc_status="OK",grpc_target="peervault",pvlb_endpoint="%s"\}`, s.Name()))
+		if attempts > n || n-attempts > 2 {
+			t.Errorf("%s: %v picks, %v attempts recorded", s.Name(), n, attempts)
+		}
+		picks += n
+	}
+	calls := value(`pvlb_client_calls_total\{grpc_target="peervault",pvlb_event="call"\}`)
+	if d := picks - calls; d < -2 || d > 3 { // calls in flight, and the reflection call that found the method
+		t.Errorf("%v picks, %v calls", picks, calls)
+	}
+	p.interrupt(t)
 }

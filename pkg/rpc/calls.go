@@ -20,6 +20,7 @@ import (
 	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/policy"
 	"github.com/peervault/pvlb/pkg/statuscode"
+	"github.com/peervault/pvlb/pkg/telemetry"
 )
 
 // attemptFunc makes one attempt of a unary call on an endpoint not in
@@ -39,6 +40,25 @@ type retrier struct {
 
 	calls, retries, failures atomic.Uint64
 	hedges, hedgeWins        atomic.Uint64
+
+	metrics *telemetry.Metrics // nil without metrics
+}
+
+// useMetrics records every attempt's duration in m, and counts the calls
+// there.
+func (r *retrier) useMetrics(m *telemetry.Metrics) {
+	r.metrics = m
+	m.ObserveCalls(func() telemetry.CallCounts {
+		s := r.stats()
+		return telemetry.CallCounts{Calls: s.Calls, Retries: s.Retries, RetriesRefused: s.RetriesRefused, Hedges: s.Hedges, HedgeWins: s.HedgeWins}
+	})
+}
+
+// measure records an attempt's duration when there are metrics.
+func (r *retrier) measure(ctx context.Context, method string, e *lb.Endpoint, took time.Duration, err error) {
+	if r.metrics != nil && e != nil {
+		r.metrics.Attempt(ctx, method, e, statuscode.Code(status.Code(err)), took)
+	}
 }
 
 func newRetrier(retry policy.Retry, hedging *policy.Hedging, log *slog.Logger) (*retrier, error) {
@@ -104,6 +124,7 @@ func (r *retrier) once(ctx context.Context, method string, args, reply any, trie
 		}
 	}
 	r.limiter.Result(err == nil, err != nil && r.retryable(err))
+	r.measure(ctx, method, e, took, err)
 	if e != nil {
 		report.add(e, took, err)
 		if err != nil {
@@ -184,7 +205,9 @@ func (r *retrier) invokeHedged(ctx context.Context, method string, args any, rep
 		go func() {
 			e, err := attempt(ctx, method, args, copyReply, snapshot, opts, note)
 			note(e)
-			results <- hedgeResult{i: i, e: e, reply: copyReply, took: time.Since(started), err: err}
+			took := time.Since(started)
+			r.measure(ctx, method, e, took, err)
+			results <- hedgeResult{i: i, e: e, reply: copyReply, took: took, err: err}
 		}()
 		// The next copy must avoid this one's endpoint: wait for the pick,
 		// which comes first and fast, not for the call.

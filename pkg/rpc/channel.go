@@ -8,6 +8,7 @@ import (
 
 	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/policy"
+	"github.com/peervault/pvlb/pkg/telemetry"
 )
 
 // ChannelCalls retries and hedges the unary calls of a grpc-go channel on
@@ -26,6 +27,9 @@ import (
 type ChannelCalls struct {
 	r *retrier
 }
+
+// UseMetrics records every attempt's duration and the calls' counts in m.
+func (c *ChannelCalls) UseMetrics(m *telemetry.Metrics) { c.r.useMetrics(m) }
 
 // NewChannelCalls returns the retries and hedging of one channel.
 func NewChannelCalls(retry policy.Retry, hedging *policy.Hedging, logger *slog.Logger) (*ChannelCalls, error) {

@@ -18,6 +18,7 @@ import (
 	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/orcaload"
 	"github.com/peervault/pvlb/pkg/statuscode"
+	"github.com/peervault/pvlb/pkg/telemetry"
 )
 
 // LoadBalancedClient is a grpc.ClientConnInterface that sends every call to
@@ -59,7 +60,12 @@ type ClientOption func(*clientOptions)
 type clientOptions struct {
 	pool     *ConnPool
 	dialOpts []grpc.DialOption
+	metrics  *telemetry.Metrics
 }
+
+// WithMetrics records the client's attempts and calls in m, the metrics
+// of its balancer (telemetry.New).
+func WithMetrics(m *telemetry.Metrics) ClientOption { return func(o *clientOptions) { o.metrics = m } }
 
 // WithConnPool makes the client use pool, typically shared with a
 // HealthChecker, instead of a pool of its own. The client does not close a
@@ -93,6 +99,9 @@ func NewLoadBalancedClient(balancer *lb.LoadBalancer, config *LoadBalancedClient
 		log:      loggerOrDiscard(logger),
 	}
 	c.outcomes = balancer.Config().Outcomes
+	if o.metrics != nil {
+		c.useMetrics(o.metrics)
+	}
 	c.readsRequest = balancer.ReadsRequest()
 	if oob, ok := balancer.LoadReports(); ok && oob == 0 {
 		c.loadPerCall = true

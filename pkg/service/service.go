@@ -10,12 +10,14 @@ import (
 	"fmt"
 	"log/slog"
 
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 
 	"github.com/peervault/pvlb/pkg/config"
 	"github.com/peervault/pvlb/pkg/discovery"
 	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/rpc"
+	"github.com/peervault/pvlb/pkg/telemetry"
 )
 
 // Service is a configured service, running.
@@ -27,6 +29,8 @@ type Service struct {
 	Client   *rpc.LoadBalancedClient
 	// Source follows the discovery plugin; nil for a static list.
 	Source *discovery.Source
+	// metrics are recorded when Options.Meter is set.
+	metrics *telemetry.Metrics
 }
 
 // Options adjusts New.
@@ -44,6 +48,8 @@ type Options struct {
 	Host *discovery.Host
 	// Config is the configuration svc belongs to, for plugin checksums.
 	Config *config.Config
+	// Meter, when set, records the service's metrics (pkg/telemetry).
+	Meter metric.MeterProvider
 }
 
 // ErrNeedsHost is returned for a plugin discovery kind without Options.Host.
@@ -99,7 +105,14 @@ func New(ctx context.Context, svc *config.Service, opts Options) (_ *Service, er
 			return nil, fmt.Errorf("service %q: %w", svc.Name, err)
 		}
 	}
-	if s.Client, err = rpc.NewLoadBalancedClient(s.Balancer, clientCfg, opts.Logger, rpc.WithConnPool(s.Pool)); err != nil {
+	clientOpts := []rpc.ClientOption{rpc.WithConnPool(s.Pool)}
+	if opts.Meter != nil {
+		if s.metrics, err = telemetry.New(opts.Meter, s.Balancer); err != nil {
+			return nil, fmt.Errorf("service %q: metrics: %w", svc.Name, err)
+		}
+		clientOpts = append(clientOpts, rpc.WithMetrics(s.metrics))
+	}
+	if s.Client, err = rpc.NewLoadBalancedClient(s.Balancer, clientCfg, opts.Logger, clientOpts...); err != nil {
 		return nil, fmt.Errorf("service %q: %w", svc.Name, err)
 	}
 	return s, nil
@@ -108,6 +121,9 @@ func New(ctx context.Context, svc *config.Service, opts Options) (_ *Service, er
 // Close stops the health checker and the discovery plugin, and closes every
 // connection.
 func (s *Service) Close() {
+	if s.metrics != nil {
+		_ = s.metrics.Close()
+	}
 	if s.Source != nil {
 		s.Source.Close()
 	}
