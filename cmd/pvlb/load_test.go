@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -85,4 +87,54 @@ func TestLoadServesMetrics(t *testing.T) {
 		t.Errorf("%v picks, %v calls", picks, calls)
 	}
 	p.interrupt(t)
+	dashboardUsesServedMetrics(t, text)
+}
+
+// dashboardUsesServedMetrics checks that every metric the example Grafana
+// dashboard queries is one that pvlb serves (in scraped, a scrape of a
+// running pvlb) and that docs/metrics.md documents.
+func dashboardUsesServedMetrics(t *testing.T, scraped string) {
+	t.Helper()
+	raw, err := os.ReadFile("../../examples/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatalf("examples/grafana-dashboard.json: %v", err)
+	}
+	docs, err := os.ReadFile("../../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served, labels := map[string]bool{}, map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^(pvlb_[a-z_]+)[{ ]`).FindAllStringSubmatch(scraped, -1) {
+		served[m[1]] = true
+	}
+	for _, m := range regexp.MustCompile(`[{,]([a-z_]+)="`).FindAllStringSubmatch(scraped, -1) {
+		labels[m[1]] = true
+	}
+	suffix := regexp.MustCompile(`_(total|seconds|bucket|count|sum)$`)
+	for _, p := range dash.Panels {
+		for _, target := range p.Targets {
+			for _, name := range regexp.MustCompile(`pvlb_[a-z_]+`).FindAllString(target.Expr, -1) {
+				if labels[name] {
+					continue // a label, not a metric
+				}
+				if !served[name] {
+					t.Errorf("panel %q queries %s, which pvlb does not serve", p.Title, name)
+				}
+				// pvlb_endpoint_picks_total is pvlb.endpoint.picks in the docs.
+				otel := strings.ReplaceAll(suffix.ReplaceAllString(suffix.ReplaceAllString(name, ""), ""), "_", ".")
+				if !strings.Contains(strings.ReplaceAll(string(docs), "_", "."), "`"+otel+"`") {
+					t.Errorf("panel %q queries %s, whose metric %s docs/metrics.md does not list", p.Title, name, otel)
+				}
+			}
+		}
+	}
 }

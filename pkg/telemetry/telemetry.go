@@ -124,11 +124,14 @@ func New(mp metric.MeterProvider, b *lb.LoadBalancer) (*Metrics, error) {
 			}
 		}
 		o.ObserveInt64(panicMode, boolInt(st.Panic), target)
-		if l := st.Limited; l != nil {
-			o.ObserveInt64(limited, int64(l.BreakerSkips), metric.WithAttributes(m.target, LimitKey.String("circuit_breaker")))
-			o.ObserveInt64(limited, int64(l.RateLimitSkips), metric.WithAttributes(m.target, LimitKey.String("rate_limit")))
-			o.ObserveInt64(limited, int64(l.Overloaded), metric.WithAttributes(m.target, LimitKey.String("overloaded")))
+		// Zero without limits, so that a dashboard's series exist.
+		var l lb.LimitCounts
+		if st.Limited != nil {
+			l = *st.Limited
 		}
+		o.ObserveInt64(limited, int64(l.BreakerSkips), metric.WithAttributes(m.target, LimitKey.String("circuit_breaker")))
+		o.ObserveInt64(limited, int64(l.RateLimitSkips), metric.WithAttributes(m.target, LimitKey.String("rate_limit")))
+		o.ObserveInt64(limited, int64(l.Overloaded), metric.WithAttributes(m.target, LimitKey.String("overloaded")))
 		m.mu.RLock()
 		var sum CallCounts
 		for _, c := range m.clients {
