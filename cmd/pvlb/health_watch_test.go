@@ -1,10 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/peervault/pvlb/internal/testtools"
@@ -48,7 +54,8 @@ func TestHealthWatchReportsDiscoveryChanges(t *testing.T) {
 	servers := testtools.DemoServers(t, 2)
 	cfg := pluginConfig(t, servers[0].Addr())
 	endpoints := filepath.Join(filepath.Dir(cfg), "endpoints.json")
-	p := startPiped(t, "stdout", nil, "health", "-c", cfg, "--watch", "-o", "json")
+	var stderr lockedBuffer
+	p := startPiped(t, "stdout", &stderr, "health", "-c", cfg, "--watch", "-o", "json", "--metrics-addr", "127.0.0.1:0")
 	p.await(t, `"server":"server1"`, `"event":"present"`)
 	write := func(n int) {
 		var list []string
@@ -69,5 +76,42 @@ func TestHealthWatchReportsDiscoveryChanges(t *testing.T) {
 	p.await(t, `"server":"server2"`, `"event":"added"`)
 	write(1)
 	p.await(t, `"server":"server2"`, `"event":"removed"`)
+	// The metrics count the plugin's updates: the first list and two more.
+	_, url, ok := strings.Cut(stderr.String(), "pvlb: metrics at ")
+	if !ok {
+		t.Fatalf("no metrics address in:\n%s", stderr.String())
+	}
+	resp, err := http.Get(strings.TrimSpace(url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`(?m)^pvlb_discovery_updates_total\{grpc_target="peervault",pvlb_discovery="file"\} (\d+)$`).FindStringSubmatch(string(body))
+	if m == nil {
+		t.Fatalf("no discovery updates in the metrics:\n%s", body)
+	}
+	if n, _ := strconv.Atoi(m[1]); n < 3 {
+		t.Errorf("%d discovery updates counted, want at least 3", n)
+	}
 	p.interrupt(t)
+}
+
+// lockedBuffer is a buffer a process's output is copied into while a test
+// reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -111,6 +111,12 @@ func New(ctx context.Context, svc *config.Service, opts Options) (_ *Service, er
 			return nil, fmt.Errorf("service %q: metrics: %w", svc.Name, err)
 		}
 		clientOpts = append(clientOpts, rpc.WithMetrics(s.metrics))
+		if src := s.Source; src != nil {
+			s.metrics.ObserveDiscovery(svc.Discovery.Kind, func() (int, int) {
+				st := src.Stats()
+				return st.Updates, st.Restarts
+			})
+		}
 	}
 	if s.Client, err = rpc.NewLoadBalancedClient(s.Balancer, clientCfg, opts.Logger, clientOpts...); err != nil {
 		return nil, fmt.Errorf("service %q: %w", svc.Name, err)

@@ -34,6 +34,7 @@ const (
 	ResultKey   = attribute.Key("pvlb.result")
 	LimitKey    = attribute.Key("pvlb.limit")
 	EventKey    = attribute.Key("pvlb.event")
+	SourceKey   = attribute.Key("pvlb.discovery")
 )
 
 // Metrics is one balancer's metrics. Its methods are safe for concurrent
@@ -49,6 +50,10 @@ type Metrics struct {
 	// clients are the call counters of the clients that use these
 	// metrics (see ObserveCalls).
 	clients []func() CallCounts
+	// discovery is the service's discovery plugin's counts, when it has
+	// one (see ObserveDiscovery).
+	discovery     func() (updates, restarts int)
+	discoveryKind attribute.KeyValue
 }
 
 type attemptKey struct {
@@ -94,7 +99,9 @@ func New(mp metric.MeterProvider, b *lb.LoadBalancer) (*Metrics, error) {
 	panicMode, err9 := gauge("pvlb.service.panic", "", "1 while too few endpoints may take traffic and the balancer uses them all (panic mode).")
 	limited, err10 := counter("pvlb.service.limited", "{pick}", "Picks that skipped an endpoint at its circuit breaker or rate limit, and calls refused because none could take them, by limit.")
 	clientCalls, err11 := counter("pvlb.client.calls", "{call}", "Calls the clients made, with their retries, retries the budget refused, hedges and hedges that answered first, by event.")
-	for _, e := range []error{err1, err2, err3, err4, err5, err6, err7, err8, err9, err10, err11} {
+	updates, err12 := counter("pvlb.discovery.updates", "{update}", "Endpoint lists the service's discovery plugin delivered.")
+	restarts, err13 := counter("pvlb.discovery.restarts", "{restart}", "Times the service's discovery plugin was started again after it failed.")
+	for _, e := range []error{err1, err2, err3, err4, err5, err6, err7, err8, err9, err10, err11, err12, err13} {
 		if e != nil {
 			return nil, e
 		}
@@ -133,6 +140,11 @@ func New(mp metric.MeterProvider, b *lb.LoadBalancer) (*Metrics, error) {
 		o.ObserveInt64(limited, int64(l.RateLimitSkips), metric.WithAttributes(m.target, LimitKey.String("rate_limit")))
 		o.ObserveInt64(limited, int64(l.Overloaded), metric.WithAttributes(m.target, LimitKey.String("overloaded")))
 		m.mu.RLock()
+		if m.discovery != nil {
+			u, r := m.discovery()
+			o.ObserveInt64(updates, int64(u), metric.WithAttributes(m.target, m.discoveryKind))
+			o.ObserveInt64(restarts, int64(r), metric.WithAttributes(m.target, m.discoveryKind))
+		}
 		var sum CallCounts
 		for _, c := range m.clients {
 			cc := c()
@@ -149,7 +161,7 @@ func New(mp metric.MeterProvider, b *lb.LoadBalancer) (*Metrics, error) {
 			}
 		}
 		return nil
-	}, picks, calls, inFlight, health, ejected, ejections, checks, ewma, panicMode, limited, clientCalls)
+	}, picks, calls, inFlight, health, ejected, ejections, checks, ewma, panicMode, limited, clientCalls, updates, restarts)
 	if err != nil {
 		return nil, err
 	}
@@ -167,6 +179,14 @@ func boolInt(b bool) int64 {
 func (m *Metrics) ObserveCalls(counts func() CallCounts) {
 	m.mu.Lock()
 	m.clients = append(m.clients, counts)
+	m.mu.Unlock()
+}
+
+// ObserveDiscovery adds the counts of the service's discovery plugin, of
+// kind, to the metrics.
+func (m *Metrics) ObserveDiscovery(kind string, counts func() (updates, restarts int)) {
+	m.mu.Lock()
+	m.discovery, m.discoveryKind = counts, SourceKey.String(kind)
 	m.mu.Unlock()
 }
 
