@@ -9,9 +9,13 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/peervault/pvlb/internal/testtools"
+	"github.com/peervault/pvlb/pkg/grpcpolicy"
 	"github.com/peervault/pvlb/pkg/lb"
+	"github.com/peervault/pvlb/pkg/policy"
 	"github.com/peervault/pvlb/pkg/rpc"
 	"github.com/peervault/pvlb/pkg/statuscode"
 	"github.com/peervault/pvlb/pkg/telemetry"
@@ -41,11 +45,18 @@ func attr(set attribute.Set, k attribute.Key) string {
 	return v.AsString()
 }
 
-// Calls through a LoadBalancedClient to three real servers show up in the
-// metrics as they happened: picks and successes per endpoint, and each
-// attempt's duration by endpoint and status, adding up to the calls made
-// and to what the servers answered.
+// Calls to three real servers show up in the metrics as they happened,
+// through a LoadBalancedClient and through a pvlb:/// channel with its
+// ChannelCalls: picks and successes per endpoint, and each attempt's
+// duration by endpoint and status, adding up to the calls made and to
+// what the servers answered.
 func TestMetricsAddUpToTheCalls(t *testing.T) {
+	for _, path := range []string{"LoadBalancedClient", "pvlb:/// channel"} {
+		t.Run(path, func(t *testing.T) { testMetricsAddUp(t, path) })
+	}
+}
+
+func testMetricsAddUp(t *testing.T, path string) {
 	servers := testtools.DemoServers(t, 3)
 	b, err := lb.New(lb.Config{Service: "peervault", Strategy: lb.StrategyConfig{Kind: lb.RoundRobin}}, nil)
 	if err != nil {
@@ -60,19 +71,36 @@ func TestMetricsAddUpToTheCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = m.Close() })
-	client, err := rpc.NewLoadBalancedClient(b, nil, nil, rpc.WithMetrics(m))
-	if err != nil {
-		t.Fatal(err)
+	var stub pb.PeerVaultServiceClient
+	if path == "LoadBalancedClient" {
+		client, err := rpc.NewLoadBalancedClient(b, nil, nil, rpc.WithMetrics(m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { client.Close() })
+		stub = pb.NewPeerVaultServiceClient(client)
+	} else {
+		calls, err := rpc.NewChannelCalls(policy.DefaultRetry(), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls.UseMetrics(m)
+		cc, err := grpc.NewClient("pvlb:///peervault", grpc.WithResolvers(grpcpolicy.NewResolverBuilder(b)),
+			grpc.WithUnaryInterceptor(calls.UnaryInterceptor()), grpc.WithDisableRetry(),
+			grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		stub = pb.NewPeerVaultServiceClient(cc)
 	}
-	t.Cleanup(func() { client.Close() })
-	stub := pb.NewPeerVaultServiceClient(client)
 	const ok, notFound = 90, 30
 	for i := range ok + notFound {
 		id := "u"
 		if i%4 == 3 {
 			id = "missing-u" // NOT_FOUND: the caller's mistake, neutral for the endpoint
 		}
-		_, _ = stub.GetUserData(context.Background(), &pb.GetUserDataRequest{UserId: id})
+		_, _ = stub.GetUserData(context.Background(), &pb.GetUserDataRequest{UserId: id}, grpc.WaitForReady(true))
 	}
 	got := collect(t, reader)
 
