@@ -10,7 +10,10 @@ type ServerStats struct {
 	Strategy         string `json:"strategy"`
 	StickySession    bool   `json:"sticky_session"`
 	Panic            bool   `json:"panic,omitempty"`
-	ActiveSessions   int    `json:"active_sessions"`
+	// EligibleServers may take traffic now: not unhealthy, not ejected
+	// (all of them in panic mode).
+	EligibleServers int `json:"eligible_servers"`
+	ActiveSessions  int `json:"active_sessions"`
 	// Limited counts what the circuit breakers and rate limit did.
 	Limited *LimitCounts    `json:"limited,omitempty"`
 	Servers []EndpointStats `json:"servers"`
@@ -78,13 +81,14 @@ type EndpointStats struct {
 func (lb *LoadBalancer) GetServerStats() ServerStats {
 	s := lb.current()
 	st := ServerStats{
-		Service:       lb.cfg.Service,
-		TotalServers:  len(s.all),
-		Strategy:      lb.strategy.Name(),
-		StickySession: lb.sessions != nil,
-		Panic:         s.panic,
-		Limited:       lb.Limited(),
-		Servers:       make([]EndpointStats, 0, len(s.all)),
+		Service:         lb.cfg.Service,
+		TotalServers:    len(s.all),
+		Strategy:        lb.strategy.Name(),
+		StickySession:   lb.sessions != nil,
+		Panic:           s.panic,
+		EligibleServers: len(s.eligible),
+		Limited:         lb.Limited(),
+		Servers:         make([]EndpointStats, 0, len(s.all)),
 	}
 	for _, e := range s.all {
 		es := EndpointStats{

@@ -35,6 +35,7 @@ const (
 	LimitKey    = attribute.Key("pvlb.limit")
 	EventKey    = attribute.Key("pvlb.event")
 	SourceKey   = attribute.Key("pvlb.discovery")
+	StateKey    = attribute.Key("pvlb.state")
 )
 
 // Metrics is one balancer's metrics. Its methods are safe for concurrent
@@ -99,9 +100,10 @@ func New(mp metric.MeterProvider, b *lb.LoadBalancer) (*Metrics, error) {
 	panicMode, err9 := gauge("pvlb.service.panic", "", "1 while too few endpoints may take traffic and the balancer uses them all (panic mode).")
 	limited, err10 := counter("pvlb.service.limited", "{pick}", "Picks that skipped an endpoint at its circuit breaker or rate limit, and calls refused because none could take them, by limit.")
 	clientCalls, err11 := counter("pvlb.client.calls", "{call}", "Calls the clients made, with their retries, retries the budget refused, hedges and hedges that answered first, by event.")
+	endpoints, err14 := gauge("pvlb.service.endpoints", "{endpoint}", "The service's endpoints, and those that may take traffic now (not unhealthy, not ejected; all in panic mode), by state: all or eligible.")
 	updates, err12 := counter("pvlb.discovery.updates", "{update}", "Endpoint lists the service's discovery plugin delivered.")
 	restarts, err13 := counter("pvlb.discovery.restarts", "{restart}", "Times the service's discovery plugin was started again after it failed.")
-	for _, e := range []error{err1, err2, err3, err4, err5, err6, err7, err8, err9, err10, err11, err12, err13} {
+	for _, e := range []error{err1, err2, err3, err4, err5, err6, err7, err8, err9, err10, err11, err12, err13, err14} {
 		if e != nil {
 			return nil, e
 		}
@@ -131,6 +133,8 @@ func New(mp metric.MeterProvider, b *lb.LoadBalancer) (*Metrics, error) {
 			}
 		}
 		o.ObserveInt64(panicMode, boolInt(st.Panic), target)
+		o.ObserveInt64(endpoints, int64(st.TotalServers), metric.WithAttributes(m.target, StateKey.String("all")))
+		o.ObserveInt64(endpoints, int64(st.EligibleServers), metric.WithAttributes(m.target, StateKey.String("eligible")))
 		// Zero without limits, so that a dashboard's series exist.
 		var l lb.LimitCounts
 		if st.Limited != nil {
@@ -161,7 +165,7 @@ func New(mp metric.MeterProvider, b *lb.LoadBalancer) (*Metrics, error) {
 			}
 		}
 		return nil
-	}, picks, calls, inFlight, health, ejected, ejections, checks, ewma, panicMode, limited, clientCalls, updates, restarts)
+	}, picks, calls, inFlight, health, ejected, ejections, checks, ewma, panicMode, limited, clientCalls, updates, restarts, endpoints)
 	if err != nil {
 		return nil, err
 	}

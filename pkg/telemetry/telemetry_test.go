@@ -149,6 +149,11 @@ func testMetricsAddUp(t *testing.T, path string) {
 	if healthy != 3 {
 		t.Errorf("%d endpoints of unknown health, want 3 (nothing checks them)", healthy)
 	}
+	for _, dp := range got["pvlb.service.endpoints"].(metricdata.Gauge[int64]).DataPoints {
+		if dp.Value != 3 {
+			t.Errorf("%s endpoints: %d, want 3", attr(dp.Attributes, telemetry.StateKey), dp.Value)
+		}
+	}
 }
 
 // BenchmarkAttempt measures recording one attempt's duration with a real
