@@ -341,6 +341,7 @@ func (s *balancedStream) open() error {
 func (s *balancedStream) failOpen(e *lb.Endpoint, err error) {
 	took := time.Since(s.opened)
 	s.c.balancer.Done(e, took, s.c.classify(s.ctx, err))
+	s.c.measure(s.ctx, s.method, e, took, err)
 	s.report.add(e, took, err)
 	s.c.limiter.Result(false, s.c.retryable(err))
 	s.tried = append(s.tried, e)
@@ -425,7 +426,9 @@ func (s *balancedStream) endAttempt(err error) {
 	if err == io.EOF {
 		err = nil
 	}
-	s.report.add(s.endpoint, time.Since(s.opened), err)
+	took := time.Since(s.opened)
+	s.c.measure(s.ctx, s.method, s.endpoint, took, err)
+	s.report.add(s.endpoint, took, err)
 	s.c.limiter.Result(err == nil, err != nil && s.c.retryable(err))
 	if err != nil {
 		s.tried = append(s.tried, s.endpoint)

@@ -102,6 +102,21 @@ func testMetricsAddUp(t *testing.T, path string) {
 		}
 		_, _ = stub.GetUserData(context.Background(), &pb.GetUserDataRequest{UserId: id}, grpc.WaitForReady(true))
 	}
+	// A server stream's attempt counts too, on the client's own path (a
+	// channel's streams are grpc-go's to time).
+	extra := int64(0)
+	if path == "LoadBalancedClient" {
+		extra = 1
+		st, err := stub.WatchUserEvents(context.Background(), &pb.WatchUserEventsRequest{UserId: "u", Count: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			if _, err := st.Recv(); err != nil {
+				break
+			}
+		}
+	}
 	got := collect(t, reader)
 
 	picks := got["pvlb.endpoint.picks"].(metricdata.Sum[int64])
@@ -115,29 +130,40 @@ func testMetricsAddUp(t *testing.T, path string) {
 		}
 		totalPicks += dp.Value
 	}
-	if totalPicks != ok+notFound {
-		t.Errorf("%d picks, want %d", totalPicks, ok+notFound)
+	if totalPicks != ok+notFound+extra {
+		t.Errorf("%d picks, want %d", totalPicks, ok+notFound+extra)
 	}
 	byOutcome := map[string]int64{}
 	for _, dp := range got["pvlb.endpoint.calls"].(metricdata.Sum[int64]).DataPoints {
 		byOutcome[attr(dp.Attributes, telemetry.OutcomeKey)] += dp.Value
 	}
-	if byOutcome["success"] != ok || byOutcome["neutral"] != notFound || byOutcome["failure"] != 0 {
-		t.Errorf("calls by outcome %v, want %d successes and %d neutral", byOutcome, ok, notFound)
+	if byOutcome["success"] != ok+extra || byOutcome["neutral"] != notFound || byOutcome["failure"] != 0 {
+		t.Errorf("calls by outcome %v, want %d successes and %d neutral", byOutcome, ok+extra, notFound)
 	}
 	byStatus := map[string]uint64{}
+	streams := uint64(0)
 	for _, dp := range got["pvlb.client.attempt.duration"].(metricdata.Histogram[float64]).DataPoints {
-		byStatus[attr(dp.Attributes, telemetry.StatusKey)] += dp.Count
-		if attr(dp.Attributes, telemetry.MethodKey) != "/peervault.PeerVaultService/GetUserData" || attr(dp.Attributes, telemetry.TargetKey) != "peervault" {
+		switch attr(dp.Attributes, telemetry.MethodKey) {
+		case "/peervault.PeerVaultService/GetUserData":
+			byStatus[attr(dp.Attributes, telemetry.StatusKey)] += dp.Count
+		case "/peervault.PeerVaultService/WatchUserEvents":
+			streams += dp.Count
+		default:
 			t.Errorf("attempt attributes %v", dp.Attributes.ToSlice())
 		}
+		if attr(dp.Attributes, telemetry.TargetKey) != "peervault" {
+			t.Errorf("attempt attributes %v", dp.Attributes.ToSlice())
+		}
+	}
+	if streams != uint64(extra) {
+		t.Errorf("%d stream attempts recorded, want %d", streams, extra)
 	}
 	if byStatus["OK"] != ok || byStatus["NOT_FOUND"] != notFound {
 		t.Errorf("attempts by status %v, want %d OK and %d NOT_FOUND", byStatus, ok, notFound)
 	}
 	for _, dp := range got["pvlb.client.calls"].(metricdata.Sum[int64]).DataPoints {
-		if attr(dp.Attributes, telemetry.EventKey) == "call" && dp.Value != ok+notFound {
-			t.Errorf("%d calls counted, want %d", dp.Value, ok+notFound)
+		if attr(dp.Attributes, telemetry.EventKey) == "call" && dp.Value != ok+notFound+extra {
+			t.Errorf("%d calls counted, want %d", dp.Value, ok+notFound+extra)
 		}
 	}
 	healthy := 0
