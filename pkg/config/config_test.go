@@ -814,11 +814,30 @@ service "svc" { discovery = discovery.static.s }
 	}
 }
 
+// openService declares a static source and opens a service block using
+// it, for a test to add a block and close it.
+const openService = "discovery \"static\" \"s\" {\n  endpoint \"a\" { address = \"h:1\" }\n}\nservice \"svc\" {\n  discovery = discovery.static.s\n"
+
+// wantLocatedError loads block inside the service of openService and
+// wants an error saying want, every diagnostic located in the block.
+func wantLocatedError(t *testing.T, block, want string) {
+	t.Helper()
+	_, diags := load(t, openService+"  "+block+"\n}")
+	if !diags.HasErrors() || !strings.Contains(diags.Error(), want) {
+		t.Errorf("%s: got %v, want an error with %q", block, diags, want)
+	}
+	for _, d := range diags {
+		if d.Subject == nil || d.Subject.Start.Line < 6 {
+			t.Errorf("%s: %q is not located in the block", block, d.Summary)
+		}
+	}
+}
+
 // A retry block takes gRPC's backoff names, Envoy's per_try_timeout and
 // Finagle's budget (on by default) or A6's throttling; mistakes are
 // located.
 func TestRetryBudgetAndBackoff(t *testing.T) {
-	base := "discovery \"static\" \"s\" {\n  endpoint \"a\" { address = \"h:1\" }\n}\nservice \"svc\" {\n  discovery = discovery.static.s\n"
+	base := openService
 	cfg, diags := load(t, base+`}`)
 	if diags.HasErrors() {
 		t.Fatal(diags)
@@ -873,22 +892,14 @@ func TestRetryBudgetAndBackoff(t *testing.T) {
 		"retry {\n    throttling {\n      max_tokens = 2000\n      token_ratio = 1\n    }\n  }": "max_tokens must be from 0.001 to 1000",
 		"retry {\n    backoff_multiplier = 0.5\n  }":                                            "backoff_multiplier must be from 1 to 10",
 	} {
-		_, diags := load(t, base+"  "+src+"\n}")
-		if !diags.HasErrors() || !strings.Contains(diags.Error(), want) {
-			t.Errorf("%s: got %v, want an error with %q", src, diags, want)
-		}
-		for _, d := range diags {
-			if d.Subject == nil || d.Subject.Start.Line < 6 {
-				t.Errorf("%s: %q is not located in the retry block", src, d.Summary)
-			}
-		}
+		wantLocatedError(t, src, want)
 	}
 }
 
 // circuit_breakers and rate_limit reach the balancer's config; mistakes
 // are located.
 func TestCircuitBreakersAndRateLimit(t *testing.T) {
-	base := "discovery \"static\" \"s\" {\n  endpoint \"a\" { address = \"h:1\" }\n}\nservice \"svc\" {\n  discovery = discovery.static.s\n"
+	base := openService
 	cfg, diags := load(t, base+`  circuit_breakers {
     max_requests              = 1024
     max_requests_per_endpoint = 4
@@ -914,20 +925,12 @@ func TestCircuitBreakersAndRateLimit(t *testing.T) {
 		"rate_limit { requests_per_second = -1 }":                        "requests_per_second must be from 0.001",
 		"rate_limit {\n    requests_per_second = 10\n    burst = 0\n  }": "burst must be a whole number from 1",
 	} {
-		_, diags := load(t, base+"  "+src+"\n}")
-		if !diags.HasErrors() || !strings.Contains(diags.Error(), want) {
-			t.Errorf("%s: got %v, want an error with %q", src, diags, want)
-		}
-		for _, d := range diags {
-			if d.Subject == nil || d.Subject.Start.Line < 6 {
-				t.Errorf("%s: %q is not located in its block", src, d.Summary)
-			}
-		}
+		wantLocatedError(t, src, want)
 	}
 }
 
 func TestHedgingBlock(t *testing.T) {
-	base := "discovery \"static\" \"s\" {\n  endpoint \"a\" { address = \"h:1\" }\n}\nservice \"svc\" {\n  discovery = discovery.static.s\n"
+	base := openService
 	cfg, diags := load(t, base+`  hedging {
     max_attempts    = 3
     delay           = "40ms"
@@ -959,15 +962,7 @@ func TestHedgingBlock(t *testing.T) {
 		"hedging {\n    methods = [\"[\"]\n  }":                       "is neither a method name nor a valid pattern",
 		"hedging {\n    max_attempts = 6\n    methods = [\"*\"]\n  }": "max_attempts must be a whole number from 2 to 5",
 	} {
-		_, diags := load(t, base+"  "+src+"\n}")
-		if !diags.HasErrors() || !strings.Contains(diags.Error(), want) {
-			t.Errorf("%s: got %v, want an error with %q", src, diags, want)
-		}
-		for _, d := range diags {
-			if d.Subject == nil || d.Subject.Start.Line < 6 {
-				t.Errorf("%s: %q is not located in its block", src, d.Summary)
-			}
-		}
+		wantLocatedError(t, src, want)
 	}
 }
 

@@ -6,12 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/peervault/pvlb/internal/testtools"
 	"github.com/peervault/pvlb/pkg/demoserver"
-	"github.com/peervault/pvlb/pkg/grpcpolicy"
 	"github.com/peervault/pvlb/pkg/latency"
 	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/policy"
@@ -35,15 +31,7 @@ func callsChannel(t *testing.T, servers []*demoserver.Server, retry policy.Retry
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, err := grpc.NewClient("pvlb:///peervault",
-		grpc.WithResolvers(grpcpolicy.NewResolverBuilder(balancer)),
-		grpc.WithUnaryInterceptor(calls.UnaryInterceptor()),
-		grpc.WithDisableRetry(),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
+	cc := testtools.CallsChannel(t, balancer, calls)
 	return pb.NewPeerVaultServiceClient(cc), calls
 }
 

@@ -13,7 +13,6 @@ import (
 	"github.com/peervault/pvlb/internal/testtools"
 	"github.com/peervault/pvlb/pkg/demoserver"
 	"github.com/peervault/pvlb/pkg/lb"
-	"github.com/peervault/pvlb/pkg/rpc"
 	pb "github.com/peervault/pvlb/proto/peervault/v1"
 )
 
@@ -63,11 +62,7 @@ func TestRingHashPicksAsGRPCGoDoes(t *testing.T) {
 				t.Fatal(err)
 			}
 			testtools.AddServers(t, balancer, servers)
-			client, err := rpc.NewLoadBalancedClient(balancer, nil, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { client.Close() })
+			client := testtools.LoadBalancedClient(t, balancer, nil)
 			for name, stub := range map[string]pb.PeerVaultServiceClient{
 				"pvlb:/// channel":   newChannelTo(t, balancer),
 				"LoadBalancedClient": pb.NewPeerVaultServiceClient(client),

@@ -7,14 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/peervault/pvlb/internal/testtools"
 	"github.com/peervault/pvlb/pkg/demoserver"
-	"github.com/peervault/pvlb/pkg/grpcpolicy"
 	"github.com/peervault/pvlb/pkg/latency"
 	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/policy"
@@ -42,11 +39,7 @@ func stubOn(t *testing.T, path string, balancer *lb.LoadBalancer, ready int) pb.
 	t.Helper()
 	switch path {
 	case "client":
-		client, err := rpc.NewLoadBalancedClient(balancer, nil, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = client.Close() })
+		client := testtools.LoadBalancedClient(t, balancer, nil)
 		return pb.NewPeerVaultServiceClient(client)
 	case "channel":
 		return newChannel(t, balancer, ready)
@@ -55,15 +48,7 @@ func stubOn(t *testing.T, path string, balancer *lb.LoadBalancer, ready int) pb.
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, err := grpc.NewClient("pvlb:///peervault",
-		grpc.WithResolvers(grpcpolicy.NewResolverBuilder(balancer)),
-		grpc.WithUnaryInterceptor(calls.UnaryInterceptor()),
-		grpc.WithDisableRetry(),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
+	cc := testtools.CallsChannel(t, balancer, calls)
 	return pb.NewPeerVaultServiceClient(cc)
 }
 

@@ -14,7 +14,6 @@ import (
 	"github.com/peervault/pvlb/pkg/demoserver"
 	"github.com/peervault/pvlb/pkg/latency"
 	"github.com/peervault/pvlb/pkg/lb"
-	"github.com/peervault/pvlb/pkg/rpc"
 	pb "github.com/peervault/pvlb/proto/peervault/v1"
 )
 
@@ -89,11 +88,7 @@ func TestWeightedRoundRobinFromRealLoadReports(t *testing.T) {
 		testtools.AddServers(t, b, servers)
 		return b
 	}
-	client, err := rpc.NewLoadBalancedClient(newBalancer(), nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
+	client := testtools.LoadBalancedClient(t, newBalancer(), nil)
 
 	sc := fmt.Sprintf(`{"loadBalancingConfig": [{"weighted_round_robin": {"blackoutPeriod": "%gs", "weightUpdatePeriod": "%gs"}}]}`, blackout.Seconds(), update.Seconds())
 	cc := grpcChannel(t, servers, sc)
@@ -162,11 +157,7 @@ func TestWeightedRoundRobinFromOutOfBandReports(t *testing.T) {
 		t.Fatal(err)
 	}
 	testtools.AddServers(t, b, servers)
-	client, err := rpc.NewLoadBalancedClient(b, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
+	client := testtools.LoadBalancedClient(t, b, nil)
 	for _, path := range []struct {
 		name string
 		stub pb.PeerVaultServiceClient

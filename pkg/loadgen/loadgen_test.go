@@ -31,11 +31,7 @@ func target(t *testing.T) (*lb.LoadBalancer, loadgen.Call, func() map[string]int
 		t.Fatal(err)
 	}
 	testtools.AddServers(t, b, servers)
-	client, err := rpc.NewLoadBalancedClient(b, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
+	client := testtools.LoadBalancedClient(t, b, nil)
 	stub := pb.NewPeerVaultServiceClient(client)
 	call := func(ctx context.Context, _ int) ([]sim.MeasuredAttempt, error) {
 		report := &rpc.CallReport{}

@@ -41,11 +41,7 @@ func roundRobinClient(t *testing.T, servers []*demoserver.Server, ccfg *rpc.Load
 		t.Fatal(err)
 	}
 	testtools.AddServers(t, balancer, servers)
-	client, err := rpc.NewLoadBalancedClient(balancer, ccfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = client.Close() })
+	client := testtools.LoadBalancedClient(t, balancer, ccfg)
 	return client
 }
 

@@ -10,10 +10,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/peervault/pvlb/internal/testtools"
-	"github.com/peervault/pvlb/pkg/grpcpolicy"
 	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/policy"
 	"github.com/peervault/pvlb/pkg/rpc"
@@ -73,26 +71,14 @@ func testMetricsAddUp(t *testing.T, path string) {
 	t.Cleanup(func() { _ = m.Close() })
 	var stub pb.PeerVaultServiceClient
 	if path == "LoadBalancedClient" {
-		client, err := rpc.NewLoadBalancedClient(b, nil, nil, rpc.WithMetrics(m))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { client.Close() })
-		stub = pb.NewPeerVaultServiceClient(client)
+		stub = pb.NewPeerVaultServiceClient(testtools.LoadBalancedClient(t, b, nil, rpc.WithMetrics(m)))
 	} else {
 		calls, err := rpc.NewChannelCalls(policy.DefaultRetry(), nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		calls.UseMetrics(m)
-		cc, err := grpc.NewClient("pvlb:///peervault", grpc.WithResolvers(grpcpolicy.NewResolverBuilder(b)),
-			grpc.WithUnaryInterceptor(calls.UnaryInterceptor()), grpc.WithDisableRetry(),
-			grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cc.Close() })
-		stub = pb.NewPeerVaultServiceClient(cc)
+		stub = pb.NewPeerVaultServiceClient(testtools.CallsChannel(t, b, calls))
 	}
 	const ok, notFound = 90, 30
 	for i := range ok + notFound {
