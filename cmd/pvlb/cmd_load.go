@@ -93,10 +93,16 @@ func (c *LoadCmd) Run(a *app) error {
 	cfg.Call = c.caller(call)
 	var page *os.File
 	if c.Report != "" {
+		// Opened first: a run is not lost to a path that cannot be written.
 		if page, err = os.Create(c.Report); err != nil {
 			return userErrorf("--report: %v", err)
 		}
-		defer page.Close()
+		defer func() {
+			if page != nil { // not written: leave no half a page behind
+				page.Close()
+				os.Remove(c.Report)
+			}
+		}()
 	}
 	cfg.Progress, cfg.ProgressEvery = c.progress(a, call.svc)
 	m := sim.NewMeasurement(call.cfg.Name, call.cfg.Strategy.Kind, call.cfg.Strategy.Name, call.svc.Balancer.Endpoints())
@@ -110,9 +116,14 @@ func (c *LoadCmd) Run(a *app) error {
 		report.StrategyName = ""
 	}
 	if page != nil {
-		if err := simreport.Write(redacting{page}, simreport.Page{Command: commandLine(a.args), Runs: []*sim.Report{report}}); err != nil {
+		err := simreport.Write(redacting{page}, simreport.Page{Command: commandLine(a.args), Runs: []*sim.Report{report}})
+		if cerr := page.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
 			return fmt.Errorf("--report: %w", err)
 		}
+		page = nil
 		fmt.Fprintf(a.stderr, "pvlb: wrote the report to %s\n", c.Report)
 	}
 	if c.Output == "json" {
