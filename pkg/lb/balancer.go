@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -30,25 +31,16 @@ var ErrDuplicateServer = errors.New("duplicate server")
 // changes (AddServer, RemoveServer, SetHealth) serialise on a mutex and
 // publish a new immutable snapshot.
 type LoadBalancer struct {
-	cfg      Config
-	strategy Strategy
-	// observer is the strategy when it learns from outcomes; trackLoad
-	// keeps each endpoint's in-flight word when the strategy reads it.
-	observer  OutcomeObserver
-	trackLoad bool
-	// countTotal keeps total, the calls in flight on every endpoint, for
-	// bounded-load hashing.
-	countTotal bool
-	hashes     bool // the strategy hashes each call's key
-	// limits are the circuit breakers and rate limit; nil when none.
-	limits    *limits
-	oneStripe bool             // seeded: counters on one stripe, for repeatable runs
-	outliers  *outlierDetector // nil without outlier detection
-	published *snapshot        // the last snapshot built (noteReturns compares with it); guarded by mu
+	// rules is what the configuration makes of the endpoints; Reconfigure
+	// swaps it whole.
+	rules     atomic.Pointer[rules]
+	service   string
+	seed      uint64
+	oneStripe bool      // seeded: counters on one stripe, for repeatable runs
+	published *snapshot // the last snapshot built (noteReturns compares with it); guarded by mu
 	events    func(Event)
 	log       *slog.Logger
 	now       func() int64
-	sessions  *sessionTable // nil unless sticky sessions are on
 
 	mu          sync.Mutex // serialises writers; readers use snap
 	endpoints   map[string]*Endpoint
@@ -58,6 +50,32 @@ type LoadBalancer struct {
 
 	_     cacheLinePad
 	total atomic.Int64
+}
+
+// rules is what a LoadBalancer does with its endpoints, made from one
+// Config. A pick reads the rules of the snapshot it picks from; an
+// outcome, those current when it arrives.
+type rules struct {
+	cfg      Config
+	strategy Strategy
+	// observer is the strategy when it learns from outcomes; trackLoad
+	// keeps each endpoint's in-flight word when the strategy or the limits
+	// read it.
+	observer  OutcomeObserver
+	trackLoad bool
+	// countTotal keeps total, the calls in flight on every endpoint, for
+	// bounded-load hashing.
+	countTotal bool
+	hashes     bool // the strategy hashes each call's key
+	// limits are the circuit breakers and rate limit; nil when none.
+	limits   *limits
+	outliers *outlierDetector // nil without outlier detection
+	sessions *sessionTable    // nil unless sticky sessions are on
+	// settling is set once a reconfiguration changed what is counted in
+	// flight: a call picked under the old rules may end under the new, so
+	// its end takes one off each count only while the count is above zero
+	// (see Reconfigure).
+	settling bool
 }
 
 // snapshot is an immutable view of the endpoints, swapped whole on change.
@@ -70,7 +88,7 @@ type snapshot struct {
 	stale    bool
 	all      []*Endpoint // sorted by ID
 	eligible []*Endpoint // not unhealthy, sorted by ID
-	strategy Strategy
+	rules    *rules
 	// panic is set when too few endpoints may take traffic and eligible
 	// holds them all (see Config.PanicThreshold).
 	panic bool
@@ -96,12 +114,12 @@ func (s *snapshot) getPicker() Picker {
 
 func (s *snapshot) build() {
 	b := &builtPicker{}
-	switch h, hashed := s.strategy.(*hashing); {
+	switch h, hashed := s.rules.strategy.(*hashing); {
 	case len(s.eligible) == 0:
 	case hashed:
 		b.p = h.newPickerOver(s.all, s.eligible, s.lb)
 	default:
-		b.p = s.strategy.NewPicker(s.eligible)
+		b.p = s.rules.strategy.NewPicker(s.eligible)
 		if s.lb != nil {
 			b.p = s.wrapRamp(b.p, s.lb)
 		}
@@ -183,52 +201,89 @@ func New(config Config, logger *slog.Logger, opts ...Option) (*LoadBalancer, err
 	if o.now != nil {
 		now = func() int64 { return o.now().UnixNano() }
 	}
-	strategy := o.strategy
-	if strategy == nil {
-		var err error
-		strategy, err = NewStrategy(config.Strategy, StrategyOptions{Seed: o.seed, Now: now})
-		if err != nil {
-			return nil, fmt.Errorf("load balancer config: %w", err)
-		}
-	}
 	lb := &LoadBalancer{
-		cfg:       config,
-		strategy:  strategy,
+		service:   config.Service,
+		seed:      o.seed,
+		oneStripe: o.seed != 0,
+		events:    o.events,
+		now:       now,
 		log:       logger.With("service", config.Service),
 		endpoints: make(map[string]*Endpoint),
 	}
-	lb.observer, _ = strategy.(OutcomeObserver)
-	lb.oneStripe = o.seed != 0
-	if r, ok := strategy.(interface{ readsLoad() bool }); ok {
-		lb.trackLoad = r.readsLoad()
+	r, err := lb.newRules(config, nil, o.strategy)
+	if err != nil {
+		return nil, fmt.Errorf("load balancer config: %w", err)
 	}
-	if h, ok := strategy.(*hashing); ok {
-		lb.hashes, lb.countTotal = true, h.balanceFactor != 0
-	}
-	if lb.limits = newLimits(config.CircuitBreakers, config.RateLimit); lb.limits != nil {
-		lb.trackLoad = true // caps read each endpoint's calls in flight
-	}
-	lb.now = now
-	if config.Sticky.Enabled {
-		lb.sessions = newSessionTable(int64(config.Sticky.TTL))
-	}
-	lb.events = o.events
-	if config.OutlierDetection != nil {
-		lb.outliers = newOutlierDetector(*config.OutlierDetection, lb.now, o.seed)
-	}
-	lb.snap.Store(&snapshot{strategy: strategy})
+	lb.rules.Store(r)
+	lb.snap.Store(&snapshot{rules: r})
 	return lb, nil
 }
 
+// newRules makes the rules of config. Over prev, the rules running, it
+// keeps what config does not change: the strategy with what it learnt,
+// the sessions, the limits with their counts, the outlier detector's
+// ejections. A custom strategy (WithStrategy) is kept while the strategy
+// block is unchanged.
+func (lb *LoadBalancer) newRules(config Config, prev *rules, custom Strategy) (*rules, error) {
+	r := &rules{cfg: config, strategy: custom}
+	if prev != nil && reflect.DeepEqual(prev.cfg.Strategy, config.Strategy) {
+		r.strategy = prev.strategy
+	}
+	if r.strategy == nil {
+		var err error
+		r.strategy, err = NewStrategy(config.Strategy, StrategyOptions{Seed: lb.seed, Now: lb.now})
+		if err != nil {
+			return nil, err
+		}
+	}
+	r.observer, _ = r.strategy.(OutcomeObserver)
+	if rl, ok := r.strategy.(interface{ readsLoad() bool }); ok {
+		r.trackLoad = rl.readsLoad()
+	}
+	if h, ok := r.strategy.(*hashing); ok {
+		r.hashes, r.countTotal = true, h.balanceFactor != 0
+	}
+	switch {
+	case prev != nil && reflect.DeepEqual(prev.cfg.CircuitBreakers, config.CircuitBreakers) && reflect.DeepEqual(prev.cfg.RateLimit, config.RateLimit):
+		r.limits = prev.limits
+	default:
+		r.limits = newLimits(config.CircuitBreakers, config.RateLimit)
+		if prev != nil && prev.limits != nil && r.limits != nil {
+			r.limits.carryOver(prev.limits)
+		}
+	}
+	if r.limits != nil {
+		r.trackLoad = true // caps read each endpoint's calls in flight
+	}
+	switch {
+	case !config.Sticky.Enabled:
+	case prev != nil && prev.sessions != nil && prev.cfg.Sticky == config.Sticky:
+		r.sessions = prev.sessions
+	default:
+		r.sessions = newSessionTable(int64(config.Sticky.TTL))
+	}
+	if od := config.OutlierDetection; od != nil {
+		r.outliers = newOutlierDetector(*od, lb.now, lb.seed)
+		if prev != nil && prev.outliers != nil {
+			// Ejections run on under the new settings.
+			r.outliers.state = prev.outliers.state
+		}
+	}
+	if prev != nil {
+		r.settling = prev.settling || prev.trackLoad != r.trackLoad || prev.countTotal != r.countTotal || prev.limits != r.limits
+	}
+	return r, nil
+}
+
 // Config returns the configuration the LoadBalancer runs with.
-func (lb *LoadBalancer) Config() Config { return lb.cfg }
+func (lb *LoadBalancer) Config() Config { return lb.rules.Load().cfg }
 
 // Panicking reports whether the balancer is in panic mode: fewer endpoints
 // may take traffic than the panic threshold, so it balances over all.
 func (lb *LoadBalancer) Panicking() bool { return lb.current().panic }
 
 // Service returns the name of the balanced service.
-func (lb *LoadBalancer) Service() string { return lb.cfg.Service }
+func (lb *LoadBalancer) Service() string { return lb.rules.Load().cfg.Service }
 
 // AddServer adds an endpoint with health Unknown. It is the original
 // design's signature; AddEndpoint takes zone and metadata too.
@@ -244,7 +299,7 @@ func (lb *LoadBalancer) AddEndpoint(spec EndpointSpec) error {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
 	if _, ok := lb.endpoints[spec.ID]; ok {
-		return fmt.Errorf("%w %q in service %q", ErrDuplicateServer, spec.ID, lb.cfg.Service)
+		return fmt.Errorf("%w %q in service %q", ErrDuplicateServer, spec.ID, lb.service)
 	}
 	e := newEndpoint(spec)
 	lb.endpoints[spec.ID] = e
@@ -265,7 +320,7 @@ func (lb *LoadBalancer) Sync(specs []EndpointSpec) error {
 			return err
 		}
 		if _, dup := want[spec.ID]; dup {
-			return fmt.Errorf("%w %q in one discovery snapshot of service %q", ErrDuplicateServer, spec.ID, lb.cfg.Service)
+			return fmt.Errorf("%w %q in one discovery snapshot of service %q", ErrDuplicateServer, spec.ID, lb.service)
 		}
 		want[spec.ID] = spec
 	}
@@ -320,9 +375,9 @@ func (lb *LoadBalancer) Sync(specs []EndpointSpec) error {
 		return nil
 	}
 	lb.publishMembership(lb.sortedEndpoints(), true)
-	if lb.sessions != nil {
+	if sessions := lb.rules.Load().sessions; sessions != nil {
 		for _, e := range gone {
-			lb.sessions.forget(e)
+			sessions.forget(e)
 		}
 	}
 	lb.log.Debug("endpoints synced", "endpoints", len(lb.endpoints), "replaced_or_removed", len(gone))
@@ -340,13 +395,13 @@ func (lb *LoadBalancer) RemoveServer(id string) error {
 	defer lb.mu.Unlock()
 	e, ok := lb.endpoints[id]
 	if !ok {
-		return fmt.Errorf("%w %q in service %q", ErrUnknownServer, id, lb.cfg.Service)
+		return fmt.Errorf("%w %q in service %q", ErrUnknownServer, id, lb.service)
 	}
 	e.removed.Store(true)
 	delete(lb.endpoints, id)
 	lb.membershipChanged()
-	if lb.sessions != nil {
-		lb.sessions.forget(e)
+	if sessions := lb.rules.Load().sessions; sessions != nil {
+		sessions.forget(e)
 	}
 	lb.log.Debug("server removed", "server", id)
 	return nil
@@ -362,7 +417,7 @@ func (lb *LoadBalancer) SetHealth(id string, status HealthStatus) error {
 	defer lb.mu.Unlock()
 	e, ok := lb.endpoints[id]
 	if !ok {
-		return fmt.Errorf("%w %q in service %q", ErrUnknownServer, id, lb.cfg.Service)
+		return fmt.Errorf("%w %q in service %q", ErrUnknownServer, id, lb.service)
 	}
 	before := e.Health()
 	old := HealthStatus(e.health.Swap(int32(status)))
@@ -440,7 +495,8 @@ func (lb *LoadBalancer) sortedEndpoints() []*Endpoint {
 // modified afterwards; the caller holds lb.mu. With eager, the writer
 // builds the picker now rather than leaving it to the next pick.
 func (lb *LoadBalancer) publish(all []*Endpoint, eager bool) {
-	s := &snapshot{all: all, strategy: lb.strategy}
+	r := lb.rules.Load()
+	s := &snapshot{all: all, rules: r}
 	for _, e := range all {
 		if e.Health() != HealthUnhealthy && !e.ejected.Load() {
 			s.eligible = append(s.eligible, e)
@@ -449,12 +505,12 @@ func (lb *LoadBalancer) publish(all []*Endpoint, eager bool) {
 	// Panic mode, as Envoy's: with too few endpoints left, balance over all
 	// of them rather than pile every call onto the few.
 	healthy := len(s.eligible)
-	if t := lb.cfg.PanicThreshold; t > 0 && len(all) > 0 && float64(healthy)*100 < t*float64(len(all)) {
+	if t := r.cfg.PanicThreshold; t > 0 && len(all) > 0 && float64(healthy)*100 < t*float64(len(all)) {
 		s.eligible, s.panic = all, true
 	}
 	if was := lb.snap.Load(); s.panic != was.panic && !was.stale {
 		if s.panic {
-			lb.log.Info("panic mode: too few endpoints may take traffic, balancing over all", "eligible", healthy, "endpoints", len(all), "panic_threshold", lb.cfg.PanicThreshold)
+			lb.log.Info("panic mode: too few endpoints may take traffic, balancing over all", "eligible", healthy, "endpoints", len(all), "panic_threshold", r.cfg.PanicThreshold)
 		} else {
 			lb.log.Info("panic mode over", "endpoints", len(all))
 		}
@@ -536,27 +592,28 @@ func (lb *LoadBalancer) pick(ctx context.Context, key callKey, tried []*Endpoint
 		s = lb.current()
 	}
 	picker := s.getPicker()
-	if picker == nil && lb.outliers != nil {
+	if picker == nil && s.rules.outliers != nil {
 		// Every endpoint may be ejected, with no call left to end the
 		// interval: the pick does.
-		lb.sweepOutliers(lb.now())
+		lb.sweepOutliers(s.rules.outliers, lb.now())
 		s = lb.current()
 		picker = s.getPicker()
 	}
 	if picker == nil {
 		return nil, lb.noHealthy(s)
 	}
-	if lb.sessions != nil || lb.limits != nil || lb.hashes {
-		if hp, ok := picker.(*hashPicker); ok && key.set && lb.limits == nil {
+	r := s.rules
+	if r.sessions != nil || r.limits != nil || r.hashes {
+		if hp, ok := picker.(*hashPicker); ok && key.set && r.limits == nil {
 			// A keyed pick without limits: the table lookup and nothing else.
 			e := hp.pickHash(key.hash, tried, nil)
-			lb.acquire(e)
+			lb.acquire(r, e)
 			return e, nil
 		}
-		return lb.pickFrom(ctx, picker, nil, key, tried)
+		return lb.pickFrom(ctx, r, picker, nil, key, tried)
 	}
 	e := picker.Pick(tried)
-	lb.acquire(e)
+	lb.acquire(r, e)
 	return e, nil
 }
 
@@ -564,7 +621,7 @@ func (lb *LoadBalancer) pick(ctx context.Context, key callKey, tried []*Endpoint
 // hashing strategy, the call's key, with an endpoint in allowed (nil
 // allows all), and counts the pick; with circuit breakers or a rate
 // limit, it skips endpoints at their cap.
-func (lb *LoadBalancer) pickFrom(ctx context.Context, picker Picker, allowed map[*Endpoint]bool, key callKey, tried []*Endpoint) (*Endpoint, error) {
+func (lb *LoadBalancer) pickFrom(ctx context.Context, r *rules, picker Picker, allowed map[*Endpoint]bool, key callKey, tried []*Endpoint) (*Endpoint, error) {
 	var e *Endpoint
 	hp, hashed := picker.(*hashPicker)
 	switch {
@@ -578,41 +635,41 @@ func (lb *LoadBalancer) pickFrom(ctx context.Context, picker Picker, allowed map
 		if e = hp.pickHash(key.hash, tried, allowed); e == nil {
 			return nil, ErrNoneAllowed
 		}
-	case lb.sessions != nil:
+	case r.sessions != nil:
 		if id, ok := SessionFromContext(ctx); ok {
-			e = lb.pickSticky(picker, allowed, id, tried)
+			e = lb.pickSticky(r.sessions, picker, allowed, id, tried)
 		}
 	}
 	if e == nil {
 		e = picker.Pick(tried)
 	}
-	if lb.limits == nil {
-		lb.acquire(e)
+	if r.limits == nil {
+		lb.acquire(r, e)
 		return e, nil
 	}
 	if hashed {
 		// Past a full endpoint, the key walks on to the next, as past an
 		// unhealthy one.
-		return lb.pickWithin(func(skip []*Endpoint) *Endpoint { return hp.pickHash(key.hash, skip, allowed) }, e, tried)
+		return lb.pickWithin(r, func(skip []*Endpoint) *Endpoint { return hp.pickHash(key.hash, skip, allowed) }, e, tried)
 	}
-	return lb.pickWithin(picker.Pick, e, tried)
+	return lb.pickWithin(r, picker.Pick, e, tried)
 }
 
 // pickWithin admits the picked endpoint e under the limits, or picks again
 // with next without it, and the others at their cap, until one is
 // admitted or next has nothing new to offer.
-func (lb *LoadBalancer) pickWithin(next func(skip []*Endpoint) *Endpoint, e *Endpoint, tried []*Endpoint) (*Endpoint, error) {
-	l := lb.limits
+func (lb *LoadBalancer) pickWithin(r *rules, next func(skip []*Endpoint) *Endpoint, e *Endpoint, tried []*Endpoint) (*Endpoint, error) {
+	l := r.limits
 	if !l.admitService() {
 		l.overloaded.Add(1)
-		return nil, fmt.Errorf("%w: service %q has %d calls in flight, its circuit breaker's max_requests", ErrOverloaded, lb.cfg.Service, l.maxRequests)
+		return nil, fmt.Errorf("%w: service %q has %d calls in flight, its circuit breaker's max_requests", ErrOverloaded, lb.service, l.maxRequests)
 	}
 	var now int64
 	if l.interval != 0 {
 		now = lb.now()
 	}
 	if l.admit(e, now) {
-		lb.admitted()
+		lb.admitted(r)
 		return e, nil
 	}
 	// The rare path: skip what is full until the picker offers only what
@@ -625,31 +682,31 @@ func (lb *LoadBalancer) pickWithin(next func(skip []*Endpoint) *Endpoint, e *End
 			break
 		}
 		if l.admit(e, now) {
-			lb.admitted()
+			lb.admitted(r)
 			return e, nil
 		}
 		skipped = append(skipped, e)
 	}
-	l.releaseService()
+	l.releaseService(r.settling)
 	l.overloaded.Add(1)
-	return nil, fmt.Errorf("%w: every endpoint of service %q that may take traffic is at its circuit breaker's max_requests_per_endpoint or out of its rate_limit", ErrOverloaded, lb.cfg.Service)
+	return nil, fmt.Errorf("%w: every endpoint of service %q that may take traffic is at its circuit breaker's max_requests_per_endpoint or out of its rate_limit", ErrOverloaded, lb.service)
 }
 
 // admitted counts a pick the limits admitted (and counted on its
 // endpoint) in the service's total.
-func (lb *LoadBalancer) admitted() {
-	if lb.countTotal {
+func (lb *LoadBalancer) admitted(r *rules) {
+	if r.countTotal {
 		lb.total.Add(1)
 	}
 }
 
-func (lb *LoadBalancer) pickSticky(picker Picker, allowed map[*Endpoint]bool, id string, triedList []*Endpoint) *Endpoint {
+func (lb *LoadBalancer) pickSticky(sessions *sessionTable, picker Picker, allowed map[*Endpoint]bool, id string, triedList []*Endpoint) *Endpoint {
 	now := lb.now()
-	if e := lb.sessions.lookup(id, now); e != nil && e.usable() && !tried(triedList, e) && (allowed == nil || allowed[e]) {
+	if e := sessions.lookup(id, now); e != nil && e.usable() && !tried(triedList, e) && (allowed == nil || allowed[e]) {
 		return e
 	}
 	e := picker.Pick(triedList)
-	lb.sessions.bind(id, e, now)
+	sessions.bind(id, e, now)
 	return e
 }
 
@@ -661,5 +718,5 @@ func (lb *LoadBalancer) noHealthy(s *snapshot) error {
 	case 1:
 		why = "its only endpoint is unhealthy"
 	}
-	return fmt.Errorf("%w for service %q (%s)", ErrNoHealthyServers, lb.cfg.Service, why)
+	return fmt.Errorf("%w for service %q (%s)", ErrNoHealthyServers, lb.service, why)
 }

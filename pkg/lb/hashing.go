@@ -45,12 +45,13 @@ func RequestHash(ctx context.Context) (uint64, bool) {
 
 // HashesKeys reports whether the strategy maps each call by its key
 // (ring_hash, maglev).
-func (lb *LoadBalancer) HashesKeys() bool { return lb.hashes }
+func (lb *LoadBalancer) HashesKeys() bool { return lb.rules.Load().hashes }
 
 // ReadsRequest reports whether picks read a call's metadata or method
 // (KeyedContext): sticky sessions keyed by metadata, or a hash_key.
 func (lb *LoadBalancer) ReadsRequest() bool {
-	return (lb.cfg.Sticky.Enabled && lb.cfg.Sticky.Key != "") || lb.cfg.Strategy.HashKey != nil
+	cfg := &lb.rules.Load().cfg
+	return (cfg.Sticky.Enabled && cfg.Sticky.Key != "") || cfg.Strategy.HashKey != nil
 }
 
 // KeyedContext returns ctx carrying what the balancer reads from a call's
@@ -60,7 +61,8 @@ func (lb *LoadBalancer) ReadsRequest() bool {
 // one metadata key; the gRPC layer passes its metadata's. ctx is returned
 // as it is when there is nothing to read.
 func (lb *LoadBalancer) KeyedContext(ctx context.Context, method string, get func(key string) []string) context.Context {
-	if k := lb.cfg.Strategy.HashKey; k != nil {
+	cfg := &lb.rules.Load().cfg
+	if k := cfg.Strategy.HashKey; k != nil {
 		if _, ok := ctx.Value(hashKeyCtx{}).(uint64); ok {
 			return ctx
 		}
@@ -73,11 +75,11 @@ func (lb *LoadBalancer) KeyedContext(ctx context.Context, method string, get fun
 		}
 		return ctx
 	}
-	if lb.cfg.Sticky.Enabled && lb.cfg.Sticky.Key != "" {
+	if cfg.Sticky.Enabled && cfg.Sticky.Key != "" {
 		if _, ok := SessionFromContext(ctx); ok {
 			return ctx
 		}
-		if v := get(lb.cfg.Sticky.Key); len(v) > 0 && v[0] != "" {
+		if v := get(cfg.Sticky.Key); len(v) > 0 && v[0] != "" {
 			return WithSession(ctx, v[0])
 		}
 	}

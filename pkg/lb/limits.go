@@ -116,10 +116,26 @@ func (l *limits) admitService() bool {
 	return true
 }
 
-func (l *limits) releaseService() {
-	if l.maxRequests != 0 {
+// releaseService gives a place back; settling, only while any is taken
+// (see LoadBalancer.releaseSettling).
+func (l *limits) releaseService(settling bool) {
+	switch {
+	case l.maxRequests == 0:
+	case settling:
+		decrementAboveZero(&l.inFlight)
+	default:
 		l.inFlight.Add(-1)
 	}
+}
+
+// carryOver starts new limits from the counts of the limits they replace:
+// the calls waiting for connections, and the counts statistics show.
+// (LoadBalancer.Reconfigure counts the calls in flight.)
+func (l *limits) carryOver(old *limits) {
+	l.pending.Store(old.pending.Load())
+	l.breakerSkips.Store(old.breakerSkips.Load())
+	l.rateSkips.Store(old.rateSkips.Load())
+	l.overloaded.Store(old.overloaded.Load())
 }
 
 // admit counts a pick of e if e is under its cap and has a token, the
@@ -170,7 +186,7 @@ func (l *limits) takeToken(e *Endpoint, now int64) bool {
 // call allowed must end its wait with EndPending. Without max_pending
 // every call may wait and nothing is counted.
 func (lb *LoadBalancer) BeginPending() bool {
-	l := lb.limits
+	l := lb.rules.Load().limits
 	if l == nil || l.maxPending == 0 {
 		return true
 	}
@@ -184,16 +200,28 @@ func (lb *LoadBalancer) BeginPending() bool {
 
 // EndPending ends a wait BeginPending allowed.
 func (lb *LoadBalancer) EndPending() {
-	if l := lb.limits; l != nil && l.maxPending != 0 {
+	r := lb.rules.Load()
+	switch l := r.limits; {
+	case l == nil || l.maxPending == 0:
+	case r.settling:
+		decrementAboveZero(&l.pending)
+	default:
 		l.pending.Add(-1)
 	}
 }
 
 // LimitsPending reports whether max_pending is set: only then need a
 // caller tell the balancer of calls waiting for connections.
-func (lb *LoadBalancer) LimitsPending() bool { return lb.limits != nil && lb.limits.maxPending != 0 }
+func (lb *LoadBalancer) LimitsPending() bool {
+	l := lb.rules.Load().limits
+	return l != nil && l.maxPending != 0
+}
 
 // ErrPendingFull describes a call refused by max_pending.
 func (lb *LoadBalancer) ErrPendingFull() error {
-	return fmt.Errorf("%w: service %q has %d calls waiting for connections, its circuit breaker's max_pending", ErrOverloaded, lb.cfg.Service, lb.limits.maxPending)
+	var most int64
+	if l := lb.rules.Load().limits; l != nil {
+		most = l.maxPending
+	}
+	return fmt.Errorf("%w: service %q has %d calls waiting for connections, its circuit breaker's max_pending", ErrOverloaded, lb.service, most)
 }

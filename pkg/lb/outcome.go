@@ -174,21 +174,59 @@ func (e *Endpoint) InFlight() int64 {
 // its outcome. Every pick must end with exactly one Done or Release. It is
 // lock-free and allocates nothing.
 func (lb *LoadBalancer) Done(e *Endpoint, took time.Duration, outcome Outcome) {
-	if lb.trackLoad {
+	r := lb.rules.Load()
+	lb.release(r, e)
+	lb.stripe(e).record(took, outcome)
+	if r.observer != nil {
+		r.observer.ObserveOutcome(e, took, outcome)
+	}
+	if r.outliers != nil {
+		lb.observeOutlier(r.outliers, e, outcome)
+	}
+}
+
+// release takes an ended call off the counts its pick added to.
+func (lb *LoadBalancer) release(r *rules, e *Endpoint) {
+	if r.settling {
+		lb.releaseSettling(r, e)
+		return
+	}
+	if r.trackLoad {
 		e.load.Add(^uint64(0))
-		if lb.countTotal {
+		if r.countTotal {
 			lb.total.Add(-1)
 		}
 	}
-	if lb.limits != nil {
-		lb.limits.releaseService()
+	if r.limits != nil {
+		r.limits.releaseService(false)
 	}
-	lb.stripe(e).record(took, outcome)
-	if lb.observer != nil {
-		lb.observer.ObserveOutcome(e, took, outcome)
+}
+
+// releaseSettling is release after a reconfiguration changed what is
+// counted: the call may have been picked under rules that did not count
+// it, so each count loses one only while above zero. Every count then
+// returns to exact once the calls picked under the old rules have ended,
+// and meanwhile errs low by at most their number.
+func (lb *LoadBalancer) releaseSettling(r *rules, e *Endpoint) {
+	for {
+		v := e.load.Load()
+		if v&inflightMask == 0 || e.load.CompareAndSwap(v, v-1) {
+			break
+		}
 	}
-	if lb.outliers != nil {
-		lb.observeOutlier(e, outcome)
+	decrementAboveZero(&lb.total)
+	if r.limits != nil {
+		r.limits.releaseService(true)
+	}
+}
+
+// decrementAboveZero takes one off n unless n is zero or below.
+func decrementAboveZero(n *atomic.Int64) {
+	for {
+		v := n.Load()
+		if v <= 0 || n.CompareAndSwap(v, v-1) {
+			return
+		}
 	}
 }
 
@@ -202,18 +240,11 @@ func (lb *LoadBalancer) Release(e *Endpoint) {
 	if e == nil {
 		return
 	}
-	if lb.trackLoad {
-		e.load.Add(^uint64(0))
-		if lb.countTotal {
-			lb.total.Add(-1)
-		}
-	}
-	if lb.limits != nil {
-		lb.limits.releaseService()
-	}
+	r := lb.rules.Load()
+	lb.release(r, e)
 	lb.stripe(e).neutral.Add(1)
-	if lb.observer != nil {
-		lb.observer.ObserveOutcome(e, 0, Neutral)
+	if r.observer != nil {
+		r.observer.ObserveOutcome(e, 0, Neutral)
 	}
 }
 
@@ -230,10 +261,10 @@ func (lb *LoadBalancer) Probed(e *Endpoint, passed bool) {
 }
 
 // acquire counts a pick.
-func (lb *LoadBalancer) acquire(e *Endpoint) {
-	if lb.trackLoad {
+func (lb *LoadBalancer) acquire(r *rules, e *Endpoint) {
+	if r.trackLoad {
 		e.load.Add(pickDelta)
-		if lb.countTotal {
+		if r.countTotal {
 			lb.total.Add(1)
 		}
 		return

@@ -112,8 +112,7 @@ func newOutlierDetector(cfg OutlierDetection, now func() int64, seed uint64) *ou
 
 // observe counts a call's outcome: consecutive failures eject at once, and
 // the call that finds an interval over runs the sweep.
-func (lb *LoadBalancer) observeOutlier(e *Endpoint, outcome Outcome) {
-	d := lb.outliers
+func (lb *LoadBalancer) observeOutlier(d *outlierDetector, e *Endpoint, outcome Outcome) {
 	switch outcome {
 	case Success:
 		if e.consecutive.Load() != 0 {
@@ -122,23 +121,22 @@ func (lb *LoadBalancer) observeOutlier(e *Endpoint, outcome Outcome) {
 	case Failure:
 		if n := e.consecutive.Add(1); d.cfg.ConsecutiveFailures > 0 && int(n) == d.cfg.ConsecutiveFailures {
 			lb.mu.Lock()
-			if !e.ejected.Load() && !e.removed.Load() && lb.mayEject() {
-				lb.eject(e, d.now(), fmt.Sprintf("%d consecutive failures", n))
+			if !e.ejected.Load() && !e.removed.Load() && lb.mayEject(d) {
+				lb.eject(d, e, d.now(), fmt.Sprintf("%d consecutive failures", n))
 				lb.publish(lb.allLocked(), true)
 			}
 			lb.mu.Unlock()
 		}
 	}
 	if now := d.now(); now >= d.next.Load() {
-		lb.sweepOutliers(now)
+		lb.sweepOutliers(d, now)
 	}
 }
 
 // sweepOutliers runs one interval's end: returns endpoints whose ejection
 // is over, decays the others' multipliers, and ejects by success rate and
 // failure percentage.
-func (lb *LoadBalancer) sweepOutliers(now int64) {
-	d := lb.outliers
+func (lb *LoadBalancer) sweepOutliers(d *outlierDetector, now int64) {
 	if !d.sweep.TryLock() {
 		return // another call is sweeping
 	}
@@ -188,8 +186,8 @@ func (lb *LoadBalancer) sweepOutliers(now int64) {
 			threshold := mean - math.Sqrt(variance/float64(len(rates)))*float64(sr.StdevFactor)/1000
 			for _, v := range counts {
 				total := v.successes + v.failures
-				if total >= float64(sr.RequestVolume) && v.successes/total < threshold && lb.mayEject() && d.enforce(sr.EnforcementPercentage) {
-					changed = lb.eject(v.e, now, fmt.Sprintf("success rate %.1f%% below %.1f%%", 100*v.successes/total, 100*threshold)) || changed
+				if total >= float64(sr.RequestVolume) && v.successes/total < threshold && lb.mayEject(d) && d.enforce(sr.EnforcementPercentage) {
+					changed = lb.eject(d, v.e, now, fmt.Sprintf("success rate %.1f%% below %.1f%%", 100*v.successes/total, 100*threshold)) || changed
 				}
 			}
 		}
@@ -204,8 +202,8 @@ func (lb *LoadBalancer) sweepOutliers(now int64) {
 		if hosts >= fp.MinimumHosts {
 			for _, v := range counts {
 				total := v.successes + v.failures
-				if total >= float64(fp.RequestVolume) && 100*v.failures/total > float64(fp.Threshold) && lb.mayEject() && d.enforce(fp.EnforcementPercentage) {
-					changed = lb.eject(v.e, now, fmt.Sprintf("%.0f%% of %d calls failed", 100*v.failures/total, int(total))) || changed
+				if total >= float64(fp.RequestVolume) && 100*v.failures/total > float64(fp.Threshold) && lb.mayEject(d) && d.enforce(fp.EnforcementPercentage) {
+					changed = lb.eject(d, v.e, now, fmt.Sprintf("%.0f%% of %d calls failed", 100*v.failures/total, int(total))) || changed
 				}
 			}
 		}
@@ -246,7 +244,7 @@ func (d *outlierDetector) enforce(percent int) bool {
 
 // mayEject reports whether one more endpoint may be ejected without
 // exceeding max_ejection_percent; the caller holds lb.mu.
-func (lb *LoadBalancer) mayEject() bool {
+func (lb *LoadBalancer) mayEject(d *outlierDetector) bool {
 	all := lb.allLocked()
 	ejected := 0
 	for _, e := range all {
@@ -254,21 +252,21 @@ func (lb *LoadBalancer) mayEject() bool {
 			ejected++
 		}
 	}
-	return len(all) > 0 && float64(ejected)*100/float64(len(all)) < float64(lb.outliers.cfg.MaxEjectionPercent)
+	return len(all) > 0 && float64(ejected)*100/float64(len(all)) < float64(d.cfg.MaxEjectionPercent)
 }
 
 // eject takes e out until its ejection time is over; the caller holds
 // lb.mu and publishes.
-func (lb *LoadBalancer) eject(e *Endpoint, now int64, why string) bool {
+func (lb *LoadBalancer) eject(d *outlierDetector, e *Endpoint, now int64, why string) bool {
 	if e.ejected.Load() {
 		return false
 	}
-	st := lb.outliers.stateOf(e)
+	st := d.stateOf(e)
 	st.multiplier++
 	st.ejectedAt = now
 	e.ejected.Store(true)
 	e.ejections.Add(1)
-	limit := max(lb.outliers.cfg.BaseEjectionTime, lb.outliers.cfg.MaxEjectionTime)
-	lb.event(e, fmt.Sprintf("ejected for %s (%s)", min(lb.outliers.cfg.BaseEjectionTime*time.Duration(st.multiplier), limit), why))
+	limit := max(d.cfg.BaseEjectionTime, d.cfg.MaxEjectionTime)
+	lb.event(e, fmt.Sprintf("ejected for %s (%s)", min(d.cfg.BaseEjectionTime*time.Duration(st.multiplier), limit), why))
 	return true
 }

@@ -22,7 +22,7 @@ func TestPeakEWMAFollowsPeaksAndDecays(t *testing.T) {
 	clock := &fakeClock{t: time.Unix(0, int64(time.Hour))}
 	lb := newPeakLB(t, clock, 1)
 	e, _ := lb.Endpoint("s1")
-	s := lb.strategy.(*peakEWMA)
+	s := lb.rules.Load().strategy.(*peakEWMA)
 	estimate := func() time.Duration {
 		ns, _ := s.decayed(e.rtt.Load(), ticks(clock.now().UnixNano()))
 		return time.Duration(ns)
@@ -93,7 +93,7 @@ func TestPeakEWMAPrefersTheFastAndTheIdle(t *testing.T) {
 		for _, id := range []string{"s1", "s3"} {
 			e, _ := lb.Endpoint(id)
 			for range n {
-				lb.acquire(e)
+				lb.acquire(lb.rules.Load(), e)
 				held = append(held, e)
 			}
 		}
@@ -130,7 +130,7 @@ func TestPeakEWMALinearBias(t *testing.T) {
 	}
 	for _, id := range []string{"s1", "s2", "s3"} {
 		e, _ := lb.Endpoint(id)
-		lb.acquire(e)
+		lb.acquire(lb.rules.Load(), e)
 		took := 10 * time.Millisecond
 		if id == "s2" {
 			took = 100 * time.Millisecond
@@ -142,7 +142,7 @@ func TestPeakEWMALinearBias(t *testing.T) {
 		for _, id := range []string{"s1", "s3"} {
 			e, _ := lb.Endpoint(id)
 			for range n {
-				lb.acquire(e)
+				lb.acquire(lb.rules.Load(), e)
 				held = append(held, e)
 			}
 		}
@@ -163,7 +163,7 @@ func TestPeakEWMAFirstSampleReplacesTheGuess(t *testing.T) {
 	clock := &fakeClock{t: time.Unix(0, int64(time.Hour))}
 	lb := newPeakLB(t, clock, 1)
 	e, _ := lb.Pick(context.Background())
-	s := lb.strategy.(*peakEWMA)
+	s := lb.rules.Load().strategy.(*peakEWMA)
 	lb.Done(e, 2*time.Millisecond, Success)
 	if ns, _ := s.decayed(e.rtt.Load(), ticks(clock.now().UnixNano())); time.Duration(ns) != 2*time.Millisecond {
 		got := time.Duration(ns)
@@ -177,7 +177,7 @@ func TestPeakEWMAFirstSampleReplacesTheGuess(t *testing.T) {
 func TestPeakEWMABusyEndpointForgetsARarePeak(t *testing.T) {
 	clock := &fakeClock{t: time.Unix(0, int64(time.Hour))}
 	lb := newPeakLB(t, clock, 1)
-	s := lb.strategy.(*peakEWMA)
+	s := lb.rules.Load().strategy.(*peakEWMA)
 	e, _ := lb.Endpoint("s1")
 	answer := func(took time.Duration) {
 		p, _ := lb.Pick(context.Background())

@@ -56,6 +56,7 @@ func (s *SlowStart) factor(elapsed int64) float64 {
 type rampPicker struct {
 	inner Picker
 	lb    *LoadBalancer
+	ss    *SlowStart
 	until int64 // when the last ramp ends
 	over  atomic.Bool
 	rnd   splitmix
@@ -74,7 +75,7 @@ func (p *rampPicker) Pick(triedList []*Endpoint) *Endpoint {
 		p.over.Store(true)
 		return e
 	}
-	ss := p.lb.cfg.Strategy.SlowStart
+	ss := p.ss
 	for range maxRampRedraws {
 		start := e.rampStart.Load()
 		if start == 0 {
@@ -95,8 +96,8 @@ func (p *rampPicker) Pick(triedList []*Endpoint) *Endpoint {
 // outcomes forgets what it learnt of them while they were failing. It also
 // wraps the picker while any endpoint is warming. The caller holds lb.mu.
 func (lb *LoadBalancer) noteReturns(prev, s *snapshot) {
-	ss := lb.cfg.Strategy.SlowStart
-	forget, _ := s.strategy.(interface{ forget(*Endpoint) })
+	ss := s.rules.cfg.Strategy.SlowStart
+	forget, _ := s.rules.strategy.(interface{ forget(*Endpoint) })
 	if (ss == nil && forget == nil) || s.panic {
 		return
 	}
@@ -133,13 +134,13 @@ func (lb *LoadBalancer) noteReturns(prev, s *snapshot) {
 // (least_connections and peak_ewma, whose redraws would find the same
 // endpoint again).
 func (s *snapshot) wrapRamp(p Picker, lb *LoadBalancer) Picker {
-	if r, ok := s.strategy.(interface{ rampsItself() bool }); ok && r.rampsItself() {
+	if r, ok := s.rules.strategy.(interface{ rampsItself() bool }); ok && r.rampsItself() {
 		return p
 	}
 	if s.rampUntil == 0 || p == nil {
 		return p
 	}
-	r := &rampPicker{inner: p, lb: lb, until: s.rampUntil}
+	r := &rampPicker{inner: p, lb: lb, ss: s.rules.cfg.Strategy.SlowStart, until: s.rampUntil}
 	// Seeded (the simulator), the draws repeat; otherwise they come from
 	// the runtime's per-thread generator.
 	r.rnd.seeded = lb.oneStripe

@@ -30,7 +30,7 @@ type LimitCounts struct {
 
 // Limited returns the limits' counts, or nil without limits.
 func (lb *LoadBalancer) Limited() *LimitCounts {
-	l := lb.limits
+	l := lb.rules.Load().limits
 	if l == nil {
 		return nil
 	}
@@ -80,11 +80,12 @@ type EndpointStats struct {
 // GetServerStats returns the current statistics, servers sorted by id.
 func (lb *LoadBalancer) GetServerStats() ServerStats {
 	s := lb.current()
+	r := s.rules
 	st := ServerStats{
-		Service:         lb.cfg.Service,
+		Service:         lb.service,
 		TotalServers:    len(s.all),
-		Strategy:        lb.strategy.Name(),
-		StickySession:   lb.sessions != nil,
+		Strategy:        r.strategy.Name(),
+		StickySession:   r.sessions != nil,
 		Panic:           s.panic,
 		EligibleServers: len(s.eligible),
 		Limited:         lb.Limited(),
@@ -109,8 +110,8 @@ func (lb *LoadBalancer) GetServerStats() ServerStats {
 		st.TotalConnections += es.ActiveConnections
 		st.Servers = append(st.Servers, es)
 	}
-	if lb.sessions != nil {
-		st.ActiveSessions = lb.sessions.active(lb.now())
+	if r.sessions != nil {
+		st.ActiveSessions = r.sessions.active(lb.now())
 	}
 	return st
 }

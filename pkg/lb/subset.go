@@ -73,12 +73,12 @@ func (s *Subset) current() *subsetView {
 	}
 	switch {
 	case len(in) == 0:
-	case s.lb.hashes:
+	case base.rules.hashes:
 		// A key keeps its place on the table over every endpoint and
 		// walks past those left out, so that only their keys move.
 		v.picker = base.getPicker()
 	default:
-		v.picker = s.lb.strategy.NewPicker(in)
+		v.picker = base.rules.strategy.NewPicker(in)
 	}
 	s.view.Store(v)
 	return v
@@ -105,5 +105,5 @@ func (s *Subset) pick(ctx context.Context, key callKey, tried []*Endpoint) (*End
 		}
 		return nil, ErrNoneAllowed
 	}
-	return s.lb.pickFrom(ctx, v.picker, v.allowed, key, tried)
+	return s.lb.pickFrom(ctx, v.base.rules, v.picker, v.allowed, key, tried)
 }

@@ -111,7 +111,7 @@ type loadWeight struct {
 // e's weight; other strategies ignore it. A report without utilization or
 // QPS says nothing and is ignored, as in gRFC A58.
 func (lb *LoadBalancer) ReportLoad(e *Endpoint, r LoadReport) {
-	w, ok := lb.strategy.(*weightedRoundRobin)
+	w, ok := lb.rules.Load().strategy.(*weightedRoundRobin)
 	if !ok {
 		return
 	}
@@ -166,7 +166,7 @@ func newWeightedRoundRobin(cfg StrategyConfig, now func() int64) *weightedRoundR
 // out-of-band stream per endpoint at that period. The gRPC layer reads
 // them and hands them to ReportLoad.
 func (lb *LoadBalancer) LoadReports() (oobPeriod time.Duration, ok bool) {
-	w, ok := lb.strategy.(*weightedRoundRobin)
+	w, ok := lb.rules.Load().strategy.(*weightedRoundRobin)
 	if !ok {
 		return 0, false
 	}

@@ -99,7 +99,7 @@ func TestWeightedRoundRobinWeights(t *testing.T) {
 // arrive.
 func TestWeightedRoundRobinUpdatesOncePerPeriod(t *testing.T) {
 	b, clock, eps := newWRR(t, &WeightedRoundRobinConfig{WeightUpdatePeriod: 5 * time.Second}, 2)
-	s := b.strategy.(*weightedRoundRobin)
+	s := b.rules.Load().strategy.(*weightedRoundRobin)
 	for range 100 {
 		report(b, eps, []float64{10, 10}, []float64{0.5, 0.5})
 		clock.advance(10 * time.Millisecond)

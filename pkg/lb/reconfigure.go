@@ -1,0 +1,107 @@
+package lb
+
+import (
+	"fmt"
+	"reflect"
+)
+
+// Reconfigure makes the balancer follow config from now on. Its endpoints
+// stay, with their health, statistics, calls in flight and ejections, and
+// so does whatever config does not change: an unchanged strategy keeps
+// what it learnt, unchanged sticky sessions keep their bindings, unchanged
+// limits their counts. A changed outlier detection runs the ejections in
+// progress to their end under its new settings; none returns them all.
+//
+// Picks never wait: one that began under the old configuration ends under
+// it, and the next picks under the new. A call that ends after the change
+// is counted by the new rules; when the change alters what is counted in
+// flight (a strategy that reads load for one that does not, new limits),
+// the counts of calls picked before it settle as those calls end (see
+// releaseSettling). config must name the same service; an invalid config
+// changes nothing.
+func (lb *LoadBalancer) Reconfigure(config Config) error {
+	if err := config.validate(); err != nil {
+		return fmt.Errorf("load balancer config: %w", err)
+	}
+	if config.Service != lb.service {
+		return fmt.Errorf("load balancer config: service %q cannot become %q: a LoadBalancer balances one service", lb.service, config.Service)
+	}
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	prev := lb.rules.Load()
+	changed := changedSettings(prev.cfg, config)
+	if len(changed) == 0 {
+		return nil
+	}
+	r, err := lb.newRules(config, prev, nil)
+	if err != nil {
+		return fmt.Errorf("load balancer config: %w", err)
+	}
+	lb.countInFlight(prev, r)
+	lb.rules.Store(r)
+	if prev.outliers != nil && r.outliers == nil {
+		for _, e := range lb.endpoints {
+			if e.ejected.Load() {
+				e.ejected.Store(false)
+				lb.event(e, "returned: outlier detection is off")
+			}
+		}
+	}
+	lb.publish(lb.allLocked(), true)
+	lb.log.Info("configuration changed", "changed", changed, "strategy", r.strategy.Name())
+	return nil
+}
+
+// countInFlight starts the counts of calls in flight that r keeps and
+// prev did not from the calls in flight now, so that a strategy that
+// reads load, or a cap, sees them at once; the caller holds lb.mu and has
+// not yet published r. A call picked under prev after this is not in them
+// and ends under r, which settles it (releaseSettling).
+func (lb *LoadBalancer) countInFlight(prev, r *rules) {
+	startWords := r.trackLoad && !prev.trackLoad
+	var total int64
+	for _, e := range lb.endpoints {
+		n := e.InFlight()
+		total += n
+		if !startWords {
+			continue
+		}
+		// Nothing adds to the word under prev; settling ends may take
+		// from it meanwhile.
+		for {
+			v := e.load.Load()
+			if e.load.CompareAndSwap(v, v&^inflightMask|uint64(min(n, inflightMask))) {
+				break
+			}
+		}
+	}
+	if r.countTotal && !prev.countTotal {
+		lb.total.Store(total)
+	}
+	if r.limits != nil && r.limits != prev.limits {
+		r.limits.inFlight.Store(total)
+	}
+}
+
+// changedSettings names the blocks and settings that differ between two
+// configurations, by their HCL names.
+func changedSettings(a, b Config) []string {
+	var changed []string
+	for _, part := range []struct {
+		name string
+		a, b any
+	}{
+		{"strategy", a.Strategy, b.Strategy},
+		{"sticky_session", a.Sticky, b.Sticky},
+		{"outcomes", a.Outcomes, b.Outcomes},
+		{"panic_threshold", a.PanicThreshold, b.PanicThreshold},
+		{"outlier_detection", a.OutlierDetection, b.OutlierDetection},
+		{"circuit_breakers", a.CircuitBreakers, b.CircuitBreakers},
+		{"rate_limit", a.RateLimit, b.RateLimit},
+	} {
+		if !reflect.DeepEqual(part.a, part.b) {
+			changed = append(changed, part.name)
+		}
+	}
+	return changed
+}
