@@ -34,6 +34,40 @@ type Source struct {
 	updates  int
 	restarts int
 	lastErr  error
+	// held keeps snapshots from the balancer while another Source takes
+	// over (Hold); the latest waits in heldBack for Resume.
+	held     bool
+	heldBack []pluginapi.ServiceInstance
+}
+
+// Hold stops the Source from changing the balancer, while the plugin keeps
+// running: a replacement starts meanwhile. Resume, if the replacement
+// fails, applies the latest snapshot held back.
+func (s *Source) Hold() {
+	s.mu.Lock()
+	s.held = true
+	s.mu.Unlock()
+}
+
+// Resume undoes Hold.
+func (s *Source) Resume() {
+	s.mu.Lock()
+	s.held = false
+	back := s.heldBack
+	s.heldBack = nil
+	s.mu.Unlock()
+	if back != nil {
+		if err := s.apply(back); err != nil {
+			s.fail(err)
+		}
+	}
+}
+
+// Same reports whether s follows the service with kind's plugin, pinned
+// to pin, configured with settings: whether a configuration change leaves
+// it as it is.
+func (s *Source) Same(kind, pin string, settings pluginapi.Settings) bool {
+	return s.kind == kind && s.pin == pin && s.settings.Equal(settings)
 }
 
 // Follow starts kind's plugin, configures it with settings, loads the
@@ -186,12 +220,17 @@ func (s *Source) fail(err error) {
 
 // apply turns a snapshot into the balancer's endpoints.
 func (s *Source) apply(instances []pluginapi.ServiceInstance) error {
+	// Under the lock, so that no snapshot lands after Hold returns.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.held {
+		s.heldBack = instances
+		return nil
+	}
 	if err := s.balancer.Sync(Specs(instances)); err != nil {
 		return fmt.Errorf("snapshot from the plugin: %w", err)
 	}
-	s.mu.Lock()
 	s.updates++
-	s.mu.Unlock()
 	return nil
 }
 

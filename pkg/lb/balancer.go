@@ -278,6 +278,9 @@ func (lb *LoadBalancer) newRules(config Config, prev *rules, custom Strategy) (*
 // Config returns the configuration the LoadBalancer runs with.
 func (lb *LoadBalancer) Config() Config { return lb.rules.Load().cfg }
 
+// Outcomes returns how the balancer classifies calls' results.
+func (lb *LoadBalancer) Outcomes() OutcomeConfig { return lb.rules.Load().cfg.Outcomes }
+
 // Panicking reports whether the balancer is in panic mode: fewer endpoints
 // may take traffic than the panic threshold, so it balances over all.
 func (lb *LoadBalancer) Panicking() bool { return lb.current().panic }

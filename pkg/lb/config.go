@@ -240,6 +240,9 @@ func DefaultConfig() Config {
 	}
 }
 
+// Validate reports what a LoadBalancer could not run with.
+func (c *Config) Validate() error { return c.validate() }
+
 func (c *Config) validate() error {
 	if !(c.PanicThreshold >= 0 && c.PanicThreshold <= 100) {
 		return fmt.Errorf("panic threshold %g is not a percentage from 0 to 100", c.PanicThreshold)

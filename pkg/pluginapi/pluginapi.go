@@ -16,6 +16,7 @@
 package pluginapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -126,6 +127,9 @@ type Settings struct {
 
 // NewSettings wraps a JSON object as Settings, for tests of a Provider.
 func NewSettings(jsonObject []byte) Settings { return Settings{raw: jsonObject} }
+
+// Equal reports whether two Settings hold the same values.
+func (s Settings) Equal(o Settings) bool { return bytes.Equal(s.raw, o.raw) }
 
 // Decode unmarshals the settings into v, typically a struct whose fields
 // have json tags matching the schema's names. Blocks with labels decode as

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"reflect"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -33,10 +34,13 @@ type attemptFunc func(ctx context.Context, method string, args, reply any, tried
 // retrier runs a unary call's attempts as the service's retry policy,
 // retry budget and hedging say, whatever path the attempts take.
 type retrier struct {
-	retry   policy.Retry
-	hedging *policy.Hedging
-	limiter *lb.RetryLimiter
-	log     *slog.Logger
+	policy atomic.Pointer[retryPolicy]
+	// refusedBefore counts the retries refused by limiters replaced by
+	// setPolicy, so that the count never goes back; swap guards it and
+	// the swap.
+	swap          sync.Mutex
+	refusedBefore uint64
+	log           *slog.Logger
 
 	calls, retries, failures atomic.Uint64
 	hedges, hedgeWins        atomic.Uint64
@@ -61,24 +65,64 @@ func (r *retrier) measure(ctx context.Context, method string, e *lb.Endpoint, to
 	}
 }
 
-func newRetrier(retry policy.Retry, hedging *policy.Hedging, log *slog.Logger) (*retrier, error) {
-	if err := hedging.Validate(); err != nil {
-		return nil, err
-	}
-	limiter, err := retry.Limiter(time.Now())
-	if err != nil {
-		return nil, err
-	}
-	return &retrier{retry: retry, hedging: hedging, limiter: limiter, log: loggerOrDiscard(log)}, nil
+// retryPolicy is what a retrier runs by; setPolicy swaps it whole, and a
+// call in progress reads it at each decision.
+type retryPolicy struct {
+	retry   policy.Retry
+	hedging *policy.Hedging
+	limiter *lb.RetryLimiter
 }
+
+func newRetrier(retry policy.Retry, hedging *policy.Hedging, log *slog.Logger) (*retrier, error) {
+	r := &retrier{log: loggerOrDiscard(log)}
+	if err := r.setPolicy(retry, hedging); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// setPolicy makes later decisions follow retry and hedging. An unchanged
+// retry block keeps its budget's and throttling's state.
+func (r *retrier) setPolicy(retry policy.Retry, hedging *policy.Hedging) error {
+	if err := hedging.Validate(); err != nil {
+		return err
+	}
+	r.swap.Lock()
+	defer r.swap.Unlock()
+	prev := r.policy.Load()
+	p := &retryPolicy{retry: retry, hedging: hedging}
+	if prev != nil && reflect.DeepEqual(prev.retry, retry) {
+		p.limiter = prev.limiter
+	} else {
+		var err error
+		if p.limiter, err = retry.Limiter(time.Now()); err != nil {
+			return err
+		}
+	}
+	if prev != nil && prev.limiter != p.limiter {
+		r.refusedBefore += prev.limiter.Refused()
+	}
+	r.policy.Store(p)
+	return nil
+}
+
+// refused counts the retries the budget or throttling refused.
+func (r *retrier) refused() uint64 {
+	r.swap.Lock()
+	defer r.swap.Unlock()
+	return r.limiter().Refused() + r.refusedBefore
+}
+
+// limiter is the retry budget and throttling now in force.
+func (r *retrier) limiter() *lb.RetryLimiter { return r.policy.Load().limiter }
 
 // invoke runs a unary call: hedged when its method is, else retried.
 func (r *retrier) invoke(ctx context.Context, method string, args, reply any, opts []grpc.CallOption, attempt attemptFunc) error {
 	report := findReport(opts)
 	r.calls.Add(1)
 	start := time.Now()
-	r.limiter.Call(start)
-	if r.hedging.Hedges(method) {
+	r.limiter().Call(start)
+	if r.policy.Load().hedging.Hedges(method) {
 		if msg, ok := reply.(proto.Message); ok {
 			return r.invokeHedged(ctx, method, args, msg, opts, report, attempt)
 		}
@@ -103,9 +147,10 @@ func (r *retrier) invoke(ctx context.Context, method string, args, reply any, op
 // pushback, and records it: the limiter's tokens, the call report.
 func (r *retrier) once(ctx context.Context, method string, args, reply any, tried []*lb.Endpoint, opts []grpc.CallOption, report *CallReport, attempt attemptFunc) (*lb.Endpoint, time.Duration, error) {
 	actx := ctx
-	if r.retry.PerTryTimeout > 0 {
+	perTry := r.policy.Load().retry.PerTryTimeout
+	if perTry > 0 {
 		var cancel context.CancelFunc
-		actx, cancel = context.WithTimeout(ctx, r.retry.PerTryTimeout)
+		actx, cancel = context.WithTimeout(ctx, perTry)
 		defer cancel()
 	}
 	ao := attemptOptsPool.Get().(*attemptOpts)
@@ -120,10 +165,10 @@ func (r *retrier) once(ctx context.Context, method string, args, reply any, trie
 		// The attempt's own deadline passed, not the call's: the server
 		// may report it (its end of the deadline) before our timer does.
 		if actx != ctx && ctx.Err() == nil && status.Code(err) == codes.DeadlineExceeded && pastDeadline(actx) {
-			err = perTryTimeout{status.Newf(codes.Code(policy.PerTryCode), "per-try timeout: no answer from %s within %s", e.ID, r.retry.PerTryTimeout)}
+			err = perTryTimeout{status.Newf(codes.Code(policy.PerTryCode), "per-try timeout: no answer from %s within %s", e.ID, perTry)}
 		}
 	}
-	r.limiter.Result(err == nil, err != nil && r.retryable(err))
+	r.limiter().Result(err == nil, err != nil && r.retryable(err))
 	r.measure(ctx, method, e, took, err)
 	if e != nil {
 		report.add(e, took, err)
@@ -163,7 +208,7 @@ var errOvertaken = status.Error(codes.Canceled, "cancelled: the call ended on an
 // good answer wins and the rest are cancelled (their outcomes neutral).
 // Each hedge needs the retry budget's leave.
 func (r *retrier) invokeHedged(ctx context.Context, method string, args any, reply proto.Message, opts []grpc.CallOption, report *CallReport, attempt attemptFunc) error {
-	h := r.hedging
+	h := r.policy.Load().hedging
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	results := make(chan hedgeResult, h.MaxAttempts) // copies never block on a call that returned
@@ -189,7 +234,7 @@ func (r *retrier) invokeHedged(ctx context.Context, method string, args any, rep
 		}
 	}()
 	send := func() bool {
-		if sent > 0 && !r.limiter.Retry(time.Now()) {
+		if sent > 0 && !r.limiter().Retry(time.Now()) {
 			if report != nil {
 				report.NotRetried = "the retry budget is spent"
 			}
@@ -249,7 +294,7 @@ func (r *retrier) invokeHedged(ctx context.Context, method string, args any, rep
 			if res.err == nil {
 				proto.Reset(reply)
 				proto.Merge(reply, res.reply)
-				r.limiter.Result(true, false)
+				r.limiter().Result(true, false)
 				if res.i > 0 {
 					r.hedgeWins.Add(1)
 				}
@@ -258,7 +303,7 @@ func (r *retrier) invokeHedged(ctx context.Context, method string, args any, rep
 			lastErr = res.err
 			code := statuscode.Code(status.Code(res.err))
 			nonFatal := h.NonFatalCodes.Has(code)
-			r.limiter.Result(false, nonFatal)
+			r.limiter().Result(false, nonFatal)
 			if !nonFatal {
 				if report != nil {
 					report.NotRetried = code.String() + " is fatal to a hedged call (non_fatal_codes)"
@@ -337,7 +382,7 @@ func (e perTryTimeout) GRPCStatus() *status.Status { return e.st }
 // retryable code, or the attempt's own per-try timeout.
 func (r *retrier) retryable(err error) bool {
 	var pt perTryTimeout
-	return r.retry.Retries(statuscode.Code(status.Code(err))) || errors.As(err, &pt)
+	return r.policy.Load().retry.Retries(statuscode.Code(status.Code(err))) || errors.As(err, &pt)
 }
 
 // backoff decides whether a failed attempt is retried and, if so, waits
@@ -351,28 +396,29 @@ func (r *retrier) backoff(ctx context.Context, err error, pushback time.Duration
 		}
 		return false
 	}
+	retry := &r.policy.Load().retry
 	switch {
 	case ctx.Err() != nil:
 		return stop("the call's context ended")
 	case !r.retryable(err):
 		return stop(statuscode.Code(status.Code(err)).String() + " is not retried (retryable_codes)")
-	case attempt > r.retry.MaxRetries:
-		return stop(fmt.Sprintf("max_retries (%d) reached", r.retry.MaxRetries))
+	case attempt > retry.MaxRetries:
+		return stop(fmt.Sprintf("max_retries (%d) reached", retry.MaxRetries))
 	case pushback == pushbackStop:
 		return stop("the server asked not to retry (" + pushbackKey + ")")
 	}
 	delay := pushback
 	if delay < 0 {
-		delay = policy.Jitter(r.retry.Backoff(attempt), rand.Float64())
+		delay = policy.Jitter(retry.Backoff(attempt), rand.Float64())
 	}
 	now := time.Now()
-	if now.Sub(start)+delay > r.retry.FailoverTimeout {
-		return stop(fmt.Sprintf("failover_timeout (%s) would pass", r.retry.FailoverTimeout))
+	if now.Sub(start)+delay > retry.FailoverTimeout {
+		return stop(fmt.Sprintf("failover_timeout (%s) would pass", retry.FailoverTimeout))
 	}
 	if deadline, ok := ctx.Deadline(); ok && now.Add(delay).After(deadline) {
 		return stop("the call's deadline would pass")
 	}
-	if !r.limiter.Retry(now) {
+	if !r.limiter().Retry(now) {
 		return stop("the retry budget is spent")
 	}
 	r.retries.Add(1)

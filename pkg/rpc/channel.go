@@ -75,6 +75,6 @@ type CallStats struct {
 func (c *ChannelCalls) Stats() CallStats { return c.r.stats() }
 
 func (r *retrier) stats() CallStats {
-	return CallStats{Calls: r.calls.Load(), Retries: r.retries.Load(), RetriesRefused: r.limiter.Refused(),
+	return CallStats{Calls: r.calls.Load(), Retries: r.retries.Load(), RetriesRefused: r.refused(),
 		Failures: r.failures.Load(), Hedges: r.hedges.Load(), HedgeWins: r.hedgeWins.Load()}
 }

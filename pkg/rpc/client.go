@@ -38,15 +38,12 @@ type LoadBalancedClient struct {
 	balancer *lb.LoadBalancer
 	pool     *ConnPool
 	ownPool  bool
-	cfg      LoadBalancedClientConfig
+	cfg      atomic.Pointer[LoadBalancedClientConfig]
 	log      *slog.Logger
-	outcomes lb.OutcomeConfig
-	// readsRequest is set when picks read the call's metadata or method.
-	readsRequest bool
-	// loadPerCall is set when the strategy reads the load each call's
-	// trailers report (ORCA); loads, when it reads it out of band.
-	loadPerCall bool
-	loads       *loadStreams
+	// loads keeps out-of-band load report streams when the strategy reads
+	// them; guarded by loadsMu.
+	loadsMu sync.Mutex
+	loads   *loadStreams
 	*retrier
 
 	closed atomic.Bool
@@ -95,16 +92,12 @@ func NewLoadBalancedClient(balancer *lb.LoadBalancer, config *LoadBalancedClient
 		retrier:  retrier,
 		balancer: balancer,
 		pool:     o.pool,
-		cfg:      *config,
 		log:      loggerOrDiscard(logger),
 	}
-	c.outcomes = balancer.Config().Outcomes
+	cfg := *config
+	c.cfg.Store(&cfg)
 	if o.metrics != nil {
 		c.useMetrics(o.metrics)
-	}
-	c.readsRequest = balancer.ReadsRequest()
-	if oob, ok := balancer.LoadReports(); ok && oob == 0 {
-		c.loadPerCall = true
 	}
 	if c.pool == nil {
 		pool, err := NewConnPool(balancer, &config.Client, logger, o.dialOpts...)
@@ -113,10 +106,54 @@ func NewLoadBalancedClient(balancer *lb.LoadBalancer, config *LoadBalancedClient
 		}
 		c.pool, c.ownPool = pool, true
 	}
-	if oob, ok := balancer.LoadReports(); ok && oob > 0 {
-		c.loads = newLoadStreams(balancer, c.pool, oob, c.log)
-	}
+	c.followLoadReports()
 	return c, nil
+}
+
+// Reconfigure makes later calls follow config: the retry policy (an
+// unchanged retry block keeps its budget's state), hedging and, for a
+// client with its own connections, the connection settings (see
+// ConnPool.Reconfigure; a pool given with WithConnPool is its owner's to
+// change). It also takes up what the balancer's configuration asks of the
+// client now: how results are classified, the request metadata picks
+// read, load reports; call it after LoadBalancer.Reconfigure. Calls in
+// progress finish. An invalid config changes nothing.
+func (c *LoadBalancedClient) Reconfigure(config *LoadBalancedClientConfig) error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	if c.ownPool {
+		if _, err := DialOptions(&config.Client); err != nil {
+			return err
+		}
+	}
+	if err := c.setPolicy(config.Retry, config.Hedging); err != nil {
+		return err
+	}
+	if c.ownPool {
+		if err := c.pool.Reconfigure(&config.Client); err != nil {
+			return err
+		}
+	}
+	cfg := *config
+	c.cfg.Store(&cfg)
+	c.followLoadReports()
+	return nil
+}
+
+// followLoadReports keeps out-of-band load report streams open while the
+// balancer's strategy reads them, at its period, on the pool's current
+// connections.
+func (c *LoadBalancedClient) followLoadReports() {
+	c.loadsMu.Lock()
+	defer c.loadsMu.Unlock()
+	if c.loads != nil {
+		c.loads.Close()
+		c.loads = nil
+	}
+	if oob, ok := c.balancer.LoadReports(); ok && oob > 0 && !c.closed.Load() {
+		c.loads = newLoadStreams(c.balancer, c.pool, oob, c.log)
+	}
 }
 
 // CallReport, passed as a call option, is filled in with every attempt the
@@ -161,7 +198,7 @@ func (c *LoadBalancedClient) classify(ctx context.Context, err error) lb.Outcome
 	if err == nil {
 		return lb.Success
 	}
-	return c.outcomes.Classify(statuscode.Code(status.Code(err)), errors.Is(ctx.Err(), context.Canceled))
+	return c.balancer.Outcomes().Classify(statuscode.Code(status.Code(err)), errors.Is(ctx.Err(), context.Canceled))
 }
 
 // pickError is a pick's failure as a gRPC status: UNAVAILABLE when no
@@ -198,20 +235,22 @@ func (c *LoadBalancedClient) attempt(ctx context.Context, method string, args, r
 		picked(e)
 	}
 	started := time.Now()
-	cc, err := c.pool.Get(e)
+	pc, err := c.pool.hold(e)
+	defer pc.release()
 	if err != nil {
 		err = status.Error(codes.Unavailable, err.Error())
-	} else if err = c.waitForConnection(ctx, cc); err != nil {
+	} else if err = c.waitForConnection(ctx, pc.cc); err != nil {
 		c.balancer.Release(e) // refused by max_pending: nothing to say about the endpoint
 		return e, err
-	} else if c.loadPerCall {
+	} else if oob, ok := c.balancer.LoadReports(); ok && oob == 0 {
+		// The strategy reads the load each call's trailers report (ORCA).
 		var trailer metadata.MD
-		err = cc.Invoke(ctx, method, args, reply, append(opts, grpc.Trailer(&trailer))...)
+		err = pc.cc.Invoke(ctx, method, args, reply, append(opts, grpc.Trailer(&trailer))...)
 		if r, ok := orcaload.FromTrailer(trailer); ok {
 			c.balancer.ReportLoad(e, r)
 		}
 	} else {
-		err = cc.Invoke(ctx, method, args, reply, opts...)
+		err = pc.cc.Invoke(ctx, method, args, reply, opts...)
 	}
 	c.balancer.Done(e, time.Since(started), c.classify(ctx, err))
 	return e, err
@@ -245,7 +284,7 @@ func (c *LoadBalancedClient) waitForConnection(ctx context.Context, cc *grpc.Cli
 // keyedContext carries what the balancer reads from a call's request
 // metadata and method (a sticky session id, a hash key) into its context.
 func (c *LoadBalancedClient) keyedContext(ctx context.Context, method string) context.Context {
-	if !c.readsRequest {
+	if !c.balancer.ReadsRequest() {
 		return ctx
 	}
 	return c.balancer.KeyedContext(ctx, method, outgoingMetadata(ctx))
@@ -270,7 +309,7 @@ func (c *LoadBalancedClient) NewStream(ctx context.Context, desc *grpc.StreamDes
 		c: c, ctx: c.keyedContext(ctx, method), desc: desc, method: method, opts: opts,
 		report: findReport(opts), start: time.Now(),
 	}
-	c.limiter.Call(s.start)
+	c.limiter().Call(s.start)
 	for attempt := 1; ; attempt++ {
 		err := s.open()
 		if err == nil {
@@ -297,6 +336,7 @@ type balancedStream struct {
 
 	cancel    context.CancelFunc // ends the current attempt
 	endpoint  *lb.Endpoint
+	conn      *pooledConn // held while the attempt runs
 	opened    time.Time
 	tried     []*lb.Endpoint
 	stopAfter func() bool
@@ -317,20 +357,21 @@ func (s *balancedStream) open() error {
 		return pickError{err}
 	}
 	s.opened = time.Now()
-	cc, err := s.c.pool.Get(e)
+	pc, err := s.c.pool.hold(e)
 	if err != nil {
 		err = status.Error(codes.Unavailable, err.Error())
 		s.failOpen(e, err)
 		return err
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
-	cs, err := cc.NewStream(ctx, s.desc, s.method, s.opts...)
+	cs, err := pc.cc.NewStream(ctx, s.desc, s.method, s.opts...)
 	if err != nil {
 		cancel()
+		pc.release()
 		s.failOpen(e, err)
 		return err
 	}
-	s.ClientStream, s.endpoint, s.cancel = cs, e, cancel
+	s.ClientStream, s.endpoint, s.cancel, s.conn = cs, e, cancel, pc
 	// A caller that abandons the stream must cancel its context (gRPC's
 	// rule); that ends the attempt and releases the endpoint too.
 	s.stopAfter = context.AfterFunc(ctx, s.finish)
@@ -343,7 +384,7 @@ func (s *balancedStream) failOpen(e *lb.Endpoint, err error) {
 	s.c.balancer.Done(e, took, s.c.classify(s.ctx, err))
 	s.c.measure(s.ctx, s.method, e, took, err)
 	s.report.add(e, took, err)
-	s.c.limiter.Result(false, s.c.retryable(err))
+	s.c.limiter().Result(false, s.c.retryable(err))
 	s.tried = append(s.tried, e)
 }
 
@@ -362,6 +403,8 @@ func (s *balancedStream) finishWith(err error) {
 			outcome = s.c.classify(s.ctx, err)
 		}
 		s.c.balancer.Done(s.endpoint, time.Since(s.opened), outcome)
+		s.conn.release()
+		s.conn = nil
 	}
 }
 
@@ -429,7 +472,7 @@ func (s *balancedStream) endAttempt(err error) {
 	took := time.Since(s.opened)
 	s.c.measure(s.ctx, s.method, s.endpoint, took, err)
 	s.report.add(s.endpoint, took, err)
-	s.c.limiter.Result(err == nil, err != nil && s.c.retryable(err))
+	s.c.limiter().Result(err == nil, err != nil && s.c.retryable(err))
 	if err != nil {
 		s.tried = append(s.tried, s.endpoint)
 	}
@@ -469,11 +512,12 @@ type ClientStats struct {
 
 // GetStats returns the client's statistics.
 func (c *LoadBalancedClient) GetStats() ClientStats {
+	cfg := c.cfg.Load()
 	return ClientStats{
 		TotalConnections: c.pool.Len(),
-		MaxRetries:       c.cfg.MaxRetries,
-		RetryDelay:       c.cfg.Delay.String(),
-		FailoverTimeout:  c.cfg.FailoverTimeout.String(),
+		MaxRetries:       cfg.MaxRetries,
+		RetryDelay:       cfg.Delay.String(),
+		FailoverTimeout:  cfg.FailoverTimeout.String(),
 		CallStats:        c.stats(),
 		LoadBalancer:     c.balancer.GetServerStats(),
 	}
@@ -485,9 +529,12 @@ func (c *LoadBalancedClient) Close() error {
 	if !c.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	c.loadsMu.Lock()
 	if c.loads != nil {
 		c.loads.Close()
+		c.loads = nil
 	}
+	c.loadsMu.Unlock()
 	if c.ownPool {
 		if err := c.pool.Close(); err != nil && !errors.Is(err, ErrClosed) {
 			return err

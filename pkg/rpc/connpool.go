@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,7 +29,9 @@ var ErrClosed = errors.New("closed")
 // one TCP connection. It follows the LoadBalancer: a removed endpoint's
 // connection is closed.
 type ConnPool struct {
-	dialOpts []grpc.DialOption
+	cfg      policy.Client
+	extra    []grpc.DialOption
+	dialOpts []grpc.DialOption // guarded by mu
 	log      *slog.Logger
 	cancel   func()
 
@@ -39,8 +43,22 @@ type ConnPool struct {
 
 	mu     sync.Mutex
 	closed bool
-	conns  atomic.Pointer[map[*lb.Endpoint]*grpc.ClientConn] // copy on write
+	conns  atomic.Pointer[map[*lb.Endpoint]*pooledConn] // copy on write
+	// removed holds the draining connections of removed endpoints, for
+	// the calls picked just before the removal; guarded by mu.
+	removed map[*lb.Endpoint]*pooledConn
 }
+
+// pooledConn is a connection and the calls holding it (hold). A drain
+// closes it only once it swaps inUse from 0 to closing, so a hold either
+// sees a count above zero and keeps it open, or sees it closing and dials
+// anew.
+type pooledConn struct {
+	cc    *grpc.ClientConn
+	inUse atomic.Int64
+}
+
+const closing = -1 << 40
 
 // NewConnPool returns a pool for balancer's endpoints, dialling with the
 // settings of cfg (nil means policy.DefaultClient()) and then extra.
@@ -53,9 +71,9 @@ func NewConnPool(balancer *lb.LoadBalancer, cfg *policy.Client, logger *slog.Log
 	if err != nil {
 		return nil, err
 	}
-	p := &ConnPool{dialOpts: append(opts, extra...), log: loggerOrDiscard(logger)}
+	p := &ConnPool{cfg: *cfg, extra: extra, dialOpts: append(opts, extra...), log: loggerOrDiscard(logger)}
 	p.drainCtx, p.stopDrains = context.WithCancel(context.Background())
-	empty := map[*lb.Endpoint]*grpc.ClientConn{}
+	empty := map[*lb.Endpoint]*pooledConn{}
 	p.conns.Store(&empty)
 	p.cancel = balancer.Subscribe(p.retain)
 	return p, nil
@@ -103,8 +121,40 @@ func DialOptions(cfg *policy.Client) ([]grpc.DialOption, error) {
 // Get returns the connection to e, dialling it on first use. The common
 // path is an atomic load and a map lookup.
 func (p *ConnPool) Get(e *lb.Endpoint) (*grpc.ClientConn, error) {
-	if cc, ok := (*p.conns.Load())[e]; ok {
-		return cc, nil
+	pc, err := p.conn(e)
+	if err != nil {
+		return nil, err
+	}
+	return pc.cc, nil
+}
+
+// hold is Get for a call: the connection is not closed by a drain
+// (Reconfigure, the endpoint's removal) until the call lets it go with
+// release.
+func (p *ConnPool) hold(e *lb.Endpoint) (*pooledConn, error) {
+	for range 3 {
+		pc, err := p.conn(e)
+		if err != nil {
+			return nil, err
+		}
+		if pc.inUse.Add(1) > 0 {
+			return pc, nil
+		}
+		pc.inUse.Add(-1) // closed by a drain after this hold found it
+	}
+	return nil, fmt.Errorf("connect to %s (%s): its connection closed three times over", e.ID, e.Address)
+}
+
+// release ends a hold; nil is ignored.
+func (pc *pooledConn) release() {
+	if pc != nil {
+		pc.inUse.Add(-1)
+	}
+}
+
+func (p *ConnPool) conn(e *lb.Endpoint) (*pooledConn, error) {
+	if pc, ok := (*p.conns.Load())[e]; ok {
+		return pc, nil
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -112,10 +162,13 @@ func (p *ConnPool) Get(e *lb.Endpoint) (*grpc.ClientConn, error) {
 		return nil, fmt.Errorf("connection pool: %w", ErrClosed)
 	}
 	old := *p.conns.Load()
-	if cc, ok := old[e]; ok {
-		return cc, nil
+	if pc, ok := old[e]; ok {
+		return pc, nil
 	}
 	if e.Removed() {
+		if pc, ok := p.removed[e]; ok {
+			return pc, nil
+		}
 		return nil, fmt.Errorf("%w %q: it was removed", lb.ErrUnknownServer, e.ID)
 	}
 	cc, err := grpc.NewClient("passthrough:///"+e.Address, p.dialOpts...)
@@ -123,18 +176,50 @@ func (p *ConnPool) Get(e *lb.Endpoint) (*grpc.ClientConn, error) {
 		return nil, fmt.Errorf("connect to %s (%s): %w", e.ID, e.Address, err)
 	}
 	cc.Connect()
-	next := make(map[*lb.Endpoint]*grpc.ClientConn, len(old)+1)
-	for k, v := range old {
-		next[k] = v
-	}
-	next[e] = cc
+	next := make(map[*lb.Endpoint]*pooledConn, len(old)+1)
+	maps.Copy(next, old)
+	pc := &pooledConn{cc: cc}
+	next[e] = pc
 	p.conns.Store(&next)
 	p.log.Debug("connection opened", "server", e.ID, "address", e.Address)
-	return cc, nil
+	return pc, nil
 }
 
 // Len returns how many connections are open.
 func (p *ConnPool) Len() int { return len(*p.conns.Load()) }
+
+// Reconfigure makes later connections follow cfg. When cfg changes how
+// connections are made (credentials, timeouts, keepalive, message sizes,
+// user agent), every open connection drains, closing once the calls
+// holding it end, and the next call to each endpoint dials anew; the
+// files of a tls block are read again. An unchanged cfg changes nothing.
+// A cfg that cannot be used (a certificate that does not load) changes
+// nothing and is returned as an error.
+func (p *ConnPool) Reconfigure(cfg *policy.Client) error {
+	p.mu.Lock()
+	same := reflect.DeepEqual(p.cfg, *cfg)
+	p.mu.Unlock()
+	if same {
+		return nil
+	}
+	opts, err := DialOptions(cfg)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return fmt.Errorf("connection pool: %w", ErrClosed)
+	}
+	p.cfg, p.dialOpts = *cfg, append(opts, p.extra...)
+	for e, pc := range *p.conns.Load() {
+		p.drains.Add(1)
+		go p.drain(e, pc, "connection settings changed")
+	}
+	empty := map[*lb.Endpoint]*pooledConn{}
+	p.conns.Store(&empty)
+	return nil
+}
 
 // retain closes the connections of endpoints that left the balancer.
 func (p *ConnPool) retain(all []*lb.Endpoint) {
@@ -145,13 +230,17 @@ func (p *ConnPool) retain(all []*lb.Endpoint) {
 		keep[e] = true
 	}
 	old := *p.conns.Load()
-	next := make(map[*lb.Endpoint]*grpc.ClientConn, len(old))
-	for e, cc := range old {
+	next := make(map[*lb.Endpoint]*pooledConn, len(old))
+	for e, pc := range old {
 		if keep[e] {
-			next[e] = cc
+			next[e] = pc
 		} else {
+			if p.removed == nil {
+				p.removed = map[*lb.Endpoint]*pooledConn{}
+			}
+			p.removed[e] = pc
 			p.drains.Add(1)
-			go p.drain(e, cc)
+			go p.drain(e, pc, "server removed")
 		}
 	}
 	p.conns.Store(&next)
@@ -161,22 +250,28 @@ func (p *ConnPool) retain(all []*lb.Endpoint) {
 // for the calls still in flight on it.
 const DrainTimeout = 30 * time.Second
 
-// drain closes a removed endpoint's connection once its calls in flight
-// have ended, so that removing an endpoint never cuts a call short.
-func (p *ConnPool) drain(e *lb.Endpoint, cc *grpc.ClientConn) {
+// drain closes a connection taken out of the pool once no call holds it,
+// so that neither removing an endpoint nor changing connection settings
+// cuts a call short.
+func (p *ConnPool) drain(e *lb.Endpoint, pc *pooledConn, why string) {
 	defer p.drains.Done()
 	deadline := time.Now().Add(DrainTimeout)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for e.InFlight() > 0 && time.Now().Before(deadline) {
+	for !pc.inUse.CompareAndSwap(0, closing) && time.Now().Before(deadline) {
 		select {
 		case <-tick.C:
 		case <-p.drainCtx.Done():
 			deadline = time.Now()
 		}
 	}
-	_ = cc.Close()
-	p.log.Debug("connection closed: server removed", "server", e.ID)
+	p.mu.Lock()
+	if p.removed[e] == pc {
+		delete(p.removed, e)
+	}
+	p.mu.Unlock()
+	_ = pc.cc.Close()
+	p.log.Debug("connection closed: "+why, "server", e.ID)
 }
 
 // Close closes every connection; Get fails afterwards.
@@ -191,12 +286,12 @@ func (p *ConnPool) Close() error {
 	}
 	p.closed = true
 	var errs []error
-	for _, cc := range *p.conns.Load() {
-		if err := cc.Close(); err != nil {
+	for _, pc := range *p.conns.Load() {
+		if err := pc.cc.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	empty := map[*lb.Endpoint]*grpc.ClientConn{}
+	empty := map[*lb.Endpoint]*pooledConn{}
 	p.conns.Store(&empty)
 	return errors.Join(errs...)
 }

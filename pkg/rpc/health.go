@@ -116,6 +116,51 @@ func (h *HealthChecker) Start(balancer *lb.LoadBalancer, pool *ConnPool) error {
 	return nil
 }
 
+// Reconfigure makes the checker follow p (interval, timeout, thresholds,
+// the health service named) over pool's connections, pool being the one
+// it runs on or one that replaces it. Checks in progress are stopped and
+// every endpoint is checked again at once; endpoints keep their health
+// until the new checks decide otherwise. A checker not yet started only
+// takes the settings.
+func (h *HealthChecker) Reconfigure(p policy.HealthCheck, pool *ConnPool) error {
+	if p.Interval <= 0 || p.Timeout <= 0 {
+		return fmt.Errorf("health checker: interval (%s) and timeout (%s) must be positive", p.Interval, p.Timeout)
+	}
+	h.mu.Lock()
+	balancer := h.balancer
+	if balancer == nil {
+		h.applyPolicy(p)
+		h.mu.Unlock()
+		return nil
+	}
+	h.mu.Unlock()
+	// Unsubscribed first, so that no membership change lands between
+	// stopping the old checks and following anew.
+	h.cancel()
+	h.mu.Lock()
+	h.stop()
+	h.mu.Unlock()
+	h.wg.Wait()
+	h.mu.Lock()
+	h.applyPolicy(p)
+	h.pool = pool
+	h.targets = map[*lb.Endpoint]*healthTarget{}
+	h.ctx, h.stop = context.WithCancel(context.Background())
+	h.mu.Unlock()
+	h.cancel = balancer.Subscribe(h.follow)
+	h.log.Info("health checks reconfigured", "interval", p.Interval, "timeout", p.Timeout, "unhealthy_threshold", p.UnhealthyThreshold, "healthy_threshold", p.HealthyThreshold)
+	return nil
+}
+
+// applyPolicy takes p's settings; the caller holds h.mu.
+func (h *HealthChecker) applyPolicy(p policy.HealthCheck) {
+	h.interval, h.timeout, h.service = p.Interval, p.Timeout, p.Service
+	if !h.manual {
+		// One-shot checkers keep their single-result thresholds.
+		WithThresholds(p.UnhealthyThreshold, p.HealthyThreshold)(h)
+	}
+}
+
 // follow starts checking new endpoints and stops checking removed ones.
 // It runs under the balancer's lock (see Subscribe).
 func (h *HealthChecker) follow(all []*lb.Endpoint) {
@@ -148,10 +193,24 @@ func (h *HealthChecker) follow(all []*lb.Endpoint) {
 	}
 }
 
+// healthSettings are what the checks read; Reconfigure changes them.
+type healthSettings struct {
+	interval, timeout time.Duration
+	thresholds        lb.HealthThresholds
+	service           string
+	pool              *ConnPool
+}
+
+func (h *HealthChecker) settings() healthSettings {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return healthSettings{h.interval, h.timeout, h.thresholds, h.service, h.pool}
+}
+
 // checkLoop checks at once, then every interval.
 func (h *HealthChecker) checkLoop(ctx context.Context, t *healthTarget) {
 	defer h.wg.Done()
-	ticker := time.NewTicker(h.interval)
+	ticker := time.NewTicker(h.settings().interval)
 	defer ticker.Stop()
 	for {
 		h.check(ctx, t)
@@ -167,7 +226,7 @@ func (h *HealthChecker) checkLoop(ctx context.Context, t *healthTarget) {
 // fails, and reconnects an idle connection so that failure shows at once.
 func (h *HealthChecker) watchConnection(ctx context.Context, t *healthTarget) {
 	defer h.wg.Done()
-	cc, err := h.pool.Get(t.endpoint)
+	cc, err := h.settings().pool.Get(t.endpoint)
 	if err != nil {
 		return
 	}
@@ -200,20 +259,21 @@ func (h *HealthChecker) check(ctx context.Context, t *healthTarget) {
 }
 
 func (h *HealthChecker) probe(ctx context.Context, e *lb.Endpoint) (bool, time.Duration, error) {
-	cc, err := h.pool.Get(e)
+	set := h.settings()
+	cc, err := set.pool.Get(e)
 	if err != nil {
 		return false, 0, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	ctx, cancel := context.WithTimeout(ctx, set.timeout)
 	defer cancel()
 	start := time.Now()
-	resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: h.service}, grpc.WaitForReady(false))
+	resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: set.service}, grpc.WaitForReady(false))
 	latency := time.Since(start)
 	switch {
 	case status.Code(err) == codes.Unimplemented:
 		return false, latency, errors.New("the server does not implement grpc.health.v1")
 	case status.Code(err) == codes.DeadlineExceeded:
-		return false, latency, fmt.Errorf("no answer within %s", h.timeout)
+		return false, latency, fmt.Errorf("no answer within %s", set.timeout)
 	case err != nil:
 		return false, latency, errors.New(plainMessage(err))
 	case resp.GetStatus() != healthpb.HealthCheckResponse_SERVING:
@@ -225,6 +285,7 @@ func (h *HealthChecker) probe(ctx context.Context, e *lb.Endpoint) (bool, time.D
 // apply feeds one result through the thresholds into the balancer. A
 // connection failure is decisive at once.
 func (h *HealthChecker) apply(t *healthTarget, pass bool, latency time.Duration, err error, connectionFailed bool) {
+	thresholds := h.settings().thresholds
 	t.mu.Lock()
 	before := t.endpoint.ActiveHealth()
 	var after lb.HealthStatus
@@ -237,7 +298,7 @@ func (h *HealthChecker) apply(t *healthTarget, pass bool, latency time.Duration,
 			t.lastErr = err
 		}
 	} else {
-		after = h.thresholds.Observe(&t.run, before, pass)
+		after = thresholds.Observe(&t.run, before, pass)
 		t.lastChecked, t.latency, t.lastErr = time.Now(), latency, err
 	}
 	t.mu.Unlock()
@@ -327,12 +388,13 @@ func (h *HealthChecker) GetHealthStats() HealthStats {
 	for _, t := range h.targets {
 		targets = append(targets, t)
 	}
+	interval, timeout := h.interval, h.timeout
 	h.mu.Unlock()
 	slices.SortFunc(targets, func(a, b *healthTarget) int { return strings.Compare(a.endpoint.ID, b.endpoint.ID) })
 	st := HealthStats{
 		TotalServers:  len(targets),
-		CheckInterval: h.interval.String(),
-		CheckTimeout:  h.timeout.String(),
+		CheckInterval: interval.String(),
+		CheckTimeout:  timeout.String(),
 		Servers:       make([]ServerHealth, 0, len(targets)),
 	}
 	for _, t := range targets {
