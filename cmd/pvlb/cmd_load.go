@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/peervault/pvlb/pkg/config"
 	"github.com/peervault/pvlb/pkg/invoke"
 	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/loadgen"
@@ -34,6 +35,7 @@ type LoadCmd struct {
 	Output      string        `short:"o" default:"text" enum:"text,json" help:"Output format of the final report: ${enum}, the shape of simulate's."`
 	Report      string        `placeholder:"FILE.html" type:"path" help:"Also write the run as an HTML page, as simulate --report does."`
 	MetricsAddr string        `name:"metrics-addr" placeholder:"HOST:PORT" help:"Serve the balancer's metrics in Prometheus's text format at http://HOST:PORT/metrics while the run lasts (docs/metrics.md). Off by default."`
+	Watch       bool          `help:"Reload the configuration while the run goes on, when its files change or on SIGHUP: strategy, policies, health checks, connection settings and discovery change in place without stopping a call; a configuration with errors is refused and the running one stays."`
 }
 
 // Help is shown by pvlb load --help.
@@ -50,12 +52,19 @@ Otherwise each change is a line as it happens, and the totals a line
 every five seconds. SIGINT stops the run early and reports what was
 measured.
 
+With --watch the configuration is reloaded while the run goes on, when
+its files change or pvlb gets SIGHUP: the service's strategy, policies,
+health checks, connection settings and discovery change in place, calls
+in flight finish where they are, and each reload (or refusal, with the
+configuration's errors) shows among the latest changes.
+
 Put a prediction beside reality: run pvlb simulate with the same rate
 and pvlb load against the servers, and compare the two reports.
 
 Examples:
   pvlb load -c examples/basic.hcl /peervault.PeerVaultService/GetUserData -d '{"user_id":"u1"}' --rps 200 --duration 10s
-  pvlb load -c examples/basic.hcl /peervault.PeerVaultService/GetUserData -d '{"user_id":"u1"}' --concurrency 8 --total 5000 -o json`
+  pvlb load -c examples/basic.hcl /peervault.PeerVaultService/GetUserData -d '{"user_id":"u1"}' --concurrency 8 --total 5000 -o json
+  pvlb load -c examples/basic.hcl /peervault.PeerVaultService/GetUserData -d '{"user_id":"u1"}' --rps 100 --duration 10m --watch`
 }
 
 // Run loads.
@@ -104,7 +113,22 @@ func (c *LoadCmd) Run(a *app) error {
 			}
 		}()
 	}
-	cfg.Progress, cfg.ProgressEvery = c.progress(a, call.svc)
+	var reloads *reloader
+	if c.Watch {
+		var stopReloading func()
+		reloads, stopReloading, err = a.followConfig(func(next *config.Config) error {
+			svcCfg, ok := next.Service(call.cfg.Name)
+			if !ok {
+				return fmt.Errorf("the new configuration has no service %q", call.cfg.Name)
+			}
+			return call.svc.Reload(a.ctx, svcCfg, service.Options{Config: next, Host: a.pluginHost(next)})
+		})
+		if err != nil {
+			return err
+		}
+		defer stopReloading()
+	}
+	cfg.Progress, cfg.ProgressEvery = c.progress(a, call.svc, reloads)
 	m := sim.NewMeasurement(call.cfg.Name, call.cfg.Strategy.Kind, call.cfg.Strategy.Name, call.svc.Balancer.Endpoints())
 	// call.ctx carries the -H metadata and --session to every call, and
 	// ends with the command.
@@ -165,31 +189,31 @@ func (c *LoadCmd) caller(call *startedCall) loadgen.Call {
 	}
 }
 
-// progress shows the run as it goes. On a terminal: every second, the
+// progress shows the run as it goes. On a terminal: every loadRefresh, the
 // totals, a table of the servers (health, calls, share, errors, latency)
 // and the latest changes of health, ejections and discovery, redrawn in
 // place. Otherwise: each change as a line when it happens (looked for
-// every second), and the totals every five seconds.
-func (c *LoadCmd) progress(a *app, svc *service.Service) (func(*sim.Report), time.Duration) {
+// every loadRefresh), and the totals every five seconds.
+func (c *LoadCmd) progress(a *app, svc *service.Service, reloads *reloader) (func(*sim.Report), time.Duration) {
 	live := isTerminal(a.stderr)
 	seen := map[string]map[string]serverState{}
 	var recent []watchEvent
 	looks := 0
 	return func(r *sim.Report) {
-		_, events := watchLook(svc, seen, nil, looks == 0)
+		_, events := watchLook(svc, seen, reloads.take(), looks == 0)
 		if looks == 0 {
 			events = nil // the servers as the run starts: the table shows them
 		}
 		looks++
 		elapsed := time.Duration(r.SimulatedTime)
-		totals := fmt.Sprintf("%s  %d calls  %.0f/s  p50 %s  p99 %s  failed %d",
+		totals := fmt.Sprintf("%s  %d calls  %.0f/s  p50 %s  p99 %s  failed %d  strategy %s",
 			elapsed.Round(time.Second), r.Requests, float64(r.Requests)/max(elapsed.Seconds(), 1e-9),
-			dur(r.Latency.P50), dur(r.Latency.P99), r.Failed)
+			dur(r.Latency.P50), dur(r.Latency.P99), r.Failed, svc.Balancer.GetServerStats().Strategy)
 		if !live {
 			for _, e := range events {
 				fmt.Fprintln(a.stderr, e.text())
 			}
-			if looks%5 == 0 {
+			if looks%(5*int(time.Second/loadRefresh)) == 0 {
 				fmt.Fprintln(a.stderr, totals)
 			}
 			return
@@ -218,5 +242,9 @@ func (c *LoadCmd) progress(a *app, svc *service.Service) (func(*sim.Report), tim
 			}
 		}
 		fmt.Fprint(a.stderr, b.String())
-	}, time.Second
+	}, loadRefresh
 }
+
+// loadRefresh is how often pvlb load looks for changes and redraws its
+// view: within it a reload, a health change or an ejection shows.
+const loadRefresh = 500 * time.Millisecond

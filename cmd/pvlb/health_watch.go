@@ -2,8 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/peervault/pvlb/pkg/config"
 	"github.com/peervault/pvlb/pkg/lb"
@@ -24,7 +29,8 @@ type watchEvent struct {
 	Address string    `json:"address"`
 	// Event is "present" (a server as the watch starts, To its health),
 	// "added", "removed", "health" (From and To say the change),
-	// "ejected" or "returned".
+	// "ejected" or "returned"; for the configuration (no Service),
+	// "reloaded" (To says why) or "refused" (Error says why).
 	Event string `json:"event"`
 	From  string `json:"from,omitempty"`
 	To    string `json:"to,omitempty"`
@@ -49,33 +55,32 @@ func (c *HealthCmd) watch(a *app, cfg *config.Config, services []*config.Service
 		return err
 	}
 	defer stopMetrics()
-	var running []*service.Service
-	defer func() {
-		for _, s := range running {
-			s.Close()
-		}
-	}()
+	w := &watchedServices{}
+	defer w.close()
 	for _, svcCfg := range services {
-		svc, err := service.New(a.ctx, svcCfg, service.Options{Logger: a.log, HealthChecks: true, Host: a.pluginHost(cfg), Config: cfg, Meter: meter})
-		if err != nil {
+		if err := w.start(a, cfg, svcCfg, meter); err != nil {
 			if a.ctx.Err() != nil {
 				return nil
 			}
-			return userErrorf("service %q: %v", svcCfg.Name, err)
+			return err
 		}
-		running = append(running, svc)
 	}
-	for _, svc := range running {
-		svc.Health.ForceHealthCheckAll(a.ctx)
+	reloads, stopReloading, err := a.followConfig(func(next *config.Config) error {
+		return w.reload(a, next, c.Service, meter)
+	})
+	if err != nil {
+		return err
 	}
+	defer stopReloading()
 	live := isTerminal(a.stdout) && c.Output == "text"
 	seen := map[string]map[string]serverState{}
 	var recent []watchEvent
 	tick := time.NewTicker(watchRefresh)
 	defer tick.Stop()
 	for first := true; ; first = false {
+		running := w.list()
 		report := make([]serviceHealth, len(running))
-		var events []watchEvent
+		events := reloads.take()
 		for i, svc := range running {
 			report[i], events = watchLook(svc, seen, events, first)
 		}
@@ -114,6 +119,79 @@ func (c *HealthCmd) watch(a *app, cfg *config.Config, services []*config.Service
 			return nil // interrupted: the watch's end
 		case <-tick.C:
 		}
+	}
+}
+
+// watchedServices are the services health --watch runs; a reload changes
+// them in place, starts those added and stops those removed.
+type watchedServices struct {
+	mu      sync.Mutex
+	running []*service.Service
+}
+
+func (w *watchedServices) start(a *app, cfg *config.Config, svcCfg *config.Service, meter metric.MeterProvider) error {
+	svc, err := service.New(a.ctx, svcCfg, service.Options{Logger: a.log, HealthChecks: true, Host: a.pluginHost(cfg), Config: cfg, Meter: meter})
+	if err != nil {
+		return userErrorf("service %q: %v", svcCfg.Name, err)
+	}
+	svc.Health.ForceHealthCheckAll(a.ctx)
+	w.mu.Lock()
+	w.running = append(w.running, svc)
+	w.mu.Unlock()
+	return nil
+}
+
+// reload applies cfg to the services running, and, unless only (--service)
+// names one, starts the services it adds and stops those it no longer has.
+// A service --service names must stay.
+func (w *watchedServices) reload(a *app, cfg *config.Config, only string, meter metric.MeterProvider) error {
+	if only != "" {
+		if _, ok := cfg.Service(only); !ok {
+			return fmt.Errorf("the new configuration has no service %q", only)
+		}
+	}
+	var errs []error
+	kept := map[string]bool{}
+	for _, svc := range w.list() {
+		next, ok := cfg.Service(svc.Name)
+		if !ok {
+			svc.Close()
+			w.remove(svc)
+			a.log.Info("service stopped: no longer in the configuration", "service", svc.Name)
+			continue
+		}
+		kept[svc.Name] = true
+		if err := svc.Reload(a.ctx, next, service.Options{Config: cfg, Host: a.pluginHost(cfg)}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if only == "" {
+		for _, svcCfg := range cfg.Services {
+			if !kept[svcCfg.Name] {
+				if err := w.start(a, cfg, svcCfg, meter); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (w *watchedServices) list() []*service.Service {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.running)
+}
+
+func (w *watchedServices) remove(svc *service.Service) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.running = slices.DeleteFunc(w.running, func(s *service.Service) bool { return s == svc })
+}
+
+func (w *watchedServices) close() {
+	for _, svc := range w.list() {
+		svc.Close()
 	}
 }
 
@@ -183,6 +261,12 @@ func (e watchEvent) text() string {
 		what = "ejected by outlier detection"
 	case "returned":
 		what = "returned from ejection"
+	}
+	switch e.Event {
+	case "reloaded":
+		return fmt.Sprintf("%s  configuration reloaded (%s)", e.Time.Format(time.TimeOnly), e.To)
+	case "refused":
+		return fmt.Sprintf("%s  configuration refused, the running one stays: %s", e.Time.Format(time.TimeOnly), e.Error)
 	}
 	line := fmt.Sprintf("%s  %s  %s  %s  %s", e.Time.Format(time.TimeOnly), e.Service, e.Server, e.Address, what)
 	if e.Error != "" && e.Event == "health" && e.To == lb.HealthUnhealthy.String() {

@@ -48,6 +48,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		for {
 			select {
 			case sig := <-sigs:
+				if sig == syscall.SIGHUP && hangups.deliver() {
+					continue // the command reloads its configuration
+				}
 				s.stop(sig.(syscall.Signal))
 			case <-pipes:
 			case <-s.done:
