@@ -53,9 +53,11 @@ type grpcBalancer struct {
 type subConn struct {
 	sc    balancer.SubConn
 	state connectivity.State
-	// stopLoad ends the subchannel's out-of-band load reports; nil
+	// stopLoad ends the subchannel's out-of-band load reports, asked for
+	// every loadPeriod; nil
 	// without them.
-	stopLoad func()
+	stopLoad   func()
+	loadPeriod time.Duration
 }
 
 // shutdown ends the subchannel and its load reports.
@@ -107,7 +109,7 @@ func (d *callDone) done(info balancer.DoneInfo) {
 	outcome := lb.Success
 	if info.Err != nil {
 		code := status.Code(info.Err)
-		outcome = d.balancer.Config().Outcomes.Classify(statuscode.Code(code), errors.Is(info.Err, context.Canceled))
+		outcome = d.balancer.Outcomes().Classify(statuscode.Code(code), errors.Is(info.Err, context.Canceled))
 	}
 	if r, ok := info.ServerLoad.(*v3orcapb.OrcaLoadReport); ok && r != nil && d.loadPerCall {
 		d.balancer.ReportLoad(d.endpoint, orcaload.FromProto(r))
@@ -154,7 +156,11 @@ func (b *grpcBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 		if !present[e] {
 			entry.shutdown()
 			delete(b.subConns, e)
+			continue
 		}
+		// The balancer's configuration may have changed (Reconfigure):
+		// out-of-band load reports open, close or change period.
+		b.followLoad(e, entry)
 	}
 	b.publishLocked()
 	return nil
@@ -185,13 +191,16 @@ func (b *grpcBalancer) subConnStateChanged(e *lb.Endpoint, entry *subConn, st ba
 // READY.
 func (b *grpcBalancer) followLoad(e *lb.Endpoint, entry *subConn) {
 	period, ok := b.balancer.LoadReports()
-	switch {
-	case !ok || period == 0:
-	case entry.state == connectivity.Ready && entry.stopLoad == nil:
-		entry.stopLoad = orca.RegisterOOBListener(entry.sc, loadListener{b.balancer, e}, orca.OOBListenerOptions{ReportInterval: period})
-	case entry.state != connectivity.Ready && entry.stopLoad != nil:
+	if !ok {
+		period = 0
+	}
+	if entry.stopLoad != nil && (entry.state != connectivity.Ready || period != entry.loadPeriod) {
 		entry.stopLoad()
 		entry.stopLoad = nil
+	}
+	if entry.state == connectivity.Ready && period > 0 && entry.stopLoad == nil {
+		entry.stopLoad = orca.RegisterOOBListener(entry.sc, loadListener{b.balancer, e}, orca.OOBListenerOptions{ReportInterval: period})
+		entry.loadPeriod = period
 	}
 }
 

@@ -537,10 +537,12 @@ func (lb *LoadBalancer) publishMembership(all []*Endpoint, eager bool) {
 }
 
 // Subscribe calls fn with every endpoint now, and again whenever an
-// endpoint is added or removed, until the returned cancel is called. fn
-// runs with the LoadBalancer's write lock held, so it must be quick and
-// must not call the LoadBalancer's AddServer, RemoveServer or SetHealth;
-// the connection pool and the health checker use it to follow membership.
+// endpoint is added or removed or the configuration changes (Reconfigure),
+// until the returned cancel is called. fn runs with the LoadBalancer's
+// write lock held, so it must be quick and must not call the
+// LoadBalancer's AddServer, RemoveServer or SetHealth; the connection
+// pool and the health checker use it to follow membership, the pvlb:///
+// channel to follow the configuration too.
 func (lb *LoadBalancer) Subscribe(fn func(all []*Endpoint)) (cancel func()) {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()

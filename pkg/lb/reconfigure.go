@@ -47,7 +47,9 @@ func (lb *LoadBalancer) Reconfigure(config Config) error {
 			}
 		}
 	}
-	lb.publish(lb.allLocked(), true)
+	// Subscribers hear of it too: what they read of the configuration
+	// (load reports, the metadata picks read) may have changed.
+	lb.publishMembership(lb.allLocked(), true)
 	lb.log.Info("configuration changed", "changed", changed, "strategy", r.strategy.Name())
 	return nil
 }

@@ -40,8 +40,16 @@ func NewChannelCalls(retry policy.Retry, hedging *policy.Hedging, logger *slog.L
 	return &ChannelCalls{r: r}, nil
 }
 
+// Reconfigure makes later decisions follow retry and hedging; an
+// unchanged retry block keeps its budget's state. An invalid one changes
+// nothing.
+func (c *ChannelCalls) Reconfigure(retry policy.Retry, hedging *policy.Hedging) error {
+	return c.r.setPolicy(retry, hedging)
+}
+
 // UnaryInterceptor returns the interceptor that runs the channel's unary
 // calls.
+
 func (c *ChannelCalls) UnaryInterceptor() grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		attempt := func(ctx context.Context, method string, args, reply any, tried []*lb.Endpoint, opts []grpc.CallOption, picked func(*lb.Endpoint)) (*lb.Endpoint, error) {
