@@ -195,13 +195,13 @@ func TestReloadWhileCalling(t *testing.T) {
 		t.Fatalf("endpoints %s from the second plugin", got)
 	}
 	testtools.WaitFor(t, "the replaced plugin to end", func() bool { return procstate.Ended(first) })
+	testtools.WaitFor(t, "calls to reach server3 again", func() bool { return servers[2].Calls() > s3 })
 
 	reload(source(t, "round_robin", "1s", servers[:2], ""))
 	if s.source != nil {
 		t.Fatal("a plugin source is left after moving to a static list")
 	}
 	testtools.WaitFor(t, "the last plugin to end", func() bool { return procstate.Ended(second) })
-	testtools.WaitFor(t, "calls to reach server3 while the second plugin listed it", func() bool { return servers[2].Calls() > s3 })
 
 	calls, failed, firstErr := stop()
 	t.Logf("%d calls through 5 reloads, %d failed", calls, failed)
