@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/peervault/pvlb/internal/testtools"
@@ -114,4 +115,35 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// health --watch reloads its configuration when the file changes or on
+// SIGHUP: servers added there are reported, a broken configuration is
+// refused with its location and the watch goes on.
+func TestHealthWatchReloads(t *testing.T) {
+	servers := testtools.DemoServers(t, 2)
+	cfg := staticConfig(t, servers[:1], true)
+	p := startPiped(t, "stdout", nil, "health", "-c", cfg, "--watch", "-o", "json")
+	p.await(t, `"server":"server1"`, `"event":"present"`)
+	replaceFile(t, cfg, mustRead(t, staticConfig(t, servers, true)))
+	p.await(t, `"event":"reloaded"`, `"to":"the files changed"`)
+	p.await(t, `"server":"server2"`, `"event":"added"`)
+	replaceFile(t, cfg, "service \"peervault\" {\n  discovery = discovery.static.nowhere\n}\n")
+	p.await(t, `"event":"refused"`, `pvlb.hcl:2:`)
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	p.await(t, `"event":"refused"`)
+	replaceFile(t, cfg, mustRead(t, staticConfig(t, servers[1:], true)))
+	p.await(t, `"server":"server1"`, `"event":"removed"`)
+	p.interrupt(t)
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
