@@ -45,7 +45,7 @@ strategy, health checks, retries and failover as the Go library) at a
 rate (--rps, open loop) or with a number in flight (--concurrency, closed
 loop), for a --duration or a --total, and reports what happened in the
 shape of pvlb simulate's report: per server the calls, share, errors and
-latency, then the totals. On a terminal the run is shown as it goes, every
+latency, then the totals. On a terminal the run is shown as it goes, twice a
 second: the totals, each server's health, calls, share, errors and
 latency, and the latest changes of health, ejections and discovery.
 Otherwise each change is a line as it happens, and the totals a line
