@@ -3,6 +3,7 @@ package lb
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"sync"
 	"testing"
@@ -236,5 +237,26 @@ func TestChangedSettingsNamesEverySetting(t *testing.T) {
 		PanicThreshold: 1, OutlierDetection: &OutlierDetection{}, CircuitBreakers: &CircuitBreakers{}, RateLimit: &RateLimit{},
 	})); n != named {
 		t.Fatalf("Config has %d settings, changedSettings names %d", n, named)
+	}
+}
+
+// BenchmarkReconfigure: one change of strategy between one that counts
+// calls in flight and one that does not, with its new snapshot and picker.
+func BenchmarkReconfigure(b *testing.B) {
+	for _, n := range []int{3, 1000} {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			weights := make([]int, n)
+			for i := range weights {
+				weights[i] = 1 + i%5
+			}
+			lb := newTestLB(b, withStrategy(RoundRobin), weights...)
+			configs := []Config{configWith(LeastConnections, nil), configWith(RoundRobin, nil)}
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if err := lb.Reconfigure(configs[i%2]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
