@@ -50,6 +50,13 @@ type LoadBalancer struct {
 
 	_     cacheLinePad
 	total atomic.Int64
+	// limited and waiting are the calls in flight and waiting for a
+	// connection that the circuit breakers count (max_requests,
+	// max_pending).
+	_       cacheLinePad
+	limited atomic.Int64
+	_       cacheLinePad
+	waiting atomic.Int64
 }
 
 // rules is what a LoadBalancer does with its endpoints, made from one
@@ -74,7 +81,7 @@ type rules struct {
 	// settling is set once a reconfiguration changed what is counted in
 	// flight: a call picked under the old rules may end under the new, so
 	// its end takes one off each count only while the count is above zero
-	// (see Reconfigure).
+	// (see releaseSettling).
 	settling bool
 }
 
@@ -219,6 +226,11 @@ func New(config Config, logger *slog.Logger, opts ...Option) (*LoadBalancer, err
 	return lb, nil
 }
 
+// countsService and countsPending report whether the rules count the
+// service's calls in flight and waiting.
+func (r *rules) countsService() bool { return r.limits != nil && r.limits.maxRequests != 0 }
+func (r *rules) countsPending() bool { return r.limits != nil && r.limits.maxPending != 0 }
+
 // newRules makes the rules of config. Over prev, the rules running, it
 // keeps what config does not change: the strategy with what it learnt,
 // the sessions, the limits with their counts, the outlier detector's
@@ -247,7 +259,7 @@ func (lb *LoadBalancer) newRules(config Config, prev *rules, custom Strategy) (*
 	case prev != nil && reflect.DeepEqual(prev.cfg.CircuitBreakers, config.CircuitBreakers) && reflect.DeepEqual(prev.cfg.RateLimit, config.RateLimit):
 		r.limits = prev.limits
 	default:
-		r.limits = newLimits(config.CircuitBreakers, config.RateLimit)
+		r.limits = newLimits(config.CircuitBreakers, config.RateLimit, &lb.limited, &lb.waiting)
 		if prev != nil && prev.limits != nil && r.limits != nil {
 			r.limits.carryOver(prev.limits)
 		}
@@ -270,7 +282,8 @@ func (lb *LoadBalancer) newRules(config Config, prev *rules, custom Strategy) (*
 		}
 	}
 	if prev != nil {
-		r.settling = prev.settling || prev.trackLoad != r.trackLoad || prev.countTotal != r.countTotal || prev.limits != r.limits
+		r.settling = prev.settling || prev.trackLoad != r.trackLoad || prev.countTotal != r.countTotal ||
+			prev.countsService() != r.countsService() || prev.countsPending() != r.countsPending()
 	}
 	return r, nil
 }
@@ -692,7 +705,7 @@ func (lb *LoadBalancer) pickWithin(r *rules, next func(skip []*Endpoint) *Endpoi
 		}
 		skipped = append(skipped, e)
 	}
-	l.releaseService(r.settling)
+	l.releaseService() // the place this pick took
 	l.overloaded.Add(1)
 	return nil, fmt.Errorf("%w: every endpoint of service %q that may take traffic is at its circuit breaker's max_requests_per_endpoint or out of its rate_limit", ErrOverloaded, lb.service)
 }

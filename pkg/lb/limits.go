@@ -77,19 +77,21 @@ type limits struct {
 	interval    int64  // rate limit: nanoseconds per call; 0 none
 	tolerance   int64  // (burst-1) intervals: how far ahead a bucket may run
 
-	inFlight atomic.Int64 // the service's, when maxRequests is set
-	pending  atomic.Int64 // calls waiting for a connection, when maxPending is set
+	// The service's calls in flight, when maxRequests is set, and waiting
+	// for a connection, when maxPending is: the balancer's own counters,
+	// which the limits of a reconfiguration go on counting.
+	inFlight, pending *atomic.Int64
 	// Counts for statistics: picks that skipped an endpoint at its cap,
 	// or out of its rate, and calls refused because nothing could take
 	// them.
 	breakerSkips, rateSkips, overloaded atomic.Uint64
 }
 
-func newLimits(cb *CircuitBreakers, rl *RateLimit) *limits {
+func newLimits(cb *CircuitBreakers, rl *RateLimit, inFlight, pending *atomic.Int64) *limits {
 	if cb == nil && rl == nil {
 		return nil
 	}
-	l := &limits{}
+	l := &limits{inFlight: inFlight, pending: pending}
 	if cb != nil {
 		l.maxRequests, l.perEndpoint, l.maxPending = int64(cb.MaxRequests), uint64(cb.MaxRequestsPerEndpoint), int64(cb.MaxPending)
 	}
@@ -116,23 +118,17 @@ func (l *limits) admitService() bool {
 	return true
 }
 
-// releaseService gives a place back; settling, only while any is taken
-// (see LoadBalancer.releaseSettling).
-func (l *limits) releaseService(settling bool) {
-	switch {
-	case l.maxRequests == 0:
-	case settling:
-		decrementAboveZero(&l.inFlight)
-	default:
+// releaseService gives back a place these limits took (see
+// LoadBalancer.releaseSettling for a call that may not have taken one).
+func (l *limits) releaseService() {
+	if l.maxRequests != 0 {
 		l.inFlight.Add(-1)
 	}
 }
 
-// carryOver starts new limits from the counts of the limits they replace:
-// the calls waiting for connections, and the counts statistics show.
-// (LoadBalancer.Reconfigure counts the calls in flight.)
+// carryOver starts new limits from the counts statistics show of the
+// limits they replace.
 func (l *limits) carryOver(old *limits) {
-	l.pending.Store(old.pending.Load())
 	l.breakerSkips.Store(old.breakerSkips.Load())
 	l.rateSkips.Store(old.rateSkips.Load())
 	l.overloaded.Store(old.overloaded.Load())
@@ -202,10 +198,10 @@ func (lb *LoadBalancer) BeginPending() bool {
 func (lb *LoadBalancer) EndPending() {
 	r := lb.rules.Load()
 	switch l := r.limits; {
-	case l == nil || l.maxPending == 0:
 	case r.settling:
-		decrementAboveZero(&l.pending)
-	default:
+		// The wait may have begun under rules that did not count it.
+		decrementAboveZero(&lb.waiting)
+	case l != nil && l.maxPending != 0:
 		l.pending.Add(-1)
 	}
 }

@@ -198,7 +198,7 @@ func (lb *LoadBalancer) release(r *rules, e *Endpoint) {
 		}
 	}
 	if r.limits != nil {
-		r.limits.releaseService(false)
+		r.limits.releaseService()
 	}
 }
 
@@ -215,9 +215,7 @@ func (lb *LoadBalancer) releaseSettling(r *rules, e *Endpoint) {
 		}
 	}
 	decrementAboveZero(&lb.total)
-	if r.limits != nil {
-		r.limits.releaseService(true)
-	}
+	decrementAboveZero(&lb.limited)
 }
 
 // decrementAboveZero takes one off n unless n is zero or below.

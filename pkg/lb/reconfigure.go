@@ -12,13 +12,13 @@ import (
 // limits their counts. A changed outlier detection runs the ejections in
 // progress to their end under its new settings; none returns them all.
 //
-// Picks never wait: one that began under the old configuration ends under
-// it, and the next picks under the new. A call that ends after the change
-// is counted by the new rules; when the change alters what is counted in
-// flight (a strategy that reads load for one that does not, new limits),
-// the counts of calls picked before it settle as those calls end (see
-// releaseSettling). config must name the same service; an invalid config
-// changes nothing.
+// Picks never wait: one that began under the old configuration picks
+// under it, and the next under the new. When the change makes the
+// balancer count calls in flight that it did not (a strategy that reads
+// load, or a circuit breaker, where there was none), the counts start
+// with the calls picked from the change on; the calls picked before end
+// without taking from them what they did not add (see releaseSettling).
+// config must name the same service; an invalid config changes nothing.
 func (lb *LoadBalancer) Reconfigure(config Config) error {
 	if err := config.validate(); err != nil {
 		return fmt.Errorf("load balancer config: %w", err)
@@ -37,7 +37,6 @@ func (lb *LoadBalancer) Reconfigure(config Config) error {
 	if err != nil {
 		return fmt.Errorf("load balancer config: %w", err)
 	}
-	lb.countInFlight(prev, r)
 	lb.rules.Store(r)
 	if prev.outliers != nil && r.outliers == nil {
 		for _, e := range lb.endpoints {
@@ -52,37 +51,6 @@ func (lb *LoadBalancer) Reconfigure(config Config) error {
 	lb.publishMembership(lb.allLocked(), true)
 	lb.log.Info("configuration changed", "changed", changed, "strategy", r.strategy.Name())
 	return nil
-}
-
-// countInFlight starts the counts of calls in flight that r keeps and
-// prev did not from the calls in flight now, so that a strategy that
-// reads load, or a cap, sees them at once; the caller holds lb.mu and has
-// not yet published r. A call picked under prev after this is not in them
-// and ends under r, which settles it (releaseSettling).
-func (lb *LoadBalancer) countInFlight(prev, r *rules) {
-	startWords := r.trackLoad && !prev.trackLoad
-	var total int64
-	for _, e := range lb.endpoints {
-		n := e.InFlight()
-		total += n
-		if !startWords {
-			continue
-		}
-		// Nothing adds to the word under prev; settling ends may take
-		// from it meanwhile.
-		for {
-			v := e.load.Load()
-			if e.load.CompareAndSwap(v, v&^inflightMask|uint64(min(n, inflightMask))) {
-				break
-			}
-		}
-	}
-	if r.countTotal && !prev.countTotal {
-		lb.total.Store(total)
-	}
-	if r.limits != nil && r.limits != prev.limits {
-		r.limits.inFlight.Store(total)
-	}
 }
 
 // changedSettings names the blocks and settings that differ between two

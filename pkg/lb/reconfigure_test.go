@@ -52,18 +52,16 @@ func wantSettled(t *testing.T, b *LoadBalancer) {
 			t.Errorf("%s: %d calls in flight by its counts, %d by its load word; want 0", e.ID, e.InFlight(), e.inFlight())
 		}
 	}
-	if n := b.total.Load(); n != 0 {
-		t.Errorf("service total in flight %d, want 0", n)
-	}
-	if l := b.rules.Load().limits; l != nil && (l.inFlight.Load() != 0 || l.pending.Load() != 0) {
-		t.Errorf("limits count %d in flight and %d waiting, want 0", l.inFlight.Load(), l.pending.Load())
+	if n, l, w := b.total.Load(), b.limited.Load(), b.waiting.Load(); n != 0 || l != 0 || w != 0 {
+		t.Errorf("the service counts %d in flight (bounded load), %d in flight and %d waiting (circuit breakers); want 0", n, l, w)
 	}
 }
 
-// Calls picked under a strategy that counts nothing in flight are seen by
-// one that reads load from the moment it takes over, and their ends leave
-// every count exact.
-func TestReconfigureCarriesCallsInFlight(t *testing.T) {
+// Calls picked under a strategy that counts nothing in flight end under
+// one that does, and calls it counted end under one that does not: once
+// they have all ended every count is exact, and a strategy that reads
+// load finds no stale count.
+func TestReconfigureSettlesCountsInFlight(t *testing.T) {
 	b := newTestLB(t, withStrategy(RoundRobin), 1, 1, 1)
 	held := holdOn(t, b, "s1", 2)
 	must(t, b.Reconfigure(configWith(LeastConnections, nil)))
@@ -73,35 +71,35 @@ func TestReconfigureCarriesCallsInFlight(t *testing.T) {
 	for range 4 {
 		e, err := b.Pick(context.Background())
 		must(t, err)
-		if e.ID == "s1" {
-			t.Fatal("least_connections picked s1, which holds the two calls picked before the change")
-		}
 		held = append(held, e)
 	}
-	// And back: calls picked while the load word was kept end under rules
-	// that keep none, and a later least_connections finds no stale count.
 	must(t, b.Reconfigure(configWith(RoundRobin, nil)))
-	for _, e := range held {
+	more := holdOn(t, b, "s2", 1)
+	must(t, b.Reconfigure(configWith(LeastConnections, nil)))
+	for _, e := range append(held, more...) {
 		b.Done(e, time.Millisecond, Success)
 	}
 	wantSettled(t, b)
-	must(t, b.Reconfigure(configWith(LeastConnections, nil)))
 	counts := pickCounts(t, b, context.Background(), 3)
 	if len(counts) != 3 {
 		t.Fatalf("least_connections over idle endpoints picked %v, want each once", counts)
 	}
 }
 
-// New caps hold at once over the calls already in flight.
-func TestReconfigureCapsCallsAlreadyInFlight(t *testing.T) {
+// A lower cap holds at once over the calls the old cap counted.
+func TestReconfigureLowersACapAtOnce(t *testing.T) {
+	capped := func(n int) Config {
+		return configWith(RoundRobin, func(c *Config) { c.CircuitBreakers = &CircuitBreakers{MaxRequests: n} })
+	}
 	b := newTestLB(t, withStrategy(RoundRobin), 1, 1, 1)
+	must(t, b.Reconfigure(capped(10)))
 	var held []*Endpoint
 	for range 3 {
 		e, err := b.Pick(context.Background())
 		must(t, err)
 		held = append(held, e)
 	}
-	must(t, b.Reconfigure(configWith(RoundRobin, func(c *Config) { c.CircuitBreakers = &CircuitBreakers{MaxRequests: 3} })))
+	must(t, b.Reconfigure(capped(3)))
 	if _, err := b.Pick(context.Background()); !errors.Is(err, ErrOverloaded) {
 		t.Fatalf("a fourth call under max_requests = 3: %v, want ErrOverloaded", err)
 	}
