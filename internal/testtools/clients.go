@@ -21,14 +21,15 @@ func LoadBalancedClient(t TB, balancer *lb.LoadBalancer, cfg *rpc.LoadBalancedCl
 	return client
 }
 
-// CallsChannel dials "pvlb:///" over balancer with calls' interceptor
-// running its unary calls (grpc-go's own retries off), closed when the
+// CallsChannel dials "pvlb:///" over balancer with calls' interceptors
+// running its unary calls and timing its streams (grpc-go's own retries off), closed when the
 // test ends.
 func CallsChannel(t TB, balancer *lb.LoadBalancer, calls *rpc.ChannelCalls) *grpc.ClientConn {
 	t.Helper()
 	cc, err := grpc.NewClient("pvlb:///"+balancer.Service(),
 		grpc.WithResolvers(grpcpolicy.NewResolverBuilder(balancer)),
 		grpc.WithUnaryInterceptor(calls.UnaryInterceptor()),
+		grpc.WithStreamInterceptor(calls.StreamInterceptor()),
 		grpc.WithDisableRetry(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

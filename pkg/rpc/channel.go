@@ -2,7 +2,10 @@ package rpc
 
 import (
 	"context"
+	"io"
 	"log/slog"
+	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -22,6 +25,7 @@ import (
 //	cc, err := grpc.NewClient("pvlb:///peervault",
 //		grpc.WithResolvers(grpcpolicy.NewResolverBuilder(balancer)),
 //		grpc.WithUnaryInterceptor(calls.UnaryInterceptor()),
+//		grpc.WithStreamInterceptor(calls.StreamInterceptor()),
 //		grpc.WithDisableRetry(),
 //		grpc.WithTransportCredentials(insecure.NewCredentials()))
 type ChannelCalls struct {
@@ -49,7 +53,6 @@ func (c *ChannelCalls) Reconfigure(retry policy.Retry, hedging *policy.Hedging) 
 
 // UnaryInterceptor returns the interceptor that runs the channel's unary
 // calls.
-
 func (c *ChannelCalls) UnaryInterceptor() grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		attempt := func(ctx context.Context, method string, args, reply any, tried []*lb.Endpoint, opts []grpc.CallOption, picked func(*lb.Endpoint)) (*lb.Endpoint, error) {
@@ -66,6 +69,58 @@ func (c *ChannelCalls) UnaryInterceptor() grpc.UnaryClientInterceptor {
 		}
 		return c.r.invoke(ctx, method, req, reply, opts, attempt)
 	}
+}
+
+// StreamInterceptor returns the interceptor that counts the channel's
+// streams as calls and, with UseMetrics, times each as one attempt on the
+// endpoint the policy picked, from its opening to its end. It retries
+// nothing: grpc-go's retry policy may reopen a stream before its first
+// response. Install it with grpc.WithStreamInterceptor.
+func (c *ChannelCalls) StreamInterceptor() grpc.StreamClientInterceptor {
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		c.r.calls.Add(1)
+		s := &timedStream{r: c.r, ctx: ctx, method: method, start: time.Now()}
+		a := &lb.Attempt{Picked: func(e *lb.Endpoint) { s.endpoint = e }}
+		cs, err := streamer(lb.WithAttempt(ctx, a), desc, cc, method, opts...)
+		a.Waited()
+		if err != nil {
+			s.end(err)
+			return nil, err
+		}
+		s.ClientStream = cs
+		return s, nil
+	}
+}
+
+// timedStream records its stream's end once: its duration and status.
+type timedStream struct {
+	grpc.ClientStream
+	r        *retrier
+	ctx      context.Context
+	method   string
+	start    time.Time
+	endpoint *lb.Endpoint // set by the pick, before the stream opens
+	once     sync.Once
+}
+
+func (s *timedStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if err != nil {
+		s.end(err)
+	}
+	return err
+}
+
+func (s *timedStream) end(err error) {
+	s.once.Do(func() {
+		if err == io.EOF {
+			err = nil
+		}
+		if err != nil {
+			s.r.failures.Add(1)
+		}
+		s.r.measure(s.ctx, s.method, s.endpoint, time.Since(s.start), err)
+	})
 }
 
 // CallStats counts what a channel's calls did: calls, retries and those

@@ -88,19 +88,15 @@ func testMetricsAddUp(t *testing.T, path string) {
 		}
 		_, _ = stub.GetUserData(context.Background(), &pb.GetUserDataRequest{UserId: id}, grpc.WaitForReady(true))
 	}
-	// A server stream's attempt counts too, on the client's own path (a
-	// channel's streams are grpc-go's to time).
-	extra := int64(0)
-	if path == "LoadBalancedClient" {
-		extra = 1
-		st, err := stub.WatchUserEvents(context.Background(), &pb.WatchUserEventsRequest{UserId: "u", Count: 2})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for {
-			if _, err := st.Recv(); err != nil {
-				break
-			}
+	// A server stream's attempt counts too, on both paths.
+	const extra = 1
+	st, err := stub.WatchUserEvents(context.Background(), &pb.WatchUserEventsRequest{UserId: "u", Count: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := st.Recv(); err != nil {
+			break
 		}
 	}
 	got := collect(t, reader)
