@@ -114,6 +114,10 @@ func (c *LoadCmd) Run(a *app) error {
 		}()
 	}
 	var reloads *reloader
+	// latest is the service's configuration as the run ends, for the
+	// report's strategy.
+	var latestMu sync.Mutex
+	latest := call.cfg
 	if c.Watch {
 		var stopReloading func()
 		reloads, stopReloading, err = a.followConfig(func(next *config.Config) error {
@@ -121,7 +125,13 @@ func (c *LoadCmd) Run(a *app) error {
 			if !ok {
 				return fmt.Errorf("the new configuration has no service %q", call.cfg.Name)
 			}
-			return call.svc.Reload(a.ctx, svcCfg, service.Options{Config: next, Host: a.pluginHost(next)})
+			if err := call.svc.Reload(a.ctx, svcCfg, service.Options{Config: next, Host: a.pluginHost(next)}); err != nil {
+				return err
+			}
+			latestMu.Lock()
+			latest = svcCfg
+			latestMu.Unlock()
+			return nil
 		})
 		if err != nil {
 			return err
@@ -136,7 +146,10 @@ func (c *LoadCmd) Run(a *app) error {
 	if err != nil && a.ctx.Err() == nil {
 		return userError{err}
 	}
-	if call.cfg.Strategy.Name == "default" {
+	latestMu.Lock()
+	report.Strategy, report.StrategyName = latest.Strategy.Kind, latest.Strategy.Name
+	latestMu.Unlock()
+	if report.StrategyName == "default" {
 		report.StrategyName = ""
 	}
 	if page != nil {

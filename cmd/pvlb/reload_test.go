@@ -152,13 +152,19 @@ func TestLoadReloadsUnderLoad(t *testing.T) {
 	testtools.WaitFor(t, "the last plugin to end", func() bool { return procstate.Ended(second) })
 
 	p.interrupt(t)
-	var report struct{ Requests, Failed int }
+	var report struct {
+		Requests, Failed int
+		Strategy         string
+	}
 	if err := json.Unmarshal(bytes.TrimSpace([]byte(stdout.String())), &report); err != nil {
 		t.Fatalf("final report: %v\n%s", err, stdout.String())
 	}
 	t.Logf("%d calls, %d failed; server3 took %d calls before its removal, %d in all", report.Requests, report.Failed, atRemoval, servers[2].Calls())
 	if report.Failed != 0 || report.Requests < 200 {
 		t.Errorf("%d of %d calls failed through the reloads, want none", report.Failed, report.Requests)
+	}
+	if report.Strategy != "peak_ewma" {
+		t.Errorf("the report names strategy %q, want the one in force at the end, peak_ewma", report.Strategy)
 	}
 	if n := servers[2].Calls(); n > atRemoval+5 {
 		t.Errorf("server3 took %d calls after it was removed", n-atRemoval)

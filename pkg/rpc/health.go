@@ -148,7 +148,7 @@ func (h *HealthChecker) Reconfigure(p policy.HealthCheck, pool *ConnPool) error 
 	h.ctx, h.stop = context.WithCancel(context.Background())
 	h.mu.Unlock()
 	h.cancel = balancer.Subscribe(h.follow)
-	h.log.Info("health checks reconfigured", "interval", p.Interval, "timeout", p.Timeout, "unhealthy_threshold", p.UnhealthyThreshold, "healthy_threshold", p.HealthyThreshold)
+	h.log.Info("health checks reconfigured", "service", balancer.Service(), "interval", p.Interval, "timeout", p.Timeout, "unhealthy_threshold", p.UnhealthyThreshold, "healthy_threshold", p.HealthyThreshold)
 	return nil
 }
 
