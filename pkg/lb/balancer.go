@@ -78,6 +78,8 @@ type rules struct {
 	limits   *limits
 	outliers *outlierDetector // nil without outlier detection
 	sessions *sessionTable    // nil unless sticky sessions are on
+	// zoneSeeds seeds the random draws of zones (Locality).
+	zoneSeeds splitmix
 	// settling is set once a reconfiguration changed what is counted in
 	// flight: a call picked under the old rules may end under the new, so
 	// its end takes one off each count only while the count is above zero
@@ -126,7 +128,7 @@ func (s *snapshot) build() {
 	case hashed:
 		b.p = h.newPickerOver(s.all, s.eligible, s.lb)
 	default:
-		b.p = s.rules.strategy.NewPicker(s.eligible)
+		b.p = s.rules.newPicker(s.all, s.eligible, s.panic)
 		if s.lb != nil {
 			b.p = s.wrapRamp(b.p, s.lb)
 		}
@@ -226,6 +228,18 @@ func New(config Config, logger *slog.Logger, opts ...Option) (*LoadBalancer, err
 	return lb, nil
 }
 
+// newPicker builds the picker over eligible, the endpoints that may take
+// traffic among all: by zone first when a locality block says so (not in
+// panic mode, as Envoy does), then by the strategy.
+func (r *rules) newPicker(all, eligible []*Endpoint, panicking bool) Picker {
+	if l := r.cfg.Locality; l != nil && !panicking {
+		if groups := l.localityShares(all, eligible); groups != nil {
+			return newLocalityPicker(groups, eligible, r.strategy.NewPicker, &r.zoneSeeds)
+		}
+	}
+	return r.strategy.NewPicker(eligible)
+}
+
 // countsService and countsPending report whether the rules count the
 // service's calls in flight and waiting.
 func (r *rules) countsService() bool { return r.limits != nil && r.limits.maxRequests != 0 }
@@ -238,6 +252,8 @@ func (r *rules) countsPending() bool { return r.limits != nil && r.limits.maxPen
 // block is unchanged.
 func (lb *LoadBalancer) newRules(config Config, prev *rules, custom Strategy) (*rules, error) {
 	r := &rules{cfg: config, strategy: custom}
+	r.zoneSeeds.seeded = lb.seed != 0
+	r.zoneSeeds.state.Store(lb.seed)
 	if prev != nil && reflect.DeepEqual(prev.cfg.Strategy, config.Strategy) {
 		r.strategy = prev.strategy
 	}

@@ -29,6 +29,9 @@ type Config struct {
 	// calls per second; nil is none.
 	CircuitBreakers *CircuitBreakers `json:"circuit_breakers,omitempty"`
 	RateLimit       *RateLimit       `json:"rate_limit,omitempty"`
+	// Locality, when set, routes calls by zone (zone-aware routing or
+	// priorities); nil balances over every zone alike.
+	Locality *Locality `json:"locality,omitempty"`
 }
 
 // StrategyConfig chooses and tunes the strategy: a `strategy` block.
@@ -259,6 +262,11 @@ func (c *Config) validate() error {
 	}
 	if c.OutlierDetection != nil {
 		if err := c.OutlierDetection.validate(); err != nil {
+			return err
+		}
+	}
+	if c.Locality != nil {
+		if err := c.Locality.validate(c.Strategy.Kind); err != nil {
 			return err
 		}
 	}

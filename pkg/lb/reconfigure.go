@@ -68,6 +68,7 @@ func changedSettings(a, b Config) []string {
 		{"outlier_detection", a.OutlierDetection, b.OutlierDetection},
 		{"circuit_breakers", a.CircuitBreakers, b.CircuitBreakers},
 		{"rate_limit", a.RateLimit, b.RateLimit},
+		{"locality", a.Locality, b.Locality},
 	} {
 		if !reflect.DeepEqual(part.a, part.b) {
 			changed = append(changed, part.name)

@@ -78,7 +78,7 @@ func (s *Subset) current() *subsetView {
 		// walks past those left out, so that only their keys move.
 		v.picker = base.getPicker()
 	default:
-		v.picker = base.rules.strategy.NewPicker(in)
+		v.picker = base.rules.newPicker(base.all, in, base.panic)
 	}
 	s.view.Store(v)
 	return v
