@@ -262,7 +262,9 @@ type Service struct {
 	CircuitBreakers *lb.CircuitBreakers
 	RateLimit       *lb.RateLimit
 	// Hedging is its hedging block; nil when it has none.
-	Hedging   *policy.Hedging
+	Hedging *policy.Hedging
+	// Locality is its locality block; nil when it has none.
+	Locality  *lb.Locality
 	DeclRange hcl.Range
 }
 
@@ -278,7 +280,7 @@ func defaultHealthPolicy() *HealthPolicy {
 // BalancerConfig returns what the service's LoadBalancer reads.
 func (s *Service) BalancerConfig() lb.Config {
 	return lb.Config{Service: s.Name, Strategy: s.Strategy.StrategyConfig, Sticky: s.Strategy.Sticky, Outcomes: s.Outcomes, PanicThreshold: s.PanicThreshold,
-		OutlierDetection: s.OutlierDetection, CircuitBreakers: s.CircuitBreakers, RateLimit: s.RateLimit}
+		OutlierDetection: s.OutlierDetection, CircuitBreakers: s.CircuitBreakers, RateLimit: s.RateLimit, Locality: s.Locality}
 }
 
 // Specs returns a static source's endpoints as the balancer takes them, in

@@ -981,3 +981,42 @@ func TestSimulatedPushback(t *testing.T) {
 		t.Errorf("bad pushback: %v", diags)
 	}
 }
+
+// A locality block reads its mode (priorities when it lists them), the
+// client's zone from a literal or env(), and each mode's settings; every
+// mistake is located in the block.
+func TestLocalityBlock(t *testing.T) {
+	t.Setenv("PVLB_TEST_ZONE", "eu-west-1a")
+	cfg, diags := load(t, openService+`  locality {
+    local_zone       = env("PVLB_TEST_ZONE")
+    min_cluster_size = 3
+    client_zones     = { "eu-west-1a" = 2, "eu-west-1b" = 1 }
+  }
+}`)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	svc, _ := cfg.Service("svc")
+	want := lb.Locality{Mode: lb.PreferLocal, LocalZone: "eu-west-1a", MinClusterSize: 3, ClientZones: map[string]float64{"eu-west-1a": 2, "eu-west-1b": 1}}
+	if !reflect.DeepEqual(*svc.Locality, want) || svc.BalancerConfig().Locality != svc.Locality {
+		t.Fatalf("locality %+v, want %+v", *svc.Locality, want)
+	}
+	cfg, diags = load(t, openService+"  locality {\n    priorities = [\"eu-west-1a\", \"*\"]\n  }\n}")
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	if svc, _ := cfg.Service("svc"); svc.Locality.Mode != lb.Priorities {
+		t.Fatalf("a locality listing priorities has mode %q", svc.Locality.Mode)
+	}
+	for block, want := range map[string]string{
+		`locality { mode = "nearest" }`:                                               `Mode must be "prefer_local" or "priorities"`,
+		`locality { mode = "prefer_local" }`:                                          "needs local_zone",
+		`locality { priorities = ["a", "a"] }`:                                        `Zone "a" is listed twice`,
+		"locality {\n    priorities = [\"a\"]\n    overprovisioning_factor = 90\n  }": "overprovisioning_factor",
+		"locality {\n    local_zone = \"a\"\n    min_cluster_size = 0\n  }":           "min_cluster_size",
+		"locality {\n    local_zone = \"a\"\n    client_zones = { a = -1 }\n  }":      "must be above 0",
+		"locality {\n    local_zone = \"a\"\n    zones = 3\n  }":                      "Unsupported argument",
+	} {
+		wantLocatedError(t, block, want)
+	}
+}

@@ -884,7 +884,14 @@ func (d *decoder) decodePluginBlock(block *hcl.Block) {
 var serviceSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{{Name: "discovery"}, {Name: "strategy"}, {Name: "health"}, {Name: "panic_threshold"}},
 	Blocks: []hcl.BlockHeaderSchema{{Type: "retry"}, {Type: "client"}, {Type: "outcomes"}, {Type: "outlier_detection"},
-		{Type: "circuit_breakers"}, {Type: "rate_limit"}, {Type: "hedging"}},
+		{Type: "circuit_breakers"}, {Type: "rate_limit"}, {Type: "hedging"}, {Type: "locality"}},
+}
+
+var localitySchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "mode"}, {Name: "local_zone"}, {Name: "min_cluster_size"}, {Name: "client_zones"},
+		{Name: "priorities"}, {Name: "overprovisioning_factor"},
+	},
 }
 
 var outlierSchema = &hcl.BodySchema{
@@ -1033,8 +1040,49 @@ func (d *decoder) decodeServiceBlock(block *hcl.Block) {
 			s.Client.TLS = d.decodeTLSBlock(tb)
 		}
 	}
+	if b := d.singleBlock(content.Blocks, "locality", "service"); b != nil {
+		s.Locality = d.decodeLocalityBlock(b, s)
+	}
 	d.checkWeightsUsed(s, content)
 	declare(d, "service", s.Name, s, d.cfg.services, &d.cfg.Services)
+}
+
+// decodeLocalityBlock reads a service's locality block: the mode (from
+// priorities when it is not given), the client's zone and each mode's
+// settings, checked by lb.Locality.Validate against the service's
+// strategy.
+func (d *decoder) decodeLocalityBlock(b *hcl.Block, s *Service) *lb.Locality {
+	content := d.content(b.Body, localitySchema)
+	a := d.attrs(content)
+	l := &lb.Locality{Mode: lb.PreferLocal}
+	if _, ok := content.Attributes["priorities"]; ok {
+		l.Mode = lb.Priorities
+	}
+	a.string("mode", &l.Mode)
+	a.string("local_zone", &l.LocalZone)
+	a.int("min_cluster_size", 1, lb.MaxLimit, &l.MinClusterSize)
+	a.int("overprovisioning_factor", 100, 1000, &l.OverprovisioningFactor)
+	a.decode("priorities", &l.Priorities)
+	a.decode("client_zones", &l.ClientZones)
+	d.merge(a)
+	if a.diags.HasErrors() {
+		return l
+	}
+	if err := l.Validate(s.Strategy.Kind); err != nil {
+		why := strings.TrimPrefix(err.Error(), "locality: ")
+		d.errorf(b.DefRange, "Invalid locality block", "%s%s.", strings.ToUpper(why[:1]), why[1:])
+		return l
+	}
+	if s.Discovery != nil && s.Discovery.Kind == StaticKind && l.LocalZone != "" {
+		for _, e := range s.Discovery.Endpoints {
+			if e.Zone == l.LocalZone {
+				return l
+			}
+		}
+		d.warnf(content.Attributes["local_zone"].Expr.Range(), "No endpoint in the local zone",
+			"No endpoint of discovery static %q is in zone %q, so every call will cross zones. Check the endpoints' zone attributes.", s.Discovery.Name, l.LocalZone)
+	}
+	return l
 }
 
 // decodeRetryBlock reads a service's retry block over the defaults: A6's

@@ -266,7 +266,7 @@ func (c *Config) validate() error {
 		}
 	}
 	if c.Locality != nil {
-		if err := c.Locality.validate(c.Strategy.Kind); err != nil {
+		if err := c.Locality.Validate(c.Strategy.Kind); err != nil {
 			return err
 		}
 	}

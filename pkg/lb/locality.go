@@ -55,10 +55,14 @@ type Locality struct {
 	OverprovisioningFactor int `json:"overprovisioning_factor,omitempty"`
 }
 
-func (l *Locality) validate(strategy string) error {
+// Validate reports what is wrong with l for a service balanced by the
+// strategy kind given.
+func (l *Locality) Validate(strategy string) error {
 	switch {
 	case l.Mode != PreferLocal && l.Mode != Priorities:
 		return fmt.Errorf("locality: mode must be %q or %q, not %q", PreferLocal, Priorities, l.Mode)
+	case l.Mode == Priorities && l.LocalZone != "":
+		return fmt.Errorf("locality: local_zone applies to mode %q; with priorities, list the zones in order", PreferLocal)
 	case strategy == RingHash || strategy == Maglev:
 		return fmt.Errorf("locality does not apply to %s: a key's endpoint must not depend on the caller's zone", strategy)
 	case l.Mode == PreferLocal && l.LocalZone == "":
