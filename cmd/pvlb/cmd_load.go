@@ -140,6 +140,9 @@ func (c *LoadCmd) Run(a *app) error {
 	}
 	cfg.Progress, cfg.ProgressEvery = c.progress(a, call.svc, reloads)
 	m := sim.NewMeasurement(call.cfg.Name, call.cfg.Strategy.Kind, call.cfg.Strategy.Name, call.svc.Balancer.Endpoints())
+	if l := call.cfg.Locality; l != nil {
+		m.SetLocalZone(l.LocalZone)
+	}
 	// call.ctx carries the -H metadata and --session to every call, and
 	// ends with the command.
 	report, err := loadgen.Run(call.ctx, cfg, m)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -28,6 +29,7 @@ type SimulateCmd struct {
 	RPS         *float64 `name:"rps" help:"Send requests open-loop at this mean rate per second (Poisson arrivals). The default, without --concurrency, is 1000."`
 	Concurrency *int     `help:"Instead of a rate, keep this many requests in flight (closed loop)."`
 	Strategy    string   `help:"Try another strategy than the service's: a strategy block of the configuration by its name, or a kind with its defaults (${strategies})." placeholder:"NAME|KIND"`
+	NoLocality  bool     `name:"no-locality" help:"Ignore the service's locality block and balance over every zone alike: run with and without it to see what zone-aware routing changes."`
 	Compare     []string `placeholder:"NAME|KIND,..." help:"Run the same traffic through each of these strategies (names or kinds, or all for every kind) and compare them in one table. Every strategy sees the same arrivals and the same random draws per request."`
 	Latency     []string `sep:"none" placeholder:"[SERVER=]MODEL" help:"Latency model: 20ms, normal(20ms,5ms), lognormal(MEDIAN,P99), recorded(FILE[,COLUMN]) to resample latencies recorded from a real service, or replay(FILE[,COLUMN]) to take them in order. Without SERVER= it applies to every server. Repeatable."`
 	ErrorRate   []string `sep:"none" placeholder:"[SERVER=]RATE" help:"Share of a server's answers that fail, 0 to 1. Repeatable."`
@@ -131,7 +133,7 @@ func (c *SimulateCmd) Run(a *app) error {
 	}
 	overrides := sim.Overrides{
 		Scenario: c.Scenario, Requests: requests, RPS: rps, Concurrency: concurrency, Sessions: c.Sessions, Clients: clients, Seed: c.Seed,
-		Keys: c.Keys, KeySkew: c.KeySkew,
+		Keys: c.Keys, KeySkew: c.KeySkew, NoLocality: c.NoLocality,
 		Strategy: c.Strategy, Latency: c.Latency, ErrorRate: c.ErrorRate, Capacity: c.Capacity, Down: c.Down,
 	}
 	var page *os.File
@@ -392,8 +394,15 @@ func writeReport(w io.Writer, r *sim.Report) {
 
 	var table strings.Builder
 	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)
+	zoned := len(r.Zones) > 0
+	if zoned {
+		fmt.Fprint(tw, "ZONE\t")
+	}
 	fmt.Fprintln(tw, "SERVER\tWEIGHT\tREQUESTS\tSHARE\tEXPECTED\tERRORS\tP50\tP90\tP99\tEWMA\tPEAK")
 	for _, s := range r.Servers {
+		if zoned {
+			fmt.Fprint(tw, cmp.Or(s.Zone, "-")+"\t")
+		}
 		p50, p90, p99, ewma := "-", "-", "-", "-"
 		if s.Requests > s.Errors {
 			p50, p90, p99 = dur(s.AttemptTime.P50), dur(s.AttemptTime.P90), dur(s.AttemptTime.P99)
@@ -432,6 +441,16 @@ func writeReport(w io.Writer, r *sim.Report) {
 		fmt.Fprintf(w, "Retries    %d refused by the retry budget, %d attempts ended by the per-try timeout", r.RetriesRefused, r.PerTryTimeouts)
 		if r.PushbackStops > 0 {
 			fmt.Fprintf(w, ", %d not retried at their server's word (pushback)", r.PushbackStops)
+		}
+		fmt.Fprintln(w)
+	}
+	if zoned {
+		fmt.Fprint(w, "Zones     ")
+		for _, z := range r.Zones {
+			fmt.Fprintf(w, " %s %s", cmp.Or(z.Zone, "(none)"), pct(z.Share))
+		}
+		if r.CrossZone != nil {
+			fmt.Fprintf(w, "; %s of attempts left the local zone %s", pct(*r.CrossZone), r.LocalZone)
 		}
 		fmt.Fprintln(w)
 	}

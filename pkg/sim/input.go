@@ -25,6 +25,8 @@ type Overrides struct {
 	KeySkew     float64 // Zipf exponent of the keys; 0 is uniform
 	Clients     int     // independent client balancers; 0 means one
 	Seed        uint64
+	// NoLocality drops the service's locality block.
+	NoLocality bool
 	// Strategy replaces the service's strategy with a strategy block of
 	// the configuration by its name, or with a kind and its defaults.
 	Strategy string
@@ -61,6 +63,15 @@ func Assemble(cfg *config.Config, svc *config.Service, discovered []lb.EndpointS
 	}
 	if svc.Strategy.Name != "default" {
 		out.StrategyName = svc.Strategy.Name
+	}
+	if l := svc.Locality; l != nil {
+		out.LocalZone = l.LocalZone // the report counts what leaves it, with or without the block
+	}
+	if o.NoLocality {
+		if out.Balancer.Locality == nil {
+			return nil, inputErrorf("--no-locality: service %q has no locality block to leave out", svc.Name)
+		}
+		out.Balancer.Locality = nil
 	}
 	if o.Strategy != "" {
 		switch block, ok := cfg.Strategy(o.Strategy); {

@@ -21,6 +21,16 @@ type Measurement struct {
 	// from.
 	start    time.Time
 	timeline *timeline
+	// localZone is the client's zone, for the report's cross-zone share.
+	localZone string
+}
+
+// SetLocalZone names the client's zone (a locality block's local_zone),
+// so that the report shows the zones and the attempts that left it.
+func (m *Measurement) SetLocalZone(zone string) {
+	m.mu.Lock()
+	m.localZone = zone
+	m.mu.Unlock()
 }
 
 // NewMeasurement starts a measurement of calls to service with the given
@@ -120,6 +130,7 @@ func (m *Measurement) Report(elapsed time.Duration) *Report {
 		s.AttemptTime = percentiles(&m.servers[i])
 		s.Timeline = perServer[i]
 		if e, ok := m.endpoints[s.ID]; ok {
+			s.Zone = e.Zone
 			s.Outcomes, s.FinalHealth = e.Outcomes(), e.Health()
 			s.LatencyEWMA = Millis(s.Outcomes.LatencyEWMA)
 		}
@@ -128,5 +139,6 @@ func (m *Measurement) Report(elapsed time.Duration) *Report {
 		}
 		s.ExpectedShare = expectedShare(r.Strategy, s.Weight, weights, len(r.Servers))
 	}
+	r.tallyZones(false, m.localZone)
 	return &r
 }

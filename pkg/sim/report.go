@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"fmt"
 	"strconv"
 	"time"
@@ -58,6 +59,12 @@ type Report struct {
 	Limited   *lb.LimitCounts `json:"limited,omitempty"`
 	// NoHealthy counts picks that found no server able to take traffic.
 	NoHealthy int `json:"no_healthy_picks"`
+	// Zones are the attempts each zone took, when the service routes by
+	// zone (a locality block); with a local zone, CrossZone is the share
+	// of attempts that left it.
+	Zones     []ZoneReport `json:"zones,omitempty"`
+	LocalZone string       `json:"local_zone,omitempty"`
+	CrossZone *float64     `json:"cross_zone,omitempty"`
 	// Dropped counts attempts refused because a server's queue was full
 	// (MaxQueue).
 	Dropped int `json:"dropped,omitempty"`
@@ -101,6 +108,7 @@ var CDFQuantiles = func() []float64 {
 type ServerReport struct {
 	ID      string `json:"id"`
 	Address string `json:"address"`
+	Zone    string `json:"zone,omitempty"`
 	Weight  int    `json:"weight"`
 	Latency string `json:"latency_model"`
 	// Requests counts attempts sent to this server; Share is its part of
@@ -122,6 +130,55 @@ type ServerReport struct {
 	LatencyEWMA Millis `json:"latency_ewma_ms"`
 	// Timeline counts attempts per step of Report.Timeline.
 	Timeline []int `json:"timeline"`
+}
+
+// ZoneReport is one zone's part of a Report.
+type ZoneReport struct {
+	Zone     string  `json:"zone"`
+	Servers  int     `json:"servers"`
+	Requests int     `json:"requests"`
+	Share    float64 `json:"share"`
+}
+
+// tallyZones sums the servers' attempts by zone, in the order zones
+// first appear, and the share that left localZone (when set). Nothing,
+// unless the service routes by zone (zoned).
+func (r *Report) tallyZones(zoned bool, localZone string) {
+	if !zoned && localZone == "" {
+		return
+	}
+	index := map[string]int{}
+	total, cross := 0, 0
+	for _, s := range r.Servers {
+		i, ok := index[s.Zone]
+		if !ok {
+			i = len(r.Zones)
+			index[s.Zone] = i
+			r.Zones = append(r.Zones, ZoneReport{Zone: s.Zone})
+		}
+		r.Zones[i].Servers++
+		r.Zones[i].Requests += s.Requests
+		total += s.Requests
+		if s.Zone != localZone {
+			cross += s.Requests
+		}
+	}
+	if len(r.Zones) == 1 && r.Zones[0].Zone == "" {
+		r.Zones = nil // no server has a zone
+		return
+	}
+	for i := range r.Zones {
+		if total > 0 {
+			r.Zones[i].Share = float64(r.Zones[i].Requests) / float64(total)
+		}
+	}
+	if localZone != "" {
+		share := 0.0
+		if total > 0 {
+			share = float64(cross) / float64(total)
+		}
+		r.LocalZone, r.CrossZone = localZone, &share
+	}
 }
 
 // Percentiles summarises a latency distribution.
@@ -257,6 +314,7 @@ func (s *simulation) report() *Report {
 		sr := ServerReport{
 			ID:           sv.ID,
 			Address:      s.clients[0].eps[idx].Address,
+			Zone:         s.clients[0].eps[idx].Zone,
 			Weight:       sv.Weight,
 			Latency:      sv.Latency.String(),
 			Requests:     sv.attempts,
@@ -278,10 +336,19 @@ func (s *simulation) report() *Report {
 		sr.ExpectedShare = expectedShare(b.Strategy.Kind, sv.Weight, totalWeight, len(s.servers))
 		r.Servers = append(r.Servers, sr)
 	}
+	r.tallyZones(b.Locality != nil, cmp.Or(s.cfg.LocalZone, localZone(b)))
 	for i := range r.Events {
 		r.Events[i].AtMS = Millis(r.Events[i].At)
 	}
 	return r
+}
+
+// localZone is the client's zone a balancer's locality block names.
+func localZone(b lb.Config) string {
+	if b.Locality != nil {
+		return b.Locality.LocalZone
+	}
+	return ""
 }
 
 // latencyCDF samples h at CDFQuantiles; nil when h is empty.

@@ -78,6 +78,9 @@ type Config struct {
 	// StrategyName is the name of the strategy block Balancer's strategy
 	// comes from, for the report; empty for a kind's defaults.
 	StrategyName string
+	// LocalZone is the client's zone, for the report's cross-zone share;
+	// empty means Balancer.Locality's, if any.
+	LocalZone string
 	// Scenario names the scenario the run follows, for the report.
 	Scenario string
 	// Health is the service's health checking; a zero Interval runs no

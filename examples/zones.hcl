@@ -1,0 +1,73 @@
+# Six servers in two zones, the client in eu-west-1a. A call that crosses
+# zones pays the hop between them (about 2ms here) and, in the cloud, by
+# the gigabyte. locality keeps calls in the client's zone while that zone
+# has its share of healthy servers, and spills over only the shortfall,
+# as Envoy's zone-aware routing does. At 10s two of the three local
+# servers go down: half the calls spill over; at 20s they are back.
+#
+#   pvlb simulate -c examples/zones.hcl --scenario zone_outage
+#   pvlb simulate -c examples/zones.hcl --scenario zone_outage --no-locality
+
+health_policy "quick" {
+  interval = "1s"
+  timeout  = "250ms"
+}
+
+discovery "static" "fleet" {
+  endpoint "a1" {
+    address = "10.0.1.1:50051"
+    zone    = "eu-west-1a"
+  }
+  endpoint "a2" {
+    address = "10.0.1.2:50051"
+    zone    = "eu-west-1a"
+  }
+  endpoint "a3" {
+    address = "10.0.1.3:50051"
+    zone    = "eu-west-1a"
+  }
+  endpoint "b1" {
+    address = "10.0.2.1:50051"
+    zone    = "eu-west-1b"
+  }
+  endpoint "b2" {
+    address = "10.0.2.2:50051"
+    zone    = "eu-west-1b"
+  }
+  endpoint "b3" {
+    address = "10.0.2.3:50051"
+    zone    = "eu-west-1b"
+  }
+}
+
+service "peervault" {
+  discovery = discovery.static.fleet
+  health    = health_policy.quick
+
+  locality {
+    # On Kubernetes, from the downward API: local_zone = env("POD_ZONE")
+    local_zone = "eu-west-1a"
+  }
+}
+
+# What this client sees: the local servers answer in 2ms, the others 2ms
+# later.
+simulation "peervault" {
+  server "a*" { latency = "lognormal(2ms, 6ms)" }
+  server "b*" { latency = "lognormal(4ms, 8ms)" }
+}
+
+scenario "zone_outage" {
+  service  = "peervault"
+  requests = 60000
+  rps      = 2000
+
+  at "10s" {
+    server "a1" { down = true }
+    server "a2" { down = true }
+  }
+  at "20s" {
+    server "a1" { down = false }
+    server "a2" { down = false }
+  }
+}
