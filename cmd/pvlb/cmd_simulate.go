@@ -414,8 +414,12 @@ func writeReport(w io.Writer, r *sim.Report) {
 		if r.Measured {
 			peak = "-" // a real server's own count, which the client cannot see
 		}
+		expected := "-"
+		if s.ExpectedShare > 0 {
+			expected = pct(s.ExpectedShare)
+		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			s.ID, s.Weight, s.Requests, pct(s.Share), pct(s.ExpectedShare), s.Errors,
+			s.ID, s.Weight, s.Requests, pct(s.Share), expected, s.Errors,
 			p50, p90, p99, ewma, peak, bar(s.Share, 30))
 	}
 	_ = tw.Flush()

@@ -333,7 +333,9 @@ func (s *simulation) report() *Report {
 		if totalAttempts > 0 {
 			sr.Share = float64(sv.attempts) / float64(totalAttempts)
 		}
-		sr.ExpectedShare = expectedShare(b.Strategy.Kind, sv.Weight, totalWeight, len(s.servers))
+		if b.Locality == nil { // by zone, the share depends on health: none is expected
+			sr.ExpectedShare = expectedShare(b.Strategy.Kind, sv.Weight, totalWeight, len(s.servers))
+		}
 		r.Servers = append(r.Servers, sr)
 	}
 	r.tallyZones(b.Locality != nil, cmp.Or(s.cfg.LocalZone, localZone(b)))

@@ -70,7 +70,7 @@ details { margin: 8px 0 16px; }
 <p class="meta">{{.R.Succeeded}} succeeded, {{.R.Failed}} failed ({{.FailedPct}}), {{.R.Retries}} retries ({{.R.Recovered}} requests recovered by them){{if .R.Dropped}}, {{.R.Dropped}} attempts refused by full queues{{end}}; p50 {{ms .R.Latency.P50}}, p99 {{ms .R.Latency.P99}}, p99.9 {{ms .R.Latency.P999}} over {{ms .R.SimulatedTime}} of {{$.Clock}}.</p>
 <table class="servers">
 <tr><th>server</th><th style="text-align:left">latency model</th><th>attempts</th><th>share</th><th>expected</th><th>errors</th><th>attempt p50</th><th>attempt p99</th><th>peak in flight</th><th>health at end</th></tr>
-{{range .R.Servers}}<tr><td>{{.ID}}</td><td class="model">{{.Latency}}</td><td>{{.Requests}}</td><td>{{pct .Share}}</td><td>{{pct .ExpectedShare}}</td><td>{{.Errors}}</td><td>{{ms .AttemptTime.P50}}</td><td>{{ms .AttemptTime.P99}}</td><td>{{.PeakInFlight}}</td><td>{{.FinalHealth}}</td></tr>
+{{range .R.Servers}}<tr><td>{{.ID}}{{with .Zone}} ({{.}}){{end}}</td><td class="model">{{.Latency}}</td><td>{{.Requests}}</td><td>{{pct .Share}}</td><td>{{if .ExpectedShare}}{{pct .ExpectedShare}}{{else}}-{{end}}</td><td>{{.Errors}}</td><td>{{ms .AttemptTime.P50}}</td><td>{{ms .AttemptTime.P99}}</td><td>{{.PeakInFlight}}</td><td>{{.FinalHealth}}</td></tr>
 {{end}}</table>
 <h3>Attempts per server over time</h3>
 {{.LoadChart}}
