@@ -1,12 +1,19 @@
 # Six servers in two zones, the client in eu-west-1a. A call that crosses
-# zones pays the hop between them (about 2ms here) and, in the cloud, by
-# the gigabyte. locality keeps calls in the client's zone while that zone
-# has its share of healthy servers, and spills over only the shortfall,
-# as Envoy's zone-aware routing does. At 10s two of the three local
-# servers go down: half the calls spill over; at 20s they are back.
+# zones pays the hop between them (2ms here) and, in the cloud, by the
+# gigabyte. locality keeps calls in the client's zone while that zone has
+# its share of healthy servers, and spills over only the shortfall, as
+# Envoy's zone-aware routing does. At 10s two of the three local servers
+# go down: half the calls spill over; at 20s they are back.
 #
 #   pvlb simulate -c examples/zones.hcl --scenario zone_outage
 #   pvlb simulate -c examples/zones.hcl --scenario zone_outage --no-locality
+#
+# A fleet of 40 clients spread over the zones as the servers are (or as
+# client_zones says): every call stays in its zone and every server gets
+# the same load, where balancing over every zone sends half across.
+#
+#   pvlb simulate -c examples/zones.hcl --clients 40
+#   pvlb simulate -c examples/zones.hcl --clients 40 --no-locality
 
 health_policy "quick" {
   interval = "1s"
@@ -47,14 +54,15 @@ service "peervault" {
   locality {
     # On Kubernetes, from the downward API: local_zone = env("POD_ZONE")
     local_zone = "eu-west-1a"
+    # Where the fleet of clients runs, when not spread as the servers are:
+    # client_zones = { "eu-west-1a" = 3, "eu-west-1b" = 1 }
   }
 }
 
-# What this client sees: the local servers answer in 2ms, the others 2ms
-# later.
+# Every server answers in about 2ms; crossing zones adds 2ms.
 simulation "peervault" {
-  server "a*" { latency = "lognormal(2ms, 6ms)" }
-  server "b*" { latency = "lognormal(4ms, 8ms)" }
+  cross_zone_latency = "2ms"
+  server "*" { latency = "lognormal(2ms, 6ms)" }
 }
 
 scenario "zone_outage" {

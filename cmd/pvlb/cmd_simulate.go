@@ -453,8 +453,11 @@ func writeReport(w io.Writer, r *sim.Report) {
 		for _, z := range r.Zones {
 			fmt.Fprintf(w, " %s %s", cmp.Or(z.Zone, "(none)"), pct(z.Share))
 		}
-		if r.CrossZone != nil {
+		switch {
+		case r.CrossZone != nil && r.LocalZone != "":
 			fmt.Fprintf(w, "; %s of attempts left the local zone %s", pct(*r.CrossZone), r.LocalZone)
+		case r.CrossZone != nil:
+			fmt.Fprintf(w, "; %s of attempts left their client's zone", pct(*r.CrossZone))
 		}
 		fmt.Fprintln(w)
 	}

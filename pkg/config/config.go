@@ -146,9 +146,12 @@ type Endpoint struct {
 // the service's servers, whatever discovery finds them. It has no effect on
 // real traffic.
 type Simulation struct {
-	Service   string
-	Servers   []*SimulatedServer // in written order
-	DeclRange hcl.Range
+	Service string
+	Servers []*SimulatedServer // in written order
+	// CrossZoneLatency is added to an attempt that leaves its client's
+	// zone (cross_zone_latency).
+	CrossZoneLatency time.Duration
+	DeclRange        hcl.Range
 }
 
 // SimulatedServer is a simulation's `server "PATTERN"` block. The pattern

@@ -498,7 +498,8 @@ func (d *decoder) decodeEndpointBlock(block *hcl.Block) *Endpoint {
 // --- simulation ---
 
 var simulationSchema = &hcl.BodySchema{
-	Blocks: []hcl.BlockHeaderSchema{{Type: "server", LabelNames: []string{"pattern"}}},
+	Attributes: []hcl.AttributeSchema{{Name: "cross_zone_latency"}},
+	Blocks:     []hcl.BlockHeaderSchema{{Type: "server", LabelNames: []string{"pattern"}}},
 }
 
 var simulatedServerSchema = &hcl.BodySchema{
@@ -514,6 +515,9 @@ func (d *decoder) decodeSimulationBlock(block *hcl.Block) {
 		d.errorf(block.LabelRanges[0], "Simulation of an undeclared service", "No service named %q is declared.%s%s", sim.Service, didYouMean(sim.Service, known), listKnown("service", known))
 	}
 	content := d.content(block.Body, simulationSchema)
+	a := d.attrs(content)
+	a.duration("cross_zone_latency", true, &sim.CrossZoneLatency)
+	d.merge(a)
 	for _, sb := range content.Blocks.OfType("server") {
 		srv := d.decodeSimulatedServer(sb)
 		if srv == nil {

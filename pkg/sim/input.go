@@ -65,7 +65,9 @@ func Assemble(cfg *config.Config, svc *config.Service, discovered []lb.EndpointS
 		out.StrategyName = svc.Strategy.Name
 	}
 	if l := svc.Locality; l != nil {
-		out.LocalZone = l.LocalZone // the report counts what leaves it, with or without the block
+		// The report counts what leaves the clients' zones, with or
+		// without the block.
+		out.LocalZone, out.ClientZones = l.LocalZone, l.ClientZones
 	}
 	if o.NoLocality {
 		if out.Balancer.Locality == nil {
@@ -145,6 +147,7 @@ func Assemble(cfg *config.Config, svc *config.Service, discovered []lb.EndpointS
 		out.Servers = append(out.Servers, Server{EndpointSpec: spec, Behaviour: config.Behaviour{Latency: latency.Default}})
 	}
 	if simulation, ok := cfg.Simulation(svc.Name); ok {
+		out.CrossZoneLatency = simulation.CrossZoneLatency
 		for i := range out.Servers {
 			for _, b := range simulation.Servers {
 				if b.Matches(out.Servers[i].ID) {

@@ -60,8 +60,9 @@ type Report struct {
 	// NoHealthy counts picks that found no server able to take traffic.
 	NoHealthy int `json:"no_healthy_picks"`
 	// Zones are the attempts each zone took, when the service routes by
-	// zone (a locality block); with a local zone, CrossZone is the share
-	// of attempts that left it.
+	// zone (a locality block); CrossZone is the share of attempts that
+	// left their client's zone: LocalZone, or, for a fleet spread over
+	// zones (client_zones), each client's own.
 	Zones     []ZoneReport `json:"zones,omitempty"`
 	LocalZone string       `json:"local_zone,omitempty"`
 	CrossZone *float64     `json:"cross_zone,omitempty"`
@@ -338,7 +339,16 @@ func (s *simulation) report() *Report {
 		}
 		r.Servers = append(r.Servers, sr)
 	}
-	r.tallyZones(b.Locality != nil, cmp.Or(s.cfg.LocalZone, localZone(b)))
+	local := cmp.Or(s.cfg.LocalZone, localZone(b))
+	fleet := clientZones(s.cfg) != nil
+	if fleet {
+		local = "" // each client has its own
+	}
+	r.tallyZones(b.Locality != nil || fleet, local)
+	if fleet && totalAttempts > 0 {
+		share := float64(s.crossZone) / float64(totalAttempts)
+		r.CrossZone = &share
+	}
 	for i := range r.Events {
 		r.Events[i].AtMS = Millis(r.Events[i].At)
 	}

@@ -7,13 +7,16 @@
 package sim
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"time"
 
@@ -79,8 +82,13 @@ type Config struct {
 	// comes from, for the report; empty for a kind's defaults.
 	StrategyName string
 	// LocalZone is the client's zone, for the report's cross-zone share;
-	// empty means Balancer.Locality's, if any.
-	LocalZone string
+	// empty means Balancer.Locality's, if any. ClientZones spreads a fleet
+	// of Clients over zones by weight, each client in its own (empty
+	// means Balancer.Locality's); CrossZoneLatency is added to the time
+	// of an attempt that leaves its client's zone.
+	LocalZone        string
+	ClientZones      map[string]float64
+	CrossZoneLatency time.Duration
 	// Scenario names the scenario the run follows, for the report.
 	Scenario string
 	// Health is the service's health checking; a zero Interval runs no
@@ -330,8 +338,48 @@ type waiting struct {
 	token uint32
 }
 
+// clientZones spreads a fleet of clients over zones in proportion to the
+// locality block's client_zones or, without them, to the servers' zones
+// (the clients deployed as the servers are, which the block assumes
+// too), zones in name order; nil for one client or a service that does
+// not route by zone.
+func clientZones(cfg Config) []string {
+	l := cfg.Balancer.Locality
+	if cfg.Clients < 2 || (l == nil && cfg.LocalZone == "") {
+		return nil
+	}
+	weights := cfg.ClientZones
+	if len(weights) == 0 && l != nil {
+		weights = l.ClientZones
+	}
+	if len(weights) == 0 {
+		weights = map[string]float64{}
+		for _, sv := range cfg.Servers {
+			weights[sv.Zone]++
+		}
+	}
+	names := slices.Sorted(maps.Keys(weights))
+	var total float64
+	for _, z := range names {
+		total += weights[z]
+	}
+	out := make([]string, cfg.Clients)
+	for k := range out {
+		at := (float64(k) + 0.5) / float64(cfg.Clients) * total
+		for _, z := range names {
+			if at < weights[z] || z == names[len(names)-1] {
+				out[k] = z
+				break
+			}
+			at -= weights[z]
+		}
+	}
+	return out
+}
+
 // client is one application instance's balancer over the servers.
 type client struct {
+	zone      string           // the client's own zone; "" when unknown
 	limiter   *lb.RetryLimiter // its retry budget or throttling; nil is none
 	balancer  *lb.LoadBalancer
 	eps       []*lb.Endpoint // by server index
@@ -383,6 +431,9 @@ type simulation struct {
 	scratch   []*lb.Endpoint // the current request's tried endpoints, for a pick
 	timeline  *timeline
 
+	// crossZone counts attempts sent out of their client's zone.
+	crossZone int
+
 	issued, done, succeeded, failed, retries, recovered, noHealthy, dropped, refused, perTryTimeouts, overloaded, hedges, hedgeWins, pushbackStops int
 	latency                                                                                                                                        histogram
 	log                                                                                                                                            []Event
@@ -419,12 +470,24 @@ func RunContext(ctx context.Context, cfg Config) (*Report, error) {
 		sv.setBehaviour(sc.Behaviour)
 		s.servers = append(s.servers, sv)
 	}
+	zones := clientZones(cfg)
 	for k := range max(cfg.Clients, 1) {
 		prefix := ""
 		if cfg.Clients > 1 {
 			prefix = fmt.Sprintf("client %d: ", k+1)
 		}
-		balancer, err := lb.New(cfg.Balancer, logger,
+		bc := cfg.Balancer
+		zone := cmp.Or(cfg.LocalZone, localZone(bc))
+		if zones != nil {
+			// A fleet spread over zones: each client prefers its own.
+			zone = zones[k]
+			if bc.Locality != nil {
+				l := *bc.Locality
+				l.LocalZone = zone
+				bc.Locality = &l
+			}
+		}
+		balancer, err := lb.New(bc, logger,
 			lb.WithEvents(func(e lb.Event) {
 				s.log = append(s.log, Event{At: time.Duration(s.now), Server: e.Endpoint, What: prefix + e.What, Source: FromBalancer})
 			}),
@@ -439,7 +502,7 @@ func RunContext(ctx context.Context, cfg Config) (*Report, error) {
 		if err != nil {
 			return nil, fmt.Errorf("simulate: %w", err)
 		}
-		c := &client{balancer: balancer, limiter: limiter, byEP: make(map[*lb.Endpoint]int32, len(specs))}
+		c := &client{zone: zone, balancer: balancer, limiter: limiter, byEP: make(map[*lb.Endpoint]int32, len(specs))}
 		for i, sc := range cfg.Servers {
 			ep, _ := balancer.Endpoint(sc.ID)
 			c.eps = append(c.eps, ep)
@@ -748,6 +811,10 @@ func (s *simulation) attempt(slot int32) {
 	}
 	sv := s.servers[idx]
 	sv.attempts++
+	cross := c.zone != "" && sv.Zone != c.zone
+	if cross {
+		s.crossZone++
+	}
 	s.timeline.attempt(s.now, idx)
 	r.server, r.attemptStart = idx, s.now
 	r.token++
@@ -772,6 +839,9 @@ func (s *simulation) attempt(slot int32) {
 		}
 	}
 	r.service = sample.Sample(d)
+	if cross {
+		r.service += int64(s.cfg.CrossZoneLatency)
+	}
 	if s.now < sv.coldUntil {
 		r.service = int64(float64(r.service) * sv.coldFactor(s.now))
 	}
