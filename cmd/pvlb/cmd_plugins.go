@@ -16,6 +16,7 @@ import (
 	"github.com/peervault/pvlb/pkg/discovery"
 	"github.com/peervault/pvlb/pkg/pluginapi"
 	"github.com/peervault/pvlb/plugins/consul"
+	"github.com/peervault/pvlb/plugins/dns"
 	"github.com/peervault/pvlb/plugins/etcd"
 	"github.com/peervault/pvlb/plugins/kubernetes"
 )
@@ -23,6 +24,7 @@ import (
 // bundled are the discovery providers linked into pvlb. pvlb still runs
 // each out of process, as itself with the hidden internal-plugin command.
 var bundled = map[string]func() pluginapi.Provider{
+	"dns":        func() pluginapi.Provider { return &dns.Provider{} },
 	"etcd":       func() pluginapi.Provider { return &etcd.Provider{} },
 	"consul":     func() pluginapi.Provider { return &consul.Provider{} },
 	"kubernetes": func() pluginapi.Provider { return &kubernetes.Provider{} },

@@ -1,5 +1,5 @@
 // Command buildtools builds the real servers the tests use (etcd, Consul,
-// kube-apiserver)
+// kube-apiserver, CoreDNS)
 // into the tools folder when they are missing, before `go test` runs, so a
 // cold build does not count against a test's timeout.
 package main
@@ -20,6 +20,7 @@ func main() {
 		{"etcd", testtools.EtcdVersion, func() (string, error) { return testtools.Binary("etcd", "etcd", testtools.EtcdVersion) }},
 		{"consul", testtools.ConsulVersion, func() (string, error) { return testtools.Binary("consul", "consul", testtools.ConsulVersion) }},
 		{"kube-apiserver", testtools.KubeVersion, testtools.KubeAPIServer},
+		{"coredns", testtools.CoreDNSVersion, func() (string, error) { return testtools.Binary("coredns", "coredns", testtools.CoreDNSVersion) }},
 	} {
 		start := time.Now()
 		path, err := t.build()
