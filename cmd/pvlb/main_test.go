@@ -95,6 +95,7 @@ func TestScripts(t *testing.T) {
 			"etcd":     etcdCmd,
 			"consul":   consulCmd,
 			"kube":     kubeCmd,
+			"coredns":  corednsCmd,
 		},
 	})
 }
@@ -154,6 +155,17 @@ func etcdCmd(ts *testscript.TestScript, neg bool, args []string) {
 	default:
 		ts.Fatalf("usage: etcd start | etcd put KEY VALUE")
 	}
+}
+
+// corednsCmd: "coredns start RECORD..." runs a real CoreDNS serving
+// testtools.Zone with the records (zone file lines, quoted) and sets
+// $DNS_SERVER.
+func corednsCmd(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 || args[0] != "start" {
+		ts.Fatalf("usage: coredns start RECORD...")
+	}
+	c := testtools.StartCoreDNS(scriptTB{ts}, args[1:]...)
+	ts.Setenv("DNS_SERVER", c.Addr())
 }
 
 // scriptTB lets testtools run servers for a testscript.
