@@ -58,9 +58,9 @@ type settings struct {
 	MaxRefresh *string  `json:"max_refresh"`
 	Timeout    *string  `json:"timeout"`
 
-	record                           string
-	port                             int
-	servers                          []string
+	record                          string
+	port                            int
+	servers                         []string
 	minRefresh, maxRefresh, timeout time.Duration
 }
 
