@@ -29,6 +29,9 @@ const (
 	StatusKey   = attribute.Key("grpc.status")
 	EndpointKey = attribute.Key("pvlb.endpoint")
 	AddressKey  = attribute.Key("pvlb.address")
+	// LocalityKey is the endpoint's zone, gRFC A78's attribute name;
+	// empty when it has none.
+	LocalityKey = attribute.Key("grpc.lb.locality")
 	OutcomeKey  = attribute.Key("pvlb.outcome")
 	HealthKey   = attribute.Key("pvlb.health")
 	ResultKey   = attribute.Key("pvlb.result")
@@ -112,9 +115,9 @@ func New(mp metric.MeterProvider, b *lb.LoadBalancer) (*Metrics, error) {
 		st := b.GetServerStats()
 		target := metric.WithAttributes(m.target)
 		for _, s := range st.Servers {
-			ep := []attribute.KeyValue{m.target, EndpointKey.String(s.ID), AddressKey.String(s.Address)}
+			ep := []attribute.KeyValue{m.target, EndpointKey.String(s.ID), AddressKey.String(s.Address), LocalityKey.String(s.Zone)}
 			with := func(extra ...attribute.KeyValue) metric.ObserveOption {
-				return metric.WithAttributes(append(ep[:3:3], extra...)...)
+				return metric.WithAttributes(append(ep[:len(ep):len(ep)], extra...)...)
 			}
 			o.ObserveInt64(picks, int64(s.TotalRequests), with())
 			o.ObserveInt64(calls, int64(s.Successes), with(OutcomeKey.String("success")))
