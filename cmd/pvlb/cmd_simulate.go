@@ -30,6 +30,7 @@ type SimulateCmd struct {
 	Concurrency *int     `help:"Instead of a rate, keep this many requests in flight (closed loop)."`
 	Strategy    string   `help:"Try another strategy than the service's: a strategy block of the configuration by its name, or a kind with its defaults (${strategies})." placeholder:"NAME|KIND"`
 	NoLocality  bool     `name:"no-locality" help:"Ignore the service's locality block and balance over every zone alike: run with and without it to see what zone-aware routing changes."`
+	NoSubset    bool     `name:"no-subset" help:"Ignore the service's subset block: every client balances over every server, to compare the spread with subsets."`
 	Compare     []string `placeholder:"NAME|KIND,..." help:"Run the same traffic through each of these strategies (names or kinds, or all for every kind) and compare them in one table. Every strategy sees the same arrivals and the same random draws per request."`
 	Latency     []string `sep:"none" placeholder:"[SERVER=]MODEL" help:"Latency model: 20ms, normal(20ms,5ms), lognormal(MEDIAN,P99), recorded(FILE[,COLUMN]) to resample latencies recorded from a real service, or replay(FILE[,COLUMN]) to take them in order. Without SERVER= it applies to every server. Repeatable."`
 	ErrorRate   []string `sep:"none" placeholder:"[SERVER=]RATE" help:"Share of a server's answers that fail, 0 to 1. Repeatable."`
@@ -133,7 +134,7 @@ func (c *SimulateCmd) Run(a *app) error {
 	}
 	overrides := sim.Overrides{
 		Scenario: c.Scenario, Requests: requests, RPS: rps, Concurrency: concurrency, Sessions: c.Sessions, Clients: clients, Seed: c.Seed,
-		Keys: c.Keys, KeySkew: c.KeySkew, NoLocality: c.NoLocality,
+		Keys: c.Keys, KeySkew: c.KeySkew, NoLocality: c.NoLocality, NoSubset: c.NoSubset,
 		Strategy: c.Strategy, Latency: c.Latency, ErrorRate: c.ErrorRate, Capacity: c.Capacity, Down: c.Down,
 	}
 	var page *os.File
@@ -460,6 +461,10 @@ func writeReport(w io.Writer, r *sim.Report) {
 			fmt.Fprintf(w, "; %s of attempts left their client's zone", pct(*r.CrossZone))
 		}
 		fmt.Fprintln(w)
+	}
+	if sub := r.Subsets; sub != nil {
+		fmt.Fprintf(w, "Subsets    size %d over %d clients: each server held by %d–%d clients, its requests %.2f–%.2f× the mean\n",
+			sub.Size, sub.Clients, sub.MinHolders, sub.MaxHolders, sub.MinLoad, sub.MaxLoad)
 	}
 	if rate, ok := r.CacheHitRate(); ok {
 		fmt.Fprintf(w, "Cache      %s hits: %d of %d keyed attempts found their key in their server's cache\n", pct(rate), r.CacheHits, r.CacheHits+r.CacheMisses)

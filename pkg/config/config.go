@@ -266,8 +266,10 @@ type Service struct {
 	RateLimit       *lb.RateLimit
 	// Hedging is its hedging block; nil when it has none.
 	Hedging *policy.Hedging
-	// Locality is its locality block; nil when it has none.
+	// Locality is its locality block and Subset its subset block; nil
+	// when it has none.
 	Locality  *lb.Locality
+	Subset    *lb.SubsetConfig
 	DeclRange hcl.Range
 }
 
@@ -283,7 +285,7 @@ func defaultHealthPolicy() *HealthPolicy {
 // BalancerConfig returns what the service's LoadBalancer reads.
 func (s *Service) BalancerConfig() lb.Config {
 	return lb.Config{Service: s.Name, Strategy: s.Strategy.StrategyConfig, Sticky: s.Strategy.Sticky, Outcomes: s.Outcomes, PanicThreshold: s.PanicThreshold,
-		OutlierDetection: s.OutlierDetection, CircuitBreakers: s.CircuitBreakers, RateLimit: s.RateLimit, Locality: s.Locality}
+		OutlierDetection: s.OutlierDetection, CircuitBreakers: s.CircuitBreakers, RateLimit: s.RateLimit, Locality: s.Locality, Subset: s.Subset}
 }
 
 // Specs returns a static source's endpoints as the balancer takes them, in

@@ -1020,3 +1020,24 @@ func TestLocalityBlock(t *testing.T) {
 		wantLocatedError(t, block, want)
 	}
 }
+
+// A subset block: its size (required) and the client's index, from a
+// literal or from the environment; mistakes are located.
+func TestSubsetBlock(t *testing.T) {
+	t.Setenv("PVLB_TEST_ORDINAL", "7")
+	cfg, diags := load(t, openService+"  subset {\n    size         = 20\n    client_index = tonumber(env(\"PVLB_TEST_ORDINAL\"))\n  }\n}")
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	svc, _ := cfg.Service("svc")
+	if sub := svc.BalancerConfig().Subset; sub == nil || sub.Size != 20 || sub.ClientIndex == nil || *sub.ClientIndex != 7 {
+		t.Fatalf("subset %+v", svc.Subset)
+	}
+	for block, want := range map[string]string{
+		"subset {\n    size = 0\n  }":                       "size",
+		"subset {\n    client_index = 1\n  }":               `The argument "size" is required`,
+		"subset {\n    size = 5\n    client_index = -1\n  }": "client_index",
+	} {
+		wantLocatedError(t, block, want)
+	}
+}

@@ -888,7 +888,11 @@ func (d *decoder) decodePluginBlock(block *hcl.Block) {
 var serviceSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{{Name: "discovery"}, {Name: "strategy"}, {Name: "health"}, {Name: "panic_threshold"}},
 	Blocks: []hcl.BlockHeaderSchema{{Type: "retry"}, {Type: "client"}, {Type: "outcomes"}, {Type: "outlier_detection"},
-		{Type: "circuit_breakers"}, {Type: "rate_limit"}, {Type: "hedging"}, {Type: "locality"}},
+		{Type: "circuit_breakers"}, {Type: "rate_limit"}, {Type: "hedging"}, {Type: "locality"}, {Type: "subset"}},
+}
+
+var subsetSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "size", Required: true}, {Name: "client_index"}},
 }
 
 var localitySchema = &hcl.BodySchema{
@@ -1046,6 +1050,19 @@ func (d *decoder) decodeServiceBlock(block *hcl.Block) {
 	}
 	if b := d.singleBlock(content.Blocks, "locality", "service"); b != nil {
 		s.Locality = d.decodeLocalityBlock(b, s)
+	}
+	if b := d.singleBlock(content.Blocks, "subset", "service"); b != nil {
+		sub := &lb.SubsetConfig{}
+		bc := d.content(b.Body, subsetSchema)
+		a := d.attrs(bc)
+		a.int("size", 1, lb.MaxLimit, &sub.Size)
+		if _, ok := bc.Attributes["client_index"]; ok {
+			index := 0
+			a.int("client_index", 0, 1<<30, &index)
+			sub.ClientIndex = &index
+		}
+		d.merge(a)
+		s.Subset = sub
 	}
 	d.checkWeightsUsed(s, content)
 	declare(d, "service", s.Name, s, d.cfg.services, &d.cfg.Services)

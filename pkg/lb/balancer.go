@@ -44,6 +44,11 @@ type LoadBalancer struct {
 
 	mu          sync.Mutex // serialises writers; readers use snap
 	endpoints   map[string]*Endpoint
+	// discovered is the last list Sync was given, whole, for a change of
+	// subset to choose from again; drawnIndex is the client's index in
+	// the fleet when the subset block gives none.
+	discovered []EndpointSpec
+	drawnIndex int
 	snap        atomic.Pointer[snapshot]
 	subscribers map[int]func([]*Endpoint)
 	nextSub     int
@@ -219,6 +224,7 @@ func New(config Config, logger *slog.Logger, opts ...Option) (*LoadBalancer, err
 		log:       logger.With("service", config.Service),
 		endpoints: make(map[string]*Endpoint),
 	}
+	lb.drawnIndex = subsetIndex(&SubsetConfig{}, o.seed)
 	r, err := lb.newRules(config, nil, o.strategy)
 	if err != nil {
 		return nil, fmt.Errorf("load balancer config: %w", err)
@@ -358,6 +364,19 @@ func (lb *LoadBalancer) Sync(specs []EndpointSpec) error {
 	}
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
+	lb.discovered = slices.Clone(specs)
+	if sub := lb.rules.Load().cfg.Subset; sub != nil {
+		index := lb.drawnIndex
+		if sub.ClientIndex != nil {
+			index = *sub.ClientIndex
+		}
+		chosen := chooseSubset(specs, sub.Size, index)
+		want = make(map[string]EndpointSpec, len(chosen))
+		for _, spec := range chosen {
+			want[spec.ID] = spec
+		}
+		specs = chosen
+	}
 	changed, healthChanged := false, false
 	// The first endpoints a service finds are one line; later changes a
 	// line per endpoint.

@@ -32,6 +32,9 @@ type Config struct {
 	// Locality, when set, routes calls by zone (zone-aware routing or
 	// priorities); nil balances over every zone alike.
 	Locality *Locality `json:"locality,omitempty"`
+	// Subset, when set, keeps only this client's subset of the endpoints
+	// discovery hands over (Sync); nil keeps them all.
+	Subset *SubsetConfig `json:"subset,omitempty"`
 }
 
 // StrategyConfig chooses and tunes the strategy: a `strategy` block.
@@ -267,6 +270,11 @@ func (c *Config) validate() error {
 	}
 	if c.Locality != nil {
 		if err := c.Locality.Validate(c.Strategy.Kind); err != nil {
+			return err
+		}
+	}
+	if c.Subset != nil {
+		if err := c.Subset.validate(); err != nil {
 			return err
 		}
 	}

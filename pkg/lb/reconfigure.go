@@ -3,6 +3,7 @@ package lb
 import (
 	"fmt"
 	"reflect"
+	"slices"
 )
 
 // Reconfigure makes the balancer follow config from now on. Its endpoints
@@ -26,16 +27,27 @@ func (lb *LoadBalancer) Reconfigure(config Config) error {
 	if config.Service != lb.service {
 		return fmt.Errorf("load balancer config: service %q cannot become %q: a LoadBalancer balances one service", lb.service, config.Service)
 	}
+	resync, err := lb.reconfigure(config)
+	if err != nil || resync == nil {
+		return err
+	}
+	// A changed subset chooses again from what discovery last handed over.
+	return lb.Sync(resync)
+}
+
+// reconfigure is Reconfigure under the lock; it returns the endpoints to
+// sync again when the subset changed.
+func (lb *LoadBalancer) reconfigure(config Config) ([]EndpointSpec, error) {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
 	prev := lb.rules.Load()
 	changed := changedSettings(prev.cfg, config)
 	if len(changed) == 0 {
-		return nil
+		return nil, nil
 	}
 	r, err := lb.newRules(config, prev, nil)
 	if err != nil {
-		return fmt.Errorf("load balancer config: %w", err)
+		return nil, fmt.Errorf("load balancer config: %w", err)
 	}
 	lb.rules.Store(r)
 	if prev.outliers != nil && r.outliers == nil {
@@ -50,7 +62,10 @@ func (lb *LoadBalancer) Reconfigure(config Config) error {
 	// (load reports, the metadata picks read) may have changed.
 	lb.publishMembership(lb.allLocked(), true)
 	lb.log.Info("configuration changed", "changed", changed, "strategy", r.strategy.Name())
-	return nil
+	if lb.discovered != nil && !reflect.DeepEqual(prev.cfg.Subset, config.Subset) {
+		return slices.Clone(lb.discovered), nil
+	}
+	return nil, nil
 }
 
 // changedSettings names the blocks and settings that differ between two
@@ -69,6 +84,7 @@ func changedSettings(a, b Config) []string {
 		{"circuit_breakers", a.CircuitBreakers, b.CircuitBreakers},
 		{"rate_limit", a.RateLimit, b.RateLimit},
 		{"locality", a.Locality, b.Locality},
+		{"subset", a.Subset, b.Subset},
 	} {
 		if !reflect.DeepEqual(part.a, part.b) {
 			changed = append(changed, part.name)

@@ -233,7 +233,7 @@ func TestChangedSettingsNamesEverySetting(t *testing.T) {
 	if n, named := reflect.TypeFor[Config]().NumField()-1, len(changedSettings(Config{}, Config{
 		Strategy: StrategyConfig{Kind: "x"}, Sticky: StickyConfig{Enabled: true}, Outcomes: OutcomeConfig{FailureCodes: statuscode.SetOf(statuscode.Unknown)},
 		PanicThreshold: 1, OutlierDetection: &OutlierDetection{}, CircuitBreakers: &CircuitBreakers{}, RateLimit: &RateLimit{},
-		Locality: &Locality{},
+		Locality: &Locality{}, Subset: &SubsetConfig{},
 	})); n != named {
 		t.Fatalf("Config has %d settings, changedSettings names %d", n, named)
 	}

@@ -25,8 +25,9 @@ type Overrides struct {
 	KeySkew     float64 // Zipf exponent of the keys; 0 is uniform
 	Clients     int     // independent client balancers; 0 means one
 	Seed        uint64
-	// NoLocality drops the service's locality block.
-	NoLocality bool
+	// NoLocality and NoSubset drop the service's locality and subset
+	// blocks.
+	NoLocality, NoSubset bool
 	// Strategy replaces the service's strategy with a strategy block of
 	// the configuration by its name, or with a kind and its defaults.
 	Strategy string
@@ -68,6 +69,12 @@ func Assemble(cfg *config.Config, svc *config.Service, discovered []lb.EndpointS
 		// The report counts what leaves the clients' zones, with or
 		// without the block.
 		out.LocalZone, out.ClientZones = l.LocalZone, l.ClientZones
+	}
+	if o.NoSubset {
+		if out.Balancer.Subset == nil {
+			return nil, inputErrorf("--no-subset: service %q has no subset block to leave out", svc.Name)
+		}
+		out.Balancer.Subset = nil
 	}
 	if o.NoLocality {
 		if out.Balancer.Locality == nil {

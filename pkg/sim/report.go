@@ -3,6 +3,8 @@ package sim
 import (
 	"cmp"
 	"fmt"
+	"math"
+	"net"
 	"strconv"
 	"time"
 
@@ -63,9 +65,12 @@ type Report struct {
 	// zone (a locality block); CrossZone is the share of attempts that
 	// left their client's zone: LocalZone, or, for a fleet spread over
 	// zones (client_zones), each client's own.
-	Zones     []ZoneReport `json:"zones,omitempty"`
-	LocalZone string       `json:"local_zone,omitempty"`
-	CrossZone *float64     `json:"cross_zone,omitempty"`
+	Zones []ZoneReport `json:"zones,omitempty"`
+	// Subsets is how the clients' subsets spread over the servers, when
+	// the service has a subset block.
+	Subsets   *SubsetReport `json:"subsets,omitempty"`
+	LocalZone string        `json:"local_zone,omitempty"`
+	CrossZone *float64      `json:"cross_zone,omitempty"`
 	// Dropped counts attempts refused because a server's queue was full
 	// (MaxQueue).
 	Dropped int `json:"dropped,omitempty"`
@@ -107,6 +112,9 @@ var CDFQuantiles = func() []float64 {
 
 // ServerReport is one server's part of a Report.
 type ServerReport struct {
+	// Holders counts the clients whose balancer has the server (all of
+	// them, without subsets): its connections.
+	Holders int    `json:"clients_holding,omitempty"`
 	ID      string `json:"id"`
 	Address string `json:"address"`
 	Zone    string `json:"zone,omitempty"`
@@ -131,6 +139,18 @@ type ServerReport struct {
 	LatencyEWMA Millis `json:"latency_ewma_ms"`
 	// Timeline counts attempts per step of Report.Timeline.
 	Timeline []int `json:"timeline"`
+}
+
+// SubsetReport is how a fleet's subsets spread over the servers: how many
+// clients hold each (their connections), and each one's requests beside
+// the mean.
+type SubsetReport struct {
+	Size       int     `json:"size"`
+	Clients    int     `json:"clients"`
+	MinHolders int     `json:"min_clients_per_server"`
+	MaxHolders int     `json:"max_clients_per_server"`
+	MinLoad    float64 `json:"min_requests_vs_mean"`
+	MaxLoad    float64 `json:"max_requests_vs_mean"`
 }
 
 // ZoneReport is one zone's part of a Report.
@@ -240,6 +260,9 @@ func (s *simulation) outcomes(idx int32) lb.OutcomeCounts {
 	var ewma time.Duration
 	var with int
 	for _, c := range s.clients {
+		if c.eps[idx] == nil {
+			continue // outside this client's subset
+		}
 		o := c.eps[idx].Outcomes()
 		sum.Successes += o.Successes
 		sum.Failures += o.Failures
@@ -312,10 +335,17 @@ func (s *simulation) report() *Report {
 		totalWeight += sv.Weight
 	}
 	for idx, sv := range s.servers {
+		holders := 0
+		for _, c := range s.clients {
+			if c.eps[idx] != nil {
+				holders++
+			}
+		}
 		sr := ServerReport{
+			Holders:      holders,
 			ID:           sv.ID,
-			Address:      s.clients[0].eps[idx].Address,
-			Zone:         s.clients[0].eps[idx].Zone,
+			Address:      net.JoinHostPort(sv.Host, strconv.Itoa(sv.Port)),
+			Zone:         sv.Zone,
 			Weight:       sv.Weight,
 			Latency:      sv.Latency.String(),
 			Requests:     sv.attempts,
@@ -338,6 +368,20 @@ func (s *simulation) report() *Report {
 			sr.ExpectedShare = expectedShare(b.Strategy.Kind, sv.Weight, totalWeight, len(s.servers))
 		}
 		r.Servers = append(r.Servers, sr)
+	}
+	if sub := b.Subset; sub != nil && len(r.Servers) > 0 {
+		sr := &SubsetReport{Size: sub.Size, Clients: len(s.clients), MinHolders: len(s.clients), MinLoad: math.Inf(1)}
+		mean := float64(totalAttempts) / float64(len(r.Servers))
+		for _, sv := range r.Servers {
+			sr.MinHolders, sr.MaxHolders = min(sr.MinHolders, sv.Holders), max(sr.MaxHolders, sv.Holders)
+			if mean > 0 {
+				sr.MinLoad, sr.MaxLoad = min(sr.MinLoad, float64(sv.Requests)/mean), max(sr.MaxLoad, float64(sv.Requests)/mean)
+			}
+		}
+		if math.IsInf(sr.MinLoad, 1) {
+			sr.MinLoad = 0
+		}
+		r.Subsets = sr
 	}
 	local := cmp.Or(s.cfg.LocalZone, localZone(b))
 	fleet := clientZones(s.cfg) != nil

@@ -289,12 +289,16 @@ type request struct {
 	start        int64
 	attemptStart int64
 	server       int32 // -1 when no attempt is running
-	session      int32 // index into sessions, -1 for none
-	key          int32 // index into keyHashes, -1 for none
-	token        uint32
-	attempts     int32 // including picks that found no server
-	tries        int32 // attempts that reached a server, listed in tried
-	tried        [maxAttempts]int32
+	// ep is the running attempt's endpoint as its client picked it,
+	// which its end reports to even if the server has left the client's
+	// endpoints (discovery, subsets) meanwhile.
+	ep       *lb.Endpoint
+	session  int32 // index into sessions, -1 for none
+	key      int32 // index into keyHashes, -1 for none
+	token    uint32
+	attempts int32 // including picks that found no server
+	tries    int32 // attempts that reached a server, listed in tried
+	tried    [maxAttempts]int32
 	// Hedging: a copy's slot has copyOf, the request's own slot; the
 	// request's slot counts the copies sent (itself included) and those
 	// still waiting for an answer, and lists the copies' slots.
@@ -312,6 +316,8 @@ type server struct {
 	Server
 	sample latency.Sampler
 	down   bool
+	// health is the last health set on it, for when no client has it.
+	health lb.HealthStatus
 	// absent: discovery does not report it (a scenario removed it).
 	absent bool
 	// coldUntil is when its cold start ends; before, it is slower.
@@ -336,6 +342,19 @@ type server struct {
 type waiting struct {
 	slot  int32
 	token uint32
+}
+
+// follow maps the client's endpoints to servers, after a Sync: nil for a
+// server outside the client's subset.
+func (c *client) follow(servers []*server) {
+	c.byEP = make(map[*lb.Endpoint]int32, len(servers))
+	for i, sv := range servers {
+		ep, _ := c.balancer.Endpoint(sv.ID)
+		c.eps[i] = ep
+		if ep != nil {
+			c.byEP[ep] = int32(i)
+		}
+	}
 }
 
 // clientZones spreads a fleet of clients over zones in proportion to the
@@ -477,6 +496,12 @@ func RunContext(ctx context.Context, cfg Config) (*Report, error) {
 			prefix = fmt.Sprintf("client %d: ", k+1)
 		}
 		bc := cfg.Balancer
+		if sub := bc.Subset; sub != nil && cfg.Clients > 1 {
+			// The fleet's clients take indices 0, 1, 2…: each its subset.
+			own := *sub
+			own.ClientIndex = &k
+			bc.Subset = &own
+		}
 		zone := cmp.Or(cfg.LocalZone, localZone(bc))
 		if zones != nil {
 			// A fleet spread over zones: each client prefers its own.
@@ -502,12 +527,9 @@ func RunContext(ctx context.Context, cfg Config) (*Report, error) {
 		if err != nil {
 			return nil, fmt.Errorf("simulate: %w", err)
 		}
-		c := &client{zone: zone, balancer: balancer, limiter: limiter, byEP: make(map[*lb.Endpoint]int32, len(specs))}
-		for i, sc := range cfg.Servers {
-			ep, _ := balancer.Endpoint(sc.ID)
-			c.eps = append(c.eps, ep)
-			c.byEP[ep] = int32(i)
-		}
+		c := &client{zone: zone, balancer: balancer, limiter: limiter}
+		c.eps = make([]*lb.Endpoint, len(cfg.Servers))
+		c.follow(s.servers)
 		s.clients = append(s.clients, c)
 	}
 	for i := range cfg.Sessions {
@@ -816,7 +838,7 @@ func (s *simulation) attempt(slot int32) {
 		s.crossZone++
 	}
 	s.timeline.attempt(s.now, idx)
-	r.server, r.attemptStart = idx, s.now
+	r.server, r.attemptStart, r.ep = idx, s.now, ep
 	r.token++
 	if sv.down { // connection refused
 		sv.errors++
@@ -899,9 +921,8 @@ func (s *simulation) attemptDone(ev event) {
 	if s.reportsLoad && s.oobPeriod == 0 {
 		// The answer's trailers carry the server's load.
 		c := s.clients[r.client]
-		c.balancer.ReportLoad(c.eps[ev.server], sv.meter.report(s.now, sv.busy, sv.Capacity))
+		c.balancer.ReportLoad(r.ep, sv.meter.report(s.now, sv.busy, sv.Capacity))
 	}
-	idx := r.server
 	took := s.now - r.attemptStart
 	sv.hist.record(took)
 	r.server = -1
@@ -912,12 +933,12 @@ func (s *simulation) attemptDone(ev event) {
 		if code == statuscode.OK {
 			code = ServerErrorCode
 		}
-		c.balancer.Done(c.eps[idx], time.Duration(took), s.outcome(code))
+		c.balancer.Done(r.ep, time.Duration(took), s.outcome(code))
 		r.pushback = int64(sv.Pushback)
 		s.failAttempt(slot, code, s.cfg.Retry.Retries(code))
 		return
 	}
-	c.balancer.Done(c.eps[idx], time.Duration(took), lb.Success)
+	c.balancer.Done(r.ep, time.Duration(took), lb.Success)
 	c.limiter.Result(true, false)
 	if s.cfg.Hedging != nil {
 		if r.copyOf >= 0 {
@@ -941,13 +962,12 @@ func (s *simulation) perTryTimeout(slot int32, token uint32) {
 	if !r.active || r.token != token || r.server < 0 {
 		return
 	}
-	idx := r.server
 	r.token++
 	r.queued = false
 	r.server = -1
 	s.perTryTimeouts++
 	c := s.clients[r.client]
-	c.balancer.Done(c.eps[idx], time.Duration(s.now-r.attemptStart), s.outcome(policy.PerTryCode))
+	c.balancer.Done(r.ep, time.Duration(s.now-r.attemptStart), s.outcome(policy.PerTryCode))
 	s.failAttempt(slot, policy.PerTryCode, true)
 }
 
@@ -1068,7 +1088,7 @@ func (s *simulation) outageStart(idx int32) {
 			r.queued = false
 			sv.errors++
 			c := s.clients[r.client]
-			c.balancer.Done(c.eps[idx], time.Duration(s.now-r.attemptStart), s.outcome(statuscode.Unavailable))
+			c.balancer.Done(r.ep, time.Duration(s.now-r.attemptStart), s.outcome(statuscode.Unavailable))
 			s.failAttempt(int32(slot), statuscode.Unavailable, s.cfg.Retry.Retries(statuscode.Unavailable))
 		}
 	}
@@ -1086,12 +1106,30 @@ func (s *simulation) markUnhealthy(idx int32, why string) {
 	s.note(idx, FromHealth, "marked unhealthy ("+why+")")
 }
 
-// health is a server's health as the clients see it (alike for all).
-func (s *simulation) health(idx int32) lb.HealthStatus { return s.clients[0].eps[idx].Health() }
+// health is a server's health as the clients that have it see it (alike
+// for all); its last set health when none has it (subsets).
+func (s *simulation) health(idx int32) lb.HealthStatus {
+	if ep := s.endpoint(idx); ep != nil {
+		return ep.Health()
+	}
+	return s.servers[idx].health
+}
+
+// endpoint is server idx as the first client that has it knows it; nil
+// when it is in no client's subset.
+func (s *simulation) endpoint(idx int32) *lb.Endpoint {
+	for _, c := range s.clients {
+		if ep := c.eps[idx]; ep != nil {
+			return ep
+		}
+	}
+	return nil
+}
 
 // setHealth sets a server's health in every client, and records a client
 // entering or leaving panic mode.
 func (s *simulation) setHealth(idx int32, h lb.HealthStatus) {
+	s.servers[idx].health = h
 	for k, c := range s.clients {
 		_ = c.balancer.SetHealth(s.servers[idx].ID, h)
 		if p := c.balancer.Panicking(); p != c.panicking {
@@ -1120,7 +1158,9 @@ func (s *simulation) healthCheck(idx int32) {
 	before := s.health(idx)
 	after := h.Thresholds().Observe(&sv.checks, before, !sv.down)
 	for _, c := range s.clients {
-		c.balancer.Probed(c.eps[idx], !sv.down)
+		if ep := c.eps[idx]; ep != nil {
+			c.balancer.Probed(ep, !sv.down)
+		}
 	}
 	switch {
 	case after == lb.HealthUnhealthy && before != lb.HealthUnhealthy:
@@ -1185,11 +1225,7 @@ func (s *simulation) syncDiscovery(idx int32) {
 	for _, c := range s.clients {
 		// The specs were valid when the run began; Sync cannot fail.
 		_ = c.balancer.Sync(specs)
-		if !sv.absent {
-			ep, _ := c.balancer.Endpoint(sv.ID)
-			c.eps[idx] = ep
-			c.byEP[ep] = idx
-		}
+		c.follow(s.servers) // with subsets, others may come and go too
 	}
 }
 
@@ -1334,7 +1370,9 @@ func (s *simulation) reportLoadOutOfBand(idx int32) {
 	if !sv.down {
 		r := sv.meter.report(s.now, sv.busy, sv.Capacity)
 		for _, c := range s.clients {
-			c.balancer.ReportLoad(c.eps[idx], r)
+			if ep := c.eps[idx]; ep != nil {
+				c.balancer.ReportLoad(ep, r)
+			}
 		}
 	}
 	s.schedule(s.now+s.oobPeriod, evLoadReport, idx, 0)
