@@ -462,9 +462,13 @@ func writeReport(w io.Writer, r *sim.Report) {
 		}
 		fmt.Fprintln(w)
 	}
-	if sub := r.Subsets; sub != nil {
-		fmt.Fprintf(w, "Subsets    size %d over %d clients: each server held by %d–%d clients, its requests %.2f–%.2f× the mean\n",
-			sub.Size, sub.Clients, sub.MinHolders, sub.MaxHolders, sub.MinLoad, sub.MaxLoad)
+	if f := r.Fleet; f != nil {
+		subsets := "no subsets"
+		if f.SubsetSize > 0 {
+			subsets = fmt.Sprintf("subsets of %d", f.SubsetSize)
+		}
+		fmt.Fprintf(w, "Fleet      %d clients, %s: each server held by %d–%d clients (%d connections), its requests %.2f–%.2f× the mean\n",
+			f.Clients, subsets, f.MinHolders, f.MaxHolders, holders(r), f.MinLoad, f.MaxLoad)
 	}
 	if rate, ok := r.CacheHitRate(); ok {
 		fmt.Fprintf(w, "Cache      %s hits: %d of %d keyed attempts found their key in their server's cache\n", pct(rate), r.CacheHits, r.CacheHits+r.CacheMisses)
@@ -490,6 +494,15 @@ func writeReport(w io.Writer, r *sim.Report) {
 		}
 		_ = tw.Flush()
 	}
+}
+
+// holders is the fleet's connections: each server's clients, summed.
+func holders(r *sim.Report) int {
+	n := 0
+	for _, s := range r.Servers {
+		n += s.Holders
+	}
+	return n
 }
 
 func pct(f float64) string { return strconv.FormatFloat(f*100, 'f', 1, 64) + "%" }

@@ -22,6 +22,7 @@ func TestDocsExamples(t *testing.T) {
 	docs = append(append(docs, providers...), "../../README.md")
 	t.Setenv("CONSUL_TOKEN", "doc-example") // examples read these with env()
 	t.Setenv("POD_ZONE", "eu-west-1a")
+	t.Setenv("POD_ORDINAL", "3")
 	var checked int
 	for _, doc := range docs {
 		text, err := os.ReadFile(doc)

@@ -65,12 +65,12 @@ type Report struct {
 	// zone (a locality block); CrossZone is the share of attempts that
 	// left their client's zone: LocalZone, or, for a fleet spread over
 	// zones (client_zones), each client's own.
-	Zones []ZoneReport `json:"zones,omitempty"`
-	// Subsets is how the clients' subsets spread over the servers, when
-	// the service has a subset block.
-	Subsets   *SubsetReport `json:"subsets,omitempty"`
-	LocalZone string        `json:"local_zone,omitempty"`
-	CrossZone *float64      `json:"cross_zone,omitempty"`
+	Zones     []ZoneReport `json:"zones,omitempty"`
+	LocalZone string       `json:"local_zone,omitempty"`
+	CrossZone *float64     `json:"cross_zone,omitempty"`
+	// Fleet is how a fleet of clients (Clients above one) spreads over
+	// the servers, with or without subsets.
+	Fleet *FleetReport `json:"fleet,omitempty"`
 	// Dropped counts attempts refused because a server's queue was full
 	// (MaxQueue).
 	Dropped int `json:"dropped,omitempty"`
@@ -141,12 +141,12 @@ type ServerReport struct {
 	Timeline []int `json:"timeline"`
 }
 
-// SubsetReport is how a fleet's subsets spread over the servers: how many
-// clients hold each (their connections), and each one's requests beside
-// the mean.
-type SubsetReport struct {
-	Size       int     `json:"size"`
+// FleetReport is how a fleet of clients spreads over the servers: how
+// many clients hold each (their connections: all of them, without
+// subsets), and each one's requests beside the mean.
+type FleetReport struct {
 	Clients    int     `json:"clients"`
+	SubsetSize int     `json:"subset_size,omitempty"`
 	MinHolders int     `json:"min_clients_per_server"`
 	MaxHolders int     `json:"max_clients_per_server"`
 	MinLoad    float64 `json:"min_requests_vs_mean"`
@@ -369,8 +369,11 @@ func (s *simulation) report() *Report {
 		}
 		r.Servers = append(r.Servers, sr)
 	}
-	if sub := b.Subset; sub != nil && len(r.Servers) > 0 {
-		sr := &SubsetReport{Size: sub.Size, Clients: len(s.clients), MinHolders: len(s.clients), MinLoad: math.Inf(1)}
+	if len(s.clients) > 1 && len(r.Servers) > 0 {
+		sr := &FleetReport{Clients: len(s.clients), MinHolders: len(s.clients), MinLoad: math.Inf(1)}
+		if sub := b.Subset; sub != nil {
+			sr.SubsetSize = sub.Size
+		}
 		mean := float64(totalAttempts) / float64(len(r.Servers))
 		for _, sv := range r.Servers {
 			sr.MinHolders, sr.MaxHolders = min(sr.MinHolders, sv.Holders), max(sr.MaxHolders, sv.Holders)
@@ -381,7 +384,7 @@ func (s *simulation) report() *Report {
 		if math.IsInf(sr.MinLoad, 1) {
 			sr.MinLoad = 0
 		}
-		r.Subsets = sr
+		r.Fleet = sr
 	}
 	local := cmp.Or(s.cfg.LocalZone, localZone(b))
 	fleet := clientZones(s.cfg) != nil
