@@ -1034,8 +1034,8 @@ func TestSubsetBlock(t *testing.T) {
 		t.Fatalf("subset %+v", svc.Subset)
 	}
 	for block, want := range map[string]string{
-		"subset {\n    size = 0\n  }":                       "size",
-		"subset {\n    client_index = 1\n  }":               `The argument "size" is required`,
+		"subset {\n    size = 0\n  }":                        "size",
+		"subset {\n    client_index = 1\n  }":                `The argument "size" is required`,
 		"subset {\n    size = 5\n    client_index = -1\n  }": "client_index",
 	} {
 		wantLocatedError(t, block, want)

@@ -42,13 +42,13 @@ type LoadBalancer struct {
 	log       *slog.Logger
 	now       func() int64
 
-	mu          sync.Mutex // serialises writers; readers use snap
-	endpoints   map[string]*Endpoint
+	mu        sync.Mutex // serialises writers; readers use snap
+	endpoints map[string]*Endpoint
 	// discovered is the last list Sync was given, whole, for a change of
 	// subset to choose from again; drawnIndex is the client's index in
 	// the fleet when the subset block gives none.
-	discovered []EndpointSpec
-	drawnIndex int
+	discovered  []EndpointSpec
+	drawnIndex  int
 	snap        atomic.Pointer[snapshot]
 	subscribers map[int]func([]*Endpoint)
 	nextSub     int
