@@ -29,8 +29,8 @@ const (
 	StatusKey   = attribute.Key("grpc.status")
 	EndpointKey = attribute.Key("pvlb.endpoint")
 	AddressKey  = attribute.Key("pvlb.address")
-	// LocalityKey is the endpoint's zone, gRFC A78's attribute name;
-	// empty when it has none.
+	// LocalityKey is the endpoint's zone, gRFC A78's attribute name; left
+	// out when it has none.
 	LocalityKey = attribute.Key("grpc.lb.locality")
 	OutcomeKey  = attribute.Key("pvlb.outcome")
 	HealthKey   = attribute.Key("pvlb.health")
@@ -115,7 +115,10 @@ func New(mp metric.MeterProvider, b *lb.LoadBalancer) (*Metrics, error) {
 		st := b.GetServerStats()
 		target := metric.WithAttributes(m.target)
 		for _, s := range st.Servers {
-			ep := []attribute.KeyValue{m.target, EndpointKey.String(s.ID), AddressKey.String(s.Address), LocalityKey.String(s.Zone)}
+			ep := []attribute.KeyValue{m.target, EndpointKey.String(s.ID), AddressKey.String(s.Address)}
+			if s.Zone != "" {
+				ep = append(ep, LocalityKey.String(s.Zone))
+			}
 			with := func(extra ...attribute.KeyValue) metric.ObserveOption {
 				return metric.WithAttributes(append(ep[:len(ep):len(ep)], extra...)...)
 			}

@@ -188,3 +188,35 @@ func BenchmarkAttempt(b *testing.B) {
 		m.Attempt(ctx, "/peervault.PeerVaultService/GetUserData", e, statuscode.OK, 3*time.Millisecond)
 	}
 }
+
+// Endpoint series carry the endpoint's zone as grpc.lb.locality (gRFC
+// A78), and leave it out for an endpoint without one.
+func TestEndpointSeriesCarryTheirZone(t *testing.T) {
+	b, err := lb.New(lb.Config{Service: "peervault", Strategy: lb.StrategyConfig{Kind: lb.RoundRobin}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, spec := range []lb.EndpointSpec{{ID: "a1", Host: "10.0.0.1", Port: 1, Weight: 1, Zone: "eu-west-1a"}, {ID: "x", Host: "10.0.0.2", Port: 1, Weight: 1}} {
+		if err := b.AddEndpoint(spec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	m, err := telemetry.New(mp, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	zones := map[string]string{}
+	for _, dp := range collect(t, reader)["pvlb.endpoint.picks"].(metricdata.Sum[int64]).DataPoints {
+		zone, ok := dp.Attributes.Value(telemetry.LocalityKey)
+		if ok {
+			zones[attr(dp.Attributes, telemetry.EndpointKey)] = zone.AsString()
+		}
+	}
+	if len(zones) != 1 || zones["a1"] != "eu-west-1a" {
+		t.Fatalf("localities by endpoint %v, want a1's eu-west-1a alone", zones)
+	}
+}
