@@ -238,12 +238,22 @@ func New(config Config, logger *slog.Logger, opts ...Option) (*LoadBalancer, err
 // traffic among all: by zone first when a locality block says so (not in
 // panic mode, as Envoy does), then by the strategy.
 func (r *rules) newPicker(all, eligible []*Endpoint, panicking bool) Picker {
+	return r.newPickerWithin(all, eligible, eligible, panicking)
+}
+
+// newPickerWithin is newPicker over allowed, some of eligible (a
+// channel's READY endpoints): the zones' shares follow health, as
+// Envoy's do, not connection state, so that connecting spills nothing.
+func (r *rules) newPickerWithin(all, eligible, allowed []*Endpoint, panicking bool) Picker {
 	if l := r.cfg.Locality; l != nil && !panicking {
 		if groups := l.localityShares(all, eligible); groups != nil {
-			return newLocalityPicker(groups, eligible, r.strategy.NewPicker, &r.zoneSeeds)
+			if len(allowed) != len(eligible) {
+				groups = keepOnly(groups, allowed)
+			}
+			return newLocalityPicker(groups, allowed, r.strategy.NewPicker, &r.zoneSeeds)
 		}
 	}
-	return r.strategy.NewPicker(eligible)
+	return r.strategy.NewPicker(allowed)
 }
 
 // countsService and countsPending report whether the rules count the

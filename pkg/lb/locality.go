@@ -230,6 +230,25 @@ func (l *Locality) priorityShares(all, eligible []*Endpoint) []zoneGroup {
 	return groups
 }
 
+// keepOnly narrows each group to the endpoints in allowed, keeping the
+// shares the groups' health gave them.
+func keepOnly(groups []zoneGroup, allowed []*Endpoint) []zoneGroup {
+	in := make(map[*Endpoint]bool, len(allowed))
+	for _, e := range allowed {
+		in[e] = true
+	}
+	out := make([]zoneGroup, len(groups))
+	for i, g := range groups {
+		out[i].share = g.share
+		for _, e := range g.eligible {
+			if in[e] {
+				out[i].eligible = append(out[i].eligible, e)
+			}
+		}
+	}
+	return out
+}
+
 // localityPicker draws a zone by its share of the calls, then lets that
 // zone's picker choose. A retry that has tried every endpoint of the zone
 // drawn goes to the picker over every eligible endpoint.
@@ -251,12 +270,19 @@ type localityPicker struct {
 // zone's with newPicker.
 func newLocalityPicker(groups []zoneGroup, eligible []*Endpoint, newPicker func([]*Endpoint) Picker, rnd *splitmix) Picker {
 	p := &localityPicker{}
-	var cum float64
+	var total, cum float64
+	for _, g := range groups {
+		if g.share > 0 && len(g.eligible) > 0 {
+			total += g.share
+		}
+	}
 	for _, g := range groups {
 		if g.share <= 0 || len(g.eligible) == 0 {
 			continue
 		}
-		cum += g.share
+		// Shares of groups left empty (none of theirs allowed) go to the
+		// others in proportion.
+		cum += g.share / total
 		p.zones = append(p.zones, newPicker(g.eligible))
 		p.sizes = append(p.sizes, len(g.eligible))
 		p.until = append(p.until, uint64(min(cum, 1)*math.MaxUint64))

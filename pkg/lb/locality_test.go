@@ -219,3 +219,26 @@ func BenchmarkPickLocality(b *testing.B) {
 		}
 	}
 }
+
+// On a channel, zones' shares follow health, not connection state: an
+// endpoint of the local zone still connecting (left out of the subset
+// picks are made from) spills nothing over.
+func TestLocalityWithinAChannelsReadyEndpoints(t *testing.T) {
+	b := newZoneLB(t, RoundRobin, &Locality{Mode: PreferLocal, LocalZone: "a"}, "a", "a", "a", "b", "b", "b")
+	var ready []*Endpoint
+	for _, e := range b.Endpoints() {
+		if e.ID != "a1" {
+			ready = append(ready, e)
+		}
+	}
+	sub := b.NewSubset()
+	sub.Allow(ready)
+	for range 1000 {
+		e, err := sub.Pick(context.Background(), nil)
+		must(t, err)
+		if e.Zone != "a" || e.ID == "a1" {
+			t.Fatalf("picked %s", e.ID)
+		}
+		b.Release(e)
+	}
+}

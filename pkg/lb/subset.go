@@ -78,7 +78,7 @@ func (s *Subset) current() *subsetView {
 		// walks past those left out, so that only their keys move.
 		v.picker = base.getPicker()
 	default:
-		v.picker = base.rules.newPicker(base.all, in, base.panic)
+		v.picker = base.rules.newPickerWithin(base.all, base.eligible, in, base.panic)
 	}
 	s.view.Store(v)
 	return v
