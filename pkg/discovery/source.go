@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/peervault/pvlb/pkg/config"
@@ -28,6 +29,14 @@ type Source struct {
 
 	cancel context.CancelFunc
 	done   chan struct{}
+	// resolving is set while a ResolveNow runs; lastResolve (unix nanos)
+	// spaces them out; resolves waits for them on Close.
+	resolving   atomic.Bool
+	lastResolve atomic.Int64
+	resolveMu   sync.Mutex // orders a ResolveNow's start with Close
+	closing     bool       // guarded by resolveMu
+	resolves    sync.WaitGroup
+	loopCtx     context.Context
 
 	mu       sync.Mutex
 	running  *Running
@@ -92,7 +101,7 @@ func (h *Host) Follow(ctx context.Context, kind, pin string, settings pluginapi.
 		return nil, fmt.Errorf("discovery %q: %w", kind, err)
 	}
 	loopCtx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
+	s.cancel, s.loopCtx = cancel, loopCtx
 	go s.loop(loopCtx)
 	s.log.Debug("following the service's endpoints", "pid", r.Pid())
 	return s, nil
@@ -255,9 +264,57 @@ func (s *Source) Running() *Running {
 	return s.running
 }
 
+// ResolveInterval spaces out ResolveNow's lookups.
+const ResolveInterval = time.Second
+
+// ResolveNow asks the plugin for the service's instances at once and
+// applies them, as grpc-go asks its resolver when a channel has nothing
+// to connect to: a DNS provider looks the name up without waiting for its
+// TTL. It returns at once; the lookup runs in the background, at most one
+// at a time and one per ResolveInterval.
+func (s *Source) ResolveNow() {
+	now := time.Now().UnixNano()
+	if last := s.lastResolve.Load(); now-last < int64(ResolveInterval) || !s.lastResolve.CompareAndSwap(last, now) {
+		return
+	}
+	if !s.resolving.CompareAndSwap(false, true) {
+		return
+	}
+	s.resolveMu.Lock()
+	defer s.resolveMu.Unlock()
+	if s.closing {
+		s.resolving.Store(false)
+		return
+	}
+	s.resolves.Add(1)
+	go func() {
+		defer s.resolves.Done()
+		defer s.resolving.Store(false)
+		r := s.Running()
+		if r == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(s.loopCtx, s.host.ConfigureTimeout)
+		defer cancel()
+		instances, err := r.Provider.Resolve(ctx, s.service)
+		if err == nil {
+			err = s.apply(instances)
+		}
+		if err != nil && s.loopCtx.Err() == nil {
+			s.fail(fmt.Errorf("resolving on demand: %w", err))
+			return
+		}
+		s.log.Debug("resolved on demand", "instances", len(instances))
+	}()
+}
+
 // Close stops following and ends the plugin process.
 func (s *Source) Close() {
+	s.resolveMu.Lock()
+	s.closing = true
+	s.resolveMu.Unlock()
 	s.cancel()
+	s.resolves.Wait()
 	<-s.done
 	s.mu.Lock()
 	r := s.running

@@ -33,14 +33,15 @@ var ErrDuplicateServer = errors.New("duplicate server")
 type LoadBalancer struct {
 	// rules is what the configuration makes of the endpoints; Reconfigure
 	// swaps it whole.
-	rules     atomic.Pointer[rules]
-	service   string
-	seed      uint64
-	oneStripe bool      // seeded: counters on one stripe, for repeatable runs
-	published *snapshot // the last snapshot built (noteReturns compares with it); guarded by mu
-	events    func(Event)
-	log       *slog.Logger
-	now       func() int64
+	rules       atomic.Pointer[rules]
+	service     string
+	seed        uint64
+	oneStripe   bool      // seeded: counters on one stripe, for repeatable runs
+	published   *snapshot // the last snapshot built (noteReturns compares with it); guarded by mu
+	events      func(Event)
+	noneHealthy func()
+	log         *slog.Logger
+	now         func() int64
 
 	mu        sync.Mutex // serialises writers; readers use snap
 	endpoints map[string]*Endpoint
@@ -145,10 +146,11 @@ func (s *snapshot) build() {
 type Option func(*options)
 
 type options struct {
-	now      func() time.Time
-	seed     uint64
-	strategy Strategy
-	events   func(Event)
+	now       func() time.Time
+	seed      uint64
+	strategy  Strategy
+	events    func(Event)
+	noHealthy func()
 }
 
 // Event is something the balancer did to an endpoint on its own: an
@@ -170,6 +172,12 @@ func (lb *LoadBalancer) event(e *Endpoint, what string) {
 		lb.events(Event{Endpoint: e.ID, What: what})
 	}
 }
+
+// WhenNoneHealthy calls fn each time a pick finds no endpoint that may
+// take traffic, from the picking goroutine: it must return at once. The
+// service layer asks discovery to resolve again then, as grpc-go asks its
+// resolver when a channel has nothing to connect to.
+func WhenNoneHealthy(fn func()) Option { return func(o *options) { o.noHealthy = fn } }
 
 // WithStrategy makes the LoadBalancer pick with s instead of the strategy
 // its configuration names; a Strategy that implements OutcomeObserver is
@@ -216,13 +224,14 @@ func New(config Config, logger *slog.Logger, opts ...Option) (*LoadBalancer, err
 		now = func() int64 { return o.now().UnixNano() }
 	}
 	lb := &LoadBalancer{
-		service:   config.Service,
-		seed:      o.seed,
-		oneStripe: o.seed != 0,
-		events:    o.events,
-		now:       now,
-		log:       logger.With("service", config.Service),
-		endpoints: make(map[string]*Endpoint),
+		service:     config.Service,
+		seed:        o.seed,
+		oneStripe:   o.seed != 0,
+		events:      o.events,
+		noneHealthy: o.noHealthy,
+		now:         now,
+		log:         logger.With("service", config.Service),
+		endpoints:   make(map[string]*Endpoint),
 	}
 	lb.drawnIndex = subsetIndex(&SubsetConfig{}, o.seed)
 	r, err := lb.newRules(config, nil, o.strategy)
@@ -774,6 +783,9 @@ func (lb *LoadBalancer) pickSticky(sessions *sessionTable, picker Picker, allowe
 }
 
 func (lb *LoadBalancer) noHealthy(s *snapshot) error {
+	if lb.noneHealthy != nil {
+		lb.noneHealthy()
+	}
 	why := fmt.Sprintf("all %d endpoints are unhealthy", len(s.all))
 	switch len(s.all) {
 	case 0:

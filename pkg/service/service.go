@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -37,6 +38,9 @@ type Service struct {
 
 	mu  sync.Mutex // serialises Reload and Close
 	cfg *config.Service
+	// following is source, for picks that find nothing healthy to ask it
+	// to resolve again without waiting for the lock.
+	following atomic.Pointer[discovery.Source]
 	// source follows the discovery plugin; nil for a static list.
 	// retired counts what the sources it replaced did, by kind, so that
 	// the metrics' counts never go back.
@@ -88,12 +92,19 @@ func New(ctx context.Context, svc *config.Service, opts Options) (_ *Service, er
 			s.Close()
 		}
 	}()
-	if s.Balancer, err = lb.New(svc.BalancerConfig(), opts.Logger); err != nil {
+	// A pick that finds nothing healthy asks discovery to look again.
+	resolveNow := lb.WhenNoneHealthy(func() {
+		if src := s.following.Load(); src != nil {
+			src.ResolveNow()
+		}
+	})
+	if s.Balancer, err = lb.New(svc.BalancerConfig(), opts.Logger, resolveNow); err != nil {
 		return nil, fmt.Errorf("service %q: %w", svc.Name, err)
 	}
 	if s.source, err = s.follow(ctx, svc.Discovery, opts); err != nil {
 		return nil, err
 	}
+	s.following.Store(s.source)
 	clientCfg := clientConfig(svc)
 	if s.Pool, err = rpc.NewConnPool(s.Balancer, &svc.Client, opts.Logger, opts.DialOptions...); err != nil {
 		return nil, fmt.Errorf("service %q: %w", svc.Name, err)
@@ -273,6 +284,7 @@ func (s *Service) swapDiscovery(ctx context.Context, svc *config.Service, opts O
 		s.retired[s.cfg.Discovery.Kind] = discovery.Stats{Updates: r.Updates + st.Updates, Restarts: r.Restarts + st.Restarts}
 	}
 	s.source = src
+	s.following.Store(src)
 	s.observeDiscovery(d.Kind)
 	s.log.Info("discovery changed", "service", s.Name, "from", s.cfg.Discovery.Kind, "to", d.Kind)
 	return old, nil
@@ -286,6 +298,7 @@ func (s *Service) Close() {
 	if s.metrics != nil {
 		_ = s.metrics.Close()
 	}
+	s.following.Store(nil)
 	if s.source != nil {
 		s.source.Close()
 	}

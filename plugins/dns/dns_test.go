@@ -3,14 +3,18 @@ package dns
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/peervault/pvlb/internal/testtools"
+	"github.com/peervault/pvlb/pkg/config"
 	"github.com/peervault/pvlb/pkg/discovery"
 	"github.com/peervault/pvlb/pkg/lb"
 	"github.com/peervault/pvlb/pkg/pluginapi"
+	"github.com/peervault/pvlb/pkg/service"
+	pb "github.com/peervault/pvlb/proto/peervault/v1"
 )
 
 func configure(t *testing.T, c *testtools.CoreDNS, extra map[string]any) *Provider {
@@ -144,4 +148,66 @@ func TestSettingsAreChecked(t *testing.T) {
 			t.Errorf("%v: %v, want %q", tc.settings, problems, tc.want)
 		}
 	}
+}
+
+// A service whose servers are all unhealthy asks DNS again at once, not
+// at the next refresh: here min_refresh is a minute, the only server
+// found refuses connections, and the SRV record moves to a live server;
+// the next calls find it within seconds.
+func TestNoHealthyServerResolvesAgainOnDemand(t *testing.T) {
+	dir := testtools.BuildPlugin(t, "./pvlb-discovery-dns", "dns")
+	host := discovery.NewHost(&discovery.Finder{Dirs: []string{dir}}, nil)
+	t.Cleanup(host.Close)
+	live := testtools.DemoServers(t, 1)[0]
+	_, livePort := testtools.HostPort(live.Addr())
+	deadPort := freePort(t)
+	c := testtools.StartCoreDNS(t, fmt.Sprintf("_grpc._tcp.peervault 60 IN SRV 10 1 %d a.peervault", deadPort), "a.peervault 60 IN A 127.0.0.1")
+	src := fmt.Sprintf(`discovery "dns" "main" {
+  name        = "_grpc._tcp.peervault.%s"
+  record      = "srv"
+  servers     = [%q]
+  min_refresh = "1m"
+}
+health_policy "quick" {
+  interval            = "100ms"
+  timeout             = "50ms"
+  unhealthy_threshold = 1
+  healthy_threshold   = 1
+}
+service "peervault" {
+  discovery = discovery.dns.main
+  health    = health_policy.quick
+}
+`, testtools.Zone, c.Addr())
+	cfg, diags := config.NewLoader().LoadSources(map[string][]byte{"pvlb.hcl": []byte(src)})
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	svcCfg, _ := cfg.Service("peervault")
+	svc, err := service.New(context.Background(), svcCfg, service.Options{HealthChecks: true, Host: host, Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
+	stub := pb.NewPeerVaultServiceClient(svc.Client)
+	testtools.WaitFor(t, "the dead server to be unhealthy", func() bool { return svc.Balancer.GetServerStats().UnhealthyServers == 1 })
+	c.SetRecords(fmt.Sprintf("_grpc._tcp.peervault 60 IN SRV 10 1 %d a.peervault", livePort), "a.peervault 60 IN A 127.0.0.1")
+	moved := time.Now()
+	testtools.WaitFor(t, "a call to reach the live server", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		_, err := stub.GetUserData(ctx, &pb.GetUserDataRequest{UserId: "u"})
+		return err == nil
+	})
+	t.Logf("calls reached the server DNS moved to after %s (min_refresh 1m, TTL 60s)", time.Since(moved).Round(time.Millisecond))
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
