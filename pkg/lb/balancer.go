@@ -390,6 +390,9 @@ func (lb *LoadBalancer) Sync(specs []EndpointSpec) error {
 			index = *sub.ClientIndex
 		}
 		chosen := chooseSubset(specs, sub.Size, index)
+		if len(lb.endpoints) == 0 || len(chosen) != len(lb.endpoints) {
+			lb.log.Info("subset of the servers", "kept", len(chosen), "of", len(specs), "client_index", index)
+		}
 		want = make(map[string]EndpointSpec, len(chosen))
 		for _, spec := range chosen {
 			want[spec.ID] = spec
