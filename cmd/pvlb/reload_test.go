@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -24,29 +23,8 @@ import (
 // endpointsFile, by the file plugin reading that file.
 func reloadConfig(t *testing.T, path, strategy string, servers []*demoserver.Server, endpointsFile string) {
 	t.Helper()
-	var b strings.Builder
-	if endpointsFile == "" {
-		b.WriteString("discovery \"static\" \"local\" {\n")
-		for _, s := range servers {
-			fmt.Fprintf(&b, "  endpoint %q { address = %q }\n", s.Name(), s.Addr())
-		}
-		b.WriteString("}\n")
-	} else {
-		var list []string
-		for _, s := range servers {
-			host, port, _ := net.SplitHostPort(s.Addr())
-			list = append(list, fmt.Sprintf(`{"id": %q, "address": %q, "port": %s}`, s.Name(), host, port))
-		}
-		if err := os.WriteFile(endpointsFile, []byte(`{"peervault": [`+strings.Join(list, ", ")+`]}`), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintf(&b, "discovery \"file\" \"local\" {\n  path = %q\n}\n", endpointsFile)
-	}
-	kind := "static"
-	if endpointsFile != "" {
-		kind = "file"
-	}
-	fmt.Fprintf(&b, `strategy "chosen" {
+	block, kind := testtools.DiscoveryBlock(t, servers, endpointsFile)
+	src := block + fmt.Sprintf(`strategy "chosen" {
   kind = %q
 }
 health_policy "quick" {
@@ -61,7 +39,7 @@ service "peervault" {
   health    = health_policy.quick
 }
 `, strategy, kind)
-	replaceFile(t, path, b.String())
+	replaceFile(t, path, src)
 }
 
 // replaceFile writes content to path as editors save: a copy renamed over.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/peervault/pvlb/pkg/demoserver"
@@ -86,4 +88,35 @@ func WaitFor(t TB, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// DiscoveryBlock returns the HCL of a discovery block named "local" that
+// finds servers: a static list or, with endpointsFile, the example file
+// plugin reading that file, which it writes (whole, renamed into place,
+// as the plugin expects of a writer). A service refers to it as
+// discovery.static.local or discovery.file.local (kind tells which).
+func DiscoveryBlock(t TB, servers []*demoserver.Server, endpointsFile string) (block, kind string) {
+	t.Helper()
+	var b strings.Builder
+	if endpointsFile == "" {
+		b.WriteString("discovery \"static\" \"local\" {\n")
+		for _, s := range servers {
+			fmt.Fprintf(&b, "  endpoint %q { address = %q }\n", s.Name(), s.Addr())
+		}
+		b.WriteString("}\n")
+		return b.String(), "static"
+	}
+	var list []string
+	for _, s := range servers {
+		host, port := HostPort(s.Addr())
+		list = append(list, fmt.Sprintf(`{"id": %q, "address": %q, "port": %d}`, s.Name(), host, port))
+	}
+	tmp := endpointsFile + ".tmp"
+	if err := os.WriteFile(tmp, []byte(`{"peervault": [`+strings.Join(list, ", ")+`]}`), 0o600); err != nil {
+		t.Fatalf("%v", err)
+	}
+	if err := os.Rename(tmp, endpointsFile); err != nil {
+		t.Fatalf("%v", err)
+	}
+	return fmt.Sprintf("discovery \"file\" \"local\" {\n  path = %q\n}\n", endpointsFile), "file"
 }

@@ -3,7 +3,6 @@ package service
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,31 +51,8 @@ func TestMain(m *testing.M) {
 // with endpointsFile, by the file plugin reading that file (written here).
 func source(t *testing.T, kind, interval string, servers []*demoserver.Server, endpointsFile string) *config.Config {
 	t.Helper()
-	var b strings.Builder
-	discoveryKind := "static"
-	if endpointsFile == "" {
-		b.WriteString("discovery \"static\" \"local\" {\n")
-		for _, s := range servers {
-			fmt.Fprintf(&b, "  endpoint %q { address = %q }\n", s.Name(), s.Addr())
-		}
-		b.WriteString("}\n")
-	} else {
-		discoveryKind = "file"
-		var list []string
-		for _, s := range servers {
-			host, port, _ := net.SplitHostPort(s.Addr())
-			list = append(list, fmt.Sprintf(`{"id": %q, "address": %q, "port": %s}`, s.Name(), host, port))
-		}
-		tmp := endpointsFile + ".tmp"
-		if err := os.WriteFile(tmp, []byte(`{"peervault": [`+strings.Join(list, ", ")+`]}`), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, endpointsFile); err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintf(&b, "discovery \"file\" \"local\" {\n  path = %q\n}\n", endpointsFile)
-	}
-	fmt.Fprintf(&b, `strategy "chosen" {
+	block, discoveryKind := testtools.DiscoveryBlock(t, servers, endpointsFile)
+	src := block + fmt.Sprintf(`strategy "chosen" {
   kind = %q
 }
 health_policy "checks" {
@@ -89,9 +65,9 @@ service "peervault" {
   health    = health_policy.checks
 }
 `, kind, interval, discoveryKind)
-	cfg, diags := config.NewLoader().LoadSources(map[string][]byte{"pvlb.hcl": []byte(b.String())})
+	cfg, diags := config.NewLoader().LoadSources(map[string][]byte{"pvlb.hcl": []byte(src)})
 	if diags.HasErrors() {
-		t.Fatalf("configuration: %s\n%s", diags.Error(), b.String())
+		t.Fatalf("configuration: %s\n%s", diags.Error(), src)
 	}
 	return cfg
 }
