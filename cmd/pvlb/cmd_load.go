@@ -19,7 +19,6 @@ import (
 	"github.com/peervault/pvlb/pkg/rpc"
 	"github.com/peervault/pvlb/pkg/service"
 	"github.com/peervault/pvlb/pkg/sim"
-	"github.com/peervault/pvlb/pkg/sim/simreport"
 )
 
 // LoadCmd drives real traffic through the balancer to real servers.
@@ -156,15 +155,10 @@ func (c *LoadCmd) Run(a *app) error {
 		report.StrategyName = ""
 	}
 	if page != nil {
-		err := simreport.Write(redacting{page}, simreport.Page{Command: commandLine(a.args), Runs: []*sim.Report{report}})
-		if cerr := page.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return fmt.Errorf("--report: %w", err)
+		if err := writePage(a, page, c.Report, []*sim.Report{report}); err != nil {
+			return err
 		}
 		page = nil
-		fmt.Fprintf(a.stderr, "pvlb: wrote the report to %s\n", c.Report)
 	}
 	if c.Output == "json" {
 		return writeJSON(a.stdout, report)

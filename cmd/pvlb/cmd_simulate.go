@@ -155,15 +155,10 @@ func (c *SimulateCmd) Run(a *app) error {
 		if page == nil {
 			return nil
 		}
-		err := simreport.Write(redacting{page}, simreport.Page{Command: commandLine(a.args), Runs: runs})
-		if cerr := page.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return fmt.Errorf("--report: %w", err)
+		if err := writePage(a, page, c.Report, runs); err != nil {
+			return err
 		}
 		page = nil
-		fmt.Fprintf(a.stderr, "pvlb: wrote the report to %s\n", c.Report)
 		return nil
 	}
 	if len(c.Compare) > 0 {
@@ -494,6 +489,20 @@ func writeReport(w io.Writer, r *sim.Report) {
 		}
 		_ = tw.Flush()
 	}
+}
+
+// writePage writes runs into page as the HTML report, closes it and says
+// where it is; on an error the caller removes the half-written file.
+func writePage(a *app, page *os.File, path string, runs []*sim.Report) error {
+	err := simreport.Write(redacting{page}, simreport.Page{Command: commandLine(a.args), Runs: runs})
+	if cerr := page.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("--report: %w", err)
+	}
+	fmt.Fprintf(a.stderr, "pvlb: wrote the report to %s\n", path)
+	return nil
 }
 
 // holders is the fleet's connections: each server's clients, summed.
