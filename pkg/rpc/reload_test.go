@@ -19,12 +19,10 @@ import (
 	pb "github.com/peervault/pvlb/proto/peervault/v1"
 )
 
-// A balancer reconfigured while it serves changes what both gRPC paths
-// do: here picks start reading a sticky session from each call's
-// metadata, which neither LoadBalancedClient nor the pvlb:/// channel read
-// before.
-func TestReconfigureReachesBothPaths(t *testing.T) {
-	servers := testtools.DemoServers(t, 3)
+// servedBalancer returns a balancer of service peervault with the default
+// configuration, over servers.
+func servedBalancer(t *testing.T, servers []*demoserver.Server) *lb.LoadBalancer {
+	t.Helper()
 	cfg := lb.DefaultConfig()
 	cfg.Service = "peervault"
 	balancer, err := lb.New(cfg, nil)
@@ -32,6 +30,17 @@ func TestReconfigureReachesBothPaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	testtools.AddServers(t, balancer, servers)
+	return balancer
+}
+
+// A balancer reconfigured while it serves changes what both gRPC paths
+// do: here picks start reading a sticky session from each call's
+// metadata, which neither LoadBalancedClient nor the pvlb:/// channel read
+// before.
+func TestReconfigureReachesBothPaths(t *testing.T) {
+	servers := testtools.DemoServers(t, 3)
+	balancer := servedBalancer(t, servers)
+	cfg := balancer.Config()
 	client := pb.NewPeerVaultServiceClient(testtools.LoadBalancedClient(t, balancer, nil))
 	calls, err := rpc.NewChannelCalls(policy.DefaultRetry(), nil, nil)
 	if err != nil {
@@ -64,13 +73,7 @@ func TestReconfigureReachesBothPaths(t *testing.T) {
 func TestConnectionSettingsChangeDrainsOpenConnections(t *testing.T) {
 	slow := latency.Model{Kind: latency.Fixed, A: 300 * time.Millisecond}
 	servers := testtools.DemoServers(t, 1, demoserver.Config{Latency: &slow})
-	cfg := lb.DefaultConfig()
-	cfg.Service = "peervault"
-	balancer, err := lb.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	testtools.AddServers(t, balancer, servers)
+	balancer := servedBalancer(t, servers)
 	ccfg := rpc.DefaultLoadBalancedClientConfig()
 	pool, err := rpc.NewConnPool(balancer, &ccfg.Client, nil)
 	if err != nil {
@@ -125,13 +128,7 @@ func TestConnectionSettingsChangeDrainsOpenConnections(t *testing.T) {
 // A configuration the client cannot use changes nothing.
 func TestClientReconfigureRefusesAndKeeps(t *testing.T) {
 	servers := testtools.DemoServers(t, 1)
-	cfg := lb.DefaultConfig()
-	cfg.Service = "peervault"
-	balancer, err := lb.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	testtools.AddServers(t, balancer, servers)
+	balancer := servedBalancer(t, servers)
 	lbc := testtools.LoadBalancedClient(t, balancer, nil)
 	bad := rpc.DefaultLoadBalancedClientConfig()
 	bad.MaxRetries = 7

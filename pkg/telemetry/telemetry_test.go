@@ -61,14 +61,7 @@ func testMetricsAddUp(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 	testtools.AddServers(t, b, servers)
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
-	m, err := telemetry.New(mp, b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m.Close() })
+	m, reader := manualMetrics(t, b)
 	var stub pb.PeerVaultServiceClient
 	if path == "LoadBalancedClient" {
 		stub = pb.NewPeerVaultServiceClient(testtools.LoadBalancedClient(t, b, nil, rpc.WithMetrics(m)))
@@ -189,6 +182,21 @@ func BenchmarkAttempt(b *testing.B) {
 	}
 }
 
+// manualMetrics records b's metrics on a MeterProvider whose reader the
+// test collects from; both end with the test.
+func manualMetrics(t *testing.T, b *lb.LoadBalancer) (*telemetry.Metrics, *sdkmetric.ManualReader) {
+	t.Helper()
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	m, err := telemetry.New(mp, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	return m, reader
+}
+
 // Endpoint series carry the endpoint's zone as grpc.lb.locality (gRFC
 // A78), and leave it out for an endpoint without one.
 func TestEndpointSeriesCarryTheirZone(t *testing.T) {
@@ -201,14 +209,7 @@ func TestEndpointSeriesCarryTheirZone(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
-	m, err := telemetry.New(mp, b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m.Close() })
+	_, reader := manualMetrics(t, b)
 	zones := map[string]string{}
 	for _, dp := range collect(t, reader)["pvlb.endpoint.picks"].(metricdata.Sum[int64]).DataPoints {
 		zone, ok := dp.Attributes.Value(telemetry.LocalityKey)
