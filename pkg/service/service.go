@@ -181,13 +181,18 @@ func (s *Service) observeDiscovery(kind string) {
 // endpoints that stay keep their connections, health and statistics, and
 // calls in flight finish where they are. svc should come from a
 // configuration that loaded without errors; opts.Config and opts.Host, when
-// set, replace those New was given. On an error nothing has changed.
+// set, replace those New was given; the other Options (logger, health
+// checks, dial options, meter) are New's to set, and Reload refuses them.
+// On an error nothing has changed.
 func (s *Service) Reload(ctx context.Context, svc *config.Service, opts Options) error {
 	if svc.Name != s.Name {
 		return fmt.Errorf("service %q cannot be reloaded as %q", s.Name, svc.Name)
 	}
 	if svc.Discovery == nil {
 		return fmt.Errorf("service %q has no discovery", svc.Name)
+	}
+	if opts.Logger != nil || opts.HealthChecks || opts.OneShot || len(opts.DialOptions) > 0 || opts.Meter != nil {
+		return fmt.Errorf("service %q: Reload takes Options.Config and Options.Host only; the logger, health checks, dial options and meter are set by New", svc.Name)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

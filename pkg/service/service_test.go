@@ -223,6 +223,9 @@ func TestReloadRefusedKeepsTheRunningService(t *testing.T) {
 	noCA.Client.TLS = &tlsfiles.Config{CAFile: filepath.Join(dir, "missing-ca.pem")}
 	renamed := *serviceOf(t, next)
 	renamed.Name = "other"
+	if err := s.Reload(ctx, serviceOf(t, next), Options{Config: next, HealthChecks: true}); err == nil {
+		t.Fatal("a reload that would turn health checks on was accepted")
+	}
 	for what, svc := range map[string]*config.Service{"a CA file that does not exist": &noCA, "another service's name": &renamed} {
 		if err := s.Reload(ctx, svc, Options{Config: next}); err == nil {
 			t.Fatalf("a reload with %s was accepted", what)
